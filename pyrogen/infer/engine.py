@@ -1,0 +1,416 @@
+"""``pyrogen.fit``: stochastic variational inference for any family, with the chores done.
+
+The engine differentiates ``model.loss`` (a Pyro ELBO) of ``model.model`` / ``model.guide``
+and steps a plain ``torch.optim`` optimizer over ``model.parameters()``. Using a torch
+optimizer rather than ``pyro.optim`` keeps the optimizer state independent of Pyro's global
+parameter names, which is what makes checkpoints resume exactly in a new process.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from pyrogen import __version__
+from pyrogen.data.validation import as_tensor
+from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
+from pyrogen.models.base import GenerativeModel
+
+#: A callback gets (step, loss in nats per example, model); returning True stops training.
+Callback = Callable[[int, float, GenerativeModel], Any]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the trained model (restored to its best state when ``restore_best``).
+        losses: negative ELBO in nats per example, one entry per step (for minibatches, the
+            scaled minibatch estimate). Which bound it is depends on ``model.loss``.
+        steps: total optimisation steps taken, resumed ones included.
+        time_s: wall time of this call, in seconds.
+        device: device the model was trained on.
+        best_loss: lowest monitored loss (per step full-batch, per-epoch mean otherwise).
+        best_step: step at which ``best_loss`` was reached (0 = before the first update).
+        stopped_early: whether early stopping or a callback ended training.
+    """
+
+    model: GenerativeModel
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    time_s: float = 0.0
+    device: str = "cpu"
+    best_loss: float = math.inf
+    best_step: int = 0
+    stopped_early: bool = False
+
+    @property
+    def final_loss(self) -> float:
+        """Last recorded loss (nats per example)."""
+        return self.losses[-1] if self.losses else math.nan
+
+
+_UNSET = object()
+
+
+def fit(
+    model: GenerativeModel,
+    data: Any,
+    y: Any = None,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    optim: OptimizerFactory | None = None,
+    lr: float | None = None,
+    clip_norm: float | None = None,
+    early_stopping: int | None | object = _UNSET,
+    min_delta: float = 1e-4,
+    restore_best: bool = True,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` by SVI on ``data``.
+
+    Args:
+        model: any pyrogen family (see :mod:`pyrogen.models`).
+        data: array-like of shape (N, ...); numpy arrays and torch tensors are accepted.
+        y: optional labels of shape (N, ...), passed to ``model.model`` / ``model.guide``.
+        steps: optimisation steps in total (resumed ones included). Exclusive with ``epochs``.
+        epochs: passes over the data; ``steps = epochs * ceil(N / batch_size)``.
+        batch_size: rows per step; ``None`` uses the full data set every step. Minibatches
+            are scaled by the data plate to stand for all N rows, so the ELBO is unbiased.
+        optim: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
+        lr: learning rate; default from ``model.fit_defaults`` or 1e-3.
+        clip_norm: clip the gradient norm to this value (``None``: no clipping).
+        early_stopping: stop after this many epochs (steps, full-batch) without the
+            monitored loss improving by ``min_delta``; ``None`` never stops early.
+        min_delta: smallest improvement (nats per example) that resets the patience.
+        restore_best: leave the model in the state with the lowest monitored loss.
+        device: ``"cpu"``, ``"cuda"``, ...; default the data's device.
+        seed: seeds Pyro, torch, numpy and the minibatch order.
+        callbacks: ``callback(step, loss, model)``; a callback returning True stops training.
+        checkpoint: file to save training state to (atomically) every ``checkpoint_every``
+            steps and at the end; it is also a model file for :func:`pyrogen.load`.
+        checkpoint_every: steps between checkpoints (default: only at the end).
+        resume: continue from ``checkpoint`` if it exists: parameters, optimizer, random
+            state and step, so an interrupted run continues exactly.
+        progress: show a progress bar; default only when stderr is a terminal.
+
+    Returns:
+        a :class:`FitResult`.
+
+    Raises:
+        ValueError: bad arguments or data.
+        FloatingPointError: the loss or a gradient became NaN/inf; the message names the
+            step and the site or parameter responsible.
+
+    Example:
+        >>> import pyrogen
+        >>> gmm = pyrogen.GaussianMixture(2)
+        >>> result = pyrogen.fit(gmm, pyrogen.data.old_faithful(), steps=20, progress=False)
+        >>> len(result.losses) <= 20
+        True
+    """
+    started = time.perf_counter()
+    if not isinstance(model, GenerativeModel):
+        raise TypeError(f"model: expected a pyrogen model, got {type(model).__name__}")
+    defaults = model.fit_defaults
+    x = as_tensor(data, name="data", ndim=None)
+    labels = _as_labels(y, x.shape[0])
+    num_data = x.shape[0]
+    batch_size = _check_positive_int("batch_size", batch_size, allow_none=True)
+    if batch_size is not None and batch_size >= num_data:
+        batch_size = None
+    steps_per_epoch = 1 if batch_size is None else math.ceil(num_data / batch_size)
+    if steps is not None and epochs is not None:
+        raise ValueError("steps, epochs: expected at most one of them, got both")
+    if epochs is not None:
+        total_steps = _check_positive_int("epochs", epochs) * steps_per_epoch
+    else:
+        total_steps = _check_positive_int("steps", steps if steps is not None else defaults.get("steps", 1000))
+    lr = float(lr if lr is not None else defaults.get("lr", 1e-3))
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a positive number, got {lr!r}")
+    if early_stopping is _UNSET:
+        early_stopping = defaults.get("early_stopping")
+    early_stopping = _check_positive_int("early_stopping", early_stopping, allow_none=True)
+    checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)
+    if resume and checkpoint is None:
+        raise ValueError("resume: expected a checkpoint path to resume from, got checkpoint=None")
+
+    device = torch.device(device) if device is not None else x.device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
+    model.to(device)
+    x = x.to(device)
+    labels = None if labels is None else labels.to(device)
+
+    pyro.set_rng_seed(seed)
+    order_rng = torch.Generator().manual_seed(seed)
+    state = _TrainingState()
+    saved = None
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        saved = load_checkpoint(checkpoint, required=("state_dict", "optimizer", "step", "rng"))
+        if saved.get("family") != model.family:
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r}: expected family {model.family!r}, "
+                f"got {saved.get('family')!r}"
+            )
+        if not model.is_setup:
+            model.setup(x, labels, seed=seed)  # builds parameter shapes; values are replaced
+        model.load_state_dict(saved["state_dict"])
+        model.to(device)
+    else:
+        model.setup(x, labels, seed=seed)
+        x = x.to(dtype=_model_dtype(model, x.dtype))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
+    optimizer = (optim or torch.optim.Adam)(params, lr=lr)
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        state = _TrainingState.from_dict(saved)
+        _set_rng_state(saved["rng"])
+        order_rng.set_state(saved["order_rng"])
+
+    elbo = model.loss
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=total_steps, initial=state.step, disable=not progress, desc=model.family)
+    try:
+        while state.step < total_steps and not state.stopped_early:
+            position = state.step % steps_per_epoch
+            if batch_size is None:
+                batch_x, batch_y = x, labels
+            else:
+                if position == 0 or state.permutation is None:
+                    state.permutation = torch.randperm(num_data, generator=order_rng)
+                index = state.permutation[position * batch_size : (position + 1) * batch_size]
+                index = index.to(device)
+                batch_x = x[index]
+                batch_y = None if labels is None else labels[index]
+            loss = _loss(elbo, model, batch_x, batch_y, num_data, state.step)
+            value = loss.item() / num_data
+            if not math.isfinite(value):
+                raise FloatingPointError(_explain_nonfinite(model, batch_x, batch_y, num_data, state.step))
+            if batch_size is None:
+                state.monitor(value, model, min_delta)  # the pre-update parameters scored `value`
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _check_gradients(model, state.step)
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            optimizer.step()
+            state.step += 1
+            state.losses.append(value)
+            if batch_size is not None and state.step % steps_per_epoch == 0:
+                epoch_loss = float(np.mean(state.losses[-steps_per_epoch:]))
+                state.monitor(epoch_loss, model, min_delta)
+            if early_stopping is not None and state.bad_epochs >= early_stopping:
+                state.stopped_early = True
+            if any(callback(state.step, value, model) is True for callback in callbacks):
+                state.stopped_early = True
+            bar.update(1)
+            if state.step % 10 == 0:
+                bar.set_postfix(loss=f"{value:.4f}")
+            if checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0:
+                _save(checkpoint, model, optimizer, state, order_rng)
+    finally:
+        bar.close()
+    if checkpoint is not None:
+        _save(checkpoint, model, optimizer, state, order_rng)
+    if restore_best and state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return FitResult(
+        model=model,
+        losses=list(state.losses),
+        steps=state.step,
+        time_s=time.perf_counter() - started,
+        device=str(device),
+        best_loss=state.best_loss,
+        best_step=state.best_step,
+        stopped_early=state.stopped_early,
+    )
+
+
+@dataclass
+class _TrainingState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    # This epoch's row order: kept in checkpoints so a resume mid-epoch sees the same batches.
+    permutation: torch.Tensor | None = None
+
+    def monitor(self, loss: float, model: GenerativeModel, min_delta: float) -> None:
+        if loss < self.best_loss - min_delta:
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, self.step
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        best = None if self.best_state is None else {k: v.cpu() for k, v in self.best_state.items()}
+        return {
+            "step": self.step,
+            "losses": list(self.losses),
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "best_state": best,
+            "bad_epochs": self.bad_epochs,
+            "permutation": self.permutation,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> _TrainingState:
+        return cls(
+            step=int(saved["step"]),
+            losses=[float(v) for v in saved.get("losses", [])],
+            best_loss=float(saved.get("best_loss", math.inf)),
+            best_step=int(saved.get("best_step", 0)),
+            best_state=saved.get("best_state"),
+            bad_epochs=int(saved.get("bad_epochs", 0)),
+            permutation=saved.get("permutation"),
+        )
+
+
+def _loss(elbo, model, batch_x, batch_y, num_data: int, step: int) -> torch.Tensor:
+    try:
+        return elbo.differentiable_loss(model.model, model.guide, batch_x, batch_y, num_data=num_data)
+    except ValueError as error:
+        bad = _nonfinite_parameters(model)
+        if bad:
+            raise FloatingPointError(
+                f"step {step}: parameter(s) {bad} are NaN/inf, so the model could not be "
+                f"evaluated; lower lr or set clip_norm"
+            ) from error
+        raise
+
+
+def _nonfinite_parameters(model: GenerativeModel) -> list[str]:
+    return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+
+
+def _check_gradients(model: GenerativeModel, step: int) -> None:
+    bad = [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"step {step}: the gradient of parameter(s) {bad} is NaN/inf; lower lr, set "
+            f"clip_norm, or check the data scale"
+        )
+
+
+def _explain_nonfinite(model, batch_x, batch_y, num_data: int, step: int) -> str:
+    """Find the first site whose log-probability is not finite (model or guide)."""
+    kwargs = {"num_data": num_data}
+    try:
+        with torch.no_grad():
+            guide_trace = poutine.trace(model.guide).get_trace(batch_x, batch_y, **kwargs)
+            replayed = poutine.replay(model.model, trace=guide_trace)
+            model_trace = poutine.trace(replayed).get_trace(batch_x, batch_y, **kwargs)
+            for role, trace in (("model", model_trace), ("guide", guide_trace)):
+                for name, site in trace.nodes.items():
+                    if site["type"] != "sample":
+                        continue
+                    if not torch.isfinite(site["value"]).all():
+                        return f"step {step}: the loss is NaN/inf; {role} site {name!r} has a NaN/inf value"
+                    log_prob = site["fn"].log_prob(site["value"])
+                    if not torch.isfinite(log_prob).all():
+                        return f"step {step}: the loss is NaN/inf; {role} site {name!r} has NaN/inf log-probability"
+    except Exception as error:  # the diagnosis must never hide the original problem
+        return f"step {step}: the loss is NaN/inf (sites could not be inspected: {error})"
+    bad = _nonfinite_parameters(model)
+    return f"step {step}: the loss is NaN/inf" + (f"; parameter(s) {bad} are NaN/inf" if bad else "")
+
+
+def _as_labels(y: Any, num_rows: int) -> torch.Tensor | None:
+    if y is None:
+        return None
+    labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    if labels.dim() == 0 or labels.shape[0] != num_rows:
+        raise ValueError(f"y: expected {num_rows} rows like data, got shape {tuple(labels.shape)}")
+    return labels
+
+
+def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _model_dtype(model: GenerativeModel, default: torch.dtype) -> torch.dtype:
+    for tensor in model.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return default
+
+
+def _get_rng_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "random": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["random"]))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _save(path: PathLike, model, optimizer, state: _TrainingState, order_rng) -> None:
+    payload = {
+        "pyrogen_version": __version__,
+        "family": model.family,
+        "config": model.config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": _get_rng_state(),
+        "order_rng": order_rng.get_state(),
+        **state.to_dict(),
+    }
+    save_checkpoint(path, payload)

@@ -1,0 +1,78 @@
+"""Atomic file writes and safe checkpoint files.
+
+Everything pyrogen writes goes through :func:`atomic_write` so that an interrupted run never
+leaves a half-written file behind, and every checkpoint is read back with
+``torch.load(..., weights_only=True)`` so that loading a file never runs code from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PathLike = str | os.PathLike
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path`` and move it into place only on success.
+
+    Args:
+        path: final destination; its folder must exist.
+        mode: ``"wb"`` or ``"w"``.
+
+    Yields:
+        the open temporary file.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (tensors, numbers, strings, lists and dicts only) atomically."""
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
+
+
+def load_checkpoint(path: PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` without unpickling objects.
+
+    Args:
+        path: checkpoint file.
+        required: keys the payload must have.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable checkpoint, or lacks a required key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"checkpoint {str(path)!r} could not be read safely: {error}") from error
+    if not isinstance(payload, dict):
+        raise ValueError(f"checkpoint {str(path)!r}: expected a dict, got {type(payload).__name__}")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise ValueError(f"checkpoint {str(path)!r} is not a pyrogen file: missing {missing}")
+    return payload

@@ -1,0 +1,623 @@
+"""Gaussian mixtures with the component assignment enumerated out.
+
+The model::
+
+    weights ~ Dirichlet(alpha * 1_K)
+    for k in 1..K:  locs_k ~ Normal(m, s_loc * sd),  scales_k ~ LogNormal(log sd, s_scale),
+                    corr_k ~ LKJCholesky(D, eta)                      (full covariance only)
+    for n in 1..N:  z_n ~ Categorical(weights)       # enumerated, never sampled
+                    x_n ~ Normal(locs_{z_n}, diag(scales_{z_n}) corr_{z_n} ...)
+
+``m`` and ``sd`` are the data's mean and standard deviation per feature (an empirical-Bayes
+choice that makes the priors weak on any scale of data). Marginalising ``z`` by enumeration
+makes ``TraceEnum_ELBO`` the exact log-likelihood plus log-prior for MAP, and a tight ELBO
+for the variational guide; ``infer_discrete`` recovers the assignments afterwards.
+
+Guides: ``inference="map"`` puts a Delta on every global site; ``inference="variational"``
+is mean-field, a Normal in each site's unconstrained space pushed through ``biject_to``
+(stick-breaking for weights, exp for scales, the LKJ Cholesky bijection for correlations).
+:meth:`GaussianMixture.mcmc` runs collapsed NUTS on the same model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.infer import TraceEnum_ELBO, infer_discrete
+from pyro.nn import PyroParam, pyro_method
+from torch.distributions import biject_to
+
+from pyrogen.data.validation import as_tensor
+from pyrogen.models.base import GenerativeModel, data_plate
+from pyrogen.models.mixture_em import (
+    COVARIANCE_TYPES,
+    MixtureParameters,
+    component_log_density,
+    expectation_maximization,
+    hard_assignment_parameters,
+    kmeans,
+    kmeans_plusplus,
+    mixture_log_prob,
+)
+
+if TYPE_CHECKING:
+    import arviz
+
+# Site names, shared by model and guide.
+WEIGHTS = "weights"
+LOCS = "locs"
+SCALES = "scales"
+CORRELATION = "corr_cholesky"
+ASSIGNMENT = "assignment"
+OBS = "obs"
+COMPONENT_PLATE = "components"
+
+INFERENCE_METHODS = ("map", "variational")
+
+
+@dataclass(frozen=True)
+class _GlobalSite:
+    """A global latent site: its support, constrained shape and whether it is per component."""
+
+    name: str
+    support: constraints.Constraint
+    shape: tuple[int, ...]
+    event_dim: int
+    per_component: bool
+
+
+class GaussianMixture(GenerativeModel):
+    """A Gaussian mixture whose assignments are enumerated, trained by SVI.
+
+    Args:
+        n_components: number of components K (>= 1).
+        covariance: ``"full"`` (K, D, D), ``"diag"`` (K, D), ``"spherical"`` (K,) or
+            ``"tied"`` (one (D, D) shared by all components).
+        inference: ``"map"`` (point estimates; the ELBO is the log joint) or
+            ``"variational"`` (mean-field posterior over weights, locs and covariances).
+        n_features: D, if known in advance; otherwise set by :meth:`setup` from the data.
+        n_init: k-means++ restarts in :meth:`setup`; the one with the best ELBO is kept.
+        em_iterations: EM iterations after each k-means++ start (0 for none).
+        tol: EM stops when the mean log-likelihood per row improves by less (nats).
+        weight_concentration: Dirichlet concentration alpha of the weights prior.
+        loc_prior_scale: prior sd of the component means, in data standard deviations.
+        scale_prior_width: sd of the log-normal prior on the component scales.
+        correlation_concentration: LKJ concentration eta (1 is uniform on correlations).
+
+    Example:
+        >>> import pyrogen
+        >>> x = pyrogen.data.old_faithful()
+        >>> gmm = pyrogen.GaussianMixture(2).fit(x, progress=False)
+        >>> gmm.log_prob(x).shape
+        torch.Size([272])
+    """
+
+    family = "gmm"
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        covariance: str = "full",
+        inference: str = "map",
+        *,
+        n_features: int | None = None,
+        n_init: int = 1,
+        em_iterations: int = 100,
+        tol: float = 1e-3,
+        weight_concentration: float = 1.0,
+        loc_prior_scale: float = 10.0,
+        scale_prior_width: float = 2.0,
+        correlation_concentration: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_int("n_components", n_components, minimum=1)
+        if covariance not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance: expected one of {COVARIANCE_TYPES}, got {covariance!r}")
+        if inference not in INFERENCE_METHODS:
+            raise ValueError(f"inference: expected one of {INFERENCE_METHODS}, got {inference!r}")
+        if n_features is not None:
+            _check_int("n_features", n_features, minimum=1)
+        _check_int("n_init", n_init, minimum=1)
+        _check_int("em_iterations", em_iterations, minimum=0)
+        for name, value in (
+            ("tol", tol),
+            ("weight_concentration", weight_concentration),
+            ("loc_prior_scale", loc_prior_scale),
+            ("scale_prior_width", scale_prior_width),
+            ("correlation_concentration", correlation_concentration),
+        ):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+        self.n_components = n_components
+        self.covariance = covariance
+        self.inference = inference
+        self.n_init = n_init
+        self.em_iterations = em_iterations
+        self.tol = float(tol)
+        self.weight_concentration = float(weight_concentration)
+        self.loc_prior_scale = float(loc_prior_scale)
+        self.scale_prior_width = float(scale_prior_width)
+        self.correlation_concentration = float(correlation_concentration)
+        self.n_features: int | None = None
+        if n_features is not None:
+            self._build(n_features)
+
+    # --- structure ----------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_components": self.n_components,
+            "covariance": self.covariance,
+            "inference": self.inference,
+            "n_features": self.n_features,
+            "n_init": self.n_init,
+            "em_iterations": self.em_iterations,
+            "tol": self.tol,
+            "weight_concentration": self.weight_concentration,
+            "loc_prior_scale": self.loc_prior_scale,
+            "scale_prior_width": self.scale_prior_width,
+            "correlation_concentration": self.correlation_concentration,
+        }
+
+    @property
+    def fit_defaults(self) -> dict[str, Any]:
+        """EM leaves MAP near a mode, so a short polish suffices; variational needs longer
+        to fit its spreads, with a patience that tolerates the noise of sampled ELBOs."""
+        if self.inference == "map":
+            return {"steps": 200, "lr": 0.005, "early_stopping": 10}
+        return {"steps": 2000, "lr": 0.01, "early_stopping": 200}
+
+    @property
+    def loss(self) -> TraceEnum_ELBO:
+        """``TraceEnum_ELBO(max_plate_nesting=1)``: the assignment site is enumerated."""
+        return TraceEnum_ELBO(max_plate_nesting=1)
+
+    @property
+    def is_setup(self) -> bool:
+        return self.n_features is not None
+
+    def _global_sites(self) -> list[_GlobalSite]:
+        k, d = self.n_components, self.n_features
+        tied = self.covariance == "tied"
+        scale_shape = {"full": (k, d), "diag": (k, d), "spherical": (k, 1), "tied": (d,)}
+        sites = [
+            _GlobalSite(WEIGHTS, constraints.simplex, (k,), 1, False),
+            _GlobalSite(LOCS, constraints.real, (k, d), 1, True),
+            _GlobalSite(SCALES, constraints.positive, scale_shape[self.covariance], 1, not tied),
+        ]
+        if self.covariance in ("full", "tied") and d > 1:
+            shape = (d, d) if tied else (k, d, d)
+            sites.append(_GlobalSite(CORRELATION, constraints.corr_cholesky, shape, 2, not tied))
+        return sites
+
+    def _build(self, n_features: int) -> None:
+        """Create parameters and prior buffers for D = ``n_features`` (values set later)."""
+        self.n_features = n_features
+        self.register_buffer("data_loc", torch.zeros(n_features))
+        self.register_buffer("data_scale", torch.ones(n_features))
+        for site in self._global_sites():
+            neutral = _neutral_value(site)
+            unconstrained = biject_to(site.support).inv(neutral)
+            setattr(self, f"{site.name}_loc", torch.nn.Parameter(unconstrained))
+            if self.inference == "variational":
+                spread = torch.full_like(unconstrained, 0.1)
+                setattr(self, f"{site.name}_scale", PyroParam(spread, constraints.positive))
+
+    def _require_setup(self) -> None:
+        if self.n_features is None:
+            raise RuntimeError(
+                "GaussianMixture has no parameters yet: call fit(x) or setup(x) first "
+                "(or pass n_features=...)"
+            )
+
+    # --- Pyro programs ------------------------------------------------------------------
+    def _prior(self, site: _GlobalSite) -> dist.Distribution:
+        if site.name == WEIGHTS:
+            concentration = self.data_loc.new_full((self.n_components,), self.weight_concentration)
+            return dist.Dirichlet(concentration)
+        if site.name == LOCS:
+            return dist.Normal(self.data_loc, self.loc_prior_scale * self.data_scale).to_event(1)
+        if site.name == SCALES:
+            log_scale = self.data_scale.log()
+            if self.covariance == "spherical":
+                log_scale = log_scale.mean().reshape(1)
+            return dist.LogNormal(log_scale, self.scale_prior_width).to_event(1)
+        return dist.LKJCholesky(self.n_features, self.correlation_concentration)
+
+    def _sample_globals(self, sample_site) -> dict[str, torch.Tensor]:
+        values = {}
+        sites = self._global_sites()
+        with pyro.plate(COMPONENT_PLATE, self.n_components, dim=-1):
+            for site in sites:
+                if site.per_component:
+                    values[site.name] = sample_site(site)
+        for site in sites:
+            if not site.per_component:
+                values[site.name] = sample_site(site)
+        return values
+
+    @pyro_method
+    def model(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
+    ) -> None:
+        """p(weights, locs, scales, corr) prod_n sum_k p(z_n = k) N(x_n | component k).
+
+        Args:
+            x: data of shape (batch_size, D).
+            y: unused (mixtures are unsupervised); accepted for the shared contract.
+            num_data: rows in the full data set when ``x`` is a minibatch.
+        """
+        self._require_setup()
+        values = self._sample_globals(lambda site: pyro.sample(site.name, self._prior(site)))
+        with data_plate(x, num_data):
+            assignment = pyro.sample(
+                ASSIGNMENT, dist.Categorical(values[WEIGHTS]), infer={"enumerate": "parallel"}
+            )
+            pyro.sample(OBS, self._component_distribution(values, assignment), obs=x)
+
+    @pyro_method
+    def guide(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
+    ) -> None:
+        """Delta (MAP) or mean-field (variational) posterior over the global sites."""
+        self._require_setup()
+        self._sample_globals(self._guide_site)
+
+    def _guide_site(self, site: _GlobalSite) -> torch.Tensor:
+        transform = biject_to(site.support)
+        loc = getattr(self, f"{site.name}_loc")
+        if self.inference == "map":
+            return pyro.sample(site.name, dist.Delta(transform(loc), event_dim=site.event_dim))
+        base = dist.Normal(loc, getattr(self, f"{site.name}_scale"))
+        batch_dims = 1 if site.per_component else 0
+        base = base.to_event(loc.dim() - batch_dims)
+        return pyro.sample(site.name, dist.TransformedDistribution(base, transform))
+
+    def _scale_tril(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        scales = values[SCALES]
+        if CORRELATION in values:
+            return scales.unsqueeze(-1) * values[CORRELATION]
+        return torch.diag_embed(scales)
+
+    def _component_distribution(
+        self, values: dict[str, torch.Tensor], assignment: torch.Tensor
+    ) -> dist.Distribution:
+        locs = values[LOCS][assignment]
+        if self.covariance == "full":
+            return dist.MultivariateNormal(locs, scale_tril=self._scale_tril(values)[assignment])
+        if self.covariance == "tied":
+            return dist.MultivariateNormal(locs, scale_tril=self._scale_tril(values))
+        return dist.Normal(locs, values[SCALES][assignment]).to_event(1)
+
+    # --- point estimates ----------------------------------------------------------------
+    def point_estimates(self) -> dict[str, torch.Tensor]:
+        """Values of the global sites: the MAP point, or the variational posterior median.
+
+        Returns:
+            ``{"weights": (K,), "locs": (K, D), "scales": ..., "corr_cholesky": ...}``.
+        """
+        self._require_setup()
+        return {
+            site.name: biject_to(site.support)(getattr(self, f"{site.name}_loc")).detach()
+            for site in self._global_sites()
+        }
+
+    def mixture_parameters(self, values: dict[str, torch.Tensor] | None = None) -> MixtureParameters:
+        """Weights, locs and covariances (shapes as for the covariance type) of a draw."""
+        values = self.point_estimates() if values is None else values
+        if self.covariance in ("full", "tied"):
+            tril = self._scale_tril(values)
+            covariances = tril @ tril.transpose(-1, -2)
+        else:
+            covariances = values[SCALES].square()
+            if self.covariance == "spherical":
+                covariances = covariances.squeeze(-1)
+        return MixtureParameters(values[WEIGHTS], values[LOCS], covariances, self.covariance)
+
+    @property
+    def weights_(self) -> torch.Tensor:
+        """Mixing weights, shape (K,)."""
+        return self.mixture_parameters().weights
+
+    @property
+    def means_(self) -> torch.Tensor:
+        """Component means, shape (K, D)."""
+        return self.mixture_parameters().locs
+
+    @property
+    def covariances_(self) -> torch.Tensor:
+        """Covariances: (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical."""
+        return self.mixture_parameters().covariances
+
+    def set_parameters(
+        self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor
+    ) -> GaussianMixture:
+        """Set the point estimates from mixture parameters (e.g. another library's fit).
+
+        Args:
+            weights: (K,) on the simplex.
+            means: (K, D).
+            covariances: as :attr:`covariances_` for this covariance type.
+
+        Returns:
+            ``self``.
+        """
+        means = as_tensor(means, name="means", ndim=2)
+        if means.shape[0] != self.n_components:
+            raise ValueError(f"means: expected {self.n_components} rows, got {means.shape[0]}")
+        if self.n_features is None:
+            self._build(means.shape[1])
+        dtype, device = self.data_loc.dtype, self.data_loc.device
+        params = MixtureParameters(
+            torch.as_tensor(weights, dtype=dtype, device=device),
+            means.to(dtype=dtype, device=device),
+            torch.as_tensor(covariances, dtype=dtype, device=device),
+            self.covariance,
+        )
+        self._assign(params, counts=None)
+        return self
+
+    def _assign(self, params: MixtureParameters, counts: torch.Tensor | None) -> None:
+        """Write mixture parameters into the guide (and set its spreads when variational)."""
+        values = {WEIGHTS: params.weights, LOCS: params.locs}
+        if self.covariance in ("full", "tied"):
+            tril = torch.linalg.cholesky(params.covariances)
+            scales = tril.diagonal(dim1=-2, dim2=-1)
+            values[SCALES] = scales
+            if self.n_features > 1:
+                values[CORRELATION] = tril / scales.unsqueeze(-1)
+        else:
+            scales = params.covariances.sqrt()
+            values[SCALES] = scales.unsqueeze(-1) if self.covariance == "spherical" else scales
+        total = None if counts is None else counts.sum()
+        with torch.no_grad():
+            for site in self._global_sites():
+                value = values[site.name].to(self.data_loc)
+                loc = getattr(self, f"{site.name}_loc")
+                loc.copy_(biject_to(site.support).inv(value).reshape(loc.shape))
+                if self.inference == "variational" and counts is not None:
+                    # Start each posterior about as wide as a Laplace approximation would be:
+                    # 1/sqrt(rows that inform it), times the data scale for the means.
+                    scale = getattr(self, f"{site.name}_scale_unconstrained")
+                    informed = counts if site.per_component else total
+                    spread = informed.clamp(min=1).rsqrt().to(scale)
+                    spread = spread.reshape(-1, *([1] * (scale.dim() - 1))) if site.per_component else spread
+                    if site.name == LOCS:
+                        spread = spread * self.data_scale
+                    scale.copy_(spread.expand_as(scale).log())
+
+    # --- data-dependent initialisation ----------------------------------------------------
+    def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
+        """k-means++ (``n_init`` restarts) then EM; the start with the best ELBO is kept.
+
+        Also sets the empirical-Bayes prior buffers (data mean and standard deviation).
+
+        Args:
+            x: data of shape (N, D).
+            y: unused.
+            seed: seeds the k-means++ draws.
+        """
+        x = as_tensor(x, name="x", ndim=2)
+        n_rows, n_features = x.shape
+        if n_rows < self.n_components:
+            raise ValueError(
+                f"n_components: expected at most n_samples={n_rows} components, "
+                f"got {self.n_components}"
+            )
+        if self.n_features != n_features:
+            self._build(n_features)
+            self.to(x.device)
+        x = x.to(device=self.device, dtype=self.data_loc.dtype)
+        work = x.to(torch.float64)
+        mean = work.mean(0)
+        sd = work.std(0, unbiased=False) if n_rows > 1 else torch.ones_like(mean)
+        sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        with torch.no_grad():
+            self.data_loc.copy_(mean)
+            self.data_scale.copy_(sd)
+        centred = work - mean
+        reg = 1e-6 * sd.square()
+        best_loss, best_state = math.inf, None
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        for _ in range(self.n_init):
+            centres = kmeans_plusplus(centred, self.n_components, generator)
+            labels = kmeans(centred, centres)
+            params = hard_assignment_parameters(centred, labels, self.n_components, self.covariance, reg)
+            if self.em_iterations > 0:
+                params = expectation_maximization(
+                    centred, params, max_iter=self.em_iterations, tol=self.tol, reg=reg
+                ).params
+            counts = params.weights * n_rows
+            params.locs = params.locs + mean
+            self._assign(params, counts)
+            if self.n_init == 1:
+                return
+            with torch.no_grad():
+                loss = self.loss.loss(self.model, self.guide, x)
+            if loss < best_loss:
+                best_loss = loss
+                best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        self.load_state_dict(best_state)
+
+    def _prepare(self, x: Any) -> torch.Tensor:
+        self._require_setup()
+        x = as_tensor(x, name="x", ndim=2)
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"x: expected {self.n_features} columns, got {x.shape[1]}")
+        return x.to(device=self.device, dtype=self.data_loc.dtype)
+
+    # --- sklearn-style conveniences -------------------------------------------------------
+    def fit(self, x: Any, **kwargs: Any) -> GaussianMixture:
+        """Shorthand for ``pyrogen.fit(self, x, **kwargs)``; returns the fitted model."""
+        from pyrogen.infer.engine import fit  # the engine sits one layer above the models
+
+        fit(self, x, **kwargs)
+        return self
+
+    def log_prob(self, x: Any) -> torch.Tensor:
+        """Exact marginal log density log sum_k w_k N(x_n | mu_k, Sigma_k), in nats.
+
+        Args:
+            x: data of shape (N, D).
+
+        Returns:
+            Tensor of shape (N,), at the point estimates.
+        """
+        x = self._prepare(x)
+        return mixture_log_prob(x, self.mixture_parameters())
+
+    def predict_proba(self, x: Any) -> torch.Tensor:
+        """Responsibilities p(z_n = k | x_n) at the point estimates, shape (N, K)."""
+        x = self._prepare(x)
+        params = self.mixture_parameters()
+        joint = component_log_density(x, params) + params.weights.log()
+        return torch.softmax(joint, -1)
+
+    def predict(self, x: Any) -> torch.Tensor:
+        """MAP assignment of each row by ``infer_discrete`` (temperature 0), shape (N,)."""
+        x = self._prepare(x)
+        conditioned = poutine.condition(self.model, data=self.point_estimates())
+        decoder = infer_discrete(conditioned, first_available_dim=-2, temperature=0)
+        with torch.no_grad():
+            trace = poutine.trace(decoder).get_trace(x)
+        return trace.nodes[ASSIGNMENT]["value"]
+
+    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw ``n`` new rows from the mixture at the point estimates, shape (n, D)."""
+        _check_int("n", n, minimum=1)
+        values = self.point_estimates()
+        assignment = dist.Categorical(values[WEIGHTS]).sample((n,))
+        return self._component_distribution(values, assignment).sample()
+
+    def n_parameters(self) -> int:
+        """Free parameters of the mixture (as counted for BIC/AIC)."""
+        self._require_setup()
+        k, d = self.n_components, self.n_features
+        covariance = {
+            "full": k * d * (d + 1) // 2,
+            "diag": k * d,
+            "spherical": k,
+            "tied": d * (d + 1) // 2,
+        }[self.covariance]
+        return covariance + k * d + k - 1
+
+    def bic(self, x: Any) -> float:
+        """Bayesian information criterion -2 log L + p log N (lower is better)."""
+        x = self._prepare(x)
+        return float(-2 * self.log_prob(x).sum() + self.n_parameters() * math.log(x.shape[0]))
+
+    def aic(self, x: Any) -> float:
+        """Akaike information criterion -2 log L + 2 p (lower is better)."""
+        return float(-2 * self.log_prob(x).sum() + 2 * self.n_parameters())
+
+    def pointwise_log_likelihood(
+        self, x: torch.Tensor, draws: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """log p(x_n | theta_s) for posterior draws ``theta_s``, assignments summed out.
+
+        Args:
+            x: data of shape (N, D).
+            draws: site name -> tensor of shape (S, *site_shape).
+
+        Returns:
+            Tensor of shape (S, N).
+        """
+        x = self._prepare(x)
+        rows = []
+        for s in range(draws[WEIGHTS].shape[0]):
+            values = {name: value[s].to(x) for name, value in draws.items()}
+            rows.append(mixture_log_prob(x, self.mixture_parameters(values)))
+        return torch.stack(rows)
+
+    def mcmc(
+        self,
+        x: Any,
+        num_samples: int = 500,
+        warmup: int = 500,
+        num_chains: int = 2,
+        *,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> arviz.InferenceData:
+        """Collapsed NUTS on :meth:`model` (assignments enumerated out), relabelled.
+
+        Chains start at the current point estimates (run :meth:`fit` first for a good
+        start). Label switching is undone per draw by the permutation of components that
+        best matches the point estimates (see :func:`pyrogen.infer.mcmc.relabel`).
+
+        Returns:
+            ArviZ ``InferenceData`` with posterior, log_likelihood, observed_data and
+            sample_stats groups.
+        """
+        from pyrogen.infer.mcmc import run_nuts  # deferred: the engine sits above the models
+
+        return run_nuts(
+            self, self._prepare(x), num_samples=num_samples, warmup=warmup,
+            num_chains=num_chains, seed=seed, progress=progress,
+        )
+
+
+def select_n_components(
+    x: Any,
+    candidates: Iterable[int] = range(1, 7),
+    *,
+    criterion: str = "bic",
+    seed: int = 0,
+    **options: Any,
+) -> tuple[GaussianMixture, dict[int, float]]:
+    """Fit one mixture per candidate K and keep the one with the lowest BIC (or AIC).
+
+    Args:
+        x: data of shape (N, D).
+        candidates: numbers of components to try.
+        criterion: ``"bic"`` or ``"aic"``.
+        seed: passed to every fit.
+        **options: constructor arguments (``covariance=...``) and ``pyrogen.fit`` options.
+
+    Returns:
+        the best fitted model and ``{K: criterion value}`` for every candidate.
+    """
+    from pyrogen.infer.engine import fit
+
+    if criterion not in ("bic", "aic"):
+        raise ValueError(f"criterion: expected 'bic' or 'aic', got {criterion!r}")
+    x = as_tensor(x, name="x", ndim=2)
+    candidates = sorted({int(k) for k in candidates if int(k) <= x.shape[0]})
+    if not candidates:
+        raise ValueError(f"candidates: expected at least one K <= n_samples={x.shape[0]}")
+    init_names = set(GaussianMixture.__init__.__code__.co_varnames)
+    model_options = {k: v for k, v in options.items() if k in init_names}
+    fit_options = {k: v for k, v in options.items() if k not in init_names}
+    scores: dict[int, float] = {}
+    best: GaussianMixture | None = None
+    for k in candidates:
+        model = GaussianMixture(k, **model_options)
+        fit(model, x, seed=seed, **fit_options)
+        scores[k] = getattr(model, criterion)(x)
+        if best is None or scores[k] < scores[best.n_components]:
+            best = model
+    return best, scores
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _neutral_value(site: _GlobalSite) -> torch.Tensor:
+    """A valid placeholder in the site's support, replaced by :meth:`setup`."""
+    if site.support is constraints.simplex:
+        return torch.full(site.shape, 1.0 / site.shape[-1])
+    if site.support is constraints.corr_cholesky:
+        return torch.eye(site.shape[-1]).expand(site.shape).clone()
+    if site.support is constraints.positive:
+        return torch.ones(site.shape)
+    return torch.zeros(site.shape)

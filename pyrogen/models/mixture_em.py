@@ -1,0 +1,241 @@
+"""k-means++ and expectation-maximisation for Gaussian mixtures, in plain torch.
+
+These give :class:`~pyrogen.models.gmm.GaussianMixture` a data-dependent starting point
+close to a mode of its likelihood, so SVI refines a good solution instead of searching for
+one. Everything runs on the data's device, in float64, and streams over rows in chunks so
+that memory stays bounded for any number of rows.
+
+Covariances are passed around in the natural shape of each covariance type:
+``full`` (K, D, D), ``tied`` (D, D), ``diag`` (K, D) variances, ``spherical`` (K,) variances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+# Rows per chunk are chosen so that a (K, chunk, D) temporary holds about this many numbers.
+_CHUNK_ELEMENTS = 2**23
+
+
+@dataclass
+class MixtureParameters:
+    """Weights (K,), locs (K, D) and covariances (shape per covariance type, see module)."""
+
+    weights: torch.Tensor
+    locs: torch.Tensor
+    covariances: torch.Tensor
+    covariance_type: str
+
+    def precision_cholesky(self) -> torch.Tensor:
+        """Upper factor P with P P^T = Sigma^-1: (K, D, D) for full, (D, D) tied, else 1/sd."""
+        if self.covariance_type in ("full", "tied"):
+            lower = torch.linalg.cholesky(self.covariances)
+            eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
+            inverse = torch.linalg.solve_triangular(lower, eye.expand_as(lower), upper=False)
+            return inverse.transpose(-1, -2)
+        return self.covariances.rsqrt()
+
+
+def _chunk_size(n_components: int, n_features: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(1, n_components * n_features))
+
+
+def component_log_density(x: torch.Tensor, params: MixtureParameters) -> torch.Tensor:
+    """log N(x_n | mu_k, Sigma_k) for every row and component.
+
+    Args:
+        x: data of shape (N, D).
+        params: the mixture.
+
+    Returns:
+        Tensor of shape (N, K).
+    """
+    locs, kind = params.locs, params.covariance_type
+    n_features = x.shape[-1]
+    precision = params.precision_cholesky()
+    constant = -0.5 * n_features * math.log(2 * math.pi)
+    if kind in ("full", "tied"):
+        # ||(x - mu) P||^2 as two matrix products, which is much faster than solving per row.
+        if kind == "full":
+            projected = torch.matmul(x, precision) - torch.matmul(locs.unsqueeze(-2), precision)
+            maha = projected.square().sum(-1).transpose(0, 1)  # (N, K)
+            log_det = precision.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        else:
+            projected = x.matmul(precision).unsqueeze(1) - locs.matmul(precision)  # (N, K, D)
+            maha = projected.square().sum(-1)
+            log_det = precision.diagonal().log().sum().expand(locs.shape[0])
+        return constant + log_det - 0.5 * maha
+    inv_sd = precision if kind == "diag" else precision.unsqueeze(-1).expand_as(locs)
+    inv_var = inv_sd.square()
+    maha = (
+        x.square() @ inv_var.T
+        - 2 * x @ (locs * inv_var).T
+        + (locs.square() * inv_var).sum(-1)
+    )
+    return constant + inv_sd.log().sum(-1) - 0.5 * maha
+
+
+def mixture_log_prob(x: torch.Tensor, params: MixtureParameters) -> torch.Tensor:
+    """Marginal log density log sum_k w_k N(x_n | mu_k, Sigma_k), shape (N,), in chunks."""
+    size = _chunk_size(params.locs.shape[0], x.shape[-1])
+    log_weights = params.weights.log()
+    return torch.cat(
+        [
+            torch.logsumexp(component_log_density(x[i : i + size], params) + log_weights, -1)
+            for i in range(0, x.shape[0], size)
+        ]
+    )
+
+
+def kmeans_plusplus(x: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with 2 + log K trials per pick).
+
+    Args:
+        x: data of shape (N, D).
+        n_components: number of centres K.
+        generator: torch random generator on ``x``'s device.
+
+    Returns:
+        centres of shape (K, D), rows of ``x``.
+    """
+    n_rows = x.shape[0]
+    trials = 2 + int(math.log(n_components))
+    first = torch.randint(n_rows, (1,), generator=generator, device=x.device)
+    centres = [x[first]]
+    closest = (x - centres[0]).square().sum(-1)
+    for _ in range(1, n_components):
+        total = closest.sum()
+        if total <= 0:  # every row already sits on a centre: pick any
+            candidates = torch.randint(n_rows, (trials,), generator=generator, device=x.device)
+        else:
+            candidates = torch.multinomial(closest / total, trials, replacement=True, generator=generator)
+        distances = torch.cdist(x[candidates], x).square()  # (trials, N)
+        updated = torch.minimum(closest, distances)
+        best = updated.sum(-1).argmin()
+        closest = updated[best]
+        centres.append(x[candidates[best]].unsqueeze(0))
+    return torch.cat(centres)
+
+
+def kmeans(x: torch.Tensor, centres: torch.Tensor, max_iter: int = 20) -> torch.Tensor:
+    """Lloyd iterations from ``centres``; returns hard labels of shape (N,)."""
+    labels = torch.cdist(x, centres).argmin(-1)
+    for _ in range(max_iter):
+        counts = torch.bincount(labels, minlength=centres.shape[0]).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        occupied = counts > 0
+        centres = torch.where(occupied[:, None], sums / counts.clamp(min=1)[:, None], centres)
+        new_labels = torch.cdist(x, centres).argmin(-1)
+        if torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+    return labels
+
+
+def _m_step(
+    stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    n_rows: int,
+    covariance_type: str,
+    total_outer: torch.Tensor,
+    reg: torch.Tensor,
+) -> MixtureParameters:
+    counts, sums, second = stats
+    counts = counts + 10 * torch.finfo(counts.dtype).eps
+    locs = sums / counts[:, None]
+    if covariance_type == "full":
+        cov = second / counts[:, None, None] - locs[:, :, None] * locs[:, None, :]
+        cov = cov + torch.diag_embed(reg).expand_as(cov)
+    elif covariance_type == "tied":
+        cov = (total_outer - (counts[:, None, None] * locs[:, :, None] * locs[:, None, :]).sum(0))
+        cov = cov / n_rows + torch.diag(reg)
+    else:
+        variances = second / counts[:, None] - locs.square() + reg
+        cov = variances if covariance_type == "diag" else variances.mean(-1)
+    return MixtureParameters(counts / counts.sum(), locs, cov, covariance_type)
+
+
+def _statistics(x: torch.Tensor, responsibilities: torch.Tensor, covariance_type: str):
+    counts = responsibilities.sum(0)
+    sums = responsibilities.T @ x
+    if covariance_type == "full":
+        weighted = responsibilities.T.unsqueeze(-1) * x  # (K, n, D)
+        second = weighted.transpose(-1, -2) @ x
+    elif covariance_type == "tied":
+        second = torch.zeros((), dtype=x.dtype, device=x.device)
+    else:
+        second = responsibilities.T @ x.square()
+    return counts, sums, second
+
+
+def hard_assignment_parameters(
+    x: torch.Tensor, labels: torch.Tensor, n_components: int, covariance_type: str, reg: torch.Tensor
+) -> MixtureParameters:
+    """The M-step for one-hot responsibilities (used after k-means)."""
+    responsibilities = torch.nn.functional.one_hot(labels, n_components).to(x.dtype)
+    stats = _statistics(x, responsibilities, covariance_type)
+    return _m_step(stats, x.shape[0], covariance_type, x.T @ x, reg)
+
+
+@dataclass
+class EMResult:
+    """Outcome of :func:`expectation_maximization`."""
+
+    params: MixtureParameters
+    mean_log_likelihood: float
+    n_iter: int
+    converged: bool
+
+
+def expectation_maximization(
+    x: torch.Tensor,
+    params: MixtureParameters,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg: torch.Tensor | None = None,
+) -> EMResult:
+    """Maximum-likelihood EM from ``params`` until the mean log-likelihood gains < ``tol``.
+
+    Args:
+        x: data of shape (N, D), same dtype and device as ``params``.
+        params: starting mixture.
+        max_iter: most EM iterations.
+        tol: stop when the mean log-likelihood per row improves by less than this (nats).
+        reg: (D,) added to covariance diagonals for numerical safety.
+
+    Returns:
+        the fitted parameters and the mean log-likelihood per row they reach.
+    """
+    n_rows, n_features = x.shape
+    kind = params.covariance_type
+    if reg is None:
+        reg = torch.zeros(n_features, dtype=x.dtype, device=x.device)
+    total_outer = x.T @ x
+    size = _chunk_size(params.locs.shape[0], n_features)
+    previous = -math.inf
+    mean_ll = -math.inf
+    converged = False
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        log_weights = params.weights.log()
+        stats = None
+        total_ll = x.new_zeros(())
+        for start in range(0, n_rows, size):
+            chunk = x[start : start + size]
+            joint = component_log_density(chunk, params) + log_weights
+            norm = torch.logsumexp(joint, -1, keepdim=True)
+            total_ll += norm.sum()
+            chunk_stats = _statistics(chunk, (joint - norm).exp(), kind)
+            stats = chunk_stats if stats is None else tuple(a + b for a, b in zip(stats, chunk_stats))
+        mean_ll = total_ll.item() / n_rows
+        params = _m_step(stats, n_rows, kind, total_outer, reg)
+        if abs(mean_ll - previous) < tol:
+            converged = True
+            break
+        previous = mean_ll
+    return EMResult(params, mean_ll, iteration, converged)
