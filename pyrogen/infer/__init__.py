@@ -3,3 +3,6 @@
 from pyrogen.infer.engine import FitResult, fit
 
 __all__ = ["FitResult", "fit"]
+from pyrogen.infer.mcmc import run_nuts  # noqa: E402
+
+__all__ += ["run_nuts"]

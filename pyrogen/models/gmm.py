@@ -490,10 +490,18 @@ class GaussianMixture(GenerativeModel):
             trace = poutine.trace(decoder).get_trace(x)
         return trace.nodes[ASSIGNMENT]["value"]
 
-    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Draw ``n`` new rows from the mixture at the point estimates, shape (n, D)."""
+    def sample(
+        self, n: int, y: torch.Tensor | None = None, *, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Draw ``n`` new rows from the mixture, shape (n, D).
+
+        Args:
+            n: number of rows.
+            y: unused.
+            params: one posterior draw (site name -> value); default the point estimates.
+        """
         _check_int("n", n, minimum=1)
-        values = self.point_estimates()
+        values = self.point_estimates() if params is None else params
         assignment = dist.Categorical(values[WEIGHTS]).sample((n,))
         return self._component_distribution(values, assignment).sample()
 
@@ -537,6 +545,43 @@ class GaussianMixture(GenerativeModel):
             rows.append(mixture_log_prob(x, self.mixture_parameters(values)))
         return torch.stack(rows)
 
+    def relabel(self, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Undo label switching in posterior draws.
+
+        The likelihood is invariant to permuting components, so a sampler may visit the
+        K! copies of each mode. For every draw we pick the permutation of its components
+        whose means (in data standard deviations) are closest to the point estimates',
+        solved exactly as an assignment problem (Hungarian algorithm), and apply it to
+        every per-component site.
+
+        Args:
+            draws: site name -> tensor of shape (*sample_shape, *site_shape).
+
+        Returns:
+            the same dict with per-component sites permuted draw by draw.
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        k = self.n_components
+        locs = draws[LOCS]
+        sample_shape = locs.shape[:-2]
+        reference = (self.point_estimates()[LOCS] / self.data_scale).to(locs)
+        flat = (locs / self.data_scale.to(locs)).reshape(-1, k, self.n_features)
+        costs = torch.cdist(flat, reference.expand(flat.shape[0], k, -1)).cpu().numpy()
+        permutation = torch.empty(flat.shape[0], k, dtype=torch.long)
+        for s, cost in enumerate(costs):
+            rows, cols = linear_sum_assignment(cost)
+            permutation[s, cols] = torch.as_tensor(rows)
+        index = torch.arange(flat.shape[0])[:, None]
+        relabelled = dict(draws)
+        for site in self._global_sites():
+            if site.name in draws and (site.per_component or site.name == WEIGHTS):
+                value = draws[site.name]
+                event_shape = value.shape[len(sample_shape) + 1 :]
+                permuted = value.reshape(-1, k, *event_shape)[index, permutation.to(value.device)]
+                relabelled[site.name] = permuted.reshape(value.shape)
+        return relabelled
+
     def mcmc(
         self,
         x: Any,
@@ -549,20 +594,40 @@ class GaussianMixture(GenerativeModel):
     ) -> arviz.InferenceData:
         """Collapsed NUTS on :meth:`model` (assignments enumerated out), relabelled.
 
-        Chains start at the current point estimates (run :meth:`fit` first for a good
-        start). Label switching is undone per draw by the permutation of components that
-        best matches the point estimates (see :func:`pyrogen.infer.mcmc.relabel`).
+        Chains start at the current point estimates (call :meth:`fit` first for a good
+        start; an unfitted model is set up from ``x``); label switching is undone by
+        :meth:`relabel`.
+
+        Args:
+            x: data of shape (N, D).
+            num_samples: draws kept per chain.
+            warmup: adaptation steps per chain.
+            num_chains: chains (run one after another).
+            seed: random seed.
+            progress: show a progress bar.
 
         Returns:
-            ArviZ ``InferenceData`` with posterior, log_likelihood, observed_data and
-            sample_stats groups.
+            ArviZ ``InferenceData`` with posterior (chain, draw, ...), log_likelihood
+            (``obs``: chain, draw, N), observed_data and sample_stats (``diverging``).
         """
-        from pyrogen.infer.mcmc import run_nuts  # deferred: the engine sits above the models
+        # Deferred imports: inference and diagnostics sit above the model layer.
+        from pyrogen.diagnostics import to_inference_data
+        from pyrogen.infer.mcmc import run_nuts
 
-        return run_nuts(
-            self, self._prepare(x), num_samples=num_samples, warmup=warmup,
-            num_chains=num_chains, seed=seed, progress=progress,
+        if not self.is_setup:
+            self.setup(x, seed=seed)
+        x = self._prepare(x)
+        draws, stats = run_nuts(
+            self,
+            x,
+            num_samples=num_samples,
+            warmup=warmup,
+            num_chains=num_chains,
+            seed=seed,
+            progress=progress,
+            init_values=self.point_estimates(),
         )
+        return to_inference_data(self.relabel(draws), model=self, data=x, sample_stats=stats)
 
 
 def select_n_components(
