@@ -147,7 +147,9 @@ def fit(
     if epochs is not None:
         total_steps = _check_positive_int("epochs", epochs) * steps_per_epoch
     else:
-        total_steps = _check_positive_int("steps", steps if steps is not None else defaults.get("steps", 1000))
+        total_steps = _check_positive_int(
+            "steps", steps if steps is not None else defaults.get("steps", 1000)
+        )
     lr = float(lr if lr is not None else defaults.get("lr", 1e-3))
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: expected a positive number, got {lr!r}")
@@ -213,7 +215,9 @@ def fit(
             loss = _loss(elbo, model, batch_x, batch_y, num_data, state.step)
             value = loss.item() / num_data
             if not math.isfinite(value):
-                raise FloatingPointError(_explain_nonfinite(model, batch_x, batch_y, num_data, state.step))
+                raise FloatingPointError(
+                    _explain_nonfinite(model, batch_x, batch_y, num_data, state.step)
+                )
             if batch_size is None:
                 state.monitor(value, model, min_delta)  # the pre-update parameters scored `value`
             optimizer.zero_grad(set_to_none=True)
@@ -302,7 +306,9 @@ class _TrainingState:
 
 def _loss(elbo, model, batch_x, batch_y, num_data: int, step: int) -> torch.Tensor:
     try:
-        return elbo.differentiable_loss(model.model, model.guide, batch_x, batch_y, num_data=num_data)
+        return elbo.differentiable_loss(
+            model.model, model.guide, batch_x, batch_y, num_data=num_data
+        )
     except ValueError as error:
         bad = _nonfinite_parameters(model)
         if bad:
@@ -342,15 +348,17 @@ def _explain_nonfinite(model, batch_x, batch_y, num_data: int, step: int) -> str
                 for name, site in trace.nodes.items():
                     if site["type"] != "sample":
                         continue
+                    where = f"step {step}: the loss is NaN/inf; {role} site {name!r} has"
                     if not torch.isfinite(site["value"]).all():
-                        return f"step {step}: the loss is NaN/inf; {role} site {name!r} has a NaN/inf value"
-                    log_prob = site["fn"].log_prob(site["value"])
-                    if not torch.isfinite(log_prob).all():
-                        return f"step {step}: the loss is NaN/inf; {role} site {name!r} has NaN/inf log-probability"
+                        return f"{where} a NaN/inf value"
+                    if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                        return f"{where} a NaN/inf log-probability"
     except Exception as error:  # the diagnosis must never hide the original problem
         return f"step {step}: the loss is NaN/inf (sites could not be inspected: {error})"
     bad = _nonfinite_parameters(model)
-    return f"step {step}: the loss is NaN/inf" + (f"; parameter(s) {bad} are NaN/inf" if bad else "")
+    return f"step {step}: the loss is NaN/inf" + (
+        f"; parameter(s) {bad} are NaN/inf" if bad else ""
+    )
 
 
 def _as_labels(y: Any, num_rows: int) -> torch.Tensor | None:

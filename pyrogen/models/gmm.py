@@ -310,7 +310,9 @@ class GaussianMixture(GenerativeModel):
             for site in self._global_sites()
         }
 
-    def mixture_parameters(self, values: dict[str, torch.Tensor] | None = None) -> MixtureParameters:
+    def mixture_parameters(
+        self, values: dict[str, torch.Tensor] | None = None
+    ) -> MixtureParameters:
         """Weights, locs and covariances (shapes as for the covariance type) of a draw."""
         values = self.point_estimates() if values is None else values
         if self.covariance in ("full", "tied"):
@@ -350,7 +352,7 @@ class GaussianMixture(GenerativeModel):
         Returns:
             ``self``.
         """
-        means = as_tensor(means, name="means", ndim=2)
+        means = as_tensor(means, name="means", ndim=2, dtype=torch.float64)
         if means.shape[0] != self.n_components:
             raise ValueError(f"means: expected {self.n_components} rows, got {means.shape[0]}")
         if self.n_features is None:
@@ -370,7 +372,8 @@ class GaussianMixture(GenerativeModel):
         values = {WEIGHTS: params.weights, LOCS: params.locs}
         if self.covariance in ("full", "tied"):
             tril = torch.linalg.cholesky(params.covariances)
-            scales = tril.diagonal(dim1=-2, dim2=-1)
+            # diag(scales) @ corr_cholesky = tril, with unit-norm rows of corr_cholesky
+            scales = params.covariances.diagonal(dim1=-2, dim2=-1).sqrt()
             values[SCALES] = scales
             if self.n_features > 1:
                 values[CORRELATION] = tril / scales.unsqueeze(-1)
@@ -389,7 +392,11 @@ class GaussianMixture(GenerativeModel):
                     scale = getattr(self, f"{site.name}_scale_unconstrained")
                     informed = counts if site.per_component else total
                     spread = informed.clamp(min=1).rsqrt().to(scale)
-                    spread = spread.reshape(-1, *([1] * (scale.dim() - 1))) if site.per_component else spread
+                    spread = (
+                        spread.reshape(-1, *([1] * (scale.dim() - 1)))
+                        if site.per_component
+                        else spread
+                    )
                     if site.name == LOCS:
                         spread = spread * self.data_scale
                     scale.copy_(spread.expand_as(scale).log())
@@ -405,7 +412,8 @@ class GaussianMixture(GenerativeModel):
             y: unused.
             seed: seeds the k-means++ draws.
         """
-        x = as_tensor(x, name="x", ndim=2)
+        dtype = _float_dtype(x) if self.n_features is None else self.data_loc.dtype
+        x = as_tensor(x, name="x", ndim=2, dtype=dtype)
         n_rows, n_features = x.shape
         if n_rows < self.n_components:
             raise ValueError(
@@ -414,7 +422,7 @@ class GaussianMixture(GenerativeModel):
             )
         if self.n_features != n_features:
             self._build(n_features)
-            self.to(x.device)
+            self.to(device=x.device, dtype=dtype)
         x = x.to(device=self.device, dtype=self.data_loc.dtype)
         work = x.to(torch.float64)
         mean = work.mean(0)
@@ -430,7 +438,9 @@ class GaussianMixture(GenerativeModel):
         for _ in range(self.n_init):
             centres = kmeans_plusplus(centred, self.n_components, generator)
             labels = kmeans(centred, centres)
-            params = hard_assignment_parameters(centred, labels, self.n_components, self.covariance, reg)
+            params = hard_assignment_parameters(
+                centred, labels, self.n_components, self.covariance, reg
+            )
             if self.em_iterations > 0:
                 params = expectation_maximization(
                     centred, params, max_iter=self.em_iterations, tol=self.tol, reg=reg
@@ -449,10 +459,10 @@ class GaussianMixture(GenerativeModel):
 
     def _prepare(self, x: Any) -> torch.Tensor:
         self._require_setup()
-        x = as_tensor(x, name="x", ndim=2)
+        x = as_tensor(x, name="x", ndim=2, dtype=self.data_loc.dtype)
         if x.shape[1] != self.n_features:
             raise ValueError(f"x: expected {self.n_features} columns, got {x.shape[1]}")
-        return x.to(device=self.device, dtype=self.data_loc.dtype)
+        return x.to(self.device)
 
     # --- sklearn-style conveniences -------------------------------------------------------
     def fit(self, x: Any, **kwargs: Any) -> GaussianMixture:
@@ -491,7 +501,11 @@ class GaussianMixture(GenerativeModel):
         return trace.nodes[ASSIGNMENT]["value"]
 
     def sample(
-        self, n: int, y: torch.Tensor | None = None, *, params: dict[str, torch.Tensor] | None = None
+        self,
+        n: int,
+        y: torch.Tensor | None = None,
+        *,
+        params: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` new rows from the mixture, shape (n, D).
 
@@ -675,6 +689,13 @@ def select_n_components(
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _float_dtype(x: Any) -> torch.dtype:
+    """Parameters follow a floating tensor's dtype; anything else gets torch's default."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.dtype
+    return torch.get_default_dtype()
 
 
 def _neutral_value(site: _GlobalSite) -> torch.Tensor:

@@ -72,11 +72,7 @@ def component_log_density(x: torch.Tensor, params: MixtureParameters) -> torch.T
         return constant + log_det - 0.5 * maha
     inv_sd = precision if kind == "diag" else precision.unsqueeze(-1).expand_as(locs)
     inv_var = inv_sd.square()
-    maha = (
-        x.square() @ inv_var.T
-        - 2 * x @ (locs * inv_var).T
-        + (locs.square() * inv_var).sum(-1)
-    )
+    maha = x.square() @ inv_var.T - 2 * x @ (locs * inv_var).T + (locs.square() * inv_var).sum(-1)
     return constant + inv_sd.log().sum(-1) - 0.5 * maha
 
 
@@ -113,7 +109,9 @@ def kmeans_plusplus(x: torch.Tensor, n_components: int, generator: torch.Generat
         if total <= 0:  # every row already sits on a centre: pick any
             candidates = torch.randint(n_rows, (trials,), generator=generator, device=x.device)
         else:
-            candidates = torch.multinomial(closest / total, trials, replacement=True, generator=generator)
+            candidates = torch.multinomial(
+                closest / total, trials, replacement=True, generator=generator
+            )
         distances = torch.cdist(x[candidates], x).square()  # (trials, N)
         updated = torch.minimum(closest, distances)
         best = updated.sum(-1).argmin()
@@ -151,7 +149,7 @@ def _m_step(
         cov = second / counts[:, None, None] - locs[:, :, None] * locs[:, None, :]
         cov = cov + torch.diag_embed(reg).expand_as(cov)
     elif covariance_type == "tied":
-        cov = (total_outer - (counts[:, None, None] * locs[:, :, None] * locs[:, None, :]).sum(0))
+        cov = total_outer - (counts[:, None, None] * locs[:, :, None] * locs[:, None, :]).sum(0)
         cov = cov / n_rows + torch.diag(reg)
     else:
         variances = second / counts[:, None] - locs.square() + reg
@@ -173,7 +171,11 @@ def _statistics(x: torch.Tensor, responsibilities: torch.Tensor, covariance_type
 
 
 def hard_assignment_parameters(
-    x: torch.Tensor, labels: torch.Tensor, n_components: int, covariance_type: str, reg: torch.Tensor
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    n_components: int,
+    covariance_type: str,
+    reg: torch.Tensor,
 ) -> MixtureParameters:
     """The M-step for one-hot responsibilities (used after k-means)."""
     responsibilities = torch.nn.functional.one_hot(labels, n_components).to(x.dtype)
@@ -221,7 +223,7 @@ def expectation_maximization(
     mean_ll = -math.inf
     converged = False
     iteration = 0
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):  # noqa: B007 (returned as n_iter)
         log_weights = params.weights.log()
         stats = None
         total_ll = x.new_zeros(())
@@ -231,7 +233,11 @@ def expectation_maximization(
             norm = torch.logsumexp(joint, -1, keepdim=True)
             total_ll += norm.sum()
             chunk_stats = _statistics(chunk, (joint - norm).exp(), kind)
-            stats = chunk_stats if stats is None else tuple(a + b for a, b in zip(stats, chunk_stats))
+            stats = (
+                chunk_stats
+                if stats is None
+                else tuple(a + b for a, b in zip(stats, chunk_stats, strict=True))
+            )
         mean_ll = total_ll.item() / n_rows
         params = _m_step(stats, n_rows, kind, total_outer, reg)
         if abs(mean_ll - previous) < tol:

@@ -1,0 +1,153 @@
+"""Turn user data into a checked tensor: numeric, right number of dimensions, non-empty, finite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+# The numpy dtypes torch.from_numpy takes as they are (native byte order only).
+_FROM_NUMPY_DTYPES = frozenset(
+    np.dtype(code) for code in ("?", "u1", "i1", "i2", "i4", "i8", "f2", "f4", "f8")
+)
+
+
+def as_tensor(
+    data: torch.Tensor | np.ndarray | Sequence[Any],
+    *,
+    name: str = "data",
+    ndim: int | None = 2,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Validate array-like ``data`` and convert it to a tensor of ``dtype``.
+
+    Args:
+        data: A torch tensor, a numpy array, or a (nested) list/tuple of numbers; for
+            ``ndim=2`` of shape (n_samples, n_features).
+        name: What to call ``data`` in error messages (an argument name or a file path).
+        ndim: Required number of dimensions, or None to accept any.
+        dtype: dtype of the result.
+
+    Returns:
+        Tensor of the same shape as ``data`` and dtype ``dtype``; a tensor input keeps its
+        device. The result may share memory with ``data`` when no conversion is needed.
+
+    Raises:
+        TypeError: If ``data`` is not a tensor, numpy array, list or tuple.
+        ValueError: If ``data`` is ragged or non-numeric (object, string, complex), has the wrong
+            number of dimensions, is empty, holds NaN/inf (the message gives the first offending
+            row and column), or has values out of range for ``dtype``.
+    """
+    if ndim is not None and ndim < 0:
+        raise ValueError(f"ndim: expected None or a non-negative int, got {ndim}")
+    tensor = _to_torch(data, name)
+    _check_ndim(tensor, name, ndim)
+    if tensor.numel() == 0:
+        what = "at least one row" if tensor.ndim >= 1 and tensor.shape[0] == 0 else "non-empty data"
+        raise ValueError(f"{name}: expected {what}, got shape {tuple(tensor.shape)}")
+    _check_finite(tensor, name)
+    _check_range(tensor, name, dtype)
+    return tensor.to(dtype=dtype)
+
+
+def _to_torch(data: object, name: str) -> torch.Tensor:
+    if isinstance(data, torch.Tensor):
+        if data.is_complex():
+            raise ValueError(f"{name}: expected a real numeric tensor, got dtype {data.dtype}")
+        return data
+    if isinstance(data, list | tuple):
+        try:
+            data = np.asarray(data)
+        except ValueError as exc:
+            raise ValueError(
+                f"{name}: expected a rectangular nested list of numbers, got ragged lists ({exc})"
+            ) from exc
+    if not isinstance(data, np.ndarray):
+        raise TypeError(
+            f"{name}: expected a torch.Tensor, numpy.ndarray or nested list, "
+            f"got {type(data).__name__}"
+        )
+    return _numpy_to_torch(data, name)
+
+
+def _numpy_to_torch(array: np.ndarray, name: str) -> torch.Tensor:
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise ValueError(
+            f"{name}: expected a numeric (bool, integer or float) array, got dtype {array.dtype}"
+        )
+    native = array.dtype.newbyteorder("=")
+    if native not in _FROM_NUMPY_DTYPES:
+        # Wider unsigned ints and long doubles have no torch twin: widen to a type torch has.
+        wide = kind == "f" or (kind == "u" and array.dtype.itemsize == 8)
+        native = np.dtype(np.float64 if wide else np.int64)
+    array = np.ascontiguousarray(array, dtype=native)
+    if not array.flags.writeable:
+        # torch warns on read-only buffers (e.g. np.frombuffer over bytes).
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
+def _check_ndim(tensor: torch.Tensor, name: str, ndim: int | None) -> None:
+    if ndim is None or tensor.ndim == ndim:
+        return
+    shape = tuple(tensor.shape)
+    if ndim == 2:
+        message = (
+            f"{name}: expected a 2-D array of shape (n_samples, n_features), got shape {shape}"
+        )
+        if tensor.ndim == 1:
+            message += f"; for a single feature pass {name}.reshape(-1, 1)"
+    else:
+        message = f"{name}: expected a {ndim}-D array, got shape {shape}"
+    raise ValueError(message)
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    if not tensor.is_floating_point():
+        return
+    bad = ~torch.isfinite(tensor)
+    if bool(bad.any()):
+        index = _first_true(bad)
+        raise ValueError(
+            f"{name}: expected finite values, got {tensor[index].item()} at {_describe(index)}"
+        )
+
+
+def _check_range(tensor: torch.Tensor, name: str, dtype: torch.dtype) -> None:
+    if torch.bool in (tensor.dtype, dtype):
+        return
+    target = _limits(dtype)
+    source = _limits(tensor.dtype)
+    # Only a narrowing conversion can overflow; skipping the scan keeps large inputs cheap.
+    if source.max <= target.max and source.min >= target.min:
+        return
+    bad = (tensor > target.max) | (tensor < target.min)
+    if bool(bad.any()):
+        index = _first_true(bad)
+        raise ValueError(
+            f"{name}: expected values within the range of {dtype}, got {tensor[index].item()!r} "
+            f"at {_describe(index)}"
+        )
+
+
+def _limits(dtype: torch.dtype) -> torch.finfo | torch.iinfo:
+    return torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)
+
+
+def _first_true(mask: torch.Tensor) -> tuple[int, ...]:
+    # argmax returns the first maximal entry, i.e. the first True in C order.
+    flat = int(torch.argmax(mask.reshape(-1).to(torch.uint8)))
+    return tuple(int(i) for i in np.unravel_index(flat, tuple(mask.shape)))
+
+
+def _describe(index: tuple[int, ...]) -> str:
+    if not index:
+        return "the single (0-D) value"
+    if len(index) == 2:
+        return f"row {index[0]}, column {index[1]}"
+    if len(index) == 1:
+        return f"index {index[0]}"
+    return f"index {index}"

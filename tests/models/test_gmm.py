@@ -1,0 +1,225 @@
+"""GaussianMixture against closed forms and independent references.
+
+References: brute-force sums over every assignment (itertools.product) with scipy densities,
+and scikit-learn's GaussianMixture evaluated at the same parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.mixture import GaussianMixture as SklearnMixture
+
+import pyrogen
+from pyrogen.models.gmm import ASSIGNMENT, OBS, GaussianMixture, select_n_components
+from pyrogen.models.mixture_em import COVARIANCE_TYPES
+
+
+def blobs(n: int = 300, seed: int = 0, dim: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.array([[-4.0] * dim, [0.0] * dim, [4.0] + [-2.0] * (dim - 1)])
+    labels = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+    return centres[labels] + rng.normal(size=(n, dim)) * np.array([0.7, 1.2, 0.5])[labels, None]
+
+
+def full_covariances(model: GaussianMixture) -> np.ndarray:
+    """Each component's (D, D) covariance, whatever the covariance type."""
+    params = model.mixture_parameters()
+    k, d = model.n_components, model.n_features
+    cov = params.covariances.double().numpy()
+    if model.covariance == "full":
+        return cov
+    if model.covariance == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    if model.covariance == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    return np.stack([np.eye(d) * c for c in cov])
+
+
+def scipy_log_prob(model: GaussianMixture, x: np.ndarray) -> np.ndarray:
+    params = model.mixture_parameters()
+    weights, means = params.weights.double().numpy(), params.locs.double().numpy()
+    covs = full_covariances(model)
+    per_component = np.stack(
+        [multivariate_normal(means[k], covs[k]).logpdf(x) for k in range(len(weights))], -1
+    )
+    return logsumexp(per_component + np.log(weights), axis=-1)
+
+
+def log_prior(model: GaussianMixture, x: torch.Tensor) -> float:
+    """log p(theta) at the point estimates, read off a model trace."""
+    conditioned = poutine.condition(model.model, data=model.point_estimates())
+    trace = poutine.trace(poutine.enum(conditioned, first_available_dim=-2)).get_trace(x)
+    trace.compute_log_prob()
+    return sum(
+        site["log_prob_sum"].item()
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and name not in (ASSIGNMENT, OBS)
+    )
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+def test_enumerated_elbo_equals_brute_force_sum(covariance):
+    x = torch.tensor(blobs(4, seed=1), dtype=torch.float64)
+    model = GaussianMixture(3, covariance=covariance).double()
+    model.setup(x)
+    elbo = -model.loss.loss(model.model, model.guide, x)
+    # Sum over all 3**4 assignment vectors, one at a time, with scipy densities.
+    params = model.mixture_parameters()
+    weights, means, covs = params.weights.numpy(), params.locs.numpy(), full_covariances(model)
+    dens = [multivariate_normal(means[k], covs[k]) for k in range(3)]
+    terms = [
+        sum(math.log(weights[k]) + dens[k].logpdf(x[n].numpy()) for n, k in enumerate(z))
+        for z in itertools.product(range(3), repeat=4)
+    ]
+    brute_force = logsumexp(terms) + log_prior(model, x)
+    assert elbo == pytest.approx(brute_force, abs=1e-8)
+    # log_prob goes through precision factors; single-row clusters have covariances of
+    # order 1e-6 whose inversion costs a few digits, hence the looser float64 tolerance.
+    assert model.log_prob(x).sum().item() == pytest.approx(logsumexp(terms), abs=1e-5)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+def test_log_prob_equals_sklearn_score_samples(covariance):
+    x = blobs(400)
+    reference = SklearnMixture(3, covariance_type=covariance, random_state=0).fit(x)
+    model = GaussianMixture(3, covariance=covariance, n_features=2).double()
+    model.set_parameters(reference.weights_, reference.means_, reference.covariances_)
+    np.testing.assert_allclose(model.log_prob(x).numpy(), reference.score_samples(x), atol=1e-9)
+    np.testing.assert_allclose(model.log_prob(x).numpy(), scipy_log_prob(model, x), atol=1e-9)
+    np.testing.assert_allclose(
+        model.predict_proba(x).numpy(), reference.predict_proba(x), atol=1e-9
+    )
+    assert model.bic(x) == pytest.approx(reference.bic(x), rel=1e-10)
+    assert model.aic(x) == pytest.approx(reference.aic(x), rel=1e-10)
+    # float32 (the default dtype) agrees to float32 precision
+    single = GaussianMixture(3, covariance=covariance, n_features=2)
+    single.set_parameters(reference.weights_, reference.means_, reference.covariances_)
+    np.testing.assert_allclose(single.log_prob(x).numpy(), reference.score_samples(x), atol=2e-4)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+@pytest.mark.parametrize("inference", ["map", "variational"])
+def test_fit_recovers_clusters(covariance, inference):
+    x = blobs(600)
+    model = GaussianMixture(3, covariance=covariance, inference=inference)
+    pyrogen.fit(model, x, steps=100, progress=False)
+    means = model.means_.numpy()
+    for centre in ([-4.0, -4.0], [0.0, 0.0], [4.0, -2.0]):
+        assert np.min(np.linalg.norm(means - centre, axis=1)) < 0.4
+    assert sorted(model.weights_.tolist()) == pytest.approx([0.2, 0.3, 0.5], abs=0.06)
+    # predict is infer_discrete at temperature 0: the arg-max of the responsibilities
+    assert torch.equal(model.predict(x), model.predict_proba(x).argmax(-1))
+
+
+def test_map_fit_is_at_least_as_good_as_sklearn_on_held_out_data():
+    train, test = blobs(2000, seed=3), blobs(2000, seed=4)
+    model = GaussianMixture(3).fit(train, progress=False)
+    reference = SklearnMixture(3, random_state=0).fit(train)
+    ours = model.log_prob(test).mean().item()
+    assert ours >= reference.score(test) - 0.005
+
+
+def test_n_init_keeps_the_best_start():
+    x = blobs(300, seed=5)
+    single = GaussianMixture(3, n_init=1, em_iterations=0)
+    single.setup(x, seed=11)
+    several = GaussianMixture(3, n_init=6, em_iterations=0)
+    several.setup(x, seed=11)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    assert (
+        several.loss.loss(several.model, several.guide, xt)
+        <= single.loss.loss(single.model, single.guide, xt) + 1e-3
+    )
+
+
+def test_select_n_components_picks_two_on_old_faithful():
+    best, scores = select_n_components(pyrogen.data.old_faithful(), range(1, 5), progress=False)
+    assert best.n_components == 2
+    assert min(scores, key=scores.get) == 2
+
+
+def test_raw_pyro_svi_trains_the_model():
+    x = torch.as_tensor(blobs(300), dtype=torch.float32)
+    model = GaussianMixture(3)
+    model.setup(x)
+    svi = pyro.infer.SVI(model.model, model.guide, pyro.optim.Adam({"lr": 0.01}), model.loss)
+    first = svi.step(x)
+    for _ in range(20):
+        last = svi.step(x)
+    assert math.isfinite(first) and last <= first + 1e-3
+
+
+def test_sample_shapes_and_moments():
+    model = GaussianMixture(2, covariance="diag", n_features=3)
+    model.set_parameters(
+        torch.tensor([0.25, 0.75]),
+        torch.tensor([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]]),
+        torch.ones(2, 3),
+    )
+    draws = model.sample(20000)
+    assert draws.shape == (20000, 3)
+    assert draws.mean(0).numpy() == pytest.approx([3.75] * 3, abs=0.05)
+
+
+def test_relabel_undoes_permutations():
+    model = GaussianMixture(3, covariance="full", n_features=2)
+    locs = torch.tensor([[-3.0, 0.0], [0.0, 0.0], [3.0, 1.0]])
+    model.set_parameters(torch.tensor([0.2, 0.3, 0.5]), locs, torch.eye(2).expand(3, 2, 2) * 0.5)
+    values = model.point_estimates()
+    permutations = [torch.tensor(p) for p in itertools.permutations(range(3))]
+    draws = {
+        name: torch.stack([value[p] if value.shape[:1] == (3,) else value for p in permutations])
+        for name, value in values.items()
+    }
+    relabelled = model.relabel(draws)
+    for name, value in values.items():
+        assert torch.allclose(relabelled[name], value.expand_as(relabelled[name]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_components": 0}, "n_components: expected an integer >= 1, got 0"),
+        ({"n_components": 2.5}, "n_components: expected an integer"),
+        ({"covariance": "banana"}, "covariance: expected one of"),
+        ({"inference": "laplace"}, "inference: expected one of"),
+        ({"tol": -1.0}, "tol: expected a positive finite number"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GaussianMixture(**kwargs)
+
+
+def test_bad_data():
+    with pytest.raises(ValueError, match="n_components: expected at most n_samples=3"):
+        GaussianMixture(5).fit(np.zeros((3, 2)), progress=False)
+    bad = blobs(50)
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        GaussianMixture(2).fit(bad, progress=False)
+    with pytest.raises(ValueError, match=r"2-D"):
+        GaussianMixture(2).setup(np.arange(10.0))
+    fitted = GaussianMixture(2).fit(blobs(50), steps=2, progress=False)
+    with pytest.raises(ValueError, match="x: expected 2 columns, got 3"):
+        fitted.log_prob(np.zeros((4, 3)))
+    with pytest.raises(RuntimeError, match="call fit"):
+        GaussianMixture(2).log_prob(np.zeros((4, 2)))
+
+
+def test_one_feature_and_one_component():
+    x = np.random.default_rng(0).normal(size=(1000, 1))
+    expected = multivariate_normal(x.mean(), x.var()).logpdf(x[:, 0])
+    for covariance in COVARIANCE_TYPES:
+        model = GaussianMixture(1, covariance=covariance).fit(x, steps=5, progress=False)
+        # The fit is MAP, not maximum likelihood: the weak priors shift it by O(1/N).
+        assert model.log_prob(x).mean().item() == pytest.approx(expected.mean(), abs=2e-3)
