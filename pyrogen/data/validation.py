@@ -151,3 +151,14 @@ def _describe(index: tuple[int, ...]) -> str:
     if len(index) == 1:
         return f"index {index[0]}"
     return f"index {index}"
+
+
+def float_dtype_of(data: Any) -> torch.dtype:
+    """The dtype pyrogen computes in for ``data``.
+
+    A floating torch tensor keeps its dtype (so float64 work stays float64); numpy arrays,
+    lists and integer tensors get torch's default dtype (float32 unless changed).
+    """
+    if isinstance(data, torch.Tensor) and data.is_floating_point():
+        return data.dtype
+    return torch.get_default_dtype()

@@ -24,7 +24,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from pyrogen import __version__
-from pyrogen.data.validation import as_tensor
+from pyrogen.data.validation import as_tensor, float_dtype_of
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 from pyrogen.models.base import GenerativeModel
 
@@ -80,7 +80,7 @@ def fit(
     clip_norm: float | None = None,
     early_stopping: int | None | object = _UNSET,
     min_delta: float = 1e-4,
-    restore_best: bool = True,
+    restore_best: bool | object = _UNSET,
     device: str | torch.device | None = None,
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
@@ -105,7 +105,9 @@ def fit(
         early_stopping: stop after this many epochs (steps, full-batch) without the
             monitored loss improving by ``min_delta``; ``None`` never stops early.
         min_delta: smallest improvement (nats per example) that resets the patience.
-        restore_best: leave the model in the state with the lowest monitored loss.
+        restore_best: leave the model in the state with the lowest monitored loss. Safe for
+            deterministic objectives (MAP); with sampled ELBOs the lowest value is partly
+            luck, so the default (from ``model.fit_defaults``, else False) keeps the last.
         device: ``"cpu"``, ``"cuda"``, ...; default the data's device.
         seed: seeds Pyro, torch, numpy and the minibatch order.
         callbacks: ``callback(step, loss, model)``; a callback returning True stops training.
@@ -135,7 +137,7 @@ def fit(
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model: expected a pyrogen model, got {type(model).__name__}")
     defaults = model.fit_defaults
-    x = as_tensor(data, name="data", ndim=None)
+    x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
     labels = _as_labels(y, x.shape[0])
     num_data = x.shape[0]
     batch_size = _check_positive_int("batch_size", batch_size, allow_none=True)
@@ -156,6 +158,8 @@ def fit(
     if early_stopping is _UNSET:
         early_stopping = defaults.get("early_stopping")
     early_stopping = _check_positive_int("early_stopping", early_stopping, allow_none=True)
+    if restore_best is _UNSET:
+        restore_best = bool(defaults.get("restore_best", False))
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)
     if resume and checkpoint is None:
         raise ValueError("resume: expected a checkpoint path to resume from, got checkpoint=None")

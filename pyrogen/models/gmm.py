@@ -35,7 +35,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.nn import PyroParam, pyro_method
 from torch.distributions import biject_to
 
-from pyrogen.data.validation import as_tensor
+from pyrogen.data.validation import as_tensor, float_dtype_of
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
@@ -169,10 +169,11 @@ class GaussianMixture(GenerativeModel):
 
     @property
     def fit_defaults(self) -> dict[str, Any]:
-        """EM leaves MAP near a mode, so a short polish suffices; variational needs longer
-        to fit its spreads, with a patience that tolerates the noise of sampled ELBOs."""
+        """EM leaves MAP near a mode, so a short polish suffices and, the objective being
+        deterministic, the best state is kept (SVI never ends worse than EM). Variational
+        needs longer to fit its spreads, with a patience that tolerates sampled ELBOs."""
         if self.inference == "map":
-            return {"steps": 200, "lr": 0.005, "early_stopping": 10}
+            return {"steps": 200, "lr": 0.005, "early_stopping": 10, "restore_best": True}
         return {"steps": 2000, "lr": 0.01, "early_stopping": 200}
 
     @property
@@ -412,7 +413,7 @@ class GaussianMixture(GenerativeModel):
             y: unused.
             seed: seeds the k-means++ draws.
         """
-        dtype = _float_dtype(x) if self.n_features is None else self.data_loc.dtype
+        dtype = float_dtype_of(x) if self.n_features is None else self.data_loc.dtype
         x = as_tensor(x, name="x", ndim=2, dtype=dtype)
         n_rows, n_features = x.shape
         if n_rows < self.n_components:
@@ -689,13 +690,6 @@ def select_n_components(
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _float_dtype(x: Any) -> torch.dtype:
-    """Parameters follow a floating tensor's dtype; anything else gets torch's default."""
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        return x.dtype
-    return torch.get_default_dtype()
 
 
 def _neutral_value(site: _GlobalSite) -> torch.Tensor:

@@ -1,0 +1,313 @@
+"""Plots of a fit: the loss curve, mixture clusters with covariance ellipses, and the
+posterior of the mixing weights.
+
+Every function draws on the ``ax`` it is given (a new figure's axes otherwise) and returns
+it, so plots compose into the caller's figures and into run reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import arviz
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.patches import Ellipse
+
+from pyrogen.data.validation import as_tensor
+from pyrogen.infer.engine import FitResult
+from pyrogen.models.base import GenerativeModel
+from pyrogen.models.mixture_em import MixtureParameters
+
+#: Variable of the posterior that holds the mixing weights (the GMM's ``weights`` site).
+WEIGHTS = "weights"
+# The running mean spans this fraction of the steps: long enough to average minibatch noise
+# away, short enough to follow the curve's shape.
+_RUNNING_MEAN_FRACTION = 0.02
+
+
+def plot_elbo(
+    result_or_losses: FitResult | Sequence[float] | np.ndarray | torch.Tensor,
+    ax: Axes | None = None,
+    *,
+    log_scale: bool | None = None,
+) -> Axes:
+    """The loss (negative ELBO, nats per example) at every step, its running mean and the best step.
+
+    Minibatch losses are noisy estimates, so a running mean over about 2% of the steps is
+    drawn on top of them.
+
+    Args:
+        result_or_losses: a :class:`~pyrogen.FitResult` or a sequence of per-step losses.
+        ax: axes to draw on; default a new figure's.
+        log_scale: log y axis; default when every loss is positive and they span more than
+            a factor of 10.
+
+    Returns:
+        the axes.
+
+    Raises:
+        ValueError: no losses, or a loss is NaN or infinite.
+    """
+    losses, bound = _losses(result_or_losses)
+    ax = _axes(ax)
+    steps = np.arange(losses.size)
+    ax.plot(steps, losses, color="C0", alpha=0.35, linewidth=0.8, label="loss per step")
+    window = max(1, round(losses.size * _RUNNING_MEAN_FRACTION))
+    if window > 1:
+        running = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], running, color="C0", label=f"running mean ({window} steps)")
+    best = int(np.argmin(losses))
+    if isinstance(result_or_losses, FitResult) and math.isfinite(result_or_losses.best_loss):
+        # The engine's best is what it restored (an epoch mean for minibatches).
+        best = min(result_or_losses.best_step, losses.size - 1)
+        best_loss = result_or_losses.best_loss
+    else:
+        best_loss = float(losses[best])
+    ax.plot(
+        [best],
+        [best_loss],
+        marker="*",
+        markersize=12,
+        color="C3",
+        linestyle="none",
+        label=f"best: {best_loss:.4g} at step {best}",
+    )
+    if log_scale is None:
+        positive = bool((losses > 0).all())
+        log_scale = positive and losses.max() / losses.min() > 10
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per example)")
+    ax.set_title("negative ELBO" + (f" ({bound})" if bound else ""))
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def plot_clusters(
+    model: GenerativeModel,
+    x: Any,
+    ax: Axes | None = None,
+    *,
+    dims: tuple[int, int] = (0, 1),
+    n_std: float = 2.0,
+    feature_names: Sequence[str] | None = None,
+) -> Axes:
+    """Rows of ``x`` coloured by their most likely component, with covariance ellipses.
+
+    Each ellipse is the contour at ``n_std`` standard deviations of a component's marginal
+    Gaussian over the two plotted features; crosses mark the means.
+
+    Args:
+        model: a fitted mixture (with ``predict`` and ``mixture_parameters``).
+        x: data of shape (N, D), D >= 2.
+        ax: axes to draw on; default a new figure's.
+        dims: the two feature indices to plot, in ``[0, D)``.
+        n_std: ellipse radius in standard deviations (> 0).
+        feature_names: D names, for the axis labels.
+
+    Returns:
+        the axes.
+
+    Raises:
+        TypeError: ``model`` is not a mixture.
+        ValueError: D < 2, ``dims`` out of range or repeated, ``n_std`` not positive, or
+            ``feature_names`` not of length D.
+    """
+    if not (hasattr(model, "mixture_parameters") and hasattr(model, "predict")):
+        raise TypeError(
+            f"model: expected a mixture with predict and mixture_parameters, got "
+            f"{type(model).__name__}"
+        )
+    x = as_tensor(x, name="x", ndim=2)
+    n_features = x.shape[1]
+    if n_features < 2:
+        raise ValueError(f"x: expected at least 2 features to plot, got {n_features}")
+    first, second = _check_dims(dims, n_features)
+    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
+        raise ValueError(f"n_std: expected a positive number, got {n_std!r}")
+    if feature_names is not None and len(feature_names) != n_features:
+        raise ValueError(f"feature_names: expected {n_features} names, got {len(feature_names)}")
+    names = (
+        list(feature_names)
+        if feature_names is not None
+        else [f"feature {i}" for i in range(n_features)]
+    )
+
+    labels = model.predict(x).cpu().numpy()
+    params = model.mixture_parameters()
+    weights = params.weights.detach().cpu().numpy()
+    means = params.locs.detach().cpu().numpy()[:, [first, second]]
+    covariances = _marginal_covariances(params, (first, second))
+    points = x.cpu().numpy()
+    ax = _axes(ax)
+    colours = [f"C{k % 10}" for k in range(len(weights))]
+    ax.scatter(points[:, first], points[:, second], c=[colours[k] for k in labels], s=12, alpha=0.6)
+    for k, colour in enumerate(colours):
+        width, height, angle = _ellipse_geometry(covariances[k], n_std)
+        ax.add_patch(
+            Ellipse(means[k], width, height, angle=angle, fill=False, edgecolor=colour, linewidth=2)
+        )
+        ax.plot(
+            *means[k],
+            marker="x",
+            markersize=10,
+            markeredgewidth=2,
+            color=colour,
+            linestyle="none",
+            label=f"component {k} (weight {weights[k]:.2f})",
+        )
+    ax.set_xlabel(names[first])
+    ax.set_ylabel(names[second])
+    ax.set_title(f"{len(weights)} components, {n_std:g}-sd ellipses")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def _marginal_covariances(params: MixtureParameters, dims: tuple[int, int]) -> np.ndarray:
+    """Each component's (2, 2) covariance over two features, for every covariance type.
+
+    A Gaussian's marginal over some features keeps just their rows and columns of the
+    covariance: full (K, D, D), tied (D, D, shared), diag (K, D) variances, spherical (K,).
+
+    Returns:
+        array of shape (K, 2, 2).
+    """
+    n_components = params.weights.shape[-1]
+    c = params.covariances.detach().cpu().double().numpy()
+    index = list(dims)
+    kind = params.covariance_type
+    if kind == "full":
+        return c[:, index][:, :, index]
+    if kind == "tied":
+        return np.broadcast_to(c[index][:, index], (n_components, 2, 2))
+    if kind == "diag":
+        return np.stack([np.diag(row[index]) for row in c])
+    if kind == "spherical":
+        return c[:, None, None] * np.eye(2)
+    raise ValueError(
+        f"covariance_type: expected 'full', 'tied', 'diag' or 'spherical', got {kind!r}"
+    )
+
+
+def _ellipse_geometry(covariance: np.ndarray, n_std: float) -> tuple[float, float, float]:
+    """Width, height and angle (degrees) of the ``n_std``-sd contour of a 2-D Gaussian.
+
+    The axes are the covariance's eigenvectors; the width lies along the largest.
+
+    Args:
+        covariance: (2, 2) symmetric positive definite.
+        n_std: radius in standard deviations.
+
+    Returns:
+        ``(width, height, angle)`` for :class:`matplotlib.patches.Ellipse`.
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
+    major = eigenvectors[:, 1]
+    angle = math.degrees(math.atan2(major[1], major[0]))
+    width, height = 2 * n_std * np.sqrt(np.clip(eigenvalues[::-1], 0, None))
+    return float(width), float(height), angle
+
+
+def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -> Axes:
+    """Posterior density of each mixing weight (a histogram per component).
+
+    A component whose draws do not vary (a MAP fit) is drawn as a vertical line.
+
+    Args:
+        idata: ``InferenceData`` whose posterior has ``weights`` (chain, draw, component).
+        ax: axes to draw on; default a new figure's.
+
+    Returns:
+        the axes.
+
+    Raises:
+        ValueError: ``idata`` has no posterior ``weights``.
+    """
+    posterior = getattr(idata, "posterior", None)
+    if posterior is None or WEIGHTS not in posterior:
+        raise ValueError(
+            f"idata: expected a posterior group with a {WEIGHTS!r} variable, got "
+            f"{'no posterior' if posterior is None else sorted(posterior.data_vars)}"
+        )
+    weights = posterior[WEIGHTS].values  # (chain, draw, K)
+    draws = weights.reshape(-1, weights.shape[-1])
+    ax = _axes(ax)
+    bins = np.linspace(draws.min(), draws.max(), 40) if np.ptp(draws) > 0 else 10
+    for k in range(draws.shape[1]):
+        values = draws[:, k]
+        label = f"component {k}: {values.mean():.3f} ± {values.std():.3f}"
+        if np.ptp(values) > 0:
+            ax.hist(
+                values,
+                bins=bins,
+                density=True,
+                histtype="stepfilled",
+                alpha=0.45,
+                color=f"C{k % 10}",
+                label=label,
+            )
+        else:
+            ax.axvline(values[0], color=f"C{k % 10}", linewidth=2, label=label)
+    ax.set_xlabel("mixing weight")
+    ax.set_ylabel("posterior density")
+    ax.set_title(f"posterior of the weights ({draws.shape[0]} draws)")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def _losses(source: Any) -> tuple[np.ndarray, str | None]:
+    """Per-step losses as a float array, and the name of the bound when known."""
+    if isinstance(source, FitResult):
+        losses, bound = np.asarray(source.losses, dtype=float), type(source.model.loss).__name__
+    else:
+        if isinstance(source, torch.Tensor):
+            source = source.detach().cpu().numpy()
+        try:
+            losses, bound = np.asarray(source, dtype=float).reshape(-1), None
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"result_or_losses: expected a FitResult or a sequence of numbers, "
+                f"got {type(source).__name__}"
+            ) from error
+    if losses.size == 0:
+        raise ValueError("result_or_losses: expected at least one loss, got none")
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        step = int(bad.argmax())
+        raise ValueError(
+            f"result_or_losses: expected finite losses, got {losses[step]} at step {step}"
+        )
+    return losses, bound
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"ax: expected matplotlib Axes or None, got {type(ax).__name__}")
+        return ax
+    # pyplot only when no axes are given, so callers with their own figures (run reports)
+    # never touch pyplot's global state.
+    import matplotlib.pyplot as plt
+
+    return plt.subplots()[1]
+
+
+def _check_dims(dims: Any, n_features: int) -> tuple[int, int]:
+    valid = (
+        isinstance(dims, (tuple, list))
+        and len(dims) == 2
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+    )
+    if not valid:
+        raise ValueError(f"dims: expected two feature indices, got {dims!r}")
+    first, second = dims
+    if not (0 <= first < n_features and 0 <= second < n_features) or first == second:
+        raise ValueError(
+            f"dims: expected two different indices in [0, {n_features}), got {tuple(dims)}"
+        )
+    return first, second
