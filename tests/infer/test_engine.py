@@ -116,7 +116,9 @@ def test_resume_continues_exactly(tmp_path, inference, batch_size):
         resumed, x, steps=20, checkpoint=path, resume=True, restore_best=False, **options
     )
     assert result.steps == 20 and len(result.losses) == 20
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     # the checkpoint is also a model file
     loaded = pyrogen.load(path)
