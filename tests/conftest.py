@@ -9,6 +9,10 @@ import pyro
 import pytest
 import torch
 
+# Unit tests run many tiny tensor operations, for which one thread is fastest and immune to
+# oversubscription when the machine is busy; benchmarks measure with the default threads.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PYROGEN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
