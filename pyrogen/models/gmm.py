@@ -39,6 +39,7 @@ from pyrogen.data.validation import as_tensor, float_dtype_of
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
+    GaussianComponents,
     MixtureParameters,
     component_log_density,
     expectation_maximization,
@@ -290,13 +291,8 @@ class GaussianMixture(GenerativeModel):
 
     def _component_distribution(
         self, values: dict[str, torch.Tensor], assignment: torch.Tensor
-    ) -> dist.Distribution:
-        locs = values[LOCS][assignment]
-        if self.covariance == "full":
-            return dist.MultivariateNormal(locs, scale_tril=self._scale_tril(values)[assignment])
-        if self.covariance == "tied":
-            return dist.MultivariateNormal(locs, scale_tril=self._scale_tril(values))
-        return dist.Normal(locs, values[SCALES][assignment]).to_event(1)
+    ) -> GaussianComponents:
+        return GaussianComponents(self.mixture_parameters(values), assignment)
 
     # --- point estimates ----------------------------------------------------------------
     def point_estimates(self) -> dict[str, torch.Tensor]:
@@ -316,6 +312,7 @@ class GaussianMixture(GenerativeModel):
     ) -> MixtureParameters:
         """Weights, locs and covariances (shapes as for the covariance type) of a draw."""
         values = self.point_estimates() if values is None else values
+        tril = None
         if self.covariance in ("full", "tied"):
             tril = self._scale_tril(values)
             covariances = tril @ tril.transpose(-1, -2)
@@ -323,7 +320,9 @@ class GaussianMixture(GenerativeModel):
             covariances = values[SCALES].square()
             if self.covariance == "spherical":
                 covariances = covariances.squeeze(-1)
-        return MixtureParameters(values[WEIGHTS], values[LOCS], covariances, self.covariance)
+        return MixtureParameters(
+            values[WEIGHTS], values[LOCS], covariances, self.covariance, scale_tril=tril
+        )
 
     @property
     def weights_(self) -> torch.Tensor:

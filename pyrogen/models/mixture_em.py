@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from pyro.distributions import TorchDistribution, constraints
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -24,21 +25,80 @@ _CHUNK_ELEMENTS = 2**23
 
 @dataclass
 class MixtureParameters:
-    """Weights (K,), locs (K, D) and covariances (shape per covariance type, see module)."""
+    """Weights (K,), locs (K, D) and covariances (shape per covariance type, see module).
+
+    ``scale_tril`` (the Cholesky factor of full or tied covariances) may be given when it is
+    already known, which spares a factorisation and keeps gradients exact.
+    """
 
     weights: torch.Tensor
     locs: torch.Tensor
     covariances: torch.Tensor
     covariance_type: str
+    scale_tril: torch.Tensor | None = None
 
     def precision_cholesky(self) -> torch.Tensor:
         """Upper factor P with P P^T = Sigma^-1: (K, D, D) for full, (D, D) tied, else 1/sd."""
         if self.covariance_type in ("full", "tied"):
-            lower = torch.linalg.cholesky(self.covariances)
+            lower = self.scale_tril
+            if lower is None:
+                lower = torch.linalg.cholesky(self.covariances)
             eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
             inverse = torch.linalg.solve_triangular(lower, eye.expand_as(lower), upper=False)
             return inverse.transpose(-1, -2)
         return self.covariances.rsqrt()
+
+
+class GaussianComponents(TorchDistribution):
+    """p(x | z): the Gaussian component picked by each assignment z of a mixture.
+
+    ``assignment`` may be sampled (shape (N,)) or enumerated by Pyro (shape (K, 1, ...));
+    the log density of every row under every component is computed once as an (N, K)
+    table with matrix products, then indexed, which is far cheaper than evaluating a
+    batched ``MultivariateNormal`` on the (K, N, D) broadcast.
+
+    Args:
+        params: the mixture (gradients flow through it).
+        assignment: integer tensor of component indices; its shape is the batch shape.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(
+        self, params: MixtureParameters, assignment: torch.Tensor, validate_args: bool | None = None
+    ) -> None:
+        self.params = params
+        self.assignment = assignment
+        event_shape = params.locs.shape[-1:]
+        super().__init__(assignment.shape, event_shape, validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> GaussianComponents:
+        return GaussianComponents(self.params, self.assignment.expand(batch_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        table = component_log_density(value.reshape(-1, value.shape[-1]), self.params)
+        rows = torch.arange(table.shape[0], device=table.device).reshape(value.shape[:-1])
+        return table[rows, self.assignment]
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        params, index = self.params, self.assignment
+        locs = params.locs[index]
+        if params.covariance_type in ("full", "tied"):
+            tril = (
+                params.scale_tril
+                if params.scale_tril is not None
+                else torch.linalg.cholesky(params.covariances)
+            )
+            tril = tril[index] if params.covariance_type == "full" else tril
+            component = torch.distributions.MultivariateNormal(locs, scale_tril=tril)
+        else:
+            variances = params.covariances[index]
+            if params.covariance_type == "spherical":
+                variances = variances.unsqueeze(-1)
+            component = torch.distributions.Normal(locs, variances.sqrt())
+        with torch.no_grad():
+            return component.sample(sample_shape)
 
 
 def _chunk_size(n_components: int, n_features: int) -> int:
@@ -62,8 +122,12 @@ def component_log_density(x: torch.Tensor, params: MixtureParameters) -> torch.T
     if kind in ("full", "tied"):
         # ||(x - mu) P||^2 as two matrix products, which is much faster than solving per row.
         if kind == "full":
-            projected = torch.matmul(x, precision) - torch.matmul(locs.unsqueeze(-2), precision)
-            maha = projected.square().sum(-1).transpose(0, 1)  # (N, K)
+            # One (N, D) x (D, K*D) product instead of K small batched ones.
+            n_components, n_features = locs.shape
+            stacked = precision.transpose(0, 1).reshape(n_features, n_components * n_features)
+            projected = (x @ stacked).reshape(-1, n_components, n_features)
+            projected = projected - torch.einsum("kd,kde->ke", locs, precision)
+            maha = projected.square().sum(-1)  # (N, K)
             log_det = precision.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         else:
             projected = x.matmul(precision).unsqueeze(1) - locs.matmul(precision)  # (N, K, D)
