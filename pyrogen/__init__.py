@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from pyrogen import data  # noqa: E402
+from pyrogen.diagnostics import to_inference_data  # noqa: E402
 from pyrogen.infer import FitResult, fit  # noqa: E402
 from pyrogen.models import REGISTRY, GaussianMixture, load, select_n_components  # noqa: E402
 
@@ -14,4 +15,5 @@ __all__ = [
     "fit",
     "load",
     "select_n_components",
+    "to_inference_data",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         family_parser = families.add_parser(name, help=doc, description=doc)
         _add_common_fit_options(family_parser, name)
         command.add_options(family_parser)
-        family_parser.set_defaults(run=lambda args, command=command: _run_fit(args, command))
+        family_parser.set_defaults(run=functools.partial(_run_fit, command=command))
 
     sample = commands.add_parser(
         "sample",
@@ -259,11 +260,13 @@ def _load_fit_data(
     if names is None:
         return old_faithful(), "Old Faithful (bundled)", list(OLD_FAITHFUL_COLUMNS)
     unknown = [name for name in names if name not in OLD_FAITHFUL_COLUMNS]
-    if unknown or not names:
+    if unknown:
         raise ValueError(
             f"--columns: expected names from the bundled Old Faithful data "
             f"({', '.join(OLD_FAITHFUL_COLUMNS)}), got unknown {unknown}"
         )
+    if len(set(names)) != len(names):
+        raise ValueError(f"--columns: expected each column once, got {columns!r}")
     index = [OLD_FAITHFUL_COLUMNS.index(name) for name in names]
     return old_faithful()[:, index], "Old Faithful (bundled)", names
 
@@ -374,7 +377,8 @@ def _run_sample(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--out: expected a file ending in {' or '.join(SAMPLE_FORMATS)}, got {str(args.out)!r}"
         )
-    model, columns = _load_model(args.model_path)
+    model, run = _load_model(args.model_path)
+    columns = run.get("columns")
     pyro.set_rng_seed(args.seed)
     with torch.no_grad():
         rows = model.sample(args.num_rows).detach().cpu().numpy()
@@ -399,36 +403,32 @@ def _write_csv(handle: Any, table: np.ndarray, columns: list[str]) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    model, _ = _load_model(args.model_path)
+    model, run = _load_model(args.model_path)
     if not hasattr(model, "log_prob"):
         raise ValueError(f"{args.model_path}: family {model.family!r} has no exact log-likelihood")
     x = load_data(args.data, columns=_column_names(args.columns))
     summary = summarize(model, x)
+    if "inference" in run:
+        summary["inference"] = run["inference"]
     lines = [
         f"model           {args.model_path} ({_describe_model(summary)})",
         f"data            {args.data}: {_describe_shape(tuple(x.shape))}",
-        f"log-likelihood  {summary['log_likelihood_per_row']:.4f} nats per row "
-        "(exact, mean over rows)",
+        *_fit_statistics(summary),
     ]
-    for criterion in ("bic", "aic"):
-        if criterion in summary:
-            lines.append(f"{criterion.upper():<15} {summary[criterion]:.2f}")
     print("\n".join(lines))
     return 0
 
 
-def _load_model(path: Path) -> tuple[GenerativeModel, list[str] | None]:
-    """A model file, or a run folder's model.pt with the run's column names."""
+def _load_model(path: Path) -> tuple[GenerativeModel, dict[str, Any]]:
+    """A model file, or a run folder's model.pt; with the run's summary (empty for a file)."""
     if not path.is_dir():
-        return load(path), None
+        return load(path), {}
     model_file = path / MODEL_FILE
     if not model_file.is_file():
         raise FileNotFoundError(f"{path}: expected a run folder holding {MODEL_FILE}, found none")
-    columns = None
     summary_file = path / SUMMARY_FILE
-    if summary_file.is_file():
-        columns = json.loads(summary_file.read_text()).get("columns")
-    return load(model_file), columns
+    run = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return load(model_file), run
 
 
 # --- printing ---------------------------------------------------------------------------
@@ -448,14 +448,7 @@ def _describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -
         for k, score in selection["scores"].items():
             mark = "  <- chosen" if k == chosen else ""
             lines.append(f"  K={k:<3} {selection['criterion'].upper()} {score:12.2f}{mark}")
-    if "log_likelihood_per_row" in summary:
-        lines.append(
-            f"log-likelihood  {summary['log_likelihood_per_row']:.4f} nats per row "
-            "(exact, at the point estimates)"
-        )
-    for criterion in ("bic", "aic"):
-        if criterion in summary:
-            lines.append(f"{criterion.upper():<15} {summary[criterion]:.2f}")
+    lines.extend(_fit_statistics(summary))
     if "mcmc" in summary:
         mcmc = summary["mcmc"]
         lines.append(
@@ -468,6 +461,20 @@ def _describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -
     lines.append("")
     lines.append(f"run folder      {path}")
     return "\n".join(lines)
+
+
+def _fit_statistics(summary: dict[str, Any]) -> list[str]:
+    """Log-likelihood per row and the information criteria, where the model has them."""
+    lines = []
+    if "log_likelihood_per_row" in summary:
+        lines.append(
+            f"log-likelihood  {summary['log_likelihood_per_row']:.4f} nats per row "
+            "(exact, at the point estimates, mean over rows)"
+        )
+    for criterion in ("bic", "aic"):
+        if criterion in summary:
+            lines.append(f"{criterion.upper():<15} {summary[criterion]:.2f}")
+    return lines
 
 
 def _describe_model(summary: dict[str, Any]) -> str:

@@ -76,12 +76,14 @@ def to_inference_data(
 
     Example:
         >>> import arviz, pyrogen
+        >>> from pyrogen.diagnostics import to_inference_data
         >>> x = pyrogen.data.old_faithful()
         >>> gmm = pyrogen.GaussianMixture(2, inference="variational")
         >>> result = pyrogen.fit(gmm, x, steps=50, progress=False)
-        >>> idata = pyrogen.to_inference_data(result, x, num_samples=100)
+        >>> idata = to_inference_data(result, x, num_samples=100)
         >>> idata.log_likelihood["obs"].shape
         (1, 100, 272)
+        >>> loo = arviz.loo(idata)  # PSIS-LOO from the pointwise log-likelihood
     """
     _check_positive_int("num_samples", num_samples)
     if not isinstance(posterior_predictive, bool):
@@ -98,10 +100,13 @@ def to_inference_data(
         raise ValueError(
             "data: expected the (N, ...) rows the posterior is conditioned on, got None"
         )
-    x = as_tensor(data, name="data", ndim=None).to(device=model.device, dtype=_dtype_of(model))
+    x = as_tensor(data, name="data", ndim=None, dtype=_dtype_of(model)).to(model.device)
     sites, observed = _model_sites(model, x)
     if isinstance(source, Mapping):
-        draws = _checked_draws(source, sites)
+        draws = {
+            name: value.to(device=x.device, dtype=x.dtype) if value.is_floating_point() else value
+            for name, value in _checked_draws(source, sites).items()
+        }
         pyro.set_rng_seed(seed)
         origin = "draws"
     else:
@@ -157,7 +162,8 @@ def to_inference_data(
         "pyrogen_family": model.family,
         "posterior_from": origin,
     }
-    return arviz.from_dict(**groups, dims=dims, attrs=attrs)
+    # On the whole InferenceData and on the posterior, where ArviZ's own converters put it.
+    return arviz.from_dict(**groups, dims=dims, attrs=attrs, posterior_attrs=dict(attrs))
 
 
 def _source_model(source: Any, model: GenerativeModel | None) -> GenerativeModel:

@@ -27,6 +27,7 @@ WEIGHTS = "weights"
 # The running mean spans this fraction of the steps: long enough to average minibatch noise
 # away, short enough to follow the curve's shape.
 _RUNNING_MEAN_FRACTION = 0.02
+_MIN_RUNNING_MEAN = 5
 
 
 def plot_elbo(
@@ -37,8 +38,8 @@ def plot_elbo(
 ) -> Axes:
     """The loss (negative ELBO, nats per example) at every step, its running mean and the best step.
 
-    Minibatch losses are noisy estimates, so a running mean over about 2% of the steps is
-    drawn on top of them.
+    Minibatch and sampled-ELBO losses are noisy estimates, so a running mean over about 2%
+    of the steps (at least 5) is drawn on top of them.
 
     Args:
         result_or_losses: a :class:`~pyrogen.FitResult` or a sequence of per-step losses.
@@ -50,13 +51,31 @@ def plot_elbo(
         the axes.
 
     Raises:
+        TypeError: ``result_or_losses`` is neither a FitResult nor numbers.
         ValueError: no losses, or a loss is NaN or infinite.
+
+    Example:
+        >>> import pyrogen
+        >>> from pyrogen.diagnostics import plot_elbo
+        >>> gmm = pyrogen.GaussianMixture(2, inference="variational")
+        >>> result = pyrogen.fit(gmm, pyrogen.data.old_faithful(), steps=40, progress=False)
+        >>> ax = plot_elbo(result)
+        >>> ax.get_xlabel()
+        'step'
     """
     losses, bound = _losses(result_or_losses)
     ax = _axes(ax)
     steps = np.arange(losses.size)
-    ax.plot(steps, losses, color="C0", alpha=0.35, linewidth=0.8, label="loss per step")
-    window = max(1, round(losses.size * _RUNNING_MEAN_FRACTION))
+    window = _running_mean_window(losses.size)
+    # Raw losses stay visible but faint when a running mean is drawn over them.
+    ax.plot(
+        steps,
+        losses,
+        color="C0",
+        alpha=0.35 if window > 1 else 1.0,
+        linewidth=0.8,
+        label="loss per step",
+    )
     if window > 1:
         running = np.convolve(losses, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1 :], running, color="C0", label=f"running mean ({window} steps)")
@@ -117,6 +136,15 @@ def plot_clusters(
         TypeError: ``model`` is not a mixture.
         ValueError: D < 2, ``dims`` out of range or repeated, ``n_std`` not positive, or
             ``feature_names`` not of length D.
+
+    Example:
+        >>> import pyrogen
+        >>> from pyrogen.diagnostics import plot_clusters
+        >>> x = pyrogen.data.old_faithful()
+        >>> gmm = pyrogen.GaussianMixture(2).fit(x, steps=20, progress=False)
+        >>> ax = plot_clusters(gmm, x, feature_names=["eruptions", "waiting"])
+        >>> len(ax.patches)  # one ellipse per component
+        2
     """
     if not (hasattr(model, "mixture_parameters") and hasattr(model, "predict")):
         raise TypeError(
@@ -227,6 +255,14 @@ def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -
 
     Raises:
         ValueError: ``idata`` has no posterior ``weights``.
+
+    Example:
+        >>> import pyrogen
+        >>> from pyrogen.diagnostics import plot_weights_posterior, to_inference_data
+        >>> x = pyrogen.data.old_faithful()
+        >>> gmm = pyrogen.GaussianMixture(2, inference="variational")
+        >>> result = pyrogen.fit(gmm, x, steps=40, progress=False)
+        >>> ax = plot_weights_posterior(to_inference_data(result, x, num_samples=200))
     """
     posterior = getattr(idata, "posterior", None)
     if posterior is None or WEIGHTS not in posterior:
@@ -258,6 +294,13 @@ def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -
     ax.set_title(f"posterior of the weights ({draws.shape[0]} draws)")
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+def _running_mean_window(n_steps: int) -> int:
+    """About 2% of the steps, at least 5, and at most a quarter of them (1: no running mean)."""
+    return max(
+        1, min(n_steps // 4, max(_MIN_RUNNING_MEAN, round(n_steps * _RUNNING_MEAN_FRACTION)))
+    )
 
 
 def _losses(source: Any) -> tuple[np.ndarray, str | None]:

@@ -26,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pyrogen import __version__
-from pyrogen.data.validation import as_tensor
+from pyrogen.data.validation import as_tensor, float_dtype_of
 from pyrogen.diagnostics.plots import WEIGHTS, plot_clusters, plot_elbo, plot_weights_posterior
 from pyrogen.infer.engine import FitResult
 from pyrogen.io import PathLike, atomic_write
@@ -66,7 +66,7 @@ def summarize(model: GenerativeModel, data: Any) -> dict[str, Any]:
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model: expected a pyrogen GenerativeModel, got {type(model).__name__}")
-    x = as_tensor(data, name="data", ndim=None)
+    x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
     summary: dict[str, Any] = {
         "family": model.family,
         "config": model.config,
@@ -129,13 +129,26 @@ def write_run(
     Raises:
         ValueError: ``out_dir`` exists and is not empty (a run is never overwritten), or
             ``columns`` / ``extra`` do not fit.
+
+    Example:
+        >>> import pyrogen, tempfile
+        >>> from pyrogen.diagnostics import to_inference_data, write_run
+        >>> x = pyrogen.data.old_faithful()
+        >>> gmm = pyrogen.GaussianMixture(2)
+        >>> result = pyrogen.fit(gmm, x, steps=20, progress=False)
+        >>> idata = to_inference_data(result, x, num_samples=10)
+        >>> run = write_run(f"{tempfile.mkdtemp()}/run", model=gmm, result=result, data=x,
+        ...                 columns=["eruptions", "waiting"], idata=idata)
+        >>> sorted(p.name for p in run.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+        ['clusters.png', 'elbo.png', 'inference_data.nc', 'model.pt', 'summary.json',
+         'weights_posterior.png']
     """
     out = check_run_folder(out_dir)
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model: expected a pyrogen GenerativeModel, got {type(model).__name__}")
     if result is not None and not isinstance(result, FitResult):
         raise TypeError(f"result: expected a FitResult or None, got {type(result).__name__}")
-    x = as_tensor(data, name="data", ndim=None)
+    x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
     columns = _check_columns(columns, x)
     summary = summarize(model, x)
     summary["columns"] = columns

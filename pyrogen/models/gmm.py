@@ -494,6 +494,8 @@ class GaussianMixture(GenerativeModel):
     def predict(self, x: Any) -> torch.Tensor:
         """MAP assignment of each row by ``infer_discrete`` (temperature 0), shape (N,)."""
         x = self._prepare(x)
+        if self.n_components == 1:  # nothing to enumerate: Pyro would skip the site
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         conditioned = poutine.condition(self.model, data=self.point_estimates())
         decoder = infer_discrete(conditioned, first_available_dim=-2, temperature=0)
         with torch.no_grad():
@@ -586,13 +588,14 @@ class GaussianMixture(GenerativeModel):
         for s, cost in enumerate(costs):
             rows, cols = linear_sum_assignment(cost)
             permutation[s, cols] = torch.as_tensor(rows)
-        index = torch.arange(flat.shape[0])[:, None]
+        index = torch.arange(flat.shape[0], device=locs.device)[:, None]
+        permutation = permutation.to(locs.device)
         relabelled = dict(draws)
         for site in self._global_sites():
             if site.name in draws and (site.per_component or site.name == WEIGHTS):
                 value = draws[site.name]
                 event_shape = value.shape[len(sample_shape) + 1 :]
-                permuted = value.reshape(-1, k, *event_shape)[index, permutation.to(value.device)]
+                permuted = value.reshape(-1, k, *event_shape)[index, permutation]
                 relabelled[site.name] = permuted.reshape(value.shape)
         return relabelled
 

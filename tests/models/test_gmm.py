@@ -223,3 +223,9 @@ def test_one_feature_and_one_component():
         model = GaussianMixture(1, covariance=covariance).fit(x, steps=5, progress=False)
         # The fit is MAP, not maximum likelihood: the weak priors shift it by O(1/N).
         assert model.log_prob(x).mean().item() == pytest.approx(expected.mean(), abs=2e-3)
+
+
+def test_predict_with_one_component():
+    x = blobs(30)
+    model = GaussianMixture(1).fit(x, steps=2, progress=False)
+    assert torch.equal(model.predict(x), torch.zeros(30, dtype=torch.long))
