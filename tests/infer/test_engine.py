@@ -166,6 +166,7 @@ def test_gradient_clipping_bounds_the_update():
     assert abs(model.loc.item() - before) <= 1e-3 + 1e-7
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_nan_guard_names_the_step_and_parameter():
     def poison(step, loss, model):
         if step == 3:
