@@ -47,6 +47,7 @@ def to_inference_data(
 
     Args:
         source: one of
+
             - a dict of posterior draws ``site -> tensor (chains, draws, *site_shape)``,
               e.g. from :func:`pyrogen.infer.run_nuts`; ``model`` is then required;
             - a :class:`~pyrogen.FitResult` (its ``.model`` is used);

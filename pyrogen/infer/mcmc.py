@@ -48,7 +48,7 @@ def run_nuts(
 
     Returns:
         ``(draws, stats)``: draws maps each latent site to a tensor of shape
-        (num_chains, num_samples, *site_shape); stats holds ``diverging``, a bool array of
+        ``(num_chains, num_samples, *site_shape)``; stats holds ``diverging``, a bool array of
         shape (num_chains, num_samples).
     """
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):

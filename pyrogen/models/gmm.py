@@ -549,7 +549,7 @@ class GaussianMixture(GenerativeModel):
 
         Args:
             x: data of shape (N, D).
-            draws: site name -> tensor of shape (S, *site_shape).
+            draws: site name -> tensor of shape ``(S, *site_shape)``.
 
         Returns:
             Tensor of shape (S, N).
@@ -571,7 +571,7 @@ class GaussianMixture(GenerativeModel):
         every per-component site.
 
         Args:
-            draws: site name -> tensor of shape (*sample_shape, *site_shape).
+            draws: site name -> tensor of shape ``(*sample_shape, *site_shape)``.
 
         Returns:
             the same dict with per-component sites permuted draw by draw.
