@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of pyrogen against reference implementations (see README.md)."""
