@@ -20,7 +20,7 @@ from pyro.distributions import TorchDistribution, constraints
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
 # Rows per chunk are chosen so that a (K, chunk, D) temporary holds about this many numbers.
-_CHUNK_ELEMENTS = 2**23
+_CHUNK_ELEMENTS = 2**20
 
 
 @dataclass
@@ -125,9 +125,9 @@ def component_log_density(x: torch.Tensor, params: MixtureParameters) -> torch.T
             # One (N, D) x (D, K*D) product instead of K small batched ones.
             n_components, n_features = locs.shape
             stacked = precision.transpose(0, 1).reshape(n_features, n_components * n_features)
-            projected = (x @ stacked).reshape(-1, n_components, n_features)
-            projected = projected - torch.einsum("kd,kde->ke", locs, precision)
-            maha = projected.square().sum(-1)  # (N, K)
+            offset = torch.einsum("kd,kde->ke", locs, precision).reshape(1, -1)
+            projected = torch.addmm(offset, x, stacked, beta=-1)  # x P_k - mu_k P_k
+            maha = projected.square().reshape(-1, n_components, n_features).sum(-1)  # (N, K)
             log_det = precision.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         else:
             projected = x.matmul(precision).unsqueeze(1) - locs.matmul(precision)  # (N, K, D)
@@ -184,18 +184,31 @@ def kmeans_plusplus(x: torch.Tensor, n_components: int, generator: torch.Generat
     return torch.cat(centres)
 
 
-def kmeans(x: torch.Tensor, centres: torch.Tensor, max_iter: int = 20) -> torch.Tensor:
-    """Lloyd iterations from ``centres``; returns hard labels of shape (N,)."""
-    labels = torch.cdist(x, centres).argmin(-1)
+def kmeans(
+    x: torch.Tensor, centres: torch.Tensor, max_iter: int = 100, tol: float = 1e-4
+) -> torch.Tensor:
+    """Lloyd iterations from ``centres``; returns hard labels of shape (N,).
+
+    Stops when the centres move by less than ``tol`` times the data's mean variance (squared
+    distance, summed over centres), as scikit-learn's KMeans does.
+    """
+    threshold = tol * x.var(0).mean() if x.shape[0] > 1 else 0.0
+
+    def nearest(centres: torch.Tensor) -> torch.Tensor:
+        # ||x - c||^2 up to the per-row constant ||x||^2: one matrix product
+        return (centres.square().sum(-1) - 2 * x @ centres.T).argmin(-1)
+
+    labels = nearest(centres)
     for _ in range(max_iter):
         counts = torch.bincount(labels, minlength=centres.shape[0]).to(x.dtype)
         sums = torch.zeros_like(centres).index_add_(0, labels, x)
         occupied = counts > 0
-        centres = torch.where(occupied[:, None], sums / counts.clamp(min=1)[:, None], centres)
-        new_labels = torch.cdist(x, centres).argmin(-1)
-        if torch.equal(new_labels, labels):
+        moved = torch.where(occupied[:, None], sums / counts.clamp(min=1)[:, None], centres)
+        shift = (moved - centres).square().sum()
+        centres = moved
+        labels = nearest(centres)
+        if shift <= threshold:
             break
-        labels = new_labels
     return labels
 
 
@@ -225,8 +238,8 @@ def _statistics(x: torch.Tensor, responsibilities: torch.Tensor, covariance_type
     counts = responsibilities.sum(0)
     sums = responsibilities.T @ x
     if covariance_type == "full":
-        weighted = responsibilities.T.unsqueeze(-1) * x  # (K, n, D)
-        second = weighted.transpose(-1, -2) @ x
+        # one (D, n) x (n, D) product per component: no (K, n, D) temporary
+        second = torch.stack([(x * r.unsqueeze(-1)).T @ x for r in responsibilities.T])
     elif covariance_type == "tied":
         second = torch.zeros((), dtype=x.dtype, device=x.device)
     else:
