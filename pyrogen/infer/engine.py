@@ -79,7 +79,7 @@ def fit(
     lr: float | None = None,
     clip_norm: float | None = None,
     early_stopping: int | None | object = _UNSET,
-    min_delta: float = 1e-4,
+    min_delta: float | None = None,
     restore_best: bool | object = _UNSET,
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -104,7 +104,8 @@ def fit(
         clip_norm: clip the gradient norm to this value (``None``: no clipping).
         early_stopping: stop after this many epochs (steps, full-batch) without the
             monitored loss improving by ``min_delta``; ``None`` never stops early.
-        min_delta: smallest improvement (nats per example) that resets the patience.
+        min_delta: smallest improvement (nats per example) that resets the patience;
+            default from ``model.fit_defaults``, else 1e-4.
         restore_best: leave the model in the state with the lowest monitored loss. Safe for
             deterministic objectives (MAP); with sampled ELBOs the lowest value is partly
             luck, so the default (from ``model.fit_defaults``, else False) keeps the last.
@@ -158,6 +159,9 @@ def fit(
     if early_stopping is _UNSET:
         early_stopping = defaults.get("early_stopping")
     early_stopping = _check_positive_int("early_stopping", early_stopping, allow_none=True)
+    min_delta = float(min_delta if min_delta is not None else defaults.get("min_delta", 1e-4))
+    if not (math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta: expected a non-negative number, got {min_delta!r}")
     if restore_best is _UNSET:
         restore_best = bool(defaults.get("restore_best", False))
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)

@@ -170,12 +170,18 @@ class GaussianMixture(GenerativeModel):
 
     @property
     def fit_defaults(self) -> dict[str, Any]:
-        """EM leaves MAP at a mode, so the SVI polish stops as soon as two steps bring no
-        gain and, the objective being deterministic, the best state is kept (SVI never ends
-        worse than EM). Variational needs longer to fit its spreads, with a patience that
+        """EM leaves MAP at a mode, so the SVI polish stops as soon as two steps gain less
+        than EM's own tolerance ``tol`` and, the objective being deterministic, the best
+        state is kept (SVI never ends worse than EM). Variational needs longer to fit its spreads, with a patience that
         tolerates sampled ELBOs."""
         if self.inference == "map":
-            return {"steps": 200, "lr": 0.005, "early_stopping": 2, "restore_best": True}
+            return {
+                "steps": 200,
+                "lr": 0.005,
+                "early_stopping": 2,
+                "min_delta": self.tol,
+                "restore_best": True,
+            }
         return {"steps": 2000, "lr": 0.01, "early_stopping": 200}
 
     @property
