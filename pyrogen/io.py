@@ -28,22 +28,32 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
         mode: ``"wb"`` or ``"w"``.
 
     Yields:
-        the open temporary file.
+        the open temporary file (its ``name`` is the temporary path, e.g. for a check
+        before the file is moved into place; raising inside the block discards it).
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as handle:
+        with open(tmp, mode) as handle:  # handle.name is the temporary path
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates files readable by the owner only; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -17,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from pyrogen.io import atomic_write
 
 PathLike = str | os.PathLike[str]
 
@@ -166,20 +167,10 @@ def download_atomically(
         OSError: If the download fails (network error, missing remote file).
         ValueError: If the download is larger than ``max_bytes`` or ``verify`` rejects it.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _copy_url(url, out, max_bytes=max_bytes)
-            out.flush()
-            os.fsync(out.fileno())
-        verify(tmp)
-        # mkstemp creates owner-only files; a data file should be readable like any other.
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as out:
+        _copy_url(url, out, max_bytes=max_bytes)
+        out.flush()
+        verify(Path(out.name))
 
 
 def _copy_url(url: str, out: BinaryIO, *, max_bytes: int) -> None:
