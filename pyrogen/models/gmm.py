@@ -172,8 +172,8 @@ class GaussianMixture(GenerativeModel):
     def fit_defaults(self) -> dict[str, Any]:
         """EM leaves MAP at a mode, so the SVI polish stops as soon as two steps gain less
         than EM's own tolerance ``tol`` and, the objective being deterministic, the best
-        state is kept (SVI never ends worse than EM). Variational needs longer to fit its spreads, with a patience that
-        tolerates sampled ELBOs."""
+        state is kept (SVI never ends worse than EM). Variational needs longer to fit its
+        spreads, with a patience that tolerates sampled ELBOs."""
         if self.inference == "map":
             return {
                 "steps": 200,
