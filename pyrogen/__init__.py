@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from pyrogen import data  # noqa: E402
 from pyrogen.diagnostics import to_inference_data  # noqa: E402
 from pyrogen.infer import FitResult, fit  # noqa: E402
-from pyrogen.models import REGISTRY, GaussianMixture, load, select_n_components  # noqa: E402
+from pyrogen.models import REGISTRY, VAE, GaussianMixture, load, select_n_components  # noqa: E402
 
 __all__ = [
     "REGISTRY",
@@ -16,4 +16,5 @@ __all__ = [
     "load",
     "select_n_components",
     "to_inference_data",
+    "VAE",
 ]

@@ -165,7 +165,7 @@ def test_evaluate(auto_run, faithful_csv, capsys):
             r"pyrogen: error: n_components: expected at most n_samples=272 components, got 300",
         ),
         (["fit", "gmm", "--out", "{tmp}"], r"pyrogen: error: out_dir: .* never overwritten"),
-        (["fit", "vae"], r"pyrogen fit: error: argument FAMILY: invalid choice: 'vae'"),
+        (["fit", "banana"], r"pyrogen fit: error: argument FAMILY: invalid choice: 'banana'"),
         (
             ["sample", "{tmp}/missing.pt", "-n", "3"],
             r"pyrogen: error: checkpoint .* does not exist",

@@ -97,8 +97,9 @@ def fit(
         y: optional labels of shape (N, ...), passed to ``model.model`` / ``model.guide``.
         steps: optimisation steps in total (resumed ones included). Exclusive with ``epochs``.
         epochs: passes over the data; ``steps = epochs * ceil(N / batch_size)``.
-        batch_size: rows per step; ``None`` uses the full data set every step. Minibatches
-            are scaled by the data plate to stand for all N rows, so the ELBO is unbiased.
+        batch_size: rows per step; default from ``model.fit_defaults``, else the full data
+            set every step. Minibatches are scaled by the data plate to stand for all N rows,
+            so the ELBO is unbiased.
         optim: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
         lr: learning rate; default from ``model.fit_defaults`` or 1e-3.
         clip_norm: clip the gradient norm to this value (``None``: no clipping).
@@ -141,6 +142,8 @@ def fit(
     x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
     labels = _as_labels(y, x.shape[0])
     num_data = x.shape[0]
+    if batch_size is None:
+        batch_size = defaults.get("batch_size")
     batch_size = _check_positive_int("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size >= num_data:
         batch_size = None

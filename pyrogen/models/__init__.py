@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
 from pyrogen.models.gmm import GaussianMixture, select_n_components
+from pyrogen.models.vae import VAE
 
 #: family name -> class; the one list of families.
 REGISTRY: dict[str, type[GenerativeModel]] = {
     GaussianMixture.family: GaussianMixture,
+    VAE.family: VAE,
 }
 
 __all__ = [
@@ -18,4 +20,5 @@ __all__ = [
     "data_plate",
     "load",
     "select_n_components",
+    "VAE",
 ]

@@ -29,10 +29,30 @@ def _gmm_example(inference: str, covariance: str):
     return make
 
 
+def _vae_example(data_shape: tuple[int, ...], **options):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        x = (torch.rand(40, *data_shape, generator=generator) > 0.5).float()
+        return pyrogen.VAE(data_shape, latent_dim=3, hidden=(16,), **options), x
+
+    return make
+
+
 EXAMPLES = {
-    f"gmm-{inference}-{covariance}": ("gmm", _gmm_example(inference, covariance))
-    for inference in ("map", "variational")
-    for covariance in ("full", "diag", "spherical", "tied")
+    **{
+        f"gmm-{inference}-{covariance}": ("gmm", _gmm_example(inference, covariance))
+        for inference in ("map", "variational")
+        for covariance in ("full", "diag", "spherical", "tied")
+    },
+    "vae-mlp-bernoulli": ("vae", _vae_example((12,))),
+    "vae-mlp-gaussian-iwae": (
+        "vae",
+        _vae_example((12,), likelihood="gaussian", objective="iwae", num_particles=3),
+    ),
+    "vae-conv-continuous-bernoulli": (
+        "vae",
+        _vae_example((1, 8, 8), likelihood="continuous_bernoulli", encoder="conv", decoder="conv"),
+    ),
 }
 
 
