@@ -39,8 +39,9 @@ OBS = "obs"
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 OBJECTIVES = ("mean_field", "elbo", "iwae")
-# Decoder outputs evaluated at once in log_likelihood: bounds its memory (float32: 256 MiB).
-_EVAL_ELEMENTS = 2**26
+# Decoder outputs evaluated at once in log_likelihood: bounds its memory (float32: 64 MiB,
+# a few times that with the likelihood's temporaries).
+_EVAL_ELEMENTS = 2**24
 
 
 class VAE(GenerativeModel):
