@@ -1,8 +1,13 @@
-"""The ``pyrogen`` command line: fit / sample / evaluate, and clean errors for bad input."""
+"""The ``pyrogen`` command line: fit / sample / evaluate, and clean errors for bad input.
+
+The VAE tests train for one short epoch: they check the workflow and its numbers' relations
+(which bound is below which, what evaluate reproduces), not the quality of the fit.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import runpy
 import sys
@@ -24,6 +29,18 @@ from pyrogen.data.datasets import old_faithful  # noqa: E402
 
 # Small settings that keep every command fast; they are not what a real run would use.
 QUICK = ["--steps", "30", "--num-samples", "20"]
+VAE_QUICK = ["--limit", "500", "--epochs", "1", "--iw-samples", "5", "--latent-dim", "2"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VAE_FILES = {
+    "elbo.png",
+    "samples.png",
+    "reconstructions.png",
+    "latent.png",
+    "summary.json",
+    "model.pt",
+}
+# Runs that later tests reuse: (run folder, what it printed), made once per session.
+_VAE_RUNS: dict[str, tuple[Path, str]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +56,36 @@ def faithful_csv(tmp_path) -> Path:
     path = tmp_path / "faithful.csv"
     np.savetxt(path, old_faithful().numpy(), delimiter=",", header="eruptions,waiting", comments="")
     return path
+
+
+@pytest.fixture
+def mnist_run(shared_data, tmp_path_factory, capsys) -> tuple[Path, str]:
+    """``pyrogen fit vae`` on the shared MNIST (500 training rows, one epoch), run once."""
+    if "mnist" not in _VAE_RUNS:
+        out = tmp_path_factory.mktemp("vae") / "mnist"
+        argv = ["fit", "vae", "--data-dir", str(shared_data / "mnist"), "--out", str(out)]
+        assert main([*argv, *VAE_QUICK]) == 0
+        _VAE_RUNS["mnist"] = (out, capsys.readouterr().out)
+    return _VAE_RUNS["mnist"]
+
+
+@pytest.fixture(scope="module")
+def grey_images(tmp_path_factory) -> Path:
+    """120 random 8 x 8 images with values in [0, 1], as an NPY file."""
+    path = tmp_path_factory.mktemp("npy") / "images.npy"
+    np.save(path, np.random.default_rng(0).random((120, 8, 8), dtype=np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def npy_run(grey_images, tmp_path_factory) -> Path:
+    """``pyrogen fit vae --data images.npy`` with a conv encoder; needs no shared data."""
+    out = tmp_path_factory.mktemp("vae") / "npy"
+    argv = ["fit", "vae", "--data", str(grey_images), "--encoder", "conv", "--binarize"]
+    argv += ["threshold", "--epochs", "2", "--batch-size", "32", "--iw-samples", "5"]
+    argv += ["--latent-dim", "3", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    return out
 
 
 def _summary(run: Path) -> dict:
@@ -213,7 +260,14 @@ def test_help_lists_the_commands(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--help"])
     assert exit_info.value.code == 0
-    assert "gmm" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "gmm" in printed and "vae" in printed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "vae", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for option in ("--data-dir", "--binarize", "--latent-dim", "--iw-samples", "--limit"):
+        assert option in printed
 
 
 def test_python_dash_m_runs_main(monkeypatch, capsys):
@@ -252,3 +306,258 @@ def test_training_that_fails_numerically_exits_1(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "pyrogen: error: training failed: step 3: the loss is NaN/inf" in err
     assert not out.exists()
+
+
+# --- the VAE ----------------------------------------------------------------------------
+def test_fit_vae_on_mnist_writes_the_report(mnist_run):
+    run, printed = mnist_run
+    assert {p.name for p in run.iterdir()} == VAE_FILES
+    for name in VAE_FILES - {"summary.json", "model.pt"}:
+        assert (run / name).read_bytes().startswith(PNG_MAGIC), name
+    summary = _summary(run)
+    assert summary["family"] == "vae" and summary["config"]["latent_dim"] == 2
+    assert summary["config"]["data_shape"] == [784] and summary["image_shape"] == [28, 28]
+    assert summary["n_rows"] == 500 and summary["limit"] == 500 and summary["dataset"] == "mnist"
+    assert summary["preprocessing"]["binarize"] == "dynamic"
+    assert summary["epochs"] == 1 and summary["training"]["steps"] == math.ceil(500 / 128)
+    assert summary["training"]["device"] == "cpu" and summary["training"]["time_s"] > 0
+
+    test = summary["test"]
+    assert test["n_rows"] == 10_000 and test["iw_samples"] == 5
+    elbo, log_lik = test["elbo_per_example"], test["log_likelihood_per_example"]
+    assert math.isfinite(elbo) and math.isfinite(log_lik) and log_lik < 0
+    # L_K >= ELBO in expectation. Each mean's standard error bounds its own noise, and the
+    # noise of a difference is at most the sum of the two, whatever their correlation: a
+    # 4-sigma margin makes a false failure rarer than 1 in 10^4.
+    errors = test["standard_errors"]
+    margin = 4 * (errors["elbo_per_example"] + errors["log_likelihood_per_example"])
+    assert elbo <= log_lik + margin
+    assert test["bits_per_dim"] == pytest.approx(-log_lik / (784 * math.log(2)), rel=1e-9)
+    assert "lower bound" in test["bounds"]["elbo_per_example"]
+    assert "K = 5" in test["bounds"]["log_likelihood_per_example"]
+
+    assert "first 500 of 60000 rows" in printed
+    assert "train 500 rows, test 10000 rows of shape (784,); latent z (2,)" in printed
+    assert f"test ELBO       {elbo:.4f} nats per example" in printed
+    assert f"test log p(x)   {log_lik:.4f} nats per example (IWAE bound, K = 5)" in printed
+    assert f"test bits/dim   {test['bits_per_dim']:.4f}" in printed
+    assert f"run folder      {run}" in printed
+    model = pyrogen.load(run / "model.pt")
+    assert isinstance(model, pyrogen.VAE) and model.data_shape == (784,)
+
+
+def test_evaluate_vae_reproduces_the_run(mnist_run, shared_data, capsys):
+    run, _ = mnist_run
+    assert main(["evaluate", str(run), "--data-dir", str(shared_data / "mnist")]) == 0
+    printed = capsys.readouterr().out
+    test = _summary(run)["test"]  # same seed, K and binarized test set as the run
+    assert f"ELBO            {test['elbo_per_example']:.4f} nats per example" in printed
+    assert (
+        f"log p(x)        {test['log_likelihood_per_example']:.4f} nats per example "
+        "(IWAE bound, K = 5)" in printed
+    )
+    assert f"bits/dim        {test['bits_per_dim']:.4f}" in printed
+    assert "test split (10000 rows)" in printed and "--binarize dynamic" in printed
+
+
+def test_sample_vae_writes_npy_and_png(mnist_run, tmp_path):
+    run, _ = mnist_run
+    npy = tmp_path / "samples.npy"
+    assert main(["sample", str(run), "-n", "6", "--out", str(npy), "--seed", "1"]) == 0
+    rows = np.load(npy)
+    assert rows.shape == (6, 784) and set(np.unique(rows)) <= {0.0, 1.0}  # Bernoulli draws
+    again = tmp_path / "again.npy"
+    assert main(["sample", str(run), "-n", "6", "--out", str(again), "--seed", "1"]) == 0
+    np.testing.assert_array_equal(np.load(again), rows)
+    means = tmp_path / "means.npy"
+    assert main(["sample", str(run), "-n", "6", "--mean", "--out", str(means)]) == 0
+    assert ((np.load(means) > 0) & (np.load(means) < 1)).all()
+    png = tmp_path / "samples.png"
+    assert main(["sample", str(run), "-n", "64", "--mean", "--out", str(png)]) == 0
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "again.npy",
+        "means.npy",
+        "samples.npy",
+        "samples.png",
+    ]  # no temporary files left
+
+
+def test_fit_vae_on_an_npy_array(npy_run, grey_images, tmp_path, capsys):
+    assert {p.name for p in npy_run.iterdir()} == VAE_FILES
+    summary = _summary(npy_run)
+    assert summary["config"]["data_shape"] == [1, 8, 8] and summary["config"]["encoder"] == "conv"
+    assert summary["image_shape"] == [8, 8] and summary["dataset"] is None
+    assert summary["n_rows"] == 108 and summary["test"]["n_rows"] == 12  # 90/10 split
+    assert "split at random (seed 0) into 108 training and 12 test rows" in summary["data"]
+    assert summary["preprocessing"]["binarize"] == "threshold"
+    assert summary["training"]["steps"] == 2 * math.ceil(108 / 32)
+
+    argv = ["evaluate", str(npy_run), "--data", str(grey_images), "--iw-samples", "7"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"{grey_images}, all 120 rows, scored as examples of shape (1, 8, 8)" in printed
+    assert re.search(r"log p\(x\)\s+-?\d+\.\d{4} nats per example \(IWAE bound, K = 7\)", printed)
+    assert "--binarize threshold" in printed  # the run's binarization, applied again
+
+    png = tmp_path / "grid.png"
+    assert main(["sample", str(npy_run), "-n", "9", "--out", str(png)]) == 0
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    npy = tmp_path / "rows.npy"
+    assert main(["sample", str(npy_run), "-n", "9", "--out", str(npy)]) == 0
+    assert np.load(npy).shape == (9, 1, 8, 8)
+
+
+def test_dynamic_binarization_resamples_every_epoch_and_resumes_exactly(monkeypatch):
+    """Each epoch trains on a fresh sample; with data that sampling cannot change (0s and
+    1s), the epoch-by-epoch fit equals one uninterrupted fit, step for step."""
+    seen = []
+
+    def recording_fit(model, data, **kwargs):
+        seen.append(data.clone())
+        return pyrogen.fit(model, data, **kwargs)
+
+    monkeypatch.setattr(cli, "fit", recording_fit)
+    grey = torch.full((40, 16), 0.5)
+    model = pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
+    result = cli._fit_resampling_each_epoch(
+        model, grey, 8, 4, quiet=True, binarize_seed=1, batch_size=10, seed=0
+    )
+    assert result.steps == 8 and len(result.losses) == 8 and len(seen) == 2
+    assert all(set(x.unique().tolist()) == {0.0, 1.0} for x in seen)
+    assert not torch.equal(seen[0], seen[1])
+
+    binary = (torch.rand(40, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    models = []
+    for _ in range(2):
+        torch.manual_seed(3)  # the same initial weights
+        models.append(pyrogen.VAE((16,), latent_dim=2, hidden=(8,)))
+    whole = pyrogen.fit(models[0], binary, steps=10, batch_size=16, seed=2, progress=False)
+    epochs = cli._fit_resampling_each_epoch(
+        models[1], binary, 10, 3, quiet=True, binarize_seed=1, batch_size=16, seed=2
+    )
+    assert epochs.losses == whole.losses
+    for (name, a), (_, b) in zip(
+        models[0].state_dict().items(), models[1].state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "vae"], r"pyrogen: error: --data-dir, --data: expected one of them .*got neither"),
+        (
+            ["fit", "vae", "--data", "{bytes}"],
+            r"pyrogen: error: .*bytes.npy: expected values in \[0, 1\] for a bernoulli "
+            r"likelihood, got values in \[0, 255\]",
+        ),
+        (
+            ["fit", "vae", "--data-dir", "{tmp}"],
+            r"pyrogen: error: --data-dir: expected the mnist files in .*t10k-images-idx3-ubyte"
+            r".*no such file",
+        ),
+        (
+            ["fit", "vae", "--data-dir", "{tmp}", "--dataset", "binarized-mnist"],
+            r"pyrogen: error: --data-dir: .*binarized_mnist.npz: no such file",
+        ),
+        (
+            ["fit", "vae", "--data", "{table}", "--encoder", "conv"],
+            r"pyrogen: error: --encoder: expected images, .* got examples of shape \(5,\)",
+        ),
+        (
+            ["fit", "vae", "--data", "{images}", "--data-dir", "{tmp}"],
+            r"pyrogen: error: --data, --data-dir: expected one of them, got both",
+        ),
+        (
+            ["fit", "vae", "--data", "{images}", "--steps", "3", "--epochs", "2"],
+            r"pyrogen: error: --steps, --epochs: expected at most one of them, got both",
+        ),
+        (
+            [
+                "fit",
+                "vae",
+                "--data-dir",
+                "{tmp}",
+                "--dataset",
+                "binarized-mnist",
+                "--binarize",
+                "dynamic",
+            ],
+            r"pyrogen: error: --binarize: expected none for --dataset binarized-mnist",
+        ),
+        (
+            ["fit", "vae", "--data", "{images}", "--beta", "0"],
+            r"pyrogen fit vae: error: argument --beta: expected a positive number, got '0'",
+        ),
+        (["evaluate", "{vae}"], r"pyrogen: error: --data-dir, --data: expected one of them"),
+        (
+            ["fit", "vae", "--data", "{images}", "--dataset", "binarized-mnist"],
+            r"pyrogen: error: --dataset: expected --data-dir with it",
+        ),
+        (
+            ["evaluate", "{vae}", "--data", "{table}"],
+            r"pyrogen: error: .*table.npy: expected examples of shape \(1, 8, 8\)",
+        ),
+        (
+            ["sample", "{vae}", "-n", "3"],
+            r"pyrogen: error: --out: expected a file ending in .npy or .png for an image model",
+        ),
+        (
+            ["sample", "{vae}", "-n", "3", "--out", "{tmp}/x.csv"],
+            r"pyrogen: error: --out: expected a file ending in .npy or .png .*x.csv",
+        ),
+        (
+            ["sample", "{gmm}", "-n", "3", "--out", "{tmp}/x.png"],
+            r"pyrogen: error: --out: expected a file ending in .csv or .npy for a tabular model",
+        ),
+        (
+            ["sample", "{gmm}", "-n", "3", "--mean"],
+            r"pyrogen: error: --mean: expected a model with a decoder",
+        ),
+        (["evaluate", "{gmm}"], r"pyrogen: error: --data: expected a data file"),
+        (
+            ["evaluate", "{gmm}", "--data", "{csv}", "--iw-samples", "5"],
+            r"pyrogen: error: --iw-samples: expected no value for a gmm model",
+        ),
+    ],
+)
+def test_vae_bad_input_exits_2_with_a_message(
+    argv, message, tmp_path, capsys, npy_run, auto_run, faithful_csv
+):
+    fill = {"{tmp}": str(tmp_path), "{vae}": str(npy_run), "{gmm}": str(auto_run)}
+    fill["{csv}"] = str(faithful_csv)
+    for name, array in {
+        "bytes": np.linspace(0, 255, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8),
+        "table": np.full((10, 5), 0.5, dtype=np.float32),
+        "images": np.full((10, 8, 8), 0.5, dtype=np.float32),
+    }.items():
+        fill[f"{{{name}}}"] = str(tmp_path / f"{name}.npy")
+        np.save(tmp_path / f"{name}.npy", array)
+    argv = [fill.get(arg, arg) if arg in fill else _fill(arg, fill) for arg in argv]
+    before = set(tmp_path.iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert set(tmp_path.iterdir()) == before  # nothing written
+
+
+def _fill(arg: str, fill: dict[str, str]) -> str:
+    for key, value in fill.items():
+        arg = arg.replace(key, value)
+    return arg
+
+
+@pytest.mark.cuda
+def test_fit_vae_on_cuda(grey_images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "vae", "--data", str(grey_images), "--device", "cuda", "--binarize", "dynamic"]
+    argv += ["--epochs", "2", "--batch-size", "32", "--iw-samples", "5", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    summary = _summary(out)
+    assert summary["training"]["device"].startswith("cuda") and summary["training"]["steps"] == 8
+    assert {p.name for p in out.iterdir()} == VAE_FILES
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(grey_images), "--device", "cuda"]) == 0
+    assert "IWAE bound, K = 5" in capsys.readouterr().out

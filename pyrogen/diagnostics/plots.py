@@ -1,5 +1,6 @@
-"""Plots of a fit: the loss curve, mixture clusters with covariance ellipses, and the
-posterior of the mixing weights.
+"""Plots of a fit: the loss curve, mixture clusters with covariance ellipses, the posterior
+of the mixing weights, and for image models grids of images, reconstructions and the latent
+space.
 
 Every function draws on the ``ax`` it is given (a new figure's axes otherwise) and returns
 it, so plots compose into the caller's figures and into run reports.
@@ -12,18 +13,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import arviz
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
-from pyrogen.data.validation import as_tensor
+from pyrogen.data.validation import as_tensor, float_dtype_of
 from pyrogen.infer.engine import FitResult
 from pyrogen.models.base import GenerativeModel
 from pyrogen.models.mixture_em import MixtureParameters
 
 #: Variable of the posterior that holds the mixing weights (the GMM's ``weights`` site).
 WEIGHTS = "weights"
+_SEPARATOR_COLOUR = "#4878a8"
+#: Channel counts that can be drawn as an image: grey levels or RGB.
+_DRAWABLE_CHANNELS = (1, 3)
+# A flat example of D = side**2 values is drawn as a side x side image from this side on
+# (smaller squares are more likely a table's columns than an image).
+_MIN_SQUARE_SIDE = 4
 # The running mean spans this fraction of the steps: long enough to average minibatch noise
 # away, short enough to follow the curve's shape.
 _RUNNING_MEAN_FRACTION = 0.02
@@ -294,6 +302,260 @@ def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -
     ax.set_title(f"posterior of the weights ({draws.shape[0]} draws)")
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+def image_shape(example_shape: Sequence[int]) -> tuple[int, ...] | None:
+    """How to draw one example of ``example_shape`` as an image, or None if it is not one.
+
+    ``(H, W)`` and ``(1, H, W)`` are grey-level images, ``(3, H, W)`` an RGB image, and a
+    flat ``(D,)`` with ``D = s * s`` (``s >= 4``) an ``s x s`` grey image (flattened MNIST).
+
+    Args:
+        example_shape: shape of one example, without the leading N.
+
+    Returns:
+        ``(H, W)`` or ``(3, H, W)``, or None.
+
+    Example:
+        >>> image_shape((784,)), image_shape((1, 28, 28)), image_shape((5,))
+        ((28, 28), (28, 28), None)
+    """
+    shape = tuple(int(d) for d in example_shape)
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        return (side, side) if side * side == shape[0] and side >= _MIN_SQUARE_SIDE else None
+    if len(shape) == 2:
+        return shape
+    if len(shape) == 3 and shape[0] in _DRAWABLE_CHANNELS:
+        return shape[1:] if shape[0] == 1 else shape
+    return None
+
+
+def plot_image_grid(
+    images: Any,
+    ax: Axes | None = None,
+    *,
+    shape: Sequence[int] | None = None,
+    ncols: int | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Images tiled into a grid, row by row, with thin coloured lines between them.
+
+    Values in [0, 1] are drawn on that scale (0 black, 1 white); other values are scaled from
+    their minimum to their maximum.
+
+    Args:
+        images: array-like (N, ...) whose N examples are images (see :func:`image_shape`).
+        ax: axes to draw on; default a new figure's.
+        shape: how to draw one example, ``(H, W)`` or ``(3, H, W)``; default
+            ``image_shape(images.shape[1:])``.
+        ncols: images per row; default ``ceil(sqrt(N))`` (8 x 8 for 64 images).
+        title: axes title.
+
+    Returns:
+        the axes.
+
+    Raises:
+        ValueError: the examples cannot be drawn as images of ``shape``, or ``ncols`` is not a
+            positive integer.
+
+    Example:
+        >>> import torch
+        >>> from pyrogen.diagnostics import plot_image_grid
+        >>> ax = plot_image_grid(torch.rand(64, 784))
+        >>> ax.images[0].get_array().shape  # 8 x 8 images of 28 x 28, 1-pixel separators
+        (231, 231)
+    """
+    pictures = _as_images(images, shape)
+    count = pictures.shape[0]
+    if ncols is None:
+        ncols = math.ceil(math.sqrt(count))
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols: expected a positive integer, got {ncols!r}")
+    low, high = float(pictures.min()), float(pictures.max())
+    if low < 0 or high > 1:
+        pictures = (pictures - low) / (high - low if high > low else 1.0)
+    nrows = math.ceil(count / ncols)
+    height, width = pictures.shape[1:3]
+    # Separators are NaN, drawn in a colour of their own so that they stand out against
+    # binary images (white lines would merge with white pixels).
+    canvas = np.full(
+        (nrows * (height + 1) - 1, ncols * (width + 1) - 1, *pictures.shape[3:]), np.nan
+    )
+    for index, picture in enumerate(pictures):
+        top, left = (index // ncols) * (height + 1), (index % ncols) * (width + 1)
+        canvas[top : top + height, left : left + width] = picture
+    ax = _axes(ax)
+    if canvas.ndim == 3:  # RGB: NaN is not drawn in a colour, so separators are white
+        ax.imshow(np.nan_to_num(canvas, nan=1.0), interpolation="nearest")
+    else:
+        cmap = matplotlib.colormaps["gray"].with_extremes(bad=_SEPARATOR_COLOUR)
+        ax.imshow(canvas, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def plot_reconstructions(
+    model: GenerativeModel,
+    x: Any,
+    ax: Axes | None = None,
+    *,
+    n: int = 8,
+    shape: Sequence[int] | None = None,
+) -> Axes:
+    """The first ``n`` examples of ``x`` (top row) above their reconstructions (bottom row).
+
+    A reconstruction is ``model.reconstruct``: the mean of p(x | z) at the posterior mean of
+    q(z | x).
+
+    Args:
+        model: a fitted autoencoder (with ``reconstruct``), e.g. :class:`~pyrogen.VAE`.
+        x: examples of shape ``(N, *model.data_shape)``.
+        ax: axes to draw on; default a new figure's.
+        n: how many examples to show (at most N).
+        shape: how to draw one example (see :func:`plot_image_grid`).
+
+    Returns:
+        the axes.
+
+    Raises:
+        TypeError: ``model`` has no ``reconstruct``.
+        ValueError: ``n`` is not a positive integer, or the examples are not images.
+
+    Example:
+        >>> import torch, pyrogen
+        >>> from pyrogen.diagnostics import plot_reconstructions
+        >>> ax = plot_reconstructions(pyrogen.VAE((64,), latent_dim=2), torch.rand(10, 64))
+    """
+    if not hasattr(model, "reconstruct"):
+        raise TypeError(
+            f"model: expected an autoencoder with reconstruct, got {type(model).__name__}"
+        )
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    originals = _as_float_tensor(x)[:n]
+    with torch.no_grad():
+        rebuilt = model.reconstruct(originals.to(model.device)).cpu()
+    grid = torch.cat([originals.to(rebuilt.dtype), rebuilt])
+    return plot_image_grid(
+        grid,
+        ax,
+        shape=shape,
+        ncols=originals.shape[0],
+        title="data (top) and reconstructions (bottom)",
+    )
+
+
+def plot_latent(
+    model: GenerativeModel,
+    x: Any,
+    labels: Any = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Posterior means of q(z | x), one point per example, coloured by label when given.
+
+    With a 2-D latent space the means are drawn as they are; with more dimensions, their
+    first two principal components (the axis labels give the share of variance each
+    explains); with one, a histogram.
+
+    Args:
+        model: a fitted model with ``encode(x) -> (loc, scale)``, e.g. :class:`~pyrogen.VAE`.
+        x: examples of shape ``(N, *model.data_shape)``.
+        labels: class labels (N,) to colour the points by (at most 10 classes get a legend,
+            more a colour bar); None for one colour.
+        ax: axes to draw on; default a new figure's.
+
+    Returns:
+        the axes.
+
+    Raises:
+        TypeError: ``model`` has no ``encode``.
+        ValueError: ``labels`` is not of length N.
+
+    Example:
+        >>> import torch, pyrogen
+        >>> from pyrogen.diagnostics import plot_latent
+        >>> vae = pyrogen.VAE((64,), latent_dim=2)
+        >>> ax = plot_latent(vae, torch.rand(50, 64), labels=torch.arange(50) % 3)
+        >>> ax.get_xlabel()
+        'z[0] (posterior mean)'
+    """
+    if not hasattr(model, "encode"):
+        raise TypeError(f"model: expected a model with encode, got {type(model).__name__}")
+    x = _as_float_tensor(x)
+    with torch.no_grad():
+        loc, _ = model.encode(x.to(model.device))
+    means = loc.detach().cpu().double()
+    classes = None
+    if labels is not None:
+        classes = np.asarray(
+            labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels
+        ).reshape(-1)
+        if classes.shape[0] != means.shape[0]:
+            raise ValueError(f"labels: expected {means.shape[0]} labels, got {classes.shape[0]}")
+    ax = _axes(ax)
+    latent_dim = means.shape[1]
+    if latent_dim == 1:
+        values = means[:, 0].numpy()
+        groups = [values] if classes is None else [values[classes == c] for c in np.unique(classes)]
+        names = None if classes is None else [str(c) for c in np.unique(classes)]
+        ax.hist(groups, bins=50, stacked=True, label=names)
+        ax.set_xlabel("z (posterior mean)")
+        ax.set_ylabel("examples")
+        if names is not None and len(names) <= 10:
+            ax.legend(title="label", fontsize="small")
+        ax.set_title(f"posterior means of {means.shape[0]} examples")
+        return ax
+    if latent_dim == 2:
+        points = means.numpy()
+        xlabel, ylabel = "z[0] (posterior mean)", "z[1] (posterior mean)"
+        how = ""
+    else:
+        centred = means - means.mean(0)
+        _, singular, vectors = torch.linalg.svd(centred, full_matrices=False)
+        points = (centred @ vectors[:2].T).numpy()
+        share = (singular**2 / (singular**2).sum()).numpy()
+        xlabel, ylabel = (f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
+        how = f", first 2 principal components of {latent_dim}"
+    style = {"s": 4, "alpha": 0.6, "linewidths": 0, "rasterized": True}
+    if classes is None:
+        ax.scatter(points[:, 0], points[:, 1], color="C0", **style)
+    elif np.unique(classes).size <= 10:
+        for k, value in enumerate(np.unique(classes)):
+            chosen = classes == value
+            ax.scatter(
+                points[chosen, 0], points[chosen, 1], color=f"C{k}", label=str(value), **style
+            )
+        ax.legend(title="label", fontsize="small", markerscale=3, loc="best")
+    else:
+        dots = ax.scatter(points[:, 0], points[:, 1], c=classes, cmap="viridis", **style)
+        ax.figure.colorbar(dots, ax=ax, label="label")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"posterior means of {means.shape[0]} examples{how}")
+    return ax
+
+
+def _as_float_tensor(x: Any) -> torch.Tensor:
+    return as_tensor(x, name="x", ndim=None, dtype=float_dtype_of(x))
+
+
+def _as_images(images: Any, shape: Sequence[int] | None) -> np.ndarray:
+    """(N, H, W) grey or (N, H, W, 3) RGB numpy images from (N, ...) examples."""
+    tensor = _as_float_tensor(images).detach().cpu()
+    if tensor.dim() < 2:
+        raise ValueError(f"images: expected shape (N, ...), got {tuple(tensor.shape)}")
+    example = tuple(tensor.shape[1:])
+    target = image_shape(example if shape is None else shape)
+    if target is None or len(target) not in (2, 3) or math.prod(target) != math.prod(example):
+        raise ValueError(
+            f"images: expected examples that are images ((H, W), (1, H, W), (3, H, W) or a "
+            f"square (H * W,)) matching shape {shape}, got examples of shape {example}"
+        )
+    pictures = tensor.reshape(tensor.shape[0], *target).double().numpy()
+    return np.moveaxis(pictures, 1, -1) if len(target) == 3 else pictures
 
 
 def _running_mean_window(n_steps: int) -> int:

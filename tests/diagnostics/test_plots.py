@@ -14,8 +14,12 @@ from matplotlib.patches import Ellipse
 
 import pyrogen
 from pyrogen.diagnostics import (
+    image_shape,
     plot_clusters,
     plot_elbo,
+    plot_image_grid,
+    plot_latent,
+    plot_reconstructions,
     plot_weights_posterior,
     to_inference_data,
 )
@@ -167,3 +171,111 @@ def test_clusters_with_a_single_component():
     ax = plot_clusters(model, _data())
     assert len(ax.collections[0].get_offsets()) == 50
     assert len([p for p in ax.patches if isinstance(p, Ellipse)]) == 1
+
+
+# --- image models -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shape", "drawn"),
+    [
+        ((784,), (28, 28)),
+        ((28, 28), (28, 28)),
+        ((1, 28, 28), (28, 28)),
+        ((3, 8, 8), (3, 8, 8)),
+        ((5,), None),
+        ((9,), None),  # 3 x 3: more likely a table's columns than an image
+        ((2, 8, 8), None),
+        ((1, 2, 8, 8), None),
+    ],
+)
+def test_image_shape(shape, drawn):
+    assert image_shape(shape) == drawn
+
+
+def test_image_grid_tiles_row_by_row_with_separators():
+    images = torch.arange(6, dtype=torch.float32).reshape(6, 1, 1).expand(6, 2, 3) / 10
+    ax = plot_image_grid(images.reshape(6, 6), shape=(2, 3), ncols=4)
+    canvas = ax.images[0].get_array()
+    assert canvas.shape == (2 * 2 + 1, 4 * 3 + 3)  # 2 rows of 4 images, 1-pixel separators
+    assert float(canvas[0, 0]) == 0.0 and float(canvas[0, 4]) == pytest.approx(0.1)
+    assert float(canvas[3, 0]) == pytest.approx(0.4)  # the fifth image starts row two
+    assert canvas.mask[2].all() and canvas.mask[:, 3].all()  # separators: masked (NaN)
+    assert canvas.mask[3:, 8:].all()  # no images after the sixth
+    assert not ax.axison
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+
+
+def test_image_grid_rescales_values_outside_the_unit_interval_and_draws_rgb():
+    ax = plot_image_grid(torch.linspace(-2, 6, 4 * 16).reshape(4, 16))
+    canvas = ax.images[0].get_array()
+    assert float(canvas.min()) == 0.0 and float(canvas.max()) == 1.0
+    rgb = plot_image_grid(torch.rand(4, 3, 5, 5)).images[0].get_array()
+    assert rgb.shape == (11, 11, 3)
+
+
+def test_image_grid_bad_input():
+    with pytest.raises(ValueError, match=r"images: expected examples that are images .* \(5,\)"):
+        plot_image_grid(torch.rand(4, 5))
+    with pytest.raises(ValueError, match=r"images: expected .* matching shape \(3, 3\)"):
+        plot_image_grid(torch.rand(4, 16), shape=(3, 3))
+    with pytest.raises(ValueError, match="ncols: expected a positive integer, got 0"):
+        plot_image_grid(torch.rand(4, 16), ncols=0)
+
+
+def _vae(latent_dim: int = 2) -> pyrogen.VAE:
+    torch.manual_seed(0)
+    return pyrogen.VAE((16,), latent_dim=latent_dim, hidden=(8,))
+
+
+def test_reconstructions_are_drawn_under_the_data():
+    vae = _vae()
+    x = torch.rand(10, 16, generator=torch.Generator().manual_seed(1))
+    canvas = plot_reconstructions(vae, x, n=3).images[0].get_array()
+    assert canvas.shape == (2 * 4 + 1, 3 * 4 + 2)
+    np.testing.assert_allclose(canvas[:4, :4], x[0].reshape(4, 4).numpy(), rtol=1e-6)
+    expected = vae.reconstruct(x[:1])[0].reshape(4, 4).numpy()
+    np.testing.assert_allclose(canvas[5:, :4], expected, rtol=1e-6)
+    with pytest.raises(TypeError, match="model: expected an autoencoder with reconstruct"):
+        plot_reconstructions(pyrogen.GaussianMixture(2), x)
+    with pytest.raises(ValueError, match="n: expected a positive integer, got 0"):
+        plot_reconstructions(vae, x, n=0)
+
+
+def test_latent_two_dimensions_are_the_posterior_means_coloured_by_label():
+    vae = _vae()
+    x = torch.rand(30, 16, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(30) % 3
+    ax = plot_latent(vae, x, labels)
+    loc, _ = vae.encode(x)
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = np.concatenate([loc[labels == k].numpy() for k in range(3)])
+    np.testing.assert_allclose(points, expected, rtol=1e-5)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1", "2"]
+    assert ax.get_xlabel() == "z[0] (posterior mean)"
+
+
+def test_latent_with_more_dimensions_shows_principal_components():
+    vae = _vae(latent_dim=5)
+    x = torch.rand(40, 16, generator=torch.Generator().manual_seed(1))
+    ax = plot_latent(vae, x)
+    points = ax.collections[0].get_offsets()
+    loc, _ = vae.encode(x)
+    centred = (loc - loc.mean(0)).double().numpy()
+    # Projections on the first two principal components: uncorrelated, and their variances
+    # are the two largest eigenvalues of the covariance of the means.
+    eigenvalues = np.linalg.eigvalsh(np.cov(centred.T))[::-1]
+    np.testing.assert_allclose(np.var(points, axis=0, ddof=1), eigenvalues[:2], rtol=1e-6)
+    assert abs(np.corrcoef(points.T)[0, 1]) < 1e-6
+    assert ax.get_xlabel().startswith("PC1 (") and "first 2 principal components" in ax.get_title()
+    many = plot_latent(vae, x, labels=np.arange(40))  # > 10 classes: a colour bar
+    assert len(many.figure.axes) == 2
+
+
+def test_latent_with_one_dimension_is_a_histogram_and_checks_labels():
+    vae = _vae(latent_dim=1)
+    x = torch.rand(20, 16)
+    ax = plot_latent(vae, x, labels=torch.arange(20) % 2)
+    assert ax.get_xlabel() == "z (posterior mean)" and len(ax.patches) > 0
+    with pytest.raises(ValueError, match="labels: expected 20 labels, got 3"):
+        plot_latent(vae, x, labels=[0, 1, 2])
+    with pytest.raises(TypeError, match="model: expected a model with encode"):
+        plot_latent(pyrogen.GaussianMixture(2), x)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pyrogen
-from pyrogen.diagnostics import report, summarize, to_inference_data, write_run
+from pyrogen.diagnostics import report, score, summarize, to_inference_data, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_FILES = {
@@ -153,3 +153,119 @@ def test_summarize(fit_gmm, two_clusters):
         float(model.log_prob(two_clusters).mean()), rel=1e-6
     )
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
+
+
+# --- image models and held-out scores ---------------------------------------------------
+IMAGE_FILES = {
+    "elbo.png",
+    "samples.png",
+    "reconstructions.png",
+    "latent.png",
+    "summary.json",
+    "model.pt",
+}
+
+
+@pytest.fixture
+def fitted_vae():
+    """A small VAE on 4 x 4 "images", fitted for a few steps, and held-out rows."""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(80, 16, generator=generator) > 0.5).float()
+    torch.manual_seed(0)
+    vae = pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
+    result = pyrogen.fit(vae, x[:60], steps=5, batch_size=20, progress=False)
+    return vae, result, x[:60], x[60:]
+
+
+def test_write_run_of_an_image_model(tmp_path, fitted_vae):
+    vae, result, train, test = fitted_vae
+    labels = torch.arange(20) % 4
+    path = write_run(
+        tmp_path / "run",
+        model=vae,
+        result=result,
+        data=train,
+        test_data=test,
+        labels=labels,
+        iw_samples=7,
+        seed=3,
+    )
+    assert {p.name for p in path.iterdir()} == IMAGE_FILES
+    for name in IMAGE_FILES - {"summary.json", "model.pt"}:
+        assert (path / name).read_bytes().startswith(PNG_MAGIC)
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["image_shape"] == [4, 4] and summary["data_shape"] == [16]
+    assert summary["n_rows"] == 60 and "log_likelihood_per_row" not in summary
+    assert summary["test"] == score(vae, test, iw_samples=7, seed=3)  # seeded: reproducible
+    assert summary["test"]["n_rows"] == 20 and summary["test"]["iw_samples"] == 7
+    assert set(summary["files"]) == IMAGE_FILES
+
+
+def test_write_run_of_an_image_model_without_test_data_or_images(tmp_path, fitted_vae):
+    vae, result, train, _ = fitted_vae
+    path = write_run(tmp_path / "run", model=vae, result=result, data=train)
+    assert {p.name for p in path.iterdir()} == IMAGE_FILES  # drawn from the training rows
+    assert "test" not in json.loads((path / "summary.json").read_text())
+    # Examples that are not images get no image plots, but still a latent plot.
+    x = torch.rand(30, 5)
+    flat = pyrogen.VAE((5,), latent_dim=2, hidden=(8,))
+    result = pyrogen.fit(flat, x, steps=2, progress=False)
+    path = write_run(tmp_path / "flat", model=flat, result=result, data=x)
+    assert {p.name for p in path.iterdir()} == {
+        "elbo.png",
+        "latent.png",
+        "summary.json",
+        "model.pt",
+    }
+
+
+def test_write_run_image_arguments_are_checked(tmp_path, fitted_vae):
+    vae, result, train, test = fitted_vae
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"image_shape: expected 16 values .* got \(5, 5\)"):
+        write_run(out, model=vae, result=result, data=train, image_shape=(5, 5))
+    with pytest.raises(ValueError, match=r"image_shape: expected \(H, W\), .* got \(2, 2, 2, 2\)"):
+        write_run(out, model=vae, result=result, data=train, image_shape=(2, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"labels: expected shape \(20,\), one per held-out"):
+        write_run(out, model=vae, result=result, data=train, test_data=test, labels=[1, 2])
+    with pytest.raises(ValueError, match=r"extra: expected keys other .* got \['test'\]"):
+        write_run(out, model=vae, result=result, data=train, extra={"test": 1})
+    assert os.listdir(tmp_path) == []
+
+
+def test_score_of_a_latent_variable_model(fitted_vae):
+    vae, _, _, test = fitted_vae
+    state = torch.get_rng_state()
+    stats = score(vae, test, iw_samples=50, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is kept
+    assert stats == score(vae, test, iw_samples=50, seed=0)
+    assert stats != score(vae, test, iw_samples=50, seed=1)
+    torch.manual_seed(0)
+    np.testing.assert_allclose(stats["elbo_per_example"], float(vae.elbo(test).mean()), rtol=1e-6)
+    ll = stats["log_likelihood_per_example"]
+    assert stats["bits_per_dim"] == pytest.approx(-ll / (16 * np.log(2)), rel=1e-12)
+    # L_50 >= ELBO in expectation; each standard error covers its mean's noise, so their
+    # sum covers the difference's whatever the correlation (4 sigma: false alarms < 1e-4).
+    errors = stats["standard_errors"]
+    margin = 4 * (errors["elbo_per_example"] + errors["log_likelihood_per_example"])
+    assert stats["elbo_per_example"] <= ll + margin
+    assert set(stats["bounds"]) == {
+        "elbo_per_example",
+        "log_likelihood_per_example",
+        "bits_per_dim",
+    }
+    assert json.loads(json.dumps(stats, allow_nan=False)) == stats
+
+
+def test_score_of_an_exact_model_and_bad_arguments(fit_gmm, two_clusters):
+    model, _ = fit_gmm("full", "map", steps=5)
+    stats = score(model, two_clusters)
+    expected = float(model.log_prob(two_clusters).double().mean())
+    assert stats["log_likelihood_per_example"] == pytest.approx(expected, rel=1e-6)
+    assert (
+        "elbo_per_example" not in stats and "exact" in stats["bounds"]["log_likelihood_per_example"]
+    )
+    with pytest.raises(ValueError, match="iw_samples: expected a positive integer, got 0"):
+        score(model, two_clusters, iw_samples=0)
+    with pytest.raises(TypeError, match="model: expected a pyrogen GenerativeModel, got str"):
+        score("gmm", two_clusters)
