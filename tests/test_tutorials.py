@@ -19,6 +19,7 @@ TUTORIALS_DIR = Path(__file__).resolve().parents[1] / "tutorials"
 #: Every tutorial, in reading order. A new ``tutorials/plot_*.py`` must be added here.
 TUTORIALS = [
     "plot_gaussian_mixtures.py",
+    "plot_vae.py",
 ]
 
 # Smoke runs take well under a minute; this only stops a hung run from hanging the suite.

@@ -54,9 +54,9 @@ class VAE(GenerativeModel):
             usual binary cross-entropy), ``"continuous_bernoulli"`` (a normalized density on
             [0, 1]) or ``"gaussian"`` (mean from the decoder, one learned scale).
         encoder: ``"mlp"``, ``"conv"`` (for (C, H, W) data) or your own ``nn.Module``
-            mapping x (B, *data_shape) to (loc, scale), each (B, L).
+            mapping x (B, ``*data_shape``) to (loc, scale), each (B, L).
         decoder: ``"mlp"``, ``"conv"`` or your own ``nn.Module`` mapping z (..., L) to
-            (..., *data_shape) unconstrained outputs.
+            (..., ``*data_shape``) unconstrained outputs.
         hidden: hidden layer widths of the MLP networks.
         beta: weight of the KL term (beta-VAE), applied with ``poutine.scale`` on z.
         objective: ``"mean_field"`` (ELBO, analytic KL), ``"elbo"`` (ELBO, Monte Carlo KL)
@@ -177,7 +177,7 @@ class VAE(GenerativeModel):
     def model(
         self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> None:
-        """p(z) p_theta(x | z) for a (mini)batch x of shape (B, *data_shape)."""
+        """p(z) p_theta(x | z) for a (mini)batch x of shape (B, ``*data_shape``)."""
         with data_plate(x, num_data):
             with poutine.scale(scale=self.beta):
                 z = pyro.sample(LATENT, self._prior(x.shape[:1]))
@@ -283,7 +283,7 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, *, mean: bool = False) -> torch.Tensor:
-        """Draw n examples: z ~ p(z), then x ~ p(x | z) (or its mean), shape (n, *data_shape)."""
+        """Draw n examples, z ~ p(z) then x ~ p(x | z) (or its mean): (n, ``*data_shape``)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n: expected a positive integer, got {n!r}")
         z = self._prior(torch.Size([n])).sample()
@@ -292,7 +292,7 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def reconstruct(self, x: Any) -> torch.Tensor:
-        """Mean of p(x | z) at the posterior mean of q(z | x), shape (N, *data_shape)."""
+        """Mean of p(x | z) at the posterior mean of q(z | x), shape (N, ``*data_shape``)."""
         loc, _ = self.encoder(self._prepare(x))
         return self._likelihood(self.decoder(loc)).mean
 

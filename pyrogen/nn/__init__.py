@@ -1,8 +1,8 @@
 """Plain ``torch.nn`` building blocks for the model families (no Pyro inside).
 
-Encoders map data x (..., *data_shape) and an optional context c (..., context_dim) to the
+Encoders map data x (..., ``*data_shape``) and an optional context c (..., context_dim) to the
 ``(loc, scale)`` of a diagonal Normal over z; decoders map z (..., latent_dim) and c to
-unconstrained outputs (..., *data_shape). Leading dims pass through, so the same network
+unconstrained outputs (..., ``*data_shape``). Leading dims pass through, so the same network
 serves a minibatch, importance samples and Pyro's particle or enumeration dims.
 """
 
@@ -26,7 +26,7 @@ def build_encoder(
     context_dim: int = 0,
     hidden: int | Sequence[int] | None = None,
 ) -> nn.Module:
-    """An encoder x (..., *data_shape)[, c (..., context_dim)] -> (loc, scale) (..., latent_dim).
+    """An encoder x (..., ``*data_shape``)[, c (..., context_dim)] -> (loc, scale), (..., L).
 
     Args:
         kind: ``"mlp"`` (:class:`GaussianEncoder`), ``"conv"`` (:class:`ConvEncoder`, needs
@@ -59,7 +59,7 @@ def build_decoder(
     context_dim: int = 0,
     hidden: int | Sequence[int] | None = None,
 ) -> nn.Module:
-    """A decoder z (..., latent_dim)[, c (..., context_dim)] -> outputs (..., *data_shape).
+    """A decoder z (..., latent_dim)[, c (..., context_dim)] -> outputs (..., ``*data_shape``).
 
     Args:
         kind: ``"mlp"`` (:class:`MLPDecoder`), ``"conv"`` (:class:`ConvDecoder`, needs

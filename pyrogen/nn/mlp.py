@@ -80,7 +80,7 @@ class GaussianEncoder(nn.Module):
             label in a conditional VAE); 0 for none.
 
     Shapes:
-        x (..., *data_shape), context (..., context_dim) broadcastable against x's leading
+        x (..., ``*data_shape``), context (..., context_dim) broadcastable against x's leading
         dims -> ``(loc, scale)``, each (..., latent_dim), with ``scale > 0``.
 
     Example:
@@ -106,7 +106,7 @@ class GaussianEncoder(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: x (..., *data_shape); context (..., context_dim) or None.
+        """Args: x (..., ``*data_shape``); context (..., context_dim) or None.
         Returns: (loc, scale), each (..., latent_dim)."""
         check_trailing_shape("x", x, self.data_shape)
         features = x.flatten(start_dim=x.ndim - len(self.data_shape))
@@ -128,7 +128,7 @@ class MLPDecoder(nn.Module):
     Shapes:
         z (..., latent_dim) with any leading dims (importance samples, Pyro's particle or
         enumeration dims), context (..., context_dim) broadcastable against them ->
-        (..., *data_shape), the leading dims being the broadcast of both.
+        (..., ``*data_shape``), the leading dims being the broadcast of both.
 
     Example:
         >>> decoder = MLPDecoder(8, (1, 28, 28), hidden=[128])
@@ -151,7 +151,7 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Args: z (..., latent_dim); context (..., context_dim) or None.
-        Returns: (..., *data_shape)."""
+        Returns: (..., ``*data_shape``)."""
         check_trailing_shape("z", z, (self.latent_dim,))
         return self.net(join_context(z, context, self.context_dim)).unflatten(-1, self.data_shape)
 
