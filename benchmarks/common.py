@@ -286,6 +286,7 @@ def time_interleaved(
     *,
     warmup: int = 0,
     sync: Callable[[], Any] | dict[str, Callable[[], Any] | None] | None = None,
+    alternate: bool = False,
 ) -> dict[str, Timing]:
     """Time several competitors in turns (A B A B ...), so a burst of load from elsewhere
     on the machine hits them alike rather than all runs of one; best of ``repeats`` each.
@@ -295,6 +296,9 @@ def time_interleaved(
         repeats: timed rounds.
         warmup: untimed rounds first.
         sync: one callable for all, or name -> callable (``None``: no sync).
+        alternate: reverse the order every other round (A B, B A, A B, ...), so that no
+            competitor always runs right after the same other one (cache and allocator
+            state, CPU frequency after a heavy run).
     """
     if repeats < 1:
         raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
@@ -305,9 +309,11 @@ def time_interleaved(
             if syncs.get(name) is not None:
                 syncs[name]()
     timings = {name: Timing() for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _timed(fn, syncs.get(name), timings[name])
+    names = list(fns)
+    for round_index in range(repeats):
+        order = names[::-1] if alternate and round_index % 2 else names
+        for name in order:
+            _timed(fns[name], syncs.get(name), timings[name])
     return timings
 
 
