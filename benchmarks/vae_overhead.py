@@ -44,8 +44,8 @@ validation), and the engine's own extras are timed one by one.
 
 Usage::
 
-    python benchmarks/vae_overhead.py            # full run (~10 min on 2 cores)
-    python benchmarks/vae_overhead.py --quick    # smoke test (< 1 min)
+    python benchmarks/vae_overhead.py            # full run (~12-15 min on 2 cores)
+    python benchmarks/vae_overhead.py --quick    # smoke test (~35 s on 2 cores)
     python benchmarks/vae_overhead.py --device cuda
     python benchmarks/vae_overhead.py --threads 1 --out benchmarks/results/vae_overhead_1thread
 

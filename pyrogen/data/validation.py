@@ -108,6 +108,10 @@ def _check_ndim(tensor: torch.Tensor, name: str, ndim: int | None) -> None:
 def _check_finite(tensor: torch.Tensor, name: str) -> None:
     if not tensor.is_floating_point():
         return
+    # min/max propagate NaN and expose +-inf: one cheap pass; the exact scan runs on failure.
+    low, high = torch.aminmax(tensor)
+    if bool(torch.isfinite(low) & torch.isfinite(high)):
+        return
     bad = ~torch.isfinite(tensor)
     if bool(bad.any()):
         index = _first_true(bad)
