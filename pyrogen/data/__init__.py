@@ -15,7 +15,7 @@ from pyrogen.data.datasets import (
     old_faithful,
 )
 from pyrogen.data.loaders import SUPPORTED_FORMATS, load, load_csv, load_idx, load_npy
-from pyrogen.data.validation import as_tensor, float_dtype_of
+from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 
 __all__ = [
     "BINARIZED_MNIST_SPLITS",
@@ -26,6 +26,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "as_tensor",
     "binarized_mnist",
+    "check_int",
     "download_mnist",
     "float_dtype_of",
     "load",

@@ -157,6 +157,20 @@ def _describe(index: tuple[int, ...]) -> str:
     return f"index {index}"
 
 
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer (not a bool) of at least ``minimum``.
+
+    Raises:
+        ValueError: naming ``name``: "expected a positive integer, got 0" and the like.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return value
+
+
 def float_dtype_of(data: Any) -> torch.dtype:
     """The dtype pyrogen computes in for ``data``.
 

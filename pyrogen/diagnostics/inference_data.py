@@ -19,7 +19,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.poutine.util import site_is_subsample
 
-from pyrogen.data.validation import as_tensor
+from pyrogen.data.validation import as_tensor, check_int
 from pyrogen.infer.engine import FitResult
 from pyrogen.models.base import DATA_PLATE, GenerativeModel
 
@@ -86,7 +86,7 @@ def to_inference_data(
         (1, 100, 272)
         >>> loo = arviz.loo(idata)  # PSIS-LOO from the pointwise log-likelihood
     """
-    _check_positive_int("num_samples", num_samples)
+    check_int("num_samples", num_samples)
     if not isinstance(posterior_predictive, bool):
         raise TypeError(
             f"posterior_predictive: expected a bool, got {type(posterior_predictive).__name__}"
@@ -327,8 +327,3 @@ def _dtype_of(model: GenerativeModel) -> torch.dtype:
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.get_default_dtype()
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")

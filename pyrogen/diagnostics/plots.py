@@ -19,7 +19,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
-from pyrogen.data.validation import as_tensor, float_dtype_of
+from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.infer.engine import FitResult
 from pyrogen.models.base import GenerativeModel
 from pyrogen.models.mixture_em import MixtureParameters
@@ -370,8 +370,7 @@ def plot_image_grid(
     count = pictures.shape[0]
     if ncols is None:
         ncols = math.ceil(math.sqrt(count))
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols: expected a positive integer, got {ncols!r}")
+    check_int("ncols", ncols)
     low, high = float(pictures.min()), float(pictures.max())
     if low < 0 or high > 1:
         pictures = (pictures - low) / (high - low if high > low else 1.0)
@@ -433,8 +432,7 @@ def plot_reconstructions(
         raise TypeError(
             f"model: expected an autoencoder with reconstruct, got {type(model).__name__}"
         )
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    check_int("n", n)
     originals = _as_float_tensor(x)[:n]
     with torch.no_grad():
         rebuilt = model.reconstruct(originals.to(model.device)).cpu()

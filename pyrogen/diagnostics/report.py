@@ -35,7 +35,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pyrogen import __version__
-from pyrogen.data.validation import as_tensor, float_dtype_of
+from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.diagnostics.plots import (
     WEIGHTS,
     plot_clusters,
@@ -163,8 +163,7 @@ def score(
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model: expected a pyrogen GenerativeModel, got {type(model).__name__}")
-    if isinstance(iw_samples, bool) or not isinstance(iw_samples, int) or iw_samples < 1:
-        raise ValueError(f"iw_samples: expected a positive integer, got {iw_samples!r}")
+    check_int("iw_samples", iw_samples)
     x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
     stats: dict[str, Any] = {"n_rows": int(x.shape[0])}
     per_example: dict[str, torch.Tensor] = {}

@@ -24,7 +24,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from pyrogen import __version__
-from pyrogen.data.validation import as_tensor, float_dtype_of
+from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 from pyrogen.models.base import GenerativeModel
 
@@ -397,9 +397,7 @@ def _as_labels(y: Any, num_rows: int) -> torch.Tensor | None:
 def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
+    return check_int(name, value)
 
 
 def _model_dtype(model: GenerativeModel, default: torch.dtype) -> torch.dtype:

@@ -15,6 +15,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
 
+from pyrogen.data.validation import check_int
 from pyrogen.models.base import GenerativeModel
 
 
@@ -51,11 +52,9 @@ def run_nuts(
         ``(num_chains, num_samples, *site_shape)``; stats holds ``diverging``, a bool array of
         shape (num_chains, num_samples).
     """
-    for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: expected a non-negative integer, got {warmup!r}")
+    check_int("num_samples", num_samples)
+    check_int("num_chains", num_chains)
+    check_int("warmup", warmup, minimum=0)
     chains: list[dict[str, torch.Tensor]] = []
     diverging = np.zeros((num_chains, num_samples), dtype=bool)
     for chain in range(num_chains):

@@ -35,7 +35,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.nn import PyroParam, pyro_method
 from torch.distributions import biject_to
 
-from pyrogen.data.validation import as_tensor, float_dtype_of
+from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
@@ -119,15 +119,15 @@ class GaussianMixture(GenerativeModel):
         correlation_concentration: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_int("n_components", n_components, minimum=1)
+        check_int("n_components", n_components, 1)
         if covariance not in COVARIANCE_TYPES:
             raise ValueError(f"covariance: expected one of {COVARIANCE_TYPES}, got {covariance!r}")
         if inference not in INFERENCE_METHODS:
             raise ValueError(f"inference: expected one of {INFERENCE_METHODS}, got {inference!r}")
         if n_features is not None:
-            _check_int("n_features", n_features, minimum=1)
-        _check_int("n_init", n_init, minimum=1)
-        _check_int("em_iterations", em_iterations, minimum=0)
+            check_int("n_features", n_features, 1)
+        check_int("n_init", n_init, 1)
+        check_int("em_iterations", em_iterations, 0)
         for name, value in (
             ("tol", tol),
             ("weight_concentration", weight_concentration),
@@ -523,7 +523,7 @@ class GaussianMixture(GenerativeModel):
             y: unused.
             params: one posterior draw (site name -> value); default the point estimates.
         """
-        _check_int("n", n, minimum=1)
+        check_int("n", n, 1)
         values = self.point_estimates() if params is None else params
         assignment = dist.Categorical(values[WEIGHTS]).sample((n,))
         return self._component_distribution(values, assignment).sample()
@@ -694,11 +694,6 @@ def select_n_components(
         if best is None or scores[k] < scores[best.n_components]:
             best = model
     return best, scores
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def _neutral_value(site: _GlobalSite) -> torch.Tensor:

@@ -19,6 +19,8 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
+from pyrogen.data.validation import check_int
+
 PARTICLE_PLATE = "iwae_particles"
 
 
@@ -35,10 +37,7 @@ class ImportanceWeightedELBO(ELBO):
     """
 
     def __init__(self, num_particles: int = 5, max_plate_nesting: int = 1) -> None:
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int):
-            raise ValueError(f"num_particles: expected an integer >= 1, got {num_particles!r}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles: expected an integer >= 1, got {num_particles}")
+        check_int("num_particles", num_particles)
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
 
     def _get_trace(self, model, guide, args, kwargs):

@@ -28,7 +28,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import pyro_method
 from torch import nn
 
-from pyrogen.data.validation import as_tensor
+from pyrogen.data.validation import as_tensor, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import ImportanceWeightedELBO
 from pyrogen.nn import build_decoder, build_encoder
@@ -93,20 +93,14 @@ class VAE(GenerativeModel):
             raise ValueError(f"data_shape: expected positive integers, got {data_shape!r}")
         _check_choice("likelihood", likelihood, LIKELIHOODS)
         _check_choice("objective", objective, OBJECTIVES)
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim: expected a positive integer, got {latent_dim!r}")
+        check_int("latent_dim", latent_dim)
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"beta: expected a positive number, got {beta!r}")
         if objective == "iwae" and beta != 1:
             raise ValueError(
                 f"beta: expected 1 with objective='iwae' (a bound on log p(x)), got {beta}"
             )
-        if (
-            isinstance(num_particles, bool)
-            or not isinstance(num_particles, int)
-            or num_particles < 1
-        ):
-            raise ValueError(f"num_particles: expected a positive integer, got {num_particles!r}")
+        check_int("num_particles", num_particles)
         self.data_shape = data_shape
         self.latent_dim = latent_dim
         self.likelihood = likelihood
@@ -258,8 +252,7 @@ class VAE(GenerativeModel):
         Returns:
             Tensor of shape (N,).
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+        check_int("num_samples", num_samples)
         x = self._prepare(x)
         per_sample = math.prod(self.data_shape)
         rows_per_chunk = max(
@@ -284,8 +277,7 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples, z ~ p(z) then x ~ p(x | z) (or its mean): (n, ``*data_shape``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive integer, got {n!r}")
+        check_int("n", n)
         z = self._prior(torch.Size([n])).sample()
         likelihood = self._likelihood(self.decoder(z))
         return likelihood.mean if mean else likelihood.sample()

@@ -188,8 +188,8 @@ def test_relabel_undoes_permutations():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"n_components": 0}, "n_components: expected an integer >= 1, got 0"),
-        ({"n_components": 2.5}, "n_components: expected an integer"),
+        ({"n_components": 0}, "n_components: expected a positive integer, got 0"),
+        ({"n_components": 2.5}, "n_components: expected a positive integer, got 2.5"),
         ({"covariance": "banana"}, "covariance: expected one of"),
         ({"inference": "laplace"}, "inference: expected one of"),
         ({"tol": -1.0}, "tol: expected a positive finite number"),
