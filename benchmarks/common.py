@@ -571,3 +571,14 @@ def format_bytes(value: float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return str(value)
+
+
+def load_averages(summary: dict[str, Any]) -> list[list[float]]:
+    """The load averages recorded before and after a run (those that were read)."""
+    readings = (summary.get("load_average_before"), summary.get("load_average_after"))
+    return [v for v in readings if v]
+
+
+def machine_was_busy(loads: list[list[float]], machine: dict[str, Any]) -> bool:
+    """Whether the 1-minute load exceeded the usable cores around the run."""
+    return bool(loads) and max(v[0] for v in loads) > (machine.get("usable_cpus") or 1)

@@ -539,15 +539,8 @@ def markdown_report(payload) -> str:
             + "."
         )
         lines.append("")
-    loads = [
-        v
-        for v in (
-            payload["summary"].get("load_average_before"),
-            payload["summary"].get("load_average_after"),
-        )
-        if v
-    ]
-    if loads and max(v[0] for v in loads) > (machine.get("usable_cpus") or 1):
+    loads = common.load_averages(payload["summary"])
+    if common.machine_was_busy(loads, machine):
         lines.append(
             f"*The machine was shared: 1-minute load average {loads[0][0]} before and "
             f"{loads[-1][0]} after the run on {machine['usable_cpus']} cores, so wall times are "
