@@ -5,12 +5,24 @@ __version__ = "0.1.0"
 from pyrogen import data  # noqa: E402
 from pyrogen.diagnostics import to_inference_data  # noqa: E402
 from pyrogen.infer import FitResult, fit  # noqa: E402
-from pyrogen.models import REGISTRY, VAE, GaussianMixture, load, select_n_components  # noqa: E402
+from pyrogen.models import (  # noqa: E402
+    REGISTRY,
+    VAE,
+    ConditionalVAE,
+    GaussianMixture,
+    GaussianMixtureVAE,
+    SemiSupervisedVAE,
+    load,
+    select_n_components,
+)
 
 __all__ = [
     "REGISTRY",
+    "ConditionalVAE",
     "FitResult",
     "GaussianMixture",
+    "GaussianMixtureVAE",
+    "SemiSupervisedVAE",
     "data",
     "fit",
     "load",

@@ -14,6 +14,7 @@ import torch
 from pyrogen.data._files import PathLike, download_atomically
 from pyrogen.data._idx import IdxContents, read_idx
 from pyrogen.data.loaders import load_csv, load_npy
+from pyrogen.data.validation import check_choice
 
 OLD_FAITHFUL_COLUMNS = ("eruptions", "waiting")
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -53,7 +54,7 @@ def load_dataset(name: str) -> torch.Tensor:
     Raises:
         ValueError: If ``name`` is not a bundled data set (the message lists them).
     """
-    _check_choice("name", name, tuple(DATASETS))
+    check_choice("name", name, tuple(DATASETS))
     return DATASETS[name]()
 
 
@@ -100,7 +101,7 @@ def mnist(root: PathLike, split: str = "train") -> tuple[torch.Tensor, torch.Ten
         ValueError: If ``split`` is unknown, or a file is not valid IDX or fails its MD5 check
             (the message names the file).
     """
-    _check_choice("split", split, MNIST_SPLITS)
+    check_choice("split", split, MNIST_SPLITS)
     root = _existing_folder(root)
     images = _read_verified(root, _MNIST_FILES[split, "images"])
     labels = _read_verified(root, _MNIST_FILES[split, "labels"])
@@ -167,7 +168,7 @@ def binarized_mnist(root: PathLike, split: str = "train") -> torch.Tensor:
         ValueError: If ``split`` is unknown, or the array is invalid or not of shape
             (n_images, 784).
     """
-    _check_choice("split", split, BINARIZED_MNIST_SPLITS)
+    check_choice("split", split, BINARIZED_MNIST_SPLITS)
     path = Path(root) / BINARIZED_MNIST_FILE
     images = load_npy(path, key=split)
     if images.ndim != 2 or images.shape[1] != _MNIST_PIXELS:
@@ -176,13 +177,6 @@ def binarized_mnist(root: PathLike, split: str = "train") -> torch.Tensor:
             f"got {tuple(images.shape)}"
         )
     return images
-
-
-def _check_choice(argument: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"{argument}: expected one of {', '.join(map(repr, choices))}, got {value!r}"
-        )
 
 
 def _existing_folder(root: PathLike) -> Path:

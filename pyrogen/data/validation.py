@@ -171,6 +171,53 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> Any:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        ValueError: naming ``name``: "expected one of 'a', 'b', got 'c'".
+    """
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def as_labels(
+    y: Any, rows: int, num_classes: int, *, name: str = "y", unlabelled: bool = False
+) -> torch.Tensor:
+    """Class labels as an int64 tensor of shape (rows,), checked.
+
+    Args:
+        y: integer labels (array-like or tensor) of shape (rows,).
+        rows: the number of examples the labels belong to.
+        num_classes: C; labels must lie in 0..C-1.
+        name: argument name used in error messages.
+        unlabelled: also accept -1, meaning "no label" (semi-supervised data).
+
+    Raises:
+        ValueError: naming ``name``, for a wrong shape, non-integer values or a label out of
+            range (the first offending row is named).
+    """
+    labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    if labels.dim() != 1 or labels.shape[0] != rows:
+        raise ValueError(f"{name}: expected labels of shape ({rows},), got {tuple(labels.shape)}")
+    if labels.is_floating_point():
+        if not (torch.isfinite(labels).all() and torch.equal(labels, labels.round())):
+            raise ValueError(f"{name}: expected integer class labels, got non-integer values")
+    elif labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"{name}: expected integer class labels, got dtype {labels.dtype}")
+    labels = labels.long()
+    low = -1 if unlabelled else 0
+    bad = (labels < low) | (labels >= num_classes)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        allowed = f"0..{num_classes - 1}" + (" or -1 (unlabelled)" if unlabelled else "")
+        raise ValueError(
+            f"{name}: expected labels in {allowed}, got {int(labels[row])} at row {row}"
+        )
+    return labels
+
+
 def float_dtype_of(data: Any) -> torch.dtype:
     """The dtype pyrogen computes in for ``data``.
 

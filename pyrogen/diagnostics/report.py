@@ -173,7 +173,9 @@ def score(
             bounds = {"log_likelihood_per_example": "exact log p(x), at the point estimates"}
         elif hasattr(model, "elbo") and hasattr(model, "log_likelihood"):
             per_example["elbo_per_example"] = model.elbo(x)
-            per_example["log_likelihood_per_example"] = model.log_likelihood(x, iw_samples)
+            per_example["log_likelihood_per_example"] = model.log_likelihood(
+                x, num_samples=iw_samples
+            )
             stats["iw_samples"] = iw_samples
             bounds = {
                 "elbo_per_example": "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 "

@@ -96,7 +96,8 @@ def fit(
         data: array-like of shape (N, ...); numpy arrays and torch tensors are accepted.
         y: optional labels of shape (N, ...), passed to ``model.model`` / ``model.guide``.
         steps: optimisation steps in total (resumed ones included). Exclusive with ``epochs``.
-        epochs: passes over the data; ``steps = epochs * ceil(N / batch_size)``.
+        epochs: passes over the data; ``steps = epochs * ceil(N / batch_size)`` (a family
+            may define its epoch otherwise: see ``GenerativeModel.minibatch_order``).
         batch_size: rows per step; default from ``model.fit_defaults``, else the full data
             set every step. Minibatches are scaled by the data plate to stand for all N rows,
             so the ELBO is unbiased.
@@ -147,7 +148,13 @@ def fit(
     batch_size = _check_positive_int("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size >= num_data:
         batch_size = None
-    steps_per_epoch = 1 if batch_size is None else math.ceil(num_data / batch_size)
+    steps_per_epoch = 1
+    if batch_size is not None:
+        # The family decides what an epoch is; its length fixes the steps per epoch.
+        epoch = model.minibatch_order(
+            num_data, batch_size, labels, torch.Generator().manual_seed(0)
+        )
+        steps_per_epoch = math.ceil(len(epoch) / batch_size)
     if steps is not None and epochs is not None:
         raise ValueError("steps, epochs: expected at most one of them, got both")
     if epochs is not None:
@@ -219,7 +226,9 @@ def fit(
                 batch_x, batch_y = x, labels
             else:
                 if position == 0 or state.permutation is None:
-                    state.permutation = torch.randperm(num_data, generator=order_rng)
+                    state.permutation = model.minibatch_order(
+                        num_data, batch_size, labels, order_rng
+                    )
                 index = state.permutation[position * batch_size : (position + 1) * batch_size]
                 index = index.to(device)
                 batch_x = x[index]
@@ -282,7 +291,8 @@ class _TrainingState:
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
-    # This epoch's row order: kept in checkpoints so a resume mid-epoch sees the same batches.
+    # This epoch's row order (model.minibatch_order): kept in checkpoints so that a resume
+    # mid-epoch sees the same batches.
     permutation: torch.Tensor | None = None
 
     def monitor(self, loss: float, model: GenerativeModel, min_delta: float) -> None:

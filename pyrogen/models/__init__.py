@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
+from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.gmm import GaussianMixture, select_n_components
+from pyrogen.models.mixture_vae import GaussianMixtureVAE
+from pyrogen.models.semisupervised_vae import SemiSupervisedVAE
 from pyrogen.models.vae import VAE
 
 #: family name -> class; the one list of families.
 REGISTRY: dict[str, type[GenerativeModel]] = {
-    GaussianMixture.family: GaussianMixture,
-    VAE.family: VAE,
+    model.family: model
+    for model in (GaussianMixture, VAE, ConditionalVAE, SemiSupervisedVAE, GaussianMixtureVAE)
 }
 
 __all__ = [
     "DATA_PLATE",
     "REGISTRY",
+    "ConditionalVAE",
     "GaussianMixture",
+    "GaussianMixtureVAE",
     "GenerativeModel",
+    "SemiSupervisedVAE",
+    "VAE",
     "data_plate",
     "load",
     "select_n_components",
-    "VAE",
 ]

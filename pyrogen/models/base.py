@@ -87,6 +87,24 @@ class GenerativeModel(PyroModule):
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
         """Data-dependent initialisation, run by :func:`pyrogen.fit` before the first step."""
 
+    def minibatch_order(
+        self, num_rows: int, batch_size: int, y: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Row indices of one training epoch; :func:`pyrogen.fit` takes them ``batch_size``
+        at a time. The default is a random permutation of the N rows; a family may repeat or
+        group rows (the semi-supervised VAE puts labelled rows in every batch).
+
+        Args:
+            num_rows: N, the rows in the data set.
+            batch_size: rows per training step.
+            y: the labels passed to :func:`pyrogen.fit` (N, ...) or None.
+            generator: the only source of randomness, so that training resumes exactly.
+
+        Returns:
+            int64 tensor of row indices, shape (rows in the epoch,).
+        """
+        return torch.randperm(num_rows, generator=generator)
+
     @property
     def is_setup(self) -> bool:
         """Whether the model has parameters to train (``setup`` ran or a state was loaded)."""

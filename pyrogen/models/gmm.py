@@ -35,7 +35,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.nn import PyroParam, pyro_method
 from torch.distributions import biject_to
 
-from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
+from pyrogen.data.validation import as_tensor, check_choice, check_int, float_dtype_of
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
@@ -120,10 +120,8 @@ class GaussianMixture(GenerativeModel):
     ) -> None:
         super().__init__()
         check_int("n_components", n_components, 1)
-        if covariance not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance: expected one of {COVARIANCE_TYPES}, got {covariance!r}")
-        if inference not in INFERENCE_METHODS:
-            raise ValueError(f"inference: expected one of {INFERENCE_METHODS}, got {inference!r}")
+        check_choice("covariance", covariance, COVARIANCE_TYPES)
+        check_choice("inference", inference, INFERENCE_METHODS)
         if n_features is not None:
             check_int("n_features", n_features, 1)
         check_int("n_init", n_init, 1)

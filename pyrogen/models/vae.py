@@ -12,12 +12,21 @@ reparameterization gradient and minibatch scaling all come from Pyro: ``loss`` i
 
 Evaluation uses the same networks directly, vectorized over importance samples and chunked
 over rows, so that large test sets with thousands of samples fit in memory.
+
+:class:`VAE` is also the base of the variants (conditional, semi-supervised, mixture prior).
+They change it through a few small hooks rather than by rewriting it:
+
+* ``context_dim`` / ``_context(x, y)``: a vector c every network sees (a one-hot label, the
+  observed part of an image); ``None`` for the plain VAE;
+* ``_prior_params(context)``: the Normal prior p(z | c); ``_log_prior`` and ``_sample_z``
+  for priors that are not one Normal (the mixture prior);
+* ``_observed_mask``: which values of x the likelihood scores (image completion).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyro
@@ -28,7 +37,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import pyro_method
 from torch import nn
 
-from pyrogen.data.validation import as_tensor, check_int
+from pyrogen.data.validation import as_tensor, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import ImportanceWeightedELBO
 from pyrogen.nn import build_decoder, build_encoder
@@ -71,6 +80,12 @@ class VAE(GenerativeModel):
 
     family = "vae"
     fit_defaults = {"steps": 5000, "lr": 1e-3, "batch_size": 128, "early_stopping": None}
+    #: Objectives this class can train with (subclasses narrow it).
+    objectives: tuple[str, ...] = OBJECTIVES
+    #: Size of the context vector c the networks see (0: none); set by conditional variants.
+    context_dim: int = 0
+    # Decoder outputs per importance sample in log_weights (memory of evaluation chunks).
+    _decodes_per_sample: int = 1
 
     def __init__(
         self,
@@ -86,13 +101,9 @@ class VAE(GenerativeModel):
         num_particles: int = 1,
     ) -> None:
         super().__init__()
-        data_shape = tuple(data_shape)
-        if not data_shape or any(
-            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in data_shape
-        ):
-            raise ValueError(f"data_shape: expected positive integers, got {data_shape!r}")
-        _check_choice("likelihood", likelihood, LIKELIHOODS)
-        _check_choice("objective", objective, OBJECTIVES)
+        data_shape = check_data_shape(data_shape)
+        check_choice("likelihood", likelihood, LIKELIHOODS)
+        check_choice("objective", objective, self.objectives)
         check_int("latent_dim", latent_dim)
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"beta: expected a positive number, got {beta!r}")
@@ -110,8 +121,12 @@ class VAE(GenerativeModel):
         self.num_particles = num_particles
         self.encoder_kind = encoder if isinstance(encoder, str) else "custom"
         self.decoder_kind = decoder if isinstance(decoder, str) else "custom"
-        self.encoder = build_encoder(encoder, data_shape, latent_dim, hidden=self.hidden)
-        self.decoder = build_decoder(decoder, latent_dim, data_shape, hidden=self.hidden)
+        self.encoder = build_encoder(
+            encoder, data_shape, latent_dim, context_dim=self.context_dim, hidden=self.hidden
+        )
+        self.decoder = build_decoder(
+            decoder, latent_dim, data_shape, context_dim=self.context_dim, hidden=self.hidden
+        )
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(()))
         self.register_buffer("_prior_loc", torch.zeros(latent_dim))
@@ -134,8 +149,9 @@ class VAE(GenerativeModel):
     def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> VAE:
         if "custom" in (config.get("encoder"), config.get("decoder")):
             raise ValueError(
-                "this VAE was saved with a custom encoder/decoder module: rebuild it with "
-                "VAE(..., encoder=module, decoder=module) and call load_state_dict"
+                f"this {cls.__name__} was saved with a custom encoder/decoder module: rebuild "
+                f"it with {cls.__name__}(..., encoder=module, decoder=module) and call "
+                "load_state_dict"
             )
         return super().from_state(config, state_dict)
 
@@ -151,9 +167,52 @@ class VAE(GenerativeModel):
             max_plate_nesting=1,
         )
 
-    # --- Pyro programs ------------------------------------------------------------------
+    # --- hooks for the variants -----------------------------------------------------------
+    def _context(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
+        """The context vector c (B, context_dim) of a batch; None for the plain VAE."""
+        return None
+
+    @property
+    def _observed_mask(self) -> torch.Tensor | None:
+        """Boolean mask of ``data_shape``: the values the likelihood scores (None: all)."""
+        return None
+
+    def _prior_params(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """loc and scale of the Normal prior p(z | c), each broadcastable to (..., L)."""
+        return self._prior_loc, torch.ones_like(self._prior_loc)
+
+    def _prior(self, batch_shape: torch.Size, context: torch.Tensor | None) -> dist.Distribution:
+        loc, scale = self._prior_params(context)
+        shape = (*batch_shape, self.latent_dim)
+        return dist.Normal(loc.expand(shape), scale.expand(shape)).to_event(1)
+
+    def _log_prior(self, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """log p(z | c) for z (..., B, L), shape (..., B)."""
+        return self._prior(z.shape[:-1], context).log_prob(z)
+
+    def _sample_z(self, batch_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
+        """The latent site(s) of ``model``; inside the data plate and the beta scale."""
+        return pyro.sample(LATENT, self._prior(batch_shape, context))
+
+    def _kl(
+        self, posterior: torch.distributions.Normal, z: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
+        """KL(q(z | x) || p(z | c)) per row, (B,): analytic for a Normal prior."""
+        loc, scale = self._prior_params(context)
+        prior = torch.distributions.Normal(loc, scale)
+        return torch.distributions.kl_divergence(posterior, prior).sum(-1)
+
+    # --- networks -------------------------------------------------------------------------
+    def _encode(
+        self, x: torch.Tensor, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x) if context is None else self.encoder(x, context)
+
+    def _decode(self, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return self.decoder(z) if context is None else self.decoder(z, context)
+
     def _likelihood(self, output: torch.Tensor) -> dist.Distribution:
-        event_dims = len(self.data_shape)
+        """p(x | z) from decoder outputs (..., ``*data_shape``); one event per example."""
         if self.likelihood == "bernoulli":
             # validate_args=False: grey-level pixels in [0, 1] give the binary cross-entropy
             base = dist.Bernoulli(logits=output, validate_args=False)
@@ -161,36 +220,39 @@ class VAE(GenerativeModel):
             base = dist.ContinuousBernoulli(logits=output)
         else:
             base = dist.Normal(output, self.log_scale.exp())
-        return base.to_event(event_dims)
+        mask = self._observed_mask
+        if mask is not None:
+            base = base.mask(mask)
+        return base.to_event(len(self.data_shape))
 
-    def _prior(self, batch_shape: torch.Size) -> dist.Distribution:
-        loc = self._prior_loc.expand(*batch_shape, self.latent_dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
-
+    # --- Pyro programs ------------------------------------------------------------------
     @pyro_method
     def model(
         self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> None:
-        """p(z) p_theta(x | z) for a (mini)batch x of shape (B, ``*data_shape``)."""
+        """p(z | c) p_theta(x | z, c) for a (mini)batch x of shape (B, ``*data_shape``)."""
+        context = self._context(x, y)
         with data_plate(x, num_data):
             with poutine.scale(scale=self.beta):
-                z = pyro.sample(LATENT, self._prior(x.shape[:1]))
-            pyro.sample(OBS, self._likelihood(self.decoder(z)), obs=x)
+                z = self._sample_z(x.shape[:1], context)
+            pyro.sample(OBS, self._likelihood(self._decode(z, context)), obs=x)
 
     @pyro_method
     def guide(
         self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> None:
-        """q_phi(z | x) = Normal(encoder(x)), reparameterized."""
+        """q_phi(z | x, c) = Normal(encoder(x, c)), reparameterized."""
+        context = self._context(x, y)
         with data_plate(x, num_data):
-            loc, scale = self.encoder(x)
+            loc, scale = self._encode(x, context)
             with poutine.scale(scale=self.beta):
                 pyro.sample(LATENT, dist.Normal(loc, scale).to_event(1))
 
     # --- data ---------------------------------------------------------------------------
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
         """Check the data against ``data_shape`` and the likelihood's support."""
-        self._prepare(x)
+        x = self._prepare(x)
+        self._context(x, self._prepare_y(y, x.shape[0]))
 
     def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
         dtype = self._prior_loc.dtype
@@ -208,92 +270,137 @@ class VAE(GenerativeModel):
             )
         return x.to(self._prior_loc.device)
 
+    def _prepare_y(self, y: Any, rows: int) -> torch.Tensor | None:
+        """Check labels y against ``rows`` examples; the plain VAE takes none."""
+        if y is not None:
+            raise ValueError(f"y: {type(self).__name__} takes no labels, got {type(y).__name__}")
+        return None
+
+    def _batches(
+        self, x: torch.Tensor, y: torch.Tensor | None, size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for start in range(0, x.shape[0], size):
+            yield x[start : start + size], None if y is None else y[start : start + size]
+
     # --- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
-    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """log p(x, z_k) - log q(z_k | x) for z_k ~ q(z | x), shape (num_samples, B)."""
-        loc, scale = self.encoder(x)
+    def log_weights(
+        self, x: torch.Tensor, num_samples: int, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p(x, z_k | c) - log q(z_k | x, c) for z_k ~ q(z | x, c), shape (num_samples, B).
+
+        ``x`` and ``y`` must already be checked (see :meth:`log_likelihood`).
+        """
+        context = self._context(x, y)
+        loc, scale = self._encode(x, context)
         guide = torch.distributions.Normal(loc, scale)
         z = guide.rsample((num_samples,))
-        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        log_likelihood = self._likelihood(self.decoder(z)).log_prob(x)
-        return log_likelihood + log_prior - guide.log_prob(z).sum(-1)
+        log_likelihood = self._likelihood(self._decode(z, context)).log_prob(x)
+        return log_likelihood + self._log_prior(z, context) - guide.log_prob(z).sum(-1)
 
     @torch.no_grad()
-    def elbo(self, x: Any, num_samples: int = 1, batch_size: int = 1024) -> torch.Tensor:
+    def elbo(
+        self, x: Any, y: Any = None, *, num_samples: int = 1, batch_size: int = 1024
+    ) -> torch.Tensor:
         """Per-example ELBO log p(x | z) - KL(q(z | x) || p(z)) at beta = 1, in nats.
 
-        The KL is analytic; the reconstruction term averages ``num_samples`` draws.
+        The KL is analytic for a Normal prior; the reconstruction term averages
+        ``num_samples`` draws.
+
+        Args:
+            x: examples (N, ``*data_shape``).
+            y: labels (N,) for the variants that take them.
+            num_samples: draws of z per example.
+            batch_size: rows evaluated at once.
 
         Returns:
             Tensor of shape (N,); a lower bound on log p(x) for every example.
         """
+        check_int("num_samples", num_samples)
         x = self._prepare(x)
+        y = self._prepare_y(y, x.shape[0])
         rows = []
-        for batch in x.split(batch_size):
-            loc, scale = self.encoder(batch)
+        for batch, labels in self._batches(x, y, check_int("batch_size", batch_size)):
+            context = self._context(batch, labels)
+            loc, scale = self._encode(batch, context)
             posterior = torch.distributions.Normal(loc, scale)
-            kl = torch.distributions.kl_divergence(
-                posterior, torch.distributions.Normal(torch.zeros_like(loc), 1.0)
-            ).sum(-1)
             z = posterior.rsample((num_samples,))
-            reconstruction = self._likelihood(self.decoder(z)).log_prob(batch).mean(0)
-            rows.append(reconstruction - kl)
+            reconstruction = self._likelihood(self._decode(z, context)).log_prob(batch)
+            rows.append(reconstruction.mean(0) - self._kl(posterior, z, context))
         return torch.cat(rows)
 
     @torch.no_grad()
-    def log_likelihood(self, x: Any, num_samples: int = 1000) -> torch.Tensor:
+    def log_likelihood(self, x: Any, y: Any = None, *, num_samples: int = 1000) -> torch.Tensor:
         """Importance-weighted estimate of log p(x) with K = ``num_samples`` (nats).
 
         ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``: the IWAE bound L_K, which is below
         log p(x) in expectation and approaches it as K grows. Rows and samples are both
         processed in chunks, so memory stays bounded for any N and K.
 
+        Args:
+            x: examples (N, ``*data_shape``).
+            y: labels (N,) for the variants that take them (then log p(x | y) or
+                log p(x, y): see the variant).
+            num_samples: K.
+
         Returns:
             Tensor of shape (N,).
         """
         check_int("num_samples", num_samples)
         x = self._prepare(x)
-        per_sample = math.prod(self.data_shape)
+        y = self._prepare_y(y, x.shape[0])
+        per_sample = math.prod(self.data_shape) * self._decodes_per_sample
         rows_per_chunk = max(
             1, min(x.shape[0], _EVAL_ELEMENTS // (per_sample * min(num_samples, 256)))
         )
         samples_per_chunk = max(1, _EVAL_ELEMENTS // (per_sample * rows_per_chunk))
         results = []
-        for batch in x.split(rows_per_chunk):
+        for batch, labels in self._batches(x, y, rows_per_chunk):
             total = torch.full((batch.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
             for start in range(0, num_samples, samples_per_chunk):
                 count = min(samples_per_chunk, num_samples - start)
-                chunk = torch.logsumexp(self.log_weights(batch, count), dim=0)
+                chunk = torch.logsumexp(self.log_weights(batch, count, labels), dim=0)
                 total = torch.logaddexp(total, chunk)
             results.append(total - math.log(num_samples))
         return torch.cat(results)
 
-    def bits_per_dim(self, x: Any, num_samples: int = 1000) -> torch.Tensor:
+    def bits_per_dim(self, x: Any, y: Any = None, *, num_samples: int = 1000) -> torch.Tensor:
         """-log_likelihood(x) / (D log 2): bits per dimension of each example, shape (N,)."""
         dims = math.prod(self.data_shape)
-        return -self.log_likelihood(x, num_samples) / (dims * math.log(2))
+        return -self.log_likelihood(x, y, num_samples=num_samples) / (dims * math.log(2))
 
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | None = None, *, mean: bool = False) -> torch.Tensor:
+    def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples, z ~ p(z) then x ~ p(x | z) (or its mean): (n, ``*data_shape``)."""
         check_int("n", n)
-        z = self._prior(torch.Size([n])).sample()
-        likelihood = self._likelihood(self.decoder(z))
+        self._prepare_y(y, n)
+        return self._draw(n, None, mean=mean)
+
+    def _draw(self, n: int, context: torch.Tensor | None, *, mean: bool) -> torch.Tensor:
+        z = self._prior(torch.Size([n]), context).sample()
+        likelihood = self._likelihood(self._decode(z, context))
         return likelihood.mean if mean else likelihood.sample()
 
     @torch.no_grad()
-    def reconstruct(self, x: Any) -> torch.Tensor:
+    def reconstruct(self, x: Any, y: Any = None) -> torch.Tensor:
         """Mean of p(x | z) at the posterior mean of q(z | x), shape (N, ``*data_shape``)."""
-        loc, _ = self.encoder(self._prepare(x))
-        return self._likelihood(self.decoder(loc)).mean
+        x = self._prepare(x)
+        context = self._context(x, self._prepare_y(y, x.shape[0]))
+        loc, _ = self._encode(x, context)
+        return self._likelihood(self._decode(loc, context)).mean
 
     @torch.no_grad()
-    def encode(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: Any, y: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation of q(z | x), each (N, L)."""
-        return self.encoder(self._prepare(x))
+        x = self._prepare(x)
+        return self._encode(x, self._context(x, self._prepare_y(y, x.shape[0])))
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+def check_data_shape(data_shape: Sequence[int]) -> tuple[int, ...]:
+    """``data_shape`` as a tuple of positive ints, or a ValueError naming it."""
+    data_shape = tuple(data_shape)
+    if not data_shape or any(
+        isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in data_shape
+    ):
+        raise ValueError(f"data_shape: expected positive integers, got {data_shape!r}")
+    return data_shape

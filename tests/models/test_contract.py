@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
@@ -19,21 +20,56 @@ import pyrogen
 from pyrogen.models import REGISTRY, GenerativeModel
 
 
+@dataclass
+class Example:
+    """A small model of one family with data: labels ``y`` and ``sample`` options if needed."""
+
+    model: GenerativeModel
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    sample_kwargs: dict = field(default_factory=dict)
+
+
 def _gmm_example(inference: str, covariance: str):
     def make():
         rng = np.random.default_rng(0)
         x = np.concatenate([rng.normal(-2, 0.5, (40, 3)), rng.normal(2, 1.0, (60, 3))])
         model = pyrogen.GaussianMixture(2, covariance=covariance, inference=inference)
-        return model, torch.as_tensor(x, dtype=torch.float32)
+        return Example(model, torch.as_tensor(x, dtype=torch.float32))
 
     return make
 
 
-def _vae_example(data_shape: tuple[int, ...], **options):
+def _binary(data_shape: tuple[int, ...]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.rand(40, *data_shape, generator=generator) > 0.5).float()
+
+
+def _vae_example(data_shape: tuple[int, ...], family=pyrogen.VAE, **options):
     def make():
-        generator = torch.Generator().manual_seed(0)
-        x = (torch.rand(40, *data_shape, generator=generator) > 0.5).float()
-        return pyrogen.VAE(data_shape, latent_dim=3, hidden=(16,), **options), x
+        return Example(
+            family(data_shape, latent_dim=3, hidden=(16,), **options), _binary(data_shape)
+        )
+
+    return make
+
+
+def _cvae_example(data_shape: tuple[int, ...], **options):
+    def make():
+        x = _binary(data_shape)
+        model = pyrogen.ConditionalVAE(data_shape, latent_dim=3, hidden=(16,), **options)
+        y = torch.arange(40) % 3 if model.num_classes else None
+        sample_kwargs = {"observed": x[:7]} if model.observed else {}
+        return Example(model, x, y, sample_kwargs)
+
+    return make
+
+
+def _ssvae_example(data_shape: tuple[int, ...], **options):
+    def make():
+        model = pyrogen.SemiSupervisedVAE(data_shape, 3, num_classes=3, hidden=(16,), **options)
+        y = torch.tensor([0, 1, 2, -1, -1] * 8)  # labelled and unlabelled rows in one batch
+        return Example(model, _binary(data_shape), y)
 
     return make
 
@@ -53,6 +89,21 @@ EXAMPLES = {
         "vae",
         _vae_example((1, 8, 8), likelihood="continuous_bernoulli", encoder="conv", decoder="conv"),
     ),
+    "cvae-labels": ("cvae", _cvae_example((12,), num_classes=3)),
+    "cvae-top-half-conv": (
+        "cvae",
+        _cvae_example((1, 8, 8), observed="top", encoder="conv", decoder="conv"),
+    ),
+    "cvae-labels-and-left-half-iwae": (
+        "cvae",
+        _cvae_example((16,), num_classes=3, observed="left", objective="iwae", num_particles=2),
+    ),
+    "ssvae-mlp": ("ssvae", _ssvae_example((12,))),
+    "ssvae-conv-gaussian": (
+        "ssvae",
+        _ssvae_example((1, 8, 8), likelihood="gaussian", encoder="conv", decoder="conv"),
+    ),
+    "gmvae-mlp": ("gmvae", _vae_example((12,), family=pyrogen.GaussianMixtureVAE)),
 }
 
 
@@ -64,12 +115,12 @@ def test_every_family_has_an_example():
 
 
 @pytest.fixture(params=sorted(EXAMPLES))
-def example(request) -> tuple[GenerativeModel, torch.Tensor]:
+def example(request) -> Example:
     family, make = EXAMPLES[request.param]
-    model, x = make()
-    assert isinstance(model, REGISTRY[family])
-    model.setup(x)
-    return model, x
+    example = make()
+    assert isinstance(example.model, REGISTRY[family])
+    example.model.setup(example.x, example.y)
+    return example
 
 
 def _latent_sites(trace) -> set[str]:
@@ -83,29 +134,32 @@ def _latent_sites(trace) -> set[str]:
     }
 
 
-def _traces(model, x):
-    guide = poutine.trace(model.guide).get_trace(x)
+def _traces(model, x, y):
+    guide = poutine.trace(poutine.enum(model.guide, first_available_dim=-2)).get_trace(x, y)
     enumerated = poutine.enum(poutine.replay(model.model, trace=guide), first_available_dim=-2)
-    return poutine.trace(enumerated).get_trace(x), guide
+    return poutine.trace(enumerated).get_trace(x, y), guide
 
 
 def test_site_names_match(example):
-    model, x = example
-    model_trace, guide_trace = _traces(model, x)
+    model, x, y = example.model, example.x, example.y
+    model_trace, guide_trace = _traces(model, x, y)
     model_latent, guide_latent = _latent_sites(model_trace), _latent_sites(guide_trace)
+    # sites the model enumerates itself (a guide-enumerated site is also in the guide)
     enumerated = {
-        n for n in model_latent if model_trace.nodes[n]["infer"].get("enumerate") == "parallel"
+        n
+        for n in model_latent - guide_latent
+        if model_trace.nodes[n]["infer"].get("enumerate") == "parallel"
     }
     assert guide_latent == model_latent - enumerated
     assert guide_latent, "the guide must cover at least one latent site"
 
 
 def test_elbo_is_finite_and_every_parameter_gets_a_gradient(example):
-    model, x = example
+    model, x, y = example.model, example.x, example.y
     with torch.no_grad():  # move off the initial optimum, where some gradients are exactly 0
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
-    loss = model.loss.differentiable_loss(model.model, model.guide, x)
+    loss = model.loss.differentiable_loss(model.model, model.guide, x, y)
     assert math.isfinite(loss.item())
     loss.backward()
     for name, parameter in model.named_parameters():
@@ -115,14 +169,14 @@ def test_elbo_is_finite_and_every_parameter_gets_a_gradient(example):
 
 
 def test_raw_svi_runs(example):
-    model, x = example
+    model, x, y = example.model, example.x, example.y
     svi = pyro.infer.SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}), model.loss)
-    assert all(math.isfinite(svi.step(x)) for _ in range(3))
+    assert all(math.isfinite(svi.step(x, y)) for _ in range(3))
 
 
 def test_save_load_round_trip(example, tmp_path):
-    model, x = example
-    pyrogen.fit(model, x, steps=3, progress=False)
+    model, x, y = example.model, example.x, example.y
+    pyrogen.fit(model, x, y, steps=3, progress=False)
     path = tmp_path / "model.pt"
     model.save(path)
     loaded = pyrogen.load(path)
@@ -136,32 +190,35 @@ def test_save_load_round_trip(example, tmp_path):
 
 
 def test_checkpoints_load_without_unpickling_code(example, tmp_path):
-    model, _ = example
+    model = example.model
     path = tmp_path / "model.pt"
     model.save(path)
     torch.load(path, weights_only=True)  # raises if anything but tensors and plain data
 
 
 def test_sample_shapes(example):
-    model, x = example
-    draws = model.sample(7)
+    model, x = example.model, example.x
+    draws = model.sample(7, **example.sample_kwargs)
     assert draws.shape == (7, *x.shape[1:])
     assert torch.isfinite(draws).all()
 
 
 def test_moves_with_dtype_conversion(example):
     # every parameter and buffer is registered, so .to() converts them all
-    model, x = example
+    model, x, y = example.model, example.x, example.y
     model.double()
     assert all(t.dtype == torch.float64 for t in [*model.parameters(), *model.buffers()])
-    loss = model.loss.loss(model.model, model.guide, x.double())
+    loss = model.loss.loss(model.model, model.guide, x.double(), y)
     assert math.isfinite(loss)
 
 
 @pytest.mark.cuda
 def test_moves_to_cuda(example):
-    model, x = example
+    model, x, y = example.model, example.x, example.y
     model.to("cuda")
     assert all(t.is_cuda for t in [*model.parameters(), *model.buffers()])
-    assert math.isfinite(model.loss.loss(model.model, model.guide, x.cuda()))
-    assert model.sample(3).is_cuda
+    assert math.isfinite(
+        model.loss.loss(model.model, model.guide, x.cuda(), None if y is None else y.cuda())
+    )
+    kwargs = {k: v[:3].cuda() for k, v in example.sample_kwargs.items()}
+    assert model.sample(3, **kwargs).is_cuda
