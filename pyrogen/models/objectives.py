@@ -1,5 +1,10 @@
 """Training objectives beyond Pyro's built-in ELBOs.
 
+:class:`AnalyticKLELBO` is Pyro's ``TraceMeanField_ELBO`` (the same value and gradients)
+without the per-step work the VAE does not need: log-densities that the analytic KL never
+reads, and two host synchronisations (``.item()`` and a NaN warning) per step, which
+:func:`pyrogen.fit` makes redundant by checking the loss itself.
+
 :class:`ImportanceWeightedELBO` is the IWAE bound (Burda et al., 2016) for models whose
 latent and observed sites all live in the data plate (amortized models such as the VAE):
 
@@ -17,7 +22,10 @@ import math
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import ELBO
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO, TraceMeanField_ELBO
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.util import prune_subsample_sites
 
 from pyrogen.data.validation import check_int
 
@@ -78,3 +86,59 @@ class ImportanceWeightedELBO(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return loss.item()
+
+
+class AnalyticKLELBO(TraceMeanField_ELBO):
+    """Negative ELBO with analytic KLs, as ``TraceMeanField_ELBO``, with less per-step work.
+
+    For guides whose latent sites are reparameterized and have a closed-form KL against the
+    model's (sites without one fall back to ``log p - log q`` at the sample, as in Pyro).
+    With Pyro validation on, Pyro's own checks run; the loss is the same either way.
+
+    Example:
+        >>> loss = AnalyticKLELBO(max_plate_nesting=1)
+        >>> # loss.differentiable_loss(vae.model, vae.guide, x, num_data=n)
+    """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        if is_validation_enabled():
+            return super()._get_trace(model, guide, args, kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        replayed = poutine.replay(model, trace=guide_trace)
+        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+        return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """-ELBO for the rows passed, scaled like the data plate (nats for all rows)."""
+        elbo = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo = elbo + _analytic_kl_elbo(model_trace, guide_trace) / self.num_particles
+        return -elbo
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+def _analytic_kl_elbo(model_trace, guide_trace) -> torch.Tensor:
+    elbo = 0.0
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            log_p = site["fn"].log_prob(site["value"])
+            elbo = elbo + scale_and_mask(log_p, site["scale"], site["mask"]).sum()
+            continue
+        guide_site = guide_trace.nodes[name]
+        try:
+            kl = torch.distributions.kl_divergence(guide_site["fn"], site["fn"])
+        except NotImplementedError:
+            value = guide_site["value"]
+            kl = guide_site["fn"].log_prob(value) - site["fn"].log_prob(value)
+        elbo = elbo - scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
+    return elbo
