@@ -23,8 +23,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import pyrogen  # noqa: E402
-from pyrogen import cli  # noqa: E402
+from pyrogen.cli import gmm as cli_gmm  # noqa: E402
 from pyrogen.cli import main  # noqa: E402
+from pyrogen.cli import vae as cli_vae  # noqa: E402
 from pyrogen.data.datasets import old_faithful  # noqa: E402
 
 # Small settings that keep every command fast; they are not what a real run would use.
@@ -300,7 +301,7 @@ def test_training_that_fails_numerically_exits_1(tmp_path, monkeypatch, capsys):
     def diverging_fit(*args, **kwargs):
         raise FloatingPointError("step 3: the loss is NaN/inf")
 
-    monkeypatch.setattr(cli, "fit", diverging_fit)
+    monkeypatch.setattr(cli_gmm, "fit", diverging_fit)
     out = tmp_path / "run"
     assert main(["fit", "gmm", "--components", "2", "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -417,10 +418,10 @@ def test_dynamic_binarization_resamples_every_epoch_and_resumes_exactly(monkeypa
         seen.append(data.clone())
         return pyrogen.fit(model, data, **kwargs)
 
-    monkeypatch.setattr(cli, "fit", recording_fit)
+    monkeypatch.setattr(cli_vae, "fit", recording_fit)
     grey = torch.full((40, 16), 0.5)
     model = pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
-    result = cli._fit_resampling_each_epoch(
+    result = cli_vae._fit_resampling_each_epoch(
         model, grey, 8, 4, quiet=True, binarize_seed=1, batch_size=10, seed=0
     )
     assert result.steps == 8 and len(result.losses) == 8 and len(seen) == 2
@@ -433,7 +434,7 @@ def test_dynamic_binarization_resamples_every_epoch_and_resumes_exactly(monkeypa
         torch.manual_seed(3)  # the same initial weights
         models.append(pyrogen.VAE((16,), latent_dim=2, hidden=(8,)))
     whole = pyrogen.fit(models[0], binary, steps=10, batch_size=16, seed=2, progress=False)
-    epochs = cli._fit_resampling_each_epoch(
+    epochs = cli_vae._fit_resampling_each_epoch(
         models[1], binary, 10, 3, quiet=True, binarize_seed=1, batch_size=16, seed=2
     )
     assert epochs.losses == whole.losses
