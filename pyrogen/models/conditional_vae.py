@@ -181,7 +181,7 @@ class ConditionalVAE(VAE):
         if given is None:
             if observed is not None:
                 raise ValueError("observed: this ConditionalVAE has no observed part, got data")
-            x = torch.zeros(n, *self.data_shape, device=self._prior_loc.device)
+            x = self._prior_loc.new_zeros(n, *self.data_shape)
         else:
             if observed is None:
                 raise ValueError(

@@ -210,6 +210,8 @@ def test_moves_with_dtype_conversion(example):
     assert all(t.dtype == torch.float64 for t in [*model.parameters(), *model.buffers()])
     loss = model.loss.loss(model.model, model.guide, x.double(), y)
     assert math.isfinite(loss)
+    kwargs = {key: value[:3] for key, value in example.sample_kwargs.items()}
+    assert model.sample(3, **kwargs).dtype == torch.float64
 
 
 @pytest.mark.cuda
