@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from pyrogen import data  # noqa: E402
 from pyrogen.diagnostics import to_inference_data  # noqa: E402
+from pyrogen.guides import AutoFlow  # noqa: E402
 from pyrogen.infer import FitResult, fit  # noqa: E402
 from pyrogen.models import (  # noqa: E402
     REGISTRY,
@@ -18,6 +19,7 @@ from pyrogen.models import (  # noqa: E402
 
 __all__ = [
     "REGISTRY",
+    "AutoFlow",
     "ConditionalVAE",
     "FitResult",
     "GaussianMixture",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from pyrogen.nn.conv import ConvDecoder, ConvEncoder
+from pyrogen.nn.flows import FLOWS, build_flow
 from pyrogen.nn.mlp import MLP, GaussianEncoder, MLPDecoder
 
 #: The network kinds :func:`build_encoder` and :func:`build_decoder` know by name.
@@ -111,6 +112,7 @@ def _options(
 
 
 __all__ = [
+    "FLOWS",
     "KINDS",
     "MLP",
     "ConvDecoder",
@@ -119,4 +121,5 @@ __all__ = [
     "MLPDecoder",
     "build_decoder",
     "build_encoder",
+    "build_flow",
 ]
