@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
 from pyrogen.models.conditional_vae import ConditionalVAE
+from pyrogen.models.flow import FlowDensity
 from pyrogen.models.gmm import GaussianMixture, select_n_components
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
 from pyrogen.models.semisupervised_vae import SemiSupervisedVAE
@@ -12,13 +13,21 @@ from pyrogen.models.vae import VAE
 #: family name -> class; the one list of families.
 REGISTRY: dict[str, type[GenerativeModel]] = {
     model.family: model
-    for model in (GaussianMixture, VAE, ConditionalVAE, SemiSupervisedVAE, GaussianMixtureVAE)
+    for model in (
+        GaussianMixture,
+        VAE,
+        ConditionalVAE,
+        SemiSupervisedVAE,
+        GaussianMixtureVAE,
+        FlowDensity,
+    )
 }
 
 __all__ = [
     "DATA_PLATE",
     "REGISTRY",
     "ConditionalVAE",
+    "FlowDensity",
     "GaussianMixture",
     "GaussianMixtureVAE",
     "GenerativeModel",
