@@ -41,7 +41,8 @@ class ConditionalVAE(VAE):
             ``"left"`` or ``"right"`` half (rows and columns of the last two dims; a flat
             ``(D,)`` example is read as a square image for left/right, top = first half), or
             a boolean mask of ``data_shape`` (True = given). None: x is generated whole.
-        likelihood, encoder, decoder, hidden, beta, objective, num_particles: as for
+        likelihood, encoder, decoder, hidden, beta, objective, num_particles, posterior,
+            flow_transforms: as for
             :class:`~pyrogen.VAE`; custom modules must take the context as a second
             argument, shape (B, ``context_dim``).
         conditional_prior: learn p(z | c) with a network (needed to generate from a partial
@@ -72,8 +73,10 @@ class ConditionalVAE(VAE):
         *,
         hidden: Sequence[int] = (400,),
         beta: float = 1.0,
-        objective: str = "mean_field",
+        objective: str | None = None,
         num_particles: int = 1,
+        posterior: str = "gaussian",
+        flow_transforms: int = 2,
         conditional_prior: bool | None = None,
     ) -> None:
         data_shape = check_data_shape(data_shape)
@@ -97,6 +100,8 @@ class ConditionalVAE(VAE):
             beta=beta,
             objective=objective,
             num_particles=num_particles,
+            posterior=posterior,
+            flow_transforms=flow_transforms,
         )
         if given is not None:
             # A float 0/1 buffer (not bool) so that .to(dtype) treats it like every other.

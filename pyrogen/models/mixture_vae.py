@@ -41,10 +41,10 @@ class GaussianMixtureVAE(VAE):
         data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
         latent_dim: dimension L of z.
         n_components: K, the number of mixture components (clusters).
-        likelihood, encoder, decoder, hidden, beta, num_particles: as for
-            :class:`~pyrogen.VAE`. The objective is the ELBO with the component summed out
-            (``TraceEnum_ELBO``; the KL of z is a Monte Carlo estimate, as a mixture prior
-            has no closed-form KL).
+        likelihood, encoder, decoder, hidden, beta, num_particles, posterior,
+            flow_transforms: as for :class:`~pyrogen.VAE`. The objective is the ELBO with
+            the component summed out (``TraceEnum_ELBO``; the KL of z is a Monte Carlo
+            estimate, as a mixture prior has no closed-form KL).
 
     Shapes:
         x (N, ``*data_shape``); component weights (K,), means and scales (K, L).
@@ -57,6 +57,7 @@ class GaussianMixtureVAE(VAE):
 
     family = "gmvae"
     objectives = ("elbo",)
+    _normal_prior = False
 
     def __init__(
         self,
@@ -70,6 +71,8 @@ class GaussianMixtureVAE(VAE):
         hidden: Sequence[int] = (400,),
         beta: float = 1.0,
         num_particles: int = 1,
+        posterior: str = "gaussian",
+        flow_transforms: int = 2,
     ) -> None:
         super().__init__(
             data_shape,
@@ -81,6 +84,8 @@ class GaussianMixtureVAE(VAE):
             beta=beta,
             objective="elbo",
             num_particles=num_particles,
+            posterior=posterior,
+            flow_transforms=flow_transforms,
         )
         self.n_components = check_int("n_components", n_components)
         # Means spread like draws from N(0, I) so that components start apart; unit scales.
@@ -137,12 +142,6 @@ class GaussianMixtureVAE(VAE):
         params = self.mixture()
         table = component_log_density(z.reshape(-1, self.latent_dim), params)
         return (table + params.weights.log()).reshape(*z.shape[:-1], self.n_components)
-
-    def _kl(
-        self, posterior: torch.distributions.Normal, z: torch.Tensor, context: torch.Tensor | None
-    ) -> torch.Tensor:
-        # No closed form against a mixture: average log q - log p over the draws of z.
-        return (posterior.log_prob(z).sum(-1) - self._log_prior(z, context)).mean(0)
 
     # --- clustering -----------------------------------------------------------------------
     @torch.no_grad()

@@ -118,7 +118,7 @@ class SemiSupervisedVAE(VAE):
     @property
     def config(self) -> dict[str, Any]:
         config = {**super().config, "num_classes": self.num_classes}
-        for name in ("beta", "objective"):
+        for name in ("beta", "objective", "posterior", "flow_transforms"):
             config.pop(name)
         return {
             **config,

@@ -22,6 +22,11 @@ They change it through a few small hooks rather than by rewriting it:
 * ``_prior_params(context)``: the Normal prior p(z | c); ``_log_prior`` and ``_sample_z``
   for priors that are not one Normal (the mixture prior);
 * ``_observed_mask``: which values of x the likelihood scores (image completion).
+
+``posterior="iaf"`` or ``"nsf"`` makes q(z | x) a conditional normalizing flow on top of
+the encoder's Gaussian (Kingma et al., 2016): z = T(z0; c), z0 ~ Normal(encoder(x)), with
+T an inverse-autoregressive zuko flow conditioned on c = (loc, log scale), so sampling and
+scoring z take one pass each.
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.contrib.zuko import ZukoToPyro
 from pyro.infer import ELBO, Trace_ELBO
 from pyro.nn import pyro_method
 from torch import nn
+from zuko.distributions import DiagNormal, NormalizingFlow
+from zuko.flows import LazyInverse
 
 from pyrogen.data.validation import as_tensor, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
-from pyrogen.nn import build_decoder, build_encoder
+from pyrogen.nn import build_decoder, build_encoder, build_flow
 
 # Site names, shared by model and guide.
 LATENT = "z"
@@ -49,6 +57,8 @@ OBS = "obs"
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 OBJECTIVES = ("mean_field", "elbo", "iwae")
+#: q(z | x): the encoder's diagonal Gaussian, or a flow on top of it.
+POSTERIORS = ("gaussian", "iaf", "nsf")
 # Decoder outputs evaluated at once in log_likelihood: bounds its memory (float32: 64 MiB,
 # a few times that with the likelihood's temporaries).
 _EVAL_ELEMENTS = 2**24
@@ -71,7 +81,12 @@ class VAE(GenerativeModel):
         beta: weight of the KL term (beta-VAE), applied with ``poutine.scale`` on z.
         objective: ``"mean_field"`` (ELBO, analytic KL), ``"elbo"`` (ELBO, Monte Carlo KL)
             or ``"iwae"`` (importance-weighted bound with ``num_particles`` samples).
+            Default: ``"mean_field"``, or ``"elbo"`` for a flow posterior (no closed-form KL).
         num_particles: samples per example in the training objective.
+        posterior: ``"gaussian"`` (the encoder's diagonal Normal), or ``"iaf"`` / ``"nsf"``:
+            a conditional flow of ``flow_transforms`` affine or spline
+            inverse-autoregressive steps on top of it.
+        flow_transforms: number of flow steps of a flow posterior.
 
     Example:
         >>> vae = VAE((784,), latent_dim=8)
@@ -87,6 +102,8 @@ class VAE(GenerativeModel):
     context_dim: int = 0
     # Decoder outputs per importance sample in log_weights (memory of evaluation chunks).
     _decodes_per_sample: int = 1
+    # Whether p(z | c) is one Normal (from _prior_params), so that KLs can be analytic.
+    _normal_prior: bool = True
 
     def __init__(
         self,
@@ -98,13 +115,23 @@ class VAE(GenerativeModel):
         *,
         hidden: Sequence[int] = (400,),
         beta: float = 1.0,
-        objective: str = "mean_field",
+        objective: str | None = None,
         num_particles: int = 1,
+        posterior: str = "gaussian",
+        flow_transforms: int = 2,
     ) -> None:
         super().__init__()
         data_shape = check_data_shape(data_shape)
         check_choice("likelihood", likelihood, LIKELIHOODS)
+        check_choice("posterior", posterior, POSTERIORS)
+        if objective is None:
+            objective = self.objectives[0] if posterior == "gaussian" else "elbo"
         check_choice("objective", objective, self.objectives)
+        if objective == "mean_field" and posterior != "gaussian":
+            raise ValueError(
+                f"objective: 'mean_field' needs the analytic KL of a Gaussian posterior; use "
+                f"'elbo' or 'iwae' with posterior={posterior!r}"
+            )
         check_int("latent_dim", latent_dim)
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"beta: expected a positive number, got {beta!r}")
@@ -120,6 +147,8 @@ class VAE(GenerativeModel):
         self.beta = float(beta)
         self.objective = objective
         self.num_particles = num_particles
+        self.posterior = posterior
+        self.flow_transforms = check_int("flow_transforms", flow_transforms)
         self.encoder_kind = encoder if isinstance(encoder, str) else "custom"
         self.decoder_kind = decoder if isinstance(decoder, str) else "custom"
         self.encoder = build_encoder(
@@ -128,6 +157,16 @@ class VAE(GenerativeModel):
         self.decoder = build_decoder(
             decoder, latent_dim, data_shape, context_dim=self.context_dim, hidden=self.hidden
         )
+        if posterior != "gaussian":
+            # Inverse of an autoregressive flow: z0 -> z in one pass, with its log-Jacobian.
+            flow = build_flow(
+                "maf" if posterior == "iaf" else "nsf",
+                latent_dim,
+                context=2 * latent_dim,
+                transforms=self.flow_transforms,
+                hidden=self.hidden,
+            )
+            self.posterior_flow = LazyInverse(flow.transform)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(()))
         self.register_buffer("_prior_loc", torch.zeros(latent_dim))
@@ -144,6 +183,8 @@ class VAE(GenerativeModel):
             "beta": self.beta,
             "objective": self.objective,
             "num_particles": self.num_particles,
+            "posterior": self.posterior,
+            "flow_transforms": self.flow_transforms,
         }
 
     @classmethod
@@ -196,12 +237,32 @@ class VAE(GenerativeModel):
         return pyro.sample(LATENT, self._prior(batch_shape, context))
 
     def _kl(
-        self, posterior: torch.distributions.Normal, z: torch.Tensor, context: torch.Tensor | None
+        self,
+        posterior: torch.distributions.Distribution,
+        z: torch.Tensor,
+        context: torch.Tensor | None,
     ) -> torch.Tensor:
-        """KL(q(z | x) || p(z | c)) per row, (B,): analytic for a Normal prior."""
-        loc, scale = self._prior_params(context)
-        prior = torch.distributions.Normal(loc, scale)
-        return torch.distributions.kl_divergence(posterior, prior).sum(-1)
+        """KL(q(z | x) || p(z | c)) per row, (B,), for draws z (S, B, L) from q.
+
+        Analytic for a Gaussian posterior and a Normal prior; otherwise the average of
+        log q(z) - log p(z) over the draws.
+        """
+        if self.posterior == "gaussian" and self._normal_prior:
+            loc, scale = self._prior_params(context)
+            prior = torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+            return torch.distributions.kl_divergence(posterior, prior)
+        return (posterior.log_prob(z) - self._log_prior(z, context)).mean(0)
+
+    def _posterior(
+        self, x: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.distributions.Distribution:
+        """q(z | x, c): batch shape (B,), event shape (L,), reparameterized."""
+        loc, scale = self._encode(x, context)
+        if self.posterior == "gaussian":
+            return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+        # c = (loc, log scale) conditions every flow step, as h does in Kingma et al.
+        transform = self.posterior_flow(torch.cat([loc, scale.log()], dim=-1))
+        return NormalizingFlow(transform, DiagNormal(loc, scale))
 
     # --- networks -------------------------------------------------------------------------
     def _encode(
@@ -245,9 +306,13 @@ class VAE(GenerativeModel):
         """q_phi(z | x, c) = Normal(encoder(x, c)), reparameterized."""
         context = self._context(x, y)
         with data_plate(x, num_data):
-            loc, scale = self._encode(x, context)
+            if self.posterior == "gaussian":
+                loc, scale = self._encode(x, context)
+                posterior = dist.Normal(loc, scale).to_event(1)
+            else:
+                posterior = ZukoToPyro(self._posterior(x, context))
             with poutine.scale(scale=self.beta):
-                pyro.sample(LATENT, dist.Normal(loc, scale).to_event(1))
+                pyro.sample(LATENT, posterior)
 
     # --- data ---------------------------------------------------------------------------
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
@@ -293,11 +358,9 @@ class VAE(GenerativeModel):
         ``x`` and ``y`` must already be checked (see :meth:`log_likelihood`).
         """
         context = self._context(x, y)
-        loc, scale = self._encode(x, context)
-        guide = torch.distributions.Normal(loc, scale)
-        z = guide.rsample((num_samples,))
+        z, log_q = _draw_with_log_prob(self._posterior(x, context), num_samples)
         log_likelihood = self._likelihood(self._decode(z, context)).log_prob(x)
-        return log_likelihood + self._log_prior(z, context) - guide.log_prob(z).sum(-1)
+        return log_likelihood + self._log_prior(z, context) - log_q
 
     @torch.no_grad()
     def elbo(
@@ -323,8 +386,7 @@ class VAE(GenerativeModel):
         rows = []
         for batch, labels in self._batches(x, y, check_int("batch_size", batch_size)):
             context = self._context(batch, labels)
-            loc, scale = self._encode(batch, context)
-            posterior = torch.distributions.Normal(loc, scale)
+            posterior = self._posterior(batch, context)
             z = posterior.rsample((num_samples,))
             reconstruction = self._likelihood(self._decode(z, context)).log_prob(batch)
             rows.append(reconstruction.mean(0) - self._kl(posterior, z, context))
@@ -405,3 +467,13 @@ def check_data_shape(data_shape: Sequence[int]) -> tuple[int, ...]:
     ):
         raise ValueError(f"data_shape: expected positive integers, got {data_shape!r}")
     return data_shape
+
+
+def _draw_with_log_prob(
+    posterior: torch.distributions.Distribution, num_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """num_samples draws (K, B, L) and their log-densities (K, B), in one pass for flows."""
+    if hasattr(posterior, "rsample_and_log_prob"):
+        return posterior.rsample_and_log_prob((num_samples,))
+    z = posterior.rsample((num_samples,))
+    return z, posterior.log_prob(z)

@@ -103,6 +103,11 @@ EXAMPLES = {
         "vae",
         _vae_example((1, 8, 8), likelihood="continuous_bernoulli", encoder="conv", decoder="conv"),
     ),
+    "vae-iaf-posterior": ("vae", _vae_example((12,), posterior="iaf")),
+    "vae-nsf-posterior-iwae": (
+        "vae",
+        _vae_example((12,), posterior="nsf", objective="iwae", num_particles=2),
+    ),
     "cvae-labels": ("cvae", _cvae_example((12,), num_classes=3)),
     "cvae-top-half-conv": (
         "cvae",
