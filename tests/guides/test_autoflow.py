@@ -149,28 +149,18 @@ def test_psis_khat_separates_a_good_proposal_from_a_too_narrow_one():
 
 @pytest.mark.cuda
 def test_moves_to_cuda_with_its_supports():
-    def model(x):
-        scale = pyro.sample("scale", dist.Uniform(torch.tensor(0.1), torch.tensor(5.0)))
+    def model(x):  # constants follow the data's device, as in most user models
+        low, high = torch.tensor([0.1, 5.0], device=x.device)
+        scale = pyro.sample("scale", dist.Uniform(low, high))
         with pyro.plate("rows", x.shape[0]):
             pyro.sample("obs", dist.Normal(0.0, scale), obs=x)
 
     x = torch.randn(20)
     guide = AutoFlow(model, "nsf", transforms=1, hidden=(4,))
-    guide(x)  # traced on the CPU
+    guide(x)  # traced on the CPU, then moved: the next call traces again on the GPU
     guide.to("cuda")
     assert all(t.is_cuda for t in [*guide.parameters(), *guide.buffers()])
-
-    def model_cuda(x):  # the same model with its constants on the GPU
-        scale = pyro.sample(
-            "scale", dist.Uniform(torch.tensor(0.1).cuda(), torch.tensor(5.0).cuda())
-        )
-        with pyro.plate("rows", x.shape[0]):
-            pyro.sample("obs", dist.Normal(0.0, scale), obs=x)
-
-    guide.model = pyro.infer.autoguide.initialization.InitMessenger(
-        pyro.infer.autoguide.initialization.init_to_median
-    )(model_cuda)
-    svi = SVI(model_cuda, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
     assert torch.isfinite(torch.tensor(svi.step(x.cuda())))
     draws = guide.sample_posterior(10, x.cuda())["scale"]
     assert draws.is_cuda and ((draws > 0.1) & (draws < 5.0)).all()
