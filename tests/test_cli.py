@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 import pyrogen  # noqa: E402
 from pyrogen.cli import gmm as cli_gmm  # noqa: E402
+from pyrogen.cli import labels as cli_labels  # noqa: E402
 from pyrogen.cli import main  # noqa: E402
 from pyrogen.cli import vae as cli_vae  # noqa: E402
 from pyrogen.data.datasets import old_faithful  # noqa: E402
@@ -562,3 +563,278 @@ def test_fit_vae_on_cuda(grey_images, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(grey_images), "--device", "cuda"]) == 0
     assert "IWAE bound, K = 5" in capsys.readouterr().out
+
+
+# --- the VAE variants: cvae, ssvae, gmvae -----------------------------------------------
+VARIANT_QUICK = ["--epochs", "2", "--batch-size", "32", "--iw-samples", "3", "--latent-dim", "2"]
+VARIANT_QUICK += ["--binarize", "dynamic"]
+# Runs of the variants that several tests use: (run folder, what it printed), made once.
+_VARIANT_RUNS: dict[str, tuple[Path, str]] = {}
+
+
+def _class_images(rows: int = 90, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """8 x 8 grey images in [0, 1], each class a bright vertical band of its own, and their
+    labels (row i has class i % classes)."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(rows) % classes
+    images = 0.2 * rng.random((rows, 8, 8), dtype=np.float32)
+    for k in range(classes):
+        images[labels == k, :, 2 * k : 2 * k + 3] += 0.7
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def labelled_npz(tmp_path_factory) -> Path:
+    """90 images with their labels in one NPZ archive, arrays x and y."""
+    path = tmp_path_factory.mktemp("npz") / "classes.npz"
+    images, labels = _class_images()
+    np.savez(path, x=images, y=labels)
+    return path
+
+
+@pytest.fixture
+def variant_run(labelled_npz, tmp_path_factory, capsys):
+    """Factory: ``pyrogen fit FAMILY --data classes.npz`` with quick settings, run once per
+    name and argument list."""
+
+    def make(name: str, *argv: str) -> tuple[Path, str]:
+        if name not in _VARIANT_RUNS:
+            out = tmp_path_factory.mktemp("variants") / name
+            command = ["fit", *argv, "--data", str(labelled_npz), "--out", str(out)]
+            capsys.readouterr()
+            assert main([*command, *VARIANT_QUICK]) == 0
+            _VARIANT_RUNS[name] = (out, capsys.readouterr().out)
+        return _VARIANT_RUNS[name]
+
+    return make
+
+
+def _cvae_completion_run(variant_run) -> tuple[Path, str]:
+    return variant_run("cvae-top", "cvae", "--observed", "top")
+
+
+def test_fit_cvae_conditions_on_the_labels_of_an_npz(variant_run, labelled_npz, tmp_path, capsys):
+    run, printed = variant_run("cvae", "cvae")
+    files = {"samples.png", "class_samples.png", "reconstructions.png", "latent.png"}
+    assert {p.name for p in run.iterdir()} == files | {"elbo.png", "summary.json", "model.pt"}
+    assert (run / "class_samples.png").read_bytes().startswith(PNG_MAGIC)
+    summary = _summary(run)
+    assert summary["family"] == "cvae" and summary["config"]["num_classes"] == 3
+    assert summary["config"]["observed"] is None
+    assert summary["labels"] == f"{labelled_npz}['y']: the condition y, classes 0..2"
+    test = summary["test"]
+    assert test["quantity"] == "log p(x | y)" and test["n_rows"] == 9
+    assert f"test ELBO       {test['elbo_per_example']:.4f} nats per example (a lower bound " in (
+        printed
+    )
+    assert "on log p(x | y))" in printed and "cvae, 3 classes, mlp encoder" in printed
+    assert (
+        f"test log-lik.   {test['log_likelihood_per_example']:.4f} nats per example: "
+        "log p(x | y) (IWAE bound, K = 3)" in printed
+    )
+
+    assert main(["evaluate", str(run), "--data", str(labelled_npz)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(
+        r"log p\(x \| y\)\s+-?\d+\.\d{4} nats per example \(IWAE bound, K = 3\)", printed
+    )
+    assert f"labels          {labelled_npz}['y'] (the condition y)" in printed
+
+    png, npy = tmp_path / "grid.png", tmp_path / "rows.npy"
+    assert main(["sample", str(run), "-n", "6", "--mean", "--out", str(png)]) == 0
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    assert main(["sample", str(run), "--n", "4", "--label", "2", "--out", str(npy)]) == 0
+    assert np.load(npy).shape == (4, 64)
+
+
+def test_fit_cvae_completes_the_missing_half(variant_run, labelled_npz, tmp_path, capsys):
+    run, printed = _cvae_completion_run(variant_run)
+    files = {"class_samples.png", "completions.png", "latent.png", "elbo.png"}
+    assert {p.name for p in run.iterdir()} == files | {"summary.json", "model.pt"}
+    summary = _summary(run)
+    assert summary["config"]["observed"] == "top" and summary["config"]["num_classes"] == 3
+    test = summary["test"]
+    assert test["quantity"] == "log p(x_missing | x_given, y)"
+    assert test["bits_per_dim"] == pytest.approx(
+        -test["log_likelihood_per_example"] / (32 * math.log(2)), rel=1e-9
+    )  # the 32 missing values of 64
+    assert "given the top half" in printed and "log p(x_missing | x_given, y)" in printed
+
+    npy = tmp_path / "completed.npy"
+    argv = ["sample", str(run), "-n", "5", "--data", str(labelled_npz), "--out", str(npy)]
+    assert main(argv) == 0
+    completed = np.load(npy).reshape(5, 8, 8)
+    # The given halves are the data's, binarized as in the run (dynamic, the run's seed 0).
+    images, _ = _class_images()
+    binary = torch.bernoulli(torch.from_numpy(images), generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(completed[:, :4], binary[:5, :4].numpy())
+
+
+def test_fit_ssvae_keeps_a_balanced_few_labels_and_reports_accuracy(
+    variant_run, labelled_npz, capsys
+):
+    run, printed = variant_run("ssvae", "ssvae", "--labelled", "7")
+    files = {"samples.png", "class_samples.png", "reconstructions.png", "latent.png"}
+    assert {p.name for p in run.iterdir()} == files | {"elbo.png", "summary.json", "model.pt"}
+    summary = _summary(run)
+    assert summary["config"]["num_classes"] == 3
+    assert (
+        "7 of the 81 training rows keep their labels (2 to 3 per class, chosen at random "
+        in (summary["labels"])
+    )
+    test = summary["test"]
+    assert 0 <= test["accuracy"] <= 1 and test["labelled_rows"] == 9
+    assert test["quantity"] == "log p(x)" and test["iw_samples"] == 3
+    assert f"test accuracy   {test['accuracy']:.4f} of 9 labelled rows" in printed
+
+    assert main(["evaluate", str(run), "--data", str(labelled_npz), "--iw-samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"accuracy\s+\d\.\d{4} of 90 labelled rows", printed)
+    assert re.search(r"log p\(x\)\s+-?\d+\.\d{4} nats per example \(IWAE bound, K = 2\)", printed)
+
+
+def test_keep_balanced_labels():
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 2)
+    kept, counts = cli_labels._keep_balanced(labels, 12, 3, seed=0)
+    assert counts == [5, 5, 2]  # class 2 has only 2 rows: the others share the rest
+    assert int((kept >= 0).sum()) == 12 and bool((kept[kept >= 0] == labels[kept >= 0]).all())
+    _, counts = cli_labels._keep_balanced(labels, 4, 3, seed=1)
+    assert sorted(counts) == [1, 1, 2]
+    smaller, _ = cli_labels._keep_balanced(labels, 3, 3, seed=0)
+    assert bool((kept[smaller >= 0] >= 0).all())  # with one seed, the sets are nested
+
+
+def test_fit_gmvae_initialises_the_components_after_the_warm_up(
+    variant_run, monkeypatch, labelled_npz
+):
+    calls = []
+    original = pyrogen.GaussianMixtureVAE.init_components
+
+    def spy(self, x, *, seed=0):
+        calls.append(tuple(x.shape))
+        return original(self, x, seed=seed)
+
+    monkeypatch.setattr(pyrogen.GaussianMixtureVAE, "init_components", spy)
+    run, printed = variant_run("gmvae", "gmvae", "--components", "3", "--warmup-epochs", "1")
+    assert calls == [(81, 64)]  # once, on the training rows
+    files = {"samples.png", "component_samples.png", "reconstructions.png", "latent.png"}
+    assert {p.name for p in run.iterdir()} == files | {"elbo.png", "summary.json", "model.pt"}
+    summary = _summary(run)
+    assert summary["n_components"] == 3 and summary["training"]["steps"] == 6
+    assert "after 1 warm-up epoch(s)" in summary["component_init"]
+    test = summary["test"]
+    assert 1 / 3 <= test["clustering_accuracy"] <= 1 and test["labelled_rows"] == 9
+    assert f"test clustering {test['clustering_accuracy']:.4f} accuracy on 9" in printed
+    assert "components      3; initialised from a diagonal Gaussian mixture" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["fit", "ssvae", "--data", "{npz}", "--labelled", "1000"],
+            r"pyrogen: error: --labelled: expected at most 81 \(the training rows with a "
+            r"label\), got 1000",
+        ),
+        (
+            ["fit", "cvae", "--data", "{images}", "--labels", "{short}"],
+            r"pyrogen: error: .*short.npy: expected 90 labels, one per row of .*images.npy, "
+            r"got 10",
+        ),
+        (
+            ["fit", "cvae", "--data", "{images}", "--labels", "{negative}"],
+            r"pyrogen: error: .*negative.npy: expected labels in 0..2, got -1 in 1 row\(s\)",
+        ),
+        (
+            ["fit", "cvae", "--data", "{images}", "--labels", "{halves}"],
+            r"pyrogen: error: .*halves.npy: expected integer class labels, got 0.5 at row 0",
+        ),
+        (
+            ["fit", "cvae", "--data", "{npz}", "--num-classes", "2"],
+            r"pyrogen: error: .*classes.npz\['y'\]: expected labels in 0..1 \(--num-classes "
+            r"2\), got 2 in 30 row\(s\)",
+        ),
+        (
+            ["fit", "cvae", "--data", "{npz}", "--labels", "nope"],
+            r"pyrogen: error: --labels: expected a labels file or an array of .*classes.npz "
+            r"\('x', 'y'\), got 'nope'",
+        ),
+        (
+            ["fit", "cvae", "--data", "{images}"],
+            r"pyrogen: error: --observed, --labels: expected a condition .*got neither",
+        ),
+        (
+            ["fit", "cvae", "--data", "{npz}", "--no-labels", "--labels", "y"],
+            r"pyrogen: error: --no-labels, --labels: expected at most one of them, got both",
+        ),
+        (
+            ["fit", "ssvae", "--data", "{images}"],
+            r"pyrogen: error: --labels: expected labels for the semi-supervised VAE",
+        ),
+        (
+            ["fit", "ssvae", "--data", "{npz}", "--labelled-share", "1.5"],
+            r"pyrogen fit ssvae: error: argument --labelled-share: expected a number in "
+            r"\(0, 1\), got '1.5'",
+        ),
+        (
+            ["fit", "gmvae", "--data", "{npz}", "--epochs", "2", "--warmup-epochs", "2"],
+            r"pyrogen: error: --warmup-epochs: expected fewer epochs than the run's 2",
+        ),
+        (
+            ["fit", "cvae", "--data-dir", "{tmp}", "--labels", "{short}"],
+            r"pyrogen: error: --labels: expected none with --data-dir",
+        ),
+        (
+            ["sample", "{cvae_top}", "-n", "3", "--out", "{tmp}/x.npy"],
+            r"pyrogen: error: --data, --data-dir: a cvae given the top half of each image "
+            r"generates only the rest, so it needs examples to complete",
+        ),
+        (
+            ["sample", "{cvae_top}", "-n", "3", "--label", "3", "--out", "{tmp}/x.npy"],
+            r"pyrogen: error: --label: expected a class in 0..2, got 3",
+        ),
+        (
+            ["sample", "{cvae_top}", "-n", "500", "--data", "{npz}", "--out", "{tmp}/x.npy"],
+            r"pyrogen: error: -n: expected at most 90, the examples to complete",
+        ),
+        (
+            ["sample", "{vae}", "-n", "3", "--label", "1", "--out", "{tmp}/x.npy"],
+            r"pyrogen: error: --label: expected a model with classes or components .* got vae",
+        ),
+        (
+            ["sample", "{vae}", "-n", "3", "--data", "{npz}", "--out", "{tmp}/x.npy"],
+            r"pyrogen: error: --data: expected no examples for a vae model",
+        ),
+        (
+            ["evaluate", "{cvae_top}", "--data", "{images}"],
+            r"pyrogen: error: --labels: expected the labels of the data for a cvae conditioned "
+            r"on 3 classes \(it is scored on log p\(x_missing \| x_given, y\)",
+        ),
+        (
+            ["evaluate", "{vae}", "--data", "{images}", "--labels", "{short}"],
+            r"pyrogen: error: --labels: expected none for a vae model",
+        ),
+    ],
+)
+def test_variants_bad_input_exits_2_with_a_message(
+    argv, message, tmp_path, capsys, variant_run, labelled_npz, npy_run
+):
+    images, labels = _class_images()
+    fill = {"{tmp}": str(tmp_path), "{npz}": str(labelled_npz), "{vae}": str(npy_run)}
+    fill["{cvae_top}"] = str(_cvae_completion_run(variant_run)[0])
+    for name, array in {
+        "images": images,
+        "short": labels[:10],
+        "negative": np.where(np.arange(90) == 4, -1, labels),
+        "halves": labels + 0.5,
+    }.items():
+        fill[f"{{{name}}}"] = str(tmp_path / f"{name}.npy")
+        np.save(tmp_path / f"{name}.npy", array)
+    argv = [_fill(arg, fill) for arg in argv]
+    before = set(tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert set(tmp_path.iterdir()) == before  # nothing written

@@ -3,7 +3,8 @@
 Thin on purpose: it parses arguments, calls the public API and prints, so everything it does
 can be done from Python too. ``pyrogen fit FAMILY`` has one sub-command per family of
 :data:`pyrogen.models.REGISTRY`; a family's own options, how it loads its data and how it
-is fitted come from its own module here (``gmm.py``, ``vae.py``), named in ``_FIT_COMMANDS``.
+is fitted come from its own module here (``gmm.py``, ``vae.py``; the VAE variants ``cvae.py``,
+``ssvae.py`` and ``gmvae.py`` reuse ``vae.py``'s), named in ``_FIT_COMMANDS``.
 Every family's run folder is written by :func:`pyrogen.diagnostics.write_run`.
 
 Exit codes: 0 success, 2 bad input (usage, files, values; one ``pyrogen: error:`` line and
@@ -17,7 +18,7 @@ import functools
 import sys
 from collections.abc import Sequence
 
-from pyrogen.cli import gmm, vae
+from pyrogen.cli import cvae, gmm, gmvae, ssvae, vae
 from pyrogen.cli.common import (
     _add_common_fit_options,
     _FitCommand,
@@ -27,7 +28,14 @@ from pyrogen.cli.common import (
 )
 from pyrogen.cli.evaluate import _add_evaluate_command
 from pyrogen.cli.sample import _add_sample_command
-from pyrogen.models import REGISTRY, VAE, GaussianMixture
+from pyrogen.models import (
+    REGISTRY,
+    VAE,
+    ConditionalVAE,
+    GaussianMixture,
+    GaussianMixtureVAE,
+    SemiSupervisedVAE,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -36,6 +44,9 @@ __all__ = ["build_parser", "main"]
 _FIT_COMMANDS: dict[str, _FitCommand] = {
     GaussianMixture.family: gmm.FIT_COMMAND,
     VAE.family: vae.FIT_COMMAND,
+    ConditionalVAE.family: cvae.FIT_COMMAND,
+    SemiSupervisedVAE.family: ssvae.FIT_COMMAND,
+    GaussianMixtureVAE.family: gmvae.FIT_COMMAND,
 }
 
 

@@ -43,7 +43,7 @@ class _Fitted:
     columns: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     test_data: torch.Tensor | None = None  # held-out rows (M, *data_shape), scored in the run
-    test_labels: torch.Tensor | None = None  # (M,), colours the latent plot
+    test_labels: torch.Tensor | None = None  # (M,): colour, condition, score (write_run)
     image_shape: tuple[int, ...] | None = None  # how to draw one example
     iw_samples: int = DEFAULT_IW_SAMPLES
 
@@ -210,6 +210,8 @@ def _describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -
             f"preprocessing   --binarize {preprocessing['binarize']}: "
             f"{preprocessing['description']}"
         )
+    if summary.get("labels"):
+        lines.append(f"labels          {summary['labels']}")
     lines.append(f"model           {_describe_model(summary)}")
     training = summary.get("training")
     if training and "epochs" in summary:
@@ -220,6 +222,8 @@ def _describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -
     selection = summary.get("selection")
     if "n_components" in summary:
         how = f" (chosen by {selection['criterion'].upper()})" if selection else ""
+        if summary.get("component_init"):
+            how += f"; {summary['component_init']}"
         lines.append(f"components      {summary['n_components']}{how}")
     if selection:
         chosen = str(summary["n_components"])
@@ -258,31 +262,66 @@ def _fit_statistics(summary: dict[str, Any]) -> list[str]:
 
 
 def _score_lines(stats: dict[str, Any], prefix: str) -> list[str]:
-    """The numbers of :func:`~pyrogen.diagnostics.score`, each with the bound it is."""
+    """The numbers of :func:`~pyrogen.diagnostics.score`, each with the bound it is and the
+    quantity it bounds (log p(x), or a conditional one such as log p(x | y))."""
+    quantity = stats.get("quantity", "log p(x)")
     lines = []
     if "elbo_per_example" in stats:
         lines.append(
-            f"{prefix}ELBO".ljust(16)
-            + f"{stats['elbo_per_example']:.4f} nats per example (a lower bound on log p(x))"
+            _label(f"{prefix}ELBO")
+            + f"{stats['elbo_per_example']:.4f} nats per example (a lower bound on {quantity})"
         )
     bound = f"IWAE bound, K = {stats['iw_samples']}" if "iw_samples" in stats else "exact"
-    lines.append(
-        f"{prefix}log p(x)".ljust(16)
-        + f"{stats['log_likelihood_per_example']:.4f} nats per example ({bound})"
-    )
+    name, value = f"{prefix}{quantity}", f"{stats['log_likelihood_per_example']:.4f}"
+    if len(name) < 16:
+        lines.append(_label(name) + f"{value} nats per example ({bound})")
+    else:  # a long conditional quantity goes after the number
+        lines.append(
+            _label(f"{prefix}log-lik.") + f"{value} nats per example: {quantity} ({bound})"
+        )
     if "bits_per_dim" in stats:
         lines.append(
-            f"{prefix}bits/dim".ljust(16) + f"{stats['bits_per_dim']:.4f} (from the {bound})"
+            _label(f"{prefix}bits/dim") + f"{stats['bits_per_dim']:.4f} (from the {bound})"
+        )
+    rows = stats.get("labelled_rows")
+    if "accuracy" in stats:
+        lines.append(
+            _label(f"{prefix}accuracy")
+            + f"{stats['accuracy']:.4f} of {rows} labelled rows (predict: the most probable "
+            "class under the classifier q(y | x))"
+        )
+    if "clustering_accuracy" in stats:
+        lines.append(
+            _label(f"{prefix}clustering")
+            + f"{stats['clustering_accuracy']:.4f} accuracy on {rows} labelled rows (each "
+            "component matched to one label, the best one-to-one matching)"
         )
     return lines
+
+
+def _label(text: str) -> str:
+    """A line's name, padded to the column of values (16 characters)."""
+    return f"{text:<15} "
 
 
 def _describe_model(summary: dict[str, Any]) -> str:
     config = summary.get("config", {})
     details = [f"{config['covariance']} covariance"] if "covariance" in config else []
+    if config.get("num_classes"):
+        details.append(f"{config['num_classes']} classes")
+    if "n_components" in config and "latent_dim" in config:  # a mixture prior (gmvae)
+        details.append(f"{config['n_components']} components")
+    observed = config.get("observed")
+    if observed is not None:
+        details.append(
+            f"given the {observed} half" if isinstance(observed, str) else "given a fixed mask"
+        )
     for key in ("encoder", "likelihood", "objective"):
         if key in config:
             details.append(f"{config[key]} {key}")
+    if "classifier_weight" in config:
+        details.append(f"classifier weight {config['classifier_weight']:g}")
+        details.append(f"labelled share {config['labelled_share']:g}")
     if config.get("beta", 1) != 1:
         details.append(f"beta {config['beta']:g}")
     if config.get("num_particles", 1) > 1:

@@ -1,4 +1,5 @@
-"""``pyrogen evaluate``: score data under a fitted model, exactly or by the VAE's bounds."""
+"""``pyrogen evaluate``: score data under a fitted model, exactly or by the VAEs' bounds
+(with the accuracy of a classifier or of clusters where the data have labels)."""
 
 from __future__ import annotations
 
@@ -18,23 +19,21 @@ from pyrogen.cli.common import (
     _positive_int,
     _score_lines,
 )
+from pyrogen.cli.labels import _add_labels_options, _check_classes
 from pyrogen.cli.vae import (
-    _BINARIZATIONS,
-    _GREY_UNDER_BERNOULLI,
     DATASETS,
     _add_binarize_option,
     _add_data_dir_option,
-    _as_rows,
-    _binarize,
-    _binarize_mode,
-    _check_values,
-    _dataset,
-    _is_binary,
-    _load_images,
-    _train_seed,
+    _images_for,
 )
 from pyrogen.data.loaders import load as load_data
-from pyrogen.diagnostics.report import DEFAULT_IW_SAMPLES, score, summarize
+from pyrogen.diagnostics.report import (
+    DEFAULT_IW_SAMPLES,
+    conditions_on_labels,
+    likelihood_target,
+    score,
+    summarize,
+)
 from pyrogen.models import GenerativeModel
 
 
@@ -44,9 +43,12 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "evaluate",
         help="log-likelihood of data under a fitted model",
         description="Print the mean log-likelihood per row (nats) of data under a fitted "
-        "model: exact, with BIC/AIC, for the mixture; for the VAE the ELBO, the K-sample "
+        "model: exact, with BIC/AIC, for the mixture; for the VAEs the ELBO, the K-sample "
         "importance-weighted bound and bits per dimension, on the test split of --data-dir "
-        "or on every row of --data.",
+        "or on every row of --data. A cvae is scored on what it models: log p(x | y) with "
+        "labels (the data's), log p(x_missing | x_given[, y]) with given values. Where the "
+        "data have labels, also the accuracy of an ssvae's classifier and the clustering "
+        "accuracy of a gmvae.",
     )
     evaluate.add_argument(
         "model_path",
@@ -61,7 +63,9 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         help="data file (CSV/TSV, NPY/NPZ or IDX); every row is scored",
     )
     evaluate.add_argument("--columns", metavar="A,B", help="columns of a CSV file to use")
-    latent = evaluate.add_argument_group("models without an exact log-likelihood (vae)")
+    latent = evaluate.add_argument_group(
+        "models without an exact log-likelihood (vae, cvae, ssvae, gmvae)"
+    )
     _add_data_dir_option(latent, "scores the test split")
     latent.add_argument(
         "--dataset",
@@ -75,6 +79,12 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         metavar="K",
         help=f"importance samples of the log-likelihood bound; default the run's, else "
         f"{DEFAULT_IW_SAMPLES}",
+    )
+    _add_labels_options(
+        latent,
+        "the condition y of a cvae with labels (required), or scores an ssvae's classifier "
+        "or a gmvae's clusters",
+        num_classes=False,
     )
     latent.add_argument(
         "--seed",
@@ -104,7 +114,7 @@ def _evaluate_exact(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], device: torch.device
 ) -> int:
     """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture)."""
-    for option in ("data_dir", "dataset", "binarize", "iw_samples", "seed"):
+    for option in ("data_dir", "dataset", "binarize", "iw_samples", "labels", "seed"):
         if getattr(args, option) is not None:
             flag = "--" + option.replace("_", "-")
             raise ValueError(
@@ -129,32 +139,53 @@ def _evaluate_exact(
 
 
 def _evaluate_bounds(args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any]) -> int:
-    """The ELBO, the K-sample bound and bits/dim of the test split of --data-dir, or of --data.
+    """The ELBO, the K-sample bound and bits/dim of the test split of --data-dir, or of --data;
+    with labels, the accuracy of a classifier's or a clustering model's ``predict``.
 
     Defaults come from the run, so evaluating a run on its own data reproduces its numbers.
     """
     seed = args.seed if args.seed is not None else run.get("seed", 0)
-    dataset = _dataset(args.dataset, args.data_dir, default=run.get("dataset"))
-    requested = args.binarize
-    if requested is None and dataset != "binarized-mnist":
-        requested = run.get("preprocessing", {}).get("binarize")
-    likelihood = getattr(model, "likelihood", "gaussian")
-    mode = _binarize_mode(requested, dataset, likelihood)
-    images = _load_images(args.data_dir, args.data, args.columns, dataset, split_seed=None)
-    source = str(args.data if args.data is not None else args.data_dir)
-    _check_values((images.test,), source, mode, likelihood)
-    x = _as_rows(_binarize(images.test, mode, seed=seed), model.data_shape, source)
+    uses_labels = conditions_on_labels(model) or hasattr(model, "predict")
+    if args.labels is not None and not uses_labels:
+        raise ValueError(
+            f"--labels: expected none for a {model.family} model (it uses no labels), "
+            f"got {args.labels!r}"
+        )
+    examples = _images_for(args, model, run)
+    labels = _labels_for(model, examples.labels, examples.labels_source)
     iw_samples = args.iw_samples or run.get("test", {}).get("iw_samples") or DEFAULT_IW_SAMPLES
-    stats = score(model, x, iw_samples=iw_samples, seed=seed)
-    how = _BINARIZATIONS[mode].format(seed=seed, train_seed=_train_seed(seed))
-    if mode == "none" and likelihood == "bernoulli" and not _is_binary(x):
-        how += _GREY_UNDER_BERNOULLI
+    stats = score(model, examples.x, labels=labels, iw_samples=iw_samples, seed=seed)
     lines = [
         f"model           {args.model_path} "
         f"({_describe_model({'family': model.family, 'config': model.config})})",
-        f"data            {images.description}, scored as examples of shape {tuple(x.shape[1:])}",
-        f"preprocessing   --binarize {mode}: {how}",
-        *_score_lines(stats, prefix=""),
+        f"data            {examples.description}, scored as examples of shape "
+        f"{tuple(examples.x.shape[1:])}",
+        f"preprocessing   --binarize {examples.binarize}: {examples.preprocessing}",
     ]
+    if labels is not None:
+        use = "the condition y" if conditions_on_labels(model) else "scoring predict"
+        lines.append(f"labels          {examples.labels_source} ({use})")
+    lines.extend(_score_lines(stats, prefix=""))
     print("\n".join(lines))
     return 0
+
+
+def _labels_for(
+    model: GenerativeModel,
+    labels: torch.Tensor | None,
+    source: str | None,
+) -> torch.Tensor | None:
+    """The data's labels where the model uses them, checked against its classes."""
+    conditioned = conditions_on_labels(model)
+    if conditioned and labels is None:
+        raise ValueError(
+            f"--labels: expected the labels of the data for a {model.family} conditioned on "
+            f"{model.num_classes} classes (it is scored on {likelihood_target(model)}; "
+            "MNIST --data-dir has them, with --data give --labels FILE|KEY), got none"
+        )
+    if labels is None or not (conditioned or hasattr(model, "predict")):
+        return None
+    classes = getattr(model, "num_classes", None)
+    if classes is not None:
+        return _check_classes(labels, classes, source, unlabelled=not conditioned)
+    return labels

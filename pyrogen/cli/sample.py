@@ -1,4 +1,6 @@
-"""``pyrogen sample``: draw rows from a fitted model, as CSV, NPY or a PNG grid."""
+"""``pyrogen sample``: draw rows from a fitted model, as CSV, NPY or a PNG grid; of chosen
+classes or components for the VAE variants, and completions of given examples for a
+conditional VAE that generates only part of each image."""
 
 from __future__ import annotations
 
@@ -11,9 +13,16 @@ import numpy as np
 import pyro
 import torch
 
-from pyrogen.cli.common import _load_model, _positive_int
+from pyrogen.cli.common import _load_model, _non_negative_int, _positive_int
+from pyrogen.cli.labels import _add_labels_options, _check_classes
+from pyrogen.cli.vae import DATASETS, _add_binarize_option, _add_data_dir_option, _images_for
 from pyrogen.diagnostics.plots import image_shape, plot_image_grid
-from pyrogen.diagnostics.report import figure_writer, takes_argument
+from pyrogen.diagnostics.report import (
+    conditions_on_labels,
+    figure_writer,
+    given_mask,
+    takes_argument,
+)
 from pyrogen.io import atomic_write
 from pyrogen.models import GenerativeModel
 
@@ -61,6 +70,34 @@ def _add_sample_command(commands: argparse._SubParsersAction) -> None:
         "decoder, e.g. vae); smoother images",
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    variants = sample.add_argument_group("VAE variants (cvae, ssvae, gmvae)")
+    variants.add_argument(
+        "--label",
+        "--component",
+        dest="label",
+        type=_non_negative_int,
+        metavar="K",
+        help="draw every row from class K (cvae with labels, ssvae) or mixture component K "
+        "(gmvae). Default: the classes in turn, 0, 1, ..., C-1, 0, ... (a PNG gets one "
+        "column per class); a gmvae's components are drawn from the prior's weights; a "
+        "cvae completing --data takes each example's own label",
+    )
+    given = sample.add_argument_group(
+        "examples to complete (cvae fitted with --observed: it generates only the missing "
+        "part of given examples, so it needs them)"
+    )
+    given.add_argument(
+        "--data",
+        type=Path,
+        metavar="PATH",
+        help="images whose first N rows are completed (NPY/NPZ/CSV, as for fit)",
+    )
+    _add_data_dir_option(given, "its first N test images are completed")
+    given.add_argument(
+        "--dataset", choices=DATASETS, help="what --data-dir holds; default the run's, else mnist"
+    )
+    _add_binarize_option(given, "Default the run's (same seed, so the same test images).")
+    _add_labels_options(given, "default for the completions' labels", num_classes=False)
     sample.set_defaults(run=_run_sample)
 
 
@@ -86,11 +123,17 @@ def _run_sample(args: argparse.Namespace) -> int:
                 f"--mean: expected a model with a decoder (e.g. vae), got {model.family}"
             )
         options["mean"] = True
+    columns_per_class = _conditions(args, model, run, options)
     pyro.set_rng_seed(args.seed)
     with torch.no_grad():
         rows = model.sample(args.num_rows, **options).detach().cpu()
     if suffix == ".png":
-        figure_writer(lambda ax: plot_image_grid(rows, ax, shape=shape), SAMPLE_FIGURE)(args.out)
+        ncols = columns_per_class
+
+        def draw(ax: Any) -> Any:
+            return plot_image_grid(rows, ax, shape=shape, ncols=ncols)
+
+        figure_writer(draw, SAMPLE_FIGURE)(args.out)
         return 0
     if suffix == ".npy":
         with atomic_write(args.out) as handle:
@@ -106,6 +149,72 @@ def _run_sample(args: argparse.Namespace) -> int:
         with atomic_write(args.out, "w") as handle:
             _write_csv(handle, table, columns)
     return 0
+
+
+def _conditions(
+    args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], options: dict
+) -> int | None:
+    """Add the labels (``y``) and given examples (``observed``) of the draw to ``options``.
+
+    Returns:
+        the columns of a PNG with one column per class, or None for a square grid.
+    """
+    n = args.num_rows
+    classes = getattr(model, "num_classes", None)
+    if classes is None and hasattr(model, "n_components"):
+        classes = model.n_components
+    takes_y = takes_argument(model.sample, "y") and classes is not None
+    if args.label is not None:
+        if not takes_y:
+            raise ValueError(
+                f"--label: expected a model with classes or components (cvae with labels, "
+                f"ssvae, gmvae), got {model.family}"
+            )
+        if args.label >= classes:
+            what = "component" if hasattr(model, "n_components") else "class"
+            raise ValueError(f"--label: expected a {what} in 0..{classes - 1}, got {args.label}")
+    given = given_mask(model)
+    data_options = [
+        f"--{name.replace('_', '-')}" for name in ("data", "data_dir") if getattr(args, name)
+    ]
+    ncols = None
+    if given is None:
+        if data_options:
+            raise ValueError(
+                f"{', '.join(data_options)}: expected no examples for a {model.family} model "
+                "that generates whole images, got some (only a cvae fitted with --observed "
+                "completes examples)"
+            )
+        if args.label is not None:
+            options["y"] = torch.full((n,), args.label, dtype=torch.long)
+        elif takes_y and getattr(model, "num_classes", None) is not None:
+            options["y"] = torch.arange(n) % classes
+            ncols = classes
+        return ncols
+    if not data_options:
+        raise ValueError(
+            f"--data, --data-dir: a cvae given the {model.observed} half of each image "
+            "generates only the rest, so it needs examples to complete (--data FILE, or "
+            "--data-dir DIR for the test images); got neither"
+        )
+    # Binarized with the run's seed (--seed seeds only the draw), like the run's test rows.
+    examples = _images_for(argparse.Namespace(**{**vars(args), "seed": None}), model, run)
+    if n > examples.x.shape[0]:
+        raise ValueError(
+            f"-n: expected at most {examples.x.shape[0]}, the examples to complete in "
+            f"{examples.description}, got {n}"
+        )
+    options["observed"] = examples.x[:n]
+    if args.label is not None:
+        options["y"] = torch.full((n,), args.label, dtype=torch.long)
+    elif conditions_on_labels(model):
+        if examples.labels is not None:
+            labels = _check_classes(examples.labels, classes, examples.labels_source)
+            options["y"] = labels[:n]
+        else:
+            options["y"] = torch.arange(n) % classes
+            ncols = classes
+    return ncols
 
 
 def _drawable(model: GenerativeModel, run: dict[str, Any]) -> tuple[int, ...] | None:

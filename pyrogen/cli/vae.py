@@ -1,16 +1,20 @@
-"""``pyrogen fit vae``: the VAE's options, how images are loaded, split and binarized, and
-how the command fits it (resampling the binarization every epoch). ``pyrogen evaluate``
-reuses the loading and binarization, so a run is scored on the data it was tested on.
+"""``pyrogen fit vae``, and what the commands of the VAE variants (cvae, ssvae, gmvae) share
+with it: the options of the networks and of training, how images and their labels are
+loaded, split and binarized, and the fit (resampling the binarization every epoch). A
+variant's module holds only what differs, as a :class:`_VAEFamily`. ``pyrogen evaluate`` and
+``pyrogen sample`` reuse the loading and binarization (:func:`_images_for`), so a run is
+scored on the data it was tested on.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,6 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrogen.cli.common import (
-    _column_names,
     _default_of,
     _FitCommand,
     _Fitted,
@@ -27,12 +30,12 @@ from pyrogen.cli.common import (
     _positive_int,
     _progress,
 )
+from pyrogen.cli.labels import _read_images_and_labels
 from pyrogen.data.datasets import BINARIZED_MNIST_FILE, binarized_mnist, mnist
-from pyrogen.data.loaders import load as load_data
 from pyrogen.diagnostics.report import DEFAULT_IW_SAMPLES
-from pyrogen.infer.engine import FitResult, fit
+from pyrogen.infer.engine import Callback, FitResult, fit
 from pyrogen.models import VAE, GenerativeModel
-from pyrogen.models.vae import LIKELIHOODS, OBJECTIVES
+from pyrogen.models.vae import LIKELIHOODS
 from pyrogen.nn import KINDS as NETWORKS
 
 #: ``--dataset`` of ``--data-dir``.
@@ -86,8 +89,20 @@ def _add_binarize_option(group: Any, default: str) -> None:
     )
 
 
-def _add_vae_options(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("VAE data")
+def _add_vae_options(
+    parser: argparse.ArgumentParser,
+    model_class: type[VAE] = VAE,
+    *,
+    iw_samples: int = DEFAULT_IW_SAMPLES,
+    iw_note: str = "",
+) -> None:
+    """The options of the networks, the data and training that every VAE family shares.
+
+    Defaults follow ``model_class``'s own; ``--beta`` and ``--objective`` are offered only
+    where its constructor takes them (and has more than one objective).
+    """
+    name = model_class.__name__
+    data = parser.add_argument_group(f"{name} data")
     _add_data_dir_option(data, "trains on the train split and scores the test split")
     data.add_argument(
         "--dataset",
@@ -104,11 +119,11 @@ def _add_vae_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="train on the first N training rows only (quick runs); the test set is whole",
     )
-    model = parser.add_argument_group("VAE model")
+    model = parser.add_argument_group(f"{name} model")
     model.add_argument(
         "--latent-dim",
         type=_positive_int,
-        default=_default_of(VAE, "latent_dim"),
+        default=_default_of(model_class, "latent_dim"),
         metavar="L",
         help="dimension of z (default %(default)s); with 2 latent.png shows z itself, "
         "otherwise its first two principal components",
@@ -116,38 +131,40 @@ def _add_vae_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--likelihood",
         choices=LIKELIHOODS,
-        default=_default_of(VAE, "likelihood"),
+        default=_default_of(model_class, "likelihood"),
         help="p(x | z) (default %(default)s)",
     )
     model.add_argument(
         "--encoder",
         choices=NETWORKS,
-        default=_default_of(VAE, "encoder"),
+        default=_default_of(model_class, "encoder"),
         help="encoder network, mirrored by the decoder (default %(default)s); mlp sees "
         "flattened examples (784,), conv images (C, H, W) such as (1, 28, 28)",
     )
-    model.add_argument(
-        "--beta",
-        type=_positive_float,
-        default=_default_of(VAE, "beta"),
-        metavar="B",
-        help="weight of the KL term, beta-VAE (default %(default)s; reported bounds are at 1)",
-    )
-    model.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default=_default_of(VAE, "objective"),
-        help="training bound: mean_field (ELBO, analytic KL), elbo (Monte Carlo KL) or iwae "
-        "(importance weighted, with --particles samples); default %(default)s",
-    )
+    if _takes(model_class, "beta"):
+        model.add_argument(
+            "--beta",
+            type=_positive_float,
+            default=_default_of(model_class, "beta"),
+            metavar="B",
+            help="weight of the KL term, beta-VAE (default %(default)s; reported bounds are at 1)",
+        )
+    if _takes(model_class, "objective") and len(model_class.objectives) > 1:
+        model.add_argument(
+            "--objective",
+            choices=model_class.objectives,
+            default=_default_of(model_class, "objective"),
+            help="training bound: mean_field (ELBO, analytic KL), elbo (Monte Carlo KL) or "
+            "iwae (importance weighted, with --particles samples); default %(default)s",
+        )
     model.add_argument(
         "--particles",
         type=_positive_int,
-        default=_default_of(VAE, "num_particles"),
+        default=_default_of(model_class, "num_particles"),
         metavar="K",
         help="samples per example in the training objective (default %(default)s)",
     )
-    training = parser.add_argument_group("VAE training and evaluation")
+    training = parser.add_argument_group(f"{name} training and evaluation")
     training.add_argument(
         "--epochs",
         type=_positive_int,
@@ -157,17 +174,36 @@ def _add_vae_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument(
         "--batch-size",
         type=_positive_int,
-        default=VAE.fit_defaults["batch_size"],
+        default=model_class.fit_defaults["batch_size"],
         metavar="B",
         help="rows per step (default %(default)s)",
     )
     training.add_argument(
         "--iw-samples",
         type=_positive_int,
-        default=DEFAULT_IW_SAMPLES,
+        default=iw_samples,
         metavar="K",
-        help="importance samples of the test log-likelihood bound (default %(default)s)",
+        help=f"importance samples of the test log-likelihood bound (default %(default)s){iw_note}",
     )
+
+
+def _takes(model_class: type[VAE], argument: str) -> bool:
+    return argument in inspect.signature(model_class).parameters
+
+
+def _network_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor keywords from the shared options (those the family offers)."""
+    options = {
+        "latent_dim": args.latent_dim,
+        "likelihood": args.likelihood,
+        "encoder": args.encoder,
+        "decoder": args.encoder,
+        "num_particles": args.particles,
+    }
+    for name in ("beta", "objective"):
+        if hasattr(args, name):
+            options[name] = getattr(args, name)
+    return options
 
 
 @dataclass(frozen=True)
@@ -179,10 +215,61 @@ class _Images:
     test_labels: torch.Tensor | None
     description: str  # where they came from and how they were split
     dataset: str | None  # a DATASETS name, or None for a --data file
+    train_labels: torch.Tensor | None = None
+    labels_source: str | None = None  # where the labels came from; None without labels
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The labels (N,) of the training and test rows as loaded (None: no labels), and where
+    they came from."""
+
+    train: torch.Tensor | None
+    test: torch.Tensor | None
+    source: str | None
+
+
+@dataclass
+class _Setup:
+    """What a family makes of the labels: its constructor keywords, the labels ``fit`` gets
+    (-1: unlabelled), those of the test rows (for the report) and entries of summary.json."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _test_labels_only(args: argparse.Namespace, labels: _Labels) -> _Setup:
+    """Families trained without labels: test labels, where known, only colour latent.png."""
+    return _Setup(test_labels=labels.test)
+
+
+#: ``prepare(args, model, train, steps_per_epoch, steps)``: callbacks of the fit and entries
+#: of summary.json; ``train`` is the training rows (N, *data_shape), binarized once.
+_Prepare = Callable[
+    [argparse.Namespace, VAE, torch.Tensor, int, int], tuple[list[Callback], dict[str, Any]]
+]
+
+
+@dataclass(frozen=True)
+class _VAEFamily:
+    """How a VAE family's ``pyrogen fit`` differs from the plain VAE's: its class, what it
+    does with labels (``configure``) and what it does during training (``prepare``)."""
+
+    model_class: type[VAE] = VAE
+    configure: Callable[[argparse.Namespace, _Labels], _Setup] = _test_labels_only
+    prepare: _Prepare | None = None
 
 
 def _fit_vae(args: argparse.Namespace) -> _Fitted:
-    """Load, binarize and shape the data, fit a VAE on the train rows, hold out the test rows."""
+    """``pyrogen fit vae``."""
+    return _fit_vae_family(args, _VAEFamily())
+
+
+def _fit_vae_family(args: argparse.Namespace, family: _VAEFamily) -> _Fitted:
+    """Load, binarize and shape the data, fit the family's model on the train rows (with
+    their labels, where the family takes them), hold out the test rows."""
     if args.steps is not None and args.epochs is not None:
         raise ValueError(
             f"--steps, --epochs: expected at most one of them, got both ({args.steps}, "
@@ -190,35 +277,45 @@ def _fit_vae(args: argparse.Namespace) -> _Fitted:
         )
     dataset = _dataset(args.dataset, args.data_dir)
     mode = _binarize_mode(args.binarize, dataset, args.likelihood)  # checked before loading
-    images = _load_images(args.data_dir, args.data, args.columns, dataset, args.seed)
+    images = _load_images(
+        args.data_dir,
+        args.data,
+        args.columns,
+        dataset,
+        args.seed,
+        labels=getattr(args, "labels", None),
+    )
     if images.train is None:
         raise ValueError("data: expected training rows, got none")
     source = str(args.data if args.data is not None else args.data_dir)
     _check_values((images.train, images.test), source, mode, args.likelihood)
-    train = images.train
+    train, train_labels = images.train, images.train_labels
     description = images.description
     if args.limit is not None and args.limit < train.shape[0]:
         description += f"; training on its first {args.limit} of {train.shape[0]} rows (--limit)"
         train = train[: args.limit]
+        train_labels = None if train_labels is None else train_labels[: args.limit]
+    setup = family.configure(args, _Labels(train_labels, images.test_labels, images.labels_source))
     example_shape = tuple(train.shape[1:])
     data_shape = _vae_data_shape(example_shape, args.encoder)
     pyro.set_rng_seed(args.seed)  # the networks' initial weights are drawn here
-    model = VAE(
-        data_shape,
-        latent_dim=args.latent_dim,
-        likelihood=args.likelihood,
-        encoder=args.encoder,
-        decoder=args.encoder,
-        beta=args.beta,
-        objective=args.objective,
-        num_particles=args.particles,
-    )
+    model = family.model_class(data_shape, **_network_options(args), **setup.options)
     train = _as_rows(train, data_shape, source)
     test = _as_rows(_binarize(images.test, mode, seed=args.seed), data_shape, source)
-    # As the engine counts them: a batch as large as the data is one full-batch step.
-    steps_per_epoch = math.ceil(train.shape[0] / min(args.batch_size, train.shape[0]))
+    steps_per_epoch = _steps_per_epoch(model, train.shape[0], args.batch_size, setup.train_labels)
     steps = args.steps or steps_per_epoch * (args.epochs or DEFAULT_EPOCHS)
-    options = {"batch_size": args.batch_size, "seed": args.seed, "device": args.device}
+    callbacks, prepared = [], {}
+    if family.prepare is not None:
+        # The training rows as the first epoch sees them (dynamic: the same Bernoulli draw).
+        rows = _binarize(train, mode, seed=_train_seed(args.seed))
+        callbacks, prepared = family.prepare(args, model, rows, steps_per_epoch, steps)
+    options = {
+        "y": setup.train_labels,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+        "callbacks": callbacks,
+    }
     if mode == "dynamic":
         result = _fit_resampling_each_epoch(
             model,
@@ -243,6 +340,8 @@ def _fit_vae(args: argparse.Namespace) -> _Fitted:
         "limit": args.limit,
         "epochs": result.steps / steps_per_epoch,
         "batch_size": min(args.batch_size, train.shape[0]),
+        **setup.extra,
+        **prepared,
     }
     return _Fitted(
         model,
@@ -250,10 +349,21 @@ def _fit_vae(args: argparse.Namespace) -> _Fitted:
         train,
         extra=extra,
         test_data=test,
-        test_labels=images.test_labels,
+        test_labels=setup.test_labels,
         image_shape=example_shape if len(example_shape) in (2, 3) else None,
         iw_samples=args.iw_samples,
     )
+
+
+def _steps_per_epoch(
+    model: GenerativeModel, rows: int, batch_size: int, y: torch.Tensor | None
+) -> int:
+    """Steps of one epoch as the engine counts them: the family's ``minibatch_order`` taken
+    ``batch_size`` rows at a time, and a batch as large as the data one full-batch step."""
+    if batch_size >= rows:
+        return 1
+    order = model.minibatch_order(rows, batch_size, y, torch.Generator().manual_seed(0))
+    return math.ceil(len(order) / batch_size)
 
 
 def _train_seed(seed: int) -> int:
@@ -269,6 +379,7 @@ def _fit_resampling_each_epoch(
     *,
     quiet: bool,
     binarize_seed: int,
+    callbacks: Sequence[Callback] = (),
     **options: Any,
 ) -> FitResult:
     """Fit on a fresh Bernoulli sample of ``grey`` (N, ...) in [0, 1] every epoch.
@@ -284,7 +395,8 @@ def _fit_resampling_each_epoch(
         steps_per_epoch: steps of one pass over the N rows.
         quiet: no progress bar (there is one on a terminal otherwise).
         binarize_seed: seed of the generator of the epochs' samples.
-        options: more keywords of :func:`pyrogen.fit` (batch_size, seed, device).
+        callbacks: more callbacks of :func:`pyrogen.fit`, called with the overall step.
+        options: more keywords of :func:`pyrogen.fit` (y, batch_size, seed, device).
 
     Returns:
         the last call's FitResult, with ``time_s`` summed over the epochs.
@@ -310,7 +422,7 @@ def _fit_resampling_each_epoch(
                 steps=min(done + steps_per_epoch, steps),
                 checkpoint=Path(folder) / "training.pt",
                 resume=True,
-                callbacks=[advance],
+                callbacks=[advance, *callbacks],
                 progress=False,
                 **options,
             )
@@ -342,12 +454,17 @@ def _load_images(
     columns: str | None,
     dataset: str | None,
     split_seed: int | None,
+    *,
+    labels: str | None = None,
 ) -> _Images:
-    """The examples of ``--data-dir`` (its train and test splits) or of a ``--data`` file.
+    """The examples of ``--data-dir`` (its train and test splits) or of a ``--data`` file,
+    with their labels where there are some.
 
     Args:
         split_seed: seed of the random train/test split of a ``--data`` file; None loads
             no training rows (every row of the file is a test row, as ``evaluate`` wants).
+        labels: ``--labels`` (a file, or an array of the ``--data`` NPZ archive); see
+            :func:`pyrogen.cli.labels._read_images_and_labels`.
     """
     if data_dir is not None and data is not None:
         raise ValueError(f"--data, --data-dir: expected one of them, got both ({data}, {data_dir})")
@@ -359,10 +476,15 @@ def _load_images(
     if data is None:
         if columns is not None:
             raise ValueError(f"--columns: expected none with --data-dir (images), got {columns!r}")
+        if labels is not None:
+            raise ValueError(
+                f"--labels: expected none with --data-dir (its labels are read with the "
+                f"images), got {labels!r}"
+            )
         return _load_dataset(data_dir, dataset or DATASETS[0], train=split_seed is not None)
-    x = load_data(data, columns=_column_names(columns))
+    x, y, source = _read_images_and_labels(data, columns, labels)
     if split_seed is None:
-        return _Images(None, x, None, f"{data}, all {x.shape[0]} rows", None)
+        return _Images(None, x, y, f"{data}, all {x.shape[0]} rows", None, None, source)
     n_test = max(1, round(TEST_FRACTION * x.shape[0]))
     if x.shape[0] - n_test < 1:
         raise ValueError(
@@ -374,16 +496,27 @@ def _load_images(
         f"{data}, split at random (seed {split_seed}) into {x.shape[0] - n_test} training "
         f"and {n_test} test rows"
     )
-    return _Images(x[order[n_test:]], x[order[:n_test]], None, description, None)
+    train, test = order[n_test:], order[:n_test]
+    return _Images(
+        x[train],
+        x[test],
+        None if y is None else y[test],
+        description,
+        None,
+        None if y is None else y[train],
+        source,
+    )
 
 
 def _load_dataset(root: Path, dataset: str, *, train: bool) -> _Images:
     """MNIST (images and labels) or binarized MNIST (images) from ``root``."""
+    train_labels = None
     try:
         if dataset == "mnist":
             test, labels = mnist(root, "test")
-            train_images = mnist(root, "train")[0] if train else None
+            train_images, train_labels = mnist(root, "train") if train else (None, None)
             description = f"MNIST IDX files in {root}: "
+            source = f"the MNIST label files in {root}"
         else:
             test, labels = binarized_mnist(root, "test").reshape(-1, *MNIST_IMAGE), None
             train_images = (
@@ -392,13 +525,64 @@ def _load_dataset(root: Path, dataset: str, *, train: bool) -> _Images:
             description = (
                 f"binarized MNIST (Larochelle & Murray) in {root / BINARIZED_MNIST_FILE}: "
             )
+            source = None
     except FileNotFoundError as error:
         raise ValueError(f"--data-dir: expected the {dataset} files in {root}: {error}") from error
     if train_images is not None:
         description += f"train split ({train_images.shape[0]} rows) for training, "
     return _Images(
-        train_images, test, labels, description + f"test split ({test.shape[0]} rows)", dataset
+        train_images,
+        test,
+        labels,
+        description + f"test split ({test.shape[0]} rows)",
+        dataset,
+        train_labels,
+        source,
     )
+
+
+@dataclass(frozen=True)
+class _Examples:
+    """Examples to score or to complete under a fitted model, prepared as in its run."""
+
+    x: torch.Tensor  # (N, *data_shape), binarized as the run was
+    labels: torch.Tensor | None  # (N,), where the data have labels
+    labels_source: str | None
+    description: str  # where they came from
+    binarize: str  # the --binarize mode applied
+    preprocessing: str  # what it did
+
+
+def _images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any]) -> _Examples:
+    """The test split of ``--data-dir``, or every row of ``--data``, prepared like the run's
+    test rows (same --binarize mode and seed, so the same test images) for ``model``.
+
+    Defaults come from the run (its dataset, binarization and seed); ``args`` holds the
+    options of ``evaluate`` or ``sample`` (data_dir, data, dataset, binarize, seed, and
+    columns and labels where the command has them).
+    """
+    seed = args.seed if args.seed is not None else run.get("seed", 0)
+    dataset = _dataset(args.dataset, args.data_dir, default=run.get("dataset"))
+    requested = args.binarize
+    if requested is None and dataset != "binarized-mnist":
+        requested = run.get("preprocessing", {}).get("binarize")
+    likelihood = getattr(model, "likelihood", "gaussian")
+    mode = _binarize_mode(requested, dataset, likelihood)
+    images = _load_images(
+        args.data_dir,
+        args.data,
+        getattr(args, "columns", None),
+        dataset,
+        split_seed=None,
+        labels=getattr(args, "labels", None),
+    )
+    source = str(args.data if args.data is not None else args.data_dir)
+    _check_values((images.test,), source, mode, likelihood)
+    x = _as_rows(_binarize(images.test, mode, seed=seed), model.data_shape, source)
+    how = _BINARIZATIONS[mode].format(seed=seed, train_seed=_train_seed(seed))
+    if mode == "none" and likelihood == "bernoulli" and not _is_binary(x):
+        how += _GREY_UNDER_BERNOULLI
+    return _Examples(x, images.test_labels, images.labels_source, images.description, mode, how)
 
 
 def _binarize_mode(requested: str | None, dataset: str | None, likelihood: str) -> str:
@@ -471,11 +655,13 @@ def _as_rows(x: torch.Tensor, data_shape: Sequence[int], source: str) -> torch.T
     return x.reshape(x.shape[0], *data_shape)
 
 
-#: The VAE's part of ``pyrogen fit`` (its entry in ``pyrogen.cli._FIT_COMMANDS``).
-FIT_COMMAND = _FitCommand(
-    _add_vae_options,
-    _fit_vae,
+#: Help of ``--data`` for every VAE family.
+VAE_DATA_HELP = (
     "an NPY/NPZ array (N, *shape) with values in [0, 1] (CSV/TSV also read), split at "
     f"random (seeded) into {1 - TEST_FRACTION:.0%}% training and {TEST_FRACTION:.0%}% test "
-    "rows; one of --data and --data-dir is required",
+    "rows; an NPZ archive may also hold their labels (an array named y or labels, the "
+    "images x or images); one of --data and --data-dir is required"
 )
+
+#: The VAE's part of ``pyrogen fit`` (its entry in ``pyrogen.cli._FIT_COMMANDS``).
+FIT_COMMAND = _FitCommand(_add_vae_options, _fit_vae, VAE_DATA_HELP)

@@ -1,11 +1,15 @@
-"""Diagnostics: ArviZ conversion (SVI and MCMC), plots, held-out scores and run reports."""
+"""Diagnostics: ArviZ conversion (SVI and MCMC), plots, held-out scores, run reports and
+metrics against known answers."""
 
 from __future__ import annotations
 
 from pyrogen.diagnostics.inference_data import to_inference_data
+from pyrogen.diagnostics.metrics import clustering_accuracy
 from pyrogen.diagnostics.plots import (
     image_shape,
+    plot_class_samples,
     plot_clusters,
+    plot_completions,
     plot_elbo,
     plot_image_grid,
     plot_latent,
@@ -15,9 +19,12 @@ from pyrogen.diagnostics.plots import (
 from pyrogen.diagnostics.report import figure_writer, score, summarize, write_run
 
 __all__ = [
+    "clustering_accuracy",
     "figure_writer",
     "image_shape",
+    "plot_class_samples",
     "plot_clusters",
+    "plot_completions",
     "plot_elbo",
     "plot_image_grid",
     "plot_latent",

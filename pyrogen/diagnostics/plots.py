@@ -1,6 +1,6 @@
 """Plots of a fit: the loss curve, mixture clusters with covariance ellipses, the posterior
-of the mixing weights, and for image models grids of images, reconstructions and the latent
-space.
+of the mixing weights, and for image models grids of images, reconstructions, the latent
+space, samples of each class or mixture component, and completions of partly given images.
 
 Every function draws on the ``ax`` it is given (a new figure's axes otherwise) and returns
 it, so plots compose into the caller's figures and into run reports.
@@ -36,6 +36,8 @@ _MIN_SQUARE_SIDE = 4
 # away, short enough to follow the curve's shape.
 _RUNNING_MEAN_FRACTION = 0.02
 _MIN_RUNNING_MEAN = 5
+#: Rows of :func:`plot_class_samples` at most (one per class or component).
+MAX_GRID_ROWS = 20
 
 
 def plot_elbo(
@@ -338,6 +340,7 @@ def plot_image_grid(
     shape: Sequence[int] | None = None,
     ncols: int | None = None,
     title: str | None = None,
+    row_labels: Sequence[str] | None = None,
 ) -> Axes:
     """Images tiled into a grid, row by row, with thin coloured lines between them.
 
@@ -351,13 +354,15 @@ def plot_image_grid(
             ``image_shape(images.shape[1:])``.
         ncols: images per row; default ``ceil(sqrt(N))`` (8 x 8 for 64 images).
         title: axes title.
+        row_labels: a name for each row of the grid, written to its left (e.g. the class
+            of a row of samples).
 
     Returns:
         the axes.
 
     Raises:
-        ValueError: the examples cannot be drawn as images of ``shape``, or ``ncols`` is not a
-            positive integer.
+        ValueError: the examples cannot be drawn as images of ``shape``, ``ncols`` is not a
+            positive integer, or ``row_labels`` does not name every row.
 
     Example:
         >>> import torch
@@ -367,14 +372,27 @@ def plot_image_grid(
         (231, 231)
     """
     pictures = _as_images(images, shape)
-    count = pictures.shape[0]
     if ncols is None:
-        ncols = math.ceil(math.sqrt(count))
+        ncols = math.ceil(math.sqrt(pictures.shape[0]))
+    return _draw_grid(pictures, _axes(ax), ncols, title, row_labels)
+
+
+def _draw_grid(
+    pictures: np.ndarray,
+    ax: Axes,
+    ncols: int,
+    title: str | None,
+    row_labels: Sequence[str] | None = None,
+) -> Axes:
+    """Tile (N, H, W) or (N, H, W, 3) pictures; NaN values are drawn like the separators."""
     check_int("ncols", ncols)
-    low, high = float(pictures.min()), float(pictures.max())
+    count = pictures.shape[0]
+    low, high = float(np.nanmin(pictures)), float(np.nanmax(pictures))
     if low < 0 or high > 1:
         pictures = (pictures - low) / (high - low if high > low else 1.0)
     nrows = math.ceil(count / ncols)
+    if row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"row_labels: expected {nrows} names, one per row, got {len(row_labels)}")
     height, width = pictures.shape[1:3]
     # Separators are NaN, drawn in a colour of their own so that they stand out against
     # binary images (white lines would merge with white pixels).
@@ -384,13 +402,21 @@ def plot_image_grid(
     for index, picture in enumerate(pictures):
         top, left = (index // ncols) * (height + 1), (index % ncols) * (width + 1)
         canvas[top : top + height, left : left + width] = picture
-    ax = _axes(ax)
     if canvas.ndim == 3:  # RGB: NaN is not drawn in a colour, so separators are white
         ax.imshow(np.nan_to_num(canvas, nan=1.0), interpolation="nearest")
     else:
         cmap = matplotlib.colormaps["gray"].with_extremes(bad=_SEPARATOR_COLOUR)
         ax.imshow(canvas, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_axis_off()
+    if row_labels is None:
+        ax.set_axis_off()
+    else:
+        ax.set_xticks([])
+        ax.set_yticks(
+            [row * (height + 1) + (height - 1) / 2 for row in range(nrows)], list(row_labels)
+        )
+        ax.tick_params(axis="y", length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     if title is not None:
         ax.set_title(title)
     return ax
@@ -403,6 +429,7 @@ def plot_reconstructions(
     *,
     n: int = 8,
     shape: Sequence[int] | None = None,
+    y: Any = None,
 ) -> Axes:
     """The first ``n`` examples of ``x`` (top row) above their reconstructions (bottom row).
 
@@ -415,6 +442,9 @@ def plot_reconstructions(
         ax: axes to draw on; default a new figure's.
         n: how many examples to show (at most N).
         shape: how to draw one example (see :func:`plot_image_grid`).
+        y: labels (N,) of ``x`` for a model conditioned on them (a
+            :class:`~pyrogen.ConditionalVAE` with ``num_classes``), passed to
+            ``reconstruct``; None for the others.
 
     Returns:
         the axes.
@@ -434,8 +464,9 @@ def plot_reconstructions(
         )
     check_int("n", n)
     originals = _as_float_tensor(x)[:n]
+    condition = {} if y is None else {"y": _first_labels(y, originals.shape[0], model)}
     with torch.no_grad():
-        rebuilt = model.reconstruct(originals.to(model.device)).cpu()
+        rebuilt = model.reconstruct(originals.to(model.device), **condition).cpu()
     grid = torch.cat([originals.to(rebuilt.dtype), rebuilt])
     return plot_image_grid(
         grid,
@@ -451,6 +482,8 @@ def plot_latent(
     x: Any,
     labels: Any = None,
     ax: Axes | None = None,
+    *,
+    y: Any = None,
 ) -> Axes:
     """Posterior means of q(z | x), one point per example, coloured by label when given.
 
@@ -464,6 +497,9 @@ def plot_latent(
         labels: class labels (N,) to colour the points by (at most 10 classes get a legend,
             more a colour bar); None for one colour.
         ax: axes to draw on; default a new figure's.
+        y: labels (N,) for a model whose encoder is conditioned on them (a
+            :class:`~pyrogen.ConditionalVAE` with ``num_classes``: q(z | x, y)), passed to
+            ``encode``; None for the others.
 
     Returns:
         the axes.
@@ -483,8 +519,9 @@ def plot_latent(
     if not hasattr(model, "encode"):
         raise TypeError(f"model: expected a model with encode, got {type(model).__name__}")
     x = _as_float_tensor(x)
+    condition = {} if y is None else {"y": _first_labels(y, x.shape[0], model)}
     with torch.no_grad():
-        loc, _ = model.encode(x.to(model.device))
+        loc, _ = model.encode(x.to(model.device), **condition)
     means = loc.detach().cpu().double()
     classes = None
     if labels is not None:
@@ -516,7 +553,7 @@ def plot_latent(
         points = (centred @ vectors[:2].T).numpy()
         share = (singular**2 / (singular**2).sum()).numpy()
         xlabel, ylabel = (f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
-        how = f", first 2 principal components of {latent_dim}"
+        how = f",\nfirst 2 principal components of {latent_dim}"
     style = {"s": 4, "alpha": 0.6, "linewidths": 0, "rasterized": True}
     if classes is None:
         ax.scatter(points[:, 0], points[:, 1], color="C0", **style)
@@ -534,6 +571,156 @@ def plot_latent(
     ax.set_ylabel(ylabel)
     ax.set_title(f"posterior means of {means.shape[0]} examples{how}")
     return ax
+
+
+def plot_completions(
+    model: GenerativeModel,
+    x: Any,
+    ax: Axes | None = None,
+    *,
+    given: Any,
+    y: Any = None,
+    n: int = 8,
+    shape: Sequence[int] | None = None,
+) -> Axes:
+    """The first ``n`` examples of ``x`` (top row), the part of each the model is given
+    (middle row; the missing values drawn in the separators' colour) and its completion
+    (bottom row: the given values, and the mean of p(x | z, c) elsewhere for z ~ p(z | c)).
+
+    Args:
+        model: a fitted model with ``complete(x, y)``, e.g. a
+            :class:`~pyrogen.ConditionalVAE` built with ``observed``.
+        x: examples of shape ``(N, *model.data_shape)``.
+        ax: axes to draw on; default a new figure's.
+        given: boolean mask of ``model.data_shape``, True where a value is given (see
+            :func:`pyrogen.models.conditional_vae.observed_mask`).
+        y: labels (N,) of ``x`` for a model conditioned on them; None for the others.
+        n: how many examples to show (at most N).
+        shape: how to draw one example (see :func:`plot_image_grid`).
+
+    Returns:
+        the axes.
+
+    Raises:
+        TypeError: ``model`` has no ``complete``.
+        ValueError: ``n`` is not a positive integer, ``given`` does not fit the examples, or
+            they are not images.
+
+    Example:
+        >>> import torch, pyrogen
+        >>> from pyrogen.models.conditional_vae import observed_mask
+        >>> from pyrogen.diagnostics.plots import plot_completions
+        >>> cvae = pyrogen.ConditionalVAE((64,), latent_dim=2, observed="top")
+        >>> ax = plot_completions(cvae, torch.rand(10, 64), given=observed_mask("top", (64,)))
+    """
+    if not hasattr(model, "complete"):
+        raise TypeError(f"model: expected a model with complete, got {type(model).__name__}")
+    check_int("n", n)
+    originals = _as_float_tensor(x)[:n]
+    mask = torch.as_tensor(given, dtype=torch.bool).cpu()
+    if tuple(mask.shape) != tuple(originals.shape[1:]):
+        raise ValueError(
+            f"given: expected a mask of shape {tuple(originals.shape[1:])} like the examples, "
+            f"got {tuple(mask.shape)}"
+        )
+    condition = {} if y is None else {"y": _first_labels(y, originals.shape[0], model)}
+    with torch.no_grad():
+        completed = model.complete(originals.to(model.device), **condition).cpu()
+    rows = torch.cat([originals.to(completed.dtype), completed])
+    pictures = _as_images(rows, shape)
+    partial = _as_images(originals.masked_fill(~mask, 0.0), shape)
+    hidden = _as_images((~mask).expand_as(originals).to(completed.dtype), shape) > 0
+    partial[hidden] = np.nan
+    count = originals.shape[0]
+    grid = np.concatenate([pictures[:count], partial, pictures[count:]])
+    return _draw_grid(
+        grid,
+        _axes(ax),
+        count,
+        "given parts (missing values in blue) completed with decoder means",
+        row_labels=["data", "given", "completed"],
+    )
+
+
+def plot_class_samples(
+    model: GenerativeModel,
+    ax: Axes | None = None,
+    *,
+    per_row: int = 8,
+    observed: Any = None,
+    shape: Sequence[int] | None = None,
+) -> Axes:
+    """Samples (decoder means) of each class, or of each mixture component: one row each.
+
+    Rows are ``model.sample(per_row, y=k, mean=True)`` for k = 0, 1, ... (at most
+    :data:`MAX_GRID_ROWS` rows): the classes of a model with ``num_classes`` (a
+    :class:`~pyrogen.ConditionalVAE` or :class:`~pyrogen.SemiSupervisedVAE`), else the
+    components of one with ``n_components`` (a :class:`~pyrogen.GaussianMixtureVAE`,
+    each row named with its weight). A model that completes given values draws, in every
+    row, the completions of the same ``observed`` examples under that row's label.
+
+    Args:
+        model: a fitted model whose ``sample`` takes ``y``.
+        ax: axes to draw on; default a new figure's.
+        per_row: samples per row.
+        observed: examples (``per_row``, ``*model.data_shape``) whose given values condition
+            every row (models with ``observed`` only).
+        shape: how to draw one example (see :func:`plot_image_grid`).
+
+    Returns:
+        the axes.
+
+    Raises:
+        TypeError: ``model`` has neither classes nor components.
+        ValueError: ``per_row`` is not a positive integer, or the samples are not images.
+
+    Example:
+        >>> import pyrogen
+        >>> from pyrogen.diagnostics.plots import plot_class_samples
+        >>> ax = plot_class_samples(pyrogen.SemiSupervisedVAE((64,), latent_dim=2, num_classes=3))
+        >>> [label.get_text() for label in ax.get_yticklabels()]
+        ['0', '1', '2']
+    """
+    check_int("per_row", per_row)
+    classes = getattr(model, "num_classes", None)
+    if classes is not None:
+        count, what = int(classes), "class"
+    elif hasattr(model, "n_components"):
+        count, what = int(model.n_components), "component"
+    else:
+        raise TypeError(
+            f"model: expected a model with num_classes or n_components, got {type(model).__name__}"
+        )
+    rows = min(count, MAX_GRID_ROWS)
+    labels = torch.arange(rows).repeat_interleave(per_row).to(model.device)
+    options: dict[str, Any] = {"mean": True}
+    if observed is not None:
+        given = _as_float_tensor(observed)[:per_row]
+        if given.shape[0] != per_row:
+            raise ValueError(f"observed: expected {per_row} examples, got {given.shape[0]}")
+        options["observed"] = given.to(model.device).repeat(rows, *[1] * (given.dim() - 1))
+    with torch.no_grad():
+        images = model.sample(rows * per_row, labels, **options).cpu()
+    names = [str(k) for k in range(rows)]
+    if what == "component" and hasattr(model, "mixture"):
+        weights = model.mixture().weights.detach().cpu()
+        names = [f"{k} ({float(weights[k]):.2f})" for k in range(rows)]
+    shown = "" if rows == count else f" (the first {rows} of {count})"
+    if observed is not None:
+        title = f"completions of {per_row} given parts under each label, one row per {what}"
+    else:
+        title = f"samples (decoder means), one row per {what}"
+        if what == "component":
+            title += " (its weight)"
+    return plot_image_grid(
+        images, ax, shape=shape, ncols=per_row, title=title + shown, row_labels=names
+    )
+
+
+def _first_labels(y: Any, count: int, model: GenerativeModel) -> torch.Tensor:
+    """The labels of the first ``count`` examples, on the model's device."""
+    labels = torch.as_tensor(np.asarray(y.detach().cpu() if torch.is_tensor(y) else y))
+    return labels.reshape(-1)[:count].to(model.device)
 
 
 def _as_float_tensor(x: Any) -> torch.Tensor:

@@ -8,7 +8,9 @@ a half-written folder, and an existing run is never overwritten.
 Which plots a run gets is decided by one table, ``_PLOTS``: each entry names a file, says
 when it applies (from what the model can do and what data the run has) and how to draw it.
 A family adds its plots by adding entries there, not by writing another report function.
-Held-out statistics (:func:`score`) say which bound each number is.
+Held-out statistics (:func:`score`) say which bound each number is, and of which quantity:
+log p(x), or for a model conditioned on labels or on given values log p(x | y) or
+log p(x_missing | x_given, y).
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ from matplotlib.figure import Figure
 
 from pyrogen import __version__
 from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
+from pyrogen.diagnostics.metrics import clustering_accuracy
 from pyrogen.diagnostics.plots import (
+    MAX_GRID_ROWS,
     WEIGHTS,
+    plot_class_samples,
     plot_clusters,
+    plot_completions,
     plot_elbo,
     plot_image_grid,
     plot_latent,
@@ -49,6 +55,7 @@ from pyrogen.diagnostics.plots import image_shape as drawable_shape
 from pyrogen.infer.engine import FitResult
 from pyrogen.io import PathLike, atomic_write
 from pyrogen.models.base import GenerativeModel
+from pyrogen.models.conditional_vae import ConditionalVAE, observed_mask
 
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.pt"
@@ -59,16 +66,21 @@ WEIGHTS_PLOT = "weights_posterior.png"
 SAMPLES_PLOT = "samples.png"
 RECONSTRUCTIONS_PLOT = "reconstructions.png"
 LATENT_PLOT = "latent.png"
+CLASS_SAMPLES_PLOT = "class_samples.png"
+COMPONENT_SAMPLES_PLOT = "component_samples.png"
+COMPLETIONS_PLOT = "completions.png"
 #: Importance samples K of the log-likelihood bound in :func:`score` and run reports.
 DEFAULT_IW_SAMPLES = 100
 #: Images in ``samples.png`` (an 8 x 8 grid).
 SAMPLE_GRID = 64
-#: Examples shown in ``reconstructions.png``.
+#: Examples shown in ``reconstructions.png`` and ``completions.png``, and samples per row
+#: of ``class_samples.png`` and ``component_samples.png``.
 RECONSTRUCTED = 8
 
 _FIGURE_SIZE = (6.0, 4.5)
 _SQUARE_FIGURE = (6.0, 6.0)
 _STRIP_FIGURE = (8.0, 2.4)
+_THREE_ROW_FIGURE = (8.0, 3.4)
 _DPI = 120
 
 
@@ -125,34 +137,50 @@ def score(
     model: GenerativeModel,
     data: Any,
     *,
+    labels: Any = None,
     iw_samples: int = DEFAULT_IW_SAMPLES,
     seed: int | None = 0,
 ) -> dict[str, Any]:
     """Held-out statistics of ``model`` on ``data``, in nats per example, naming each bound.
 
     For a model with an exact ``log_prob`` (the mixture), the mean exact log-likelihood. For
-    a latent-variable model with ``elbo`` and ``log_likelihood`` (the VAE): the mean ELBO
-    (a lower bound on log p(x)), the mean importance-weighted bound L_K with K =
-    ``iw_samples`` (below log p(x) in expectation, and at or above the ELBO in expectation),
-    and bits per dimension ``-L_K / (D ln 2)`` with D the values per example.
+    a latent-variable model with ``elbo`` and ``log_likelihood`` (the VAEs): the mean ELBO
+    (a lower bound), the mean importance-weighted bound L_K with K = ``iw_samples`` (below
+    the log-likelihood in expectation, and at or above the ELBO in expectation), and bits
+    per dimension ``-L_K / (D ln 2)`` with D the values each example is scored on.
+
+    What is bounded (``quantity``) is log p(x), except for a
+    :class:`~pyrogen.ConditionalVAE`: log p(x | y) with ``num_classes`` (``labels`` are its
+    y), log p(x_missing | x_given) with ``observed`` (only the missing values are scored,
+    and D counts them), or log p(x_missing | x_given, y) with both. A
+    :class:`~pyrogen.SemiSupervisedVAE` is scored on log p(x), its label summed out.
 
     Args:
         model: a fitted model.
         data: examples of shape ``(N, *data_shape)``.
+        labels: class labels (N,) of ``data``, or None. The condition y of a model
+            conditioned on labels (required there); for a classifier (a model with
+            ``predict`` and ``num_classes``, e.g. the semi-supervised VAE) the ``accuracy``
+            of ``predict``, and for a clustering model (``predict`` and ``n_components``)
+            the ``clustering_accuracy`` (best one-to-one matching of components to labels).
+            Rows labelled -1 (unlabelled) are left out of both.
         iw_samples: K, the importance samples per example of the log-likelihood bound.
         seed: seeds the Monte Carlo draws (the global random state is left as it was), so
             the same model, data and seed give the same numbers; None draws from the global
             random state.
 
     Returns:
-        ``n_rows``; ``log_likelihood_per_example``; for latent-variable models also
-        ``elbo_per_example``, ``iw_samples`` and ``bits_per_dim``; ``standard_errors`` (of
-        each mean over the N examples: std / sqrt(N), which includes the spread between
-        examples as well as Monte Carlo noise); ``bounds`` (what each number is); ``units``.
+        ``n_rows``; ``quantity``; ``log_likelihood_per_example``; for latent-variable models
+        also ``elbo_per_example``, ``iw_samples`` and ``bits_per_dim``; with labels, where
+        the model predicts them, ``accuracy`` or ``clustering_accuracy`` and
+        ``labelled_rows``; ``standard_errors`` (of each mean over the N examples:
+        std / sqrt(N), which includes the spread between examples as well as Monte Carlo
+        noise); ``bounds`` (what each number is); ``units``.
 
     Raises:
         TypeError: ``model`` has neither ``log_prob`` nor ``elbo`` and ``log_likelihood``.
-        ValueError: ``iw_samples`` is not a positive integer, or the data do not fit.
+        ValueError: ``iw_samples`` is not a positive integer, the data do not fit, or
+            ``labels`` are missing for a model conditioned on them or do not fit.
 
     Example:
         >>> import torch, pyrogen
@@ -165,35 +193,51 @@ def score(
         raise TypeError(f"model: expected a pyrogen GenerativeModel, got {type(model).__name__}")
     check_int("iw_samples", iw_samples)
     x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
-    stats: dict[str, Any] = {"n_rows": int(x.shape[0])}
+    conditioned = conditions_on_labels(model)
+    used = labels is not None and (conditioned or hasattr(model, "predict"))
+    y = _label_tensor(labels, x.shape[0]) if used else None
+    if conditioned and y is None:
+        raise ValueError(
+            f"labels: expected the labels ({x.shape[0]},) of the data for a {model.family} "
+            f"conditioned on {model.num_classes} classes (its bounds are of "
+            f"{likelihood_target(model)}), got None"
+        )
+    condition = {"y": y} if conditioned else {}
+    quantity = likelihood_target(model)
+    stats: dict[str, Any] = {"n_rows": int(x.shape[0]), "quantity": quantity}
     per_example: dict[str, torch.Tensor] = {}
     with _seeded(seed), torch.no_grad():
         if hasattr(model, "log_prob"):
             per_example["log_likelihood_per_example"] = model.log_prob(x)
             bounds = {"log_likelihood_per_example": "exact log p(x), at the point estimates"}
         elif hasattr(model, "elbo") and hasattr(model, "log_likelihood"):
-            per_example["elbo_per_example"] = model.elbo(x)
+            per_example["elbo_per_example"] = model.elbo(x, **condition)
             per_example["log_likelihood_per_example"] = model.log_likelihood(
-                x, num_samples=iw_samples
+                x, **condition, num_samples=iw_samples
             )
             stats["iw_samples"] = iw_samples
+            dims = _scored_values(model, x)
             bounds = {
-                "elbo_per_example": "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 "
-                "(analytic KL): a lower bound on log p(x)",
+                "elbo_per_example": f"{_elbo_description(model)}: a lower bound on {quantity}",
                 "log_likelihood_per_example": f"IWAE bound L_K with K = {iw_samples} "
-                "importance samples: below log p(x) in expectation",
-                "bits_per_dim": "-log_likelihood_per_example / (D ln 2), D = "
-                f"{math.prod(x.shape[1:])} values per example: an upper bound in expectation",
+                f"importance samples: below {quantity} in expectation",
+                "bits_per_dim": f"-log_likelihood_per_example / (D ln 2), D = {dims} values "
+                "per example"
+                + (" (the missing ones)" if given_mask(model) is not None else "")
+                + ": an upper bound in expectation",
             }
         else:
             raise TypeError(
                 f"model: expected log_prob, or elbo and log_likelihood, on {type(model).__name__}"
             )
+        if y is not None and hasattr(model, "predict"):
+            bounds.update(_prediction_scores(model, x, y, stats))
     for name, values in per_example.items():
         stats[name] = float(values.double().mean())
     if "bits_per_dim" in bounds:
-        dims = math.prod(x.shape[1:])
-        stats["bits_per_dim"] = -stats["log_likelihood_per_example"] / (dims * math.log(2))
+        stats["bits_per_dim"] = -stats["log_likelihood_per_example"] / (
+            _scored_values(model, x) * math.log(2)
+        )
     count = x.shape[0]
     stats["standard_errors"] = {
         name: float(values.double().std() / math.sqrt(count)) if count > 1 else None
@@ -202,6 +246,94 @@ def score(
     stats["bounds"] = bounds
     stats["units"] = "nats per example (bits_per_dim: bits per value)"
     return _jsonable(stats)
+
+
+def _prediction_scores(
+    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, stats: dict[str, Any]
+) -> dict[str, str]:
+    """Accuracy of a classifier's or clustering model's ``predict`` against labels y (>= 0)."""
+    known = y >= 0
+    if not bool(known.any()):
+        return {}
+    predicted = model.predict(x[known.to(x.device)]).cpu()
+    truth = y[known]
+    stats["labelled_rows"] = int(known.sum())
+    if hasattr(model, "num_classes"):
+        stats["accuracy"] = float((predicted == truth).double().mean())
+        return {
+            "accuracy": "fraction of the labelled rows whose predict(x) (the most probable "
+            "class under the model's classifier) is their label"
+        }
+    if hasattr(model, "n_components"):
+        stats["clustering_accuracy"] = clustering_accuracy(truth, predicted)
+        return {
+            "clustering_accuracy": "fraction of the labelled rows whose predict(x) (the most "
+            f"probable of the {model.n_components} components) is matched to their label by "
+            "the best one-to-one matching of components to labels (Hungarian algorithm)"
+        }
+    return {}
+
+
+def _elbo_description(model: GenerativeModel) -> str:
+    if hasattr(model, "num_classes") and hasattr(model, "predict"):  # y a latent variable
+        return (
+            "ELBO U(x) = E_q(y | x)[L(x, y) - log q(y | x)] at beta = 1, the label summed out "
+            "exactly (analytic KL of z)"
+        )
+    if isinstance(model, ConditionalVAE):
+        return (
+            "ELBO E_q[log p(x | z, c)] - KL(q(z | x, c) || p(z | c)) at beta = 1 (analytic KL), "
+            "c the condition (the one-hot label and/or the given values)"
+        )
+    if hasattr(model, "n_components"):
+        return (
+            "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (Monte Carlo KL against "
+            "the mixture prior, its component summed out)"
+        )
+    return "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (analytic KL)"
+
+
+def _label_tensor(labels: Any, rows: int) -> torch.Tensor:
+    if torch.is_tensor(labels):
+        labels = labels.detach().cpu()
+    values = torch.as_tensor(np.asarray(labels))
+    if values.dim() != 1 or values.shape[0] != rows:
+        raise ValueError(
+            f"labels: expected shape ({rows},), one per example, got {tuple(values.shape)}"
+        )
+    if values.is_floating_point():
+        if not torch.equal(values, values.round()):
+            raise ValueError("labels: expected integer class labels, got non-integer values")
+    return values.long()
+
+
+def conditions_on_labels(model: GenerativeModel) -> bool:
+    """Whether ``model``'s likelihood is conditional on class labels y, so that scoring or
+    drawing from it needs them: a :class:`~pyrogen.ConditionalVAE` with ``num_classes``."""
+    return isinstance(model, ConditionalVAE) and model.num_classes is not None
+
+
+def given_mask(model: GenerativeModel) -> torch.Tensor | None:
+    """The values of each example a model is given rather than generating (True = given),
+    shape ``data_shape``: a :class:`~pyrogen.ConditionalVAE` with ``observed``; else None."""
+    if not isinstance(model, ConditionalVAE) or model.observed is None:
+        return None
+    return observed_mask(model.config["observed"], tuple(model.data_shape))
+
+
+def likelihood_target(model: GenerativeModel) -> str:
+    """What the model's log-likelihood (and its bounds) is of, e.g. ``"log p(x | y)"``."""
+    given = given_mask(model) is not None
+    labels = conditions_on_labels(model)
+    if given:
+        return "log p(x_missing | x_given" + (", y)" if labels else ")")
+    return "log p(x | y)" if labels else "log p(x)"
+
+
+def _scored_values(model: GenerativeModel, x: torch.Tensor) -> int:
+    """D: the values per example that the likelihood scores (the missing ones, if given)."""
+    given = given_mask(model)
+    return math.prod(x.shape[1:]) if given is None else int((~given).sum())
 
 
 @contextlib.contextmanager
@@ -237,11 +369,17 @@ def write_run(
     (``result`` has losses), ``clusters.png`` (a mixture on (N, D >= 2) data),
     ``weights_posterior.png`` and ``inference_data.nc`` (``idata`` given; the plot when its
     posterior has ``weights``); for models of images: ``samples.png`` (an 8 x 8 grid of the
-    decoder means of ``model.sample(64, mean=True)``), ``reconstructions.png`` (held-out
-    examples above their reconstructions) and, for models with an encoder, ``latent.png``
-    (posterior means of the held-out examples, coloured by ``labels``; see
-    :func:`~pyrogen.diagnostics.plot_latent`). "Held-out" is ``test_data`` when given, else
-    ``data``.
+    decoder means of ``model.sample(64, mean=True)``; not for a model that needs given
+    values), ``reconstructions.png`` (held-out examples above their reconstructions; not
+    for a model with given values), for models with an encoder ``latent.png`` (posterior
+    means of the held-out examples, coloured by ``labels``; see
+    :func:`~pyrogen.diagnostics.plot_latent`), and for the VAE variants:
+    ``class_samples.png`` (models with classes: samples of each class, one row per class;
+    with given values, completions of the given part of held-out examples under each
+    label), ``component_samples.png`` (models with mixture components: samples of each
+    component, one row per component) and ``completions.png`` (models with given values:
+    held-out examples, their given part, and their completion). "Held-out" is
+    ``test_data`` when given, else ``data``.
 
     ``summary.json`` holds :func:`summarize`'s statistics (of ``data``) plus ``columns``,
     ``image_shape`` (for image models), ``training`` (steps, time_s, device, final_loss,
@@ -261,19 +399,23 @@ def write_run(
         extra: more JSON-serialisable entries for ``summary.json`` (their keys must not
             clash with the standard ones).
         test_data: held-out examples ``(M, *data_shape)`` to score and to draw.
-        labels: class labels (M,) of the held-out examples, to colour ``latent.png``.
+        labels: class labels (M,) of the held-out examples: they colour ``latent.png``, are
+            the condition y of a model conditioned on labels (required for one), and score
+            ``predict`` of a classifier or clustering model (see :func:`score`).
         image_shape: how to draw one example, ``(H, W)`` or ``(3, H, W)``; default from
             ``model.data_shape`` where it is an image (see
             :func:`~pyrogen.diagnostics.plots.image_shape`); image plots need one.
-        iw_samples: K of the log-likelihood bound in ``test`` (see :func:`score`).
+        iw_samples: K of the log-likelihood bound in ``test`` (see :func:`score`, which
+            also gets ``labels``).
         seed: seeds the Monte Carlo draws of ``test`` and ``samples.png``.
 
     Returns:
         the run folder's path.
 
     Raises:
-        ValueError: ``out_dir`` exists and is not empty (a run is never overwritten), or
-            ``columns`` / ``extra`` do not fit.
+        ValueError: ``out_dir`` exists and is not empty (a run is never overwritten),
+            ``columns`` / ``extra`` do not fit, or ``labels`` are missing for a model
+            conditioned on them.
 
     Example:
         >>> import pyrogen, tempfile
@@ -310,6 +452,11 @@ def write_run(
         image_shape=_drawable_shape(image_shape, model),
         seed=seed,
     )
+    if conditions_on_labels(model) and run.labels is None:
+        raise ValueError(
+            f"labels: expected the labels of the held-out examples for a {model.family} "
+            f"conditioned on {model.num_classes} classes, got None"
+        )
     summary = summarize(model, x)
     summary["columns"] = columns
     if run.image_shape is not None:
@@ -317,11 +464,16 @@ def write_run(
     if result is not None:
         summary["training"] = _training(result)
     if held_out is not None:
-        summary["test"] = score(model, held_out, iw_samples=iw_samples, seed=seed)
+        summary["test"] = score(
+            model, held_out, labels=run.labels, iw_samples=iw_samples, seed=seed
+        )
     summary.update(_check_extra(extra, summary))
 
     writers: dict[str, Callable[[Path], None]] = {
-        plot.name: figure_writer(functools.partial(plot.draw, run), plot.figsize)
+        plot.name: figure_writer(
+            functools.partial(plot.draw, run),
+            plot.figsize(run) if callable(plot.figsize) else plot.figsize,
+        )
         for plot in _PLOTS
         if plot.applies(run)
     }
@@ -416,7 +568,8 @@ class _Plot:
     name: str
     applies: Callable[[_Run], bool]
     draw: Callable[[_Run, Axes], Axes]
-    figsize: tuple[float, float] = _FIGURE_SIZE
+    # Inches (width, height), or a function of the run giving them.
+    figsize: tuple[float, float] | Callable[[_Run], tuple[float, float]] = _FIGURE_SIZE
 
 
 def _draw_samples(run: _Run, ax: Axes) -> Axes:
@@ -425,6 +578,35 @@ def _draw_samples(run: _Run, ax: Axes) -> Axes:
     return plot_image_grid(
         images, ax, shape=run.image_shape, title=f"{SAMPLE_GRID} samples (decoder means)"
     )
+
+
+def _draw_class_samples(run: _Run, ax: Axes) -> Axes:
+    """One row per class (or component); with given values, those of the first held-out
+    examples, completed under each label."""
+    observed = run.held_out[:RECONSTRUCTED] if given_mask(run.model) is not None else None
+    with _seeded(run.seed):
+        return plot_class_samples(
+            run.model, ax, per_row=RECONSTRUCTED, observed=observed, shape=run.image_shape
+        )
+
+
+def _grid_figsize(run: _Run) -> tuple[float, float]:
+    """A figure for a grid of RECONSTRUCTED columns and one row per class or component."""
+    count = getattr(run.model, "num_classes", None) or getattr(run.model, "n_components", 1)
+    rows = min(int(count), MAX_GRID_ROWS)
+    height, width = run.image_shape[-2:] if run.image_shape else (1, 1)
+    return (6.0, min(10.0, max(2.0, 0.8 + 5.2 * rows * height / (RECONSTRUCTED * width))))
+
+
+def _condition(run: _Run) -> torch.Tensor | None:
+    """The labels of the held-out examples where the model is conditioned on them."""
+    if not conditions_on_labels(run.model) or run.labels is None:
+        return None
+    return _label_tensor(run.labels, run.held_out.shape[0])
+
+
+def _is_image_model(run: _Run) -> bool:
+    return run.image_shape is not None
 
 
 # Plotting functions are looked up when a plot is drawn (not bound here), so they can be
@@ -452,23 +634,65 @@ _PLOTS: tuple[_Plot, ...] = (
     _Plot(
         SAMPLES_PLOT,
         applies=lambda run: (
-            run.image_shape is not None and takes_argument(run.model.sample, "mean")
+            _is_image_model(run)
+            and takes_argument(run.model.sample, "mean")
+            and given_mask(run.model) is None
         ),
         draw=lambda run, ax: _draw_samples(run, ax),
         figsize=_SQUARE_FIGURE,
     ),
     _Plot(
+        CLASS_SAMPLES_PLOT,
+        applies=lambda run: (
+            _is_image_model(run) and getattr(run.model, "num_classes", None) is not None
+        ),
+        draw=lambda run, ax: _draw_class_samples(run, ax),
+        figsize=_grid_figsize,
+    ),
+    _Plot(
+        COMPONENT_SAMPLES_PLOT,
+        applies=lambda run: (
+            _is_image_model(run)
+            and hasattr(run.model, "n_components")
+            and takes_argument(run.model.sample, "y")
+        ),
+        draw=lambda run, ax: _draw_class_samples(run, ax),
+        figsize=_grid_figsize,
+    ),
+    _Plot(
+        COMPLETIONS_PLOT,
+        applies=lambda run: _is_image_model(run) and given_mask(run.model) is not None,
+        draw=lambda run, ax: plot_completions(
+            run.model,
+            run.held_out,
+            ax,
+            given=given_mask(run.model),
+            y=_condition(run),
+            n=RECONSTRUCTED,
+            shape=run.image_shape,
+        ),
+        figsize=_THREE_ROW_FIGURE,
+    ),
+    _Plot(
+        # Not for given values: the decoder's outputs there are never trained (the
+        # likelihood leaves them out), so completions.png shows such models instead.
         RECONSTRUCTIONS_PLOT,
-        applies=lambda run: run.image_shape is not None and hasattr(run.model, "reconstruct"),
+        applies=lambda run: (
+            _is_image_model(run)
+            and hasattr(run.model, "reconstruct")
+            and given_mask(run.model) is None
+        ),
         draw=lambda run, ax: plot_reconstructions(
-            run.model, run.held_out, ax, n=RECONSTRUCTED, shape=run.image_shape
+            run.model, run.held_out, ax, n=RECONSTRUCTED, shape=run.image_shape, y=_condition(run)
         ),
         figsize=_STRIP_FIGURE,
     ),
     _Plot(
         LATENT_PLOT,
         applies=lambda run: hasattr(run.model, "encode"),
-        draw=lambda run, ax: plot_latent(run.model, run.held_out, run.labels, ax),
+        draw=lambda run, ax: plot_latent(
+            run.model, run.held_out, run.labels, ax, y=_condition(run)
+        ),
     ),
 )
 

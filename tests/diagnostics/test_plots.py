@@ -23,6 +23,8 @@ from pyrogen.diagnostics import (
     plot_weights_posterior,
     to_inference_data,
 )
+from pyrogen.diagnostics.plots import plot_class_samples, plot_completions
+from pyrogen.models.conditional_vae import observed_mask
 
 WEIGHTS = torch.tensor([0.4, 0.6])
 MEANS = torch.tensor([[-4.0, 0.0, 1.0], [4.0, 2.0, -1.0]])
@@ -279,3 +281,82 @@ def test_latent_with_one_dimension_is_a_histogram_and_checks_labels():
         plot_latent(vae, x, labels=[0, 1, 2])
     with pytest.raises(TypeError, match="model: expected a model with encode"):
         plot_latent(pyrogen.GaussianMixture(2), x)
+
+
+def test_image_grid_names_its_rows():
+    ax = plot_image_grid(torch.rand(6, 16), ncols=3, row_labels=["a", "b"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    np.testing.assert_allclose(ax.get_yticks(), [1.5, 6.5])  # the middle of each 4-pixel row
+    assert not ax.get_xticks().size
+    with pytest.raises(ValueError, match="row_labels: expected 2 names, one per row, got 1"):
+        plot_image_grid(torch.rand(6, 16), ncols=3, row_labels=["a"])
+
+
+# --- the VAE variants -------------------------------------------------------------------
+def _variant(cls, **options):
+    torch.manual_seed(0)
+    return cls((16,), latent_dim=2, hidden=(8,), **options)
+
+
+def test_completions_show_the_data_its_given_part_and_the_completion():
+    cvae = _variant(pyrogen.ConditionalVAE, observed="top")
+    x = torch.rand(10, 16, generator=torch.Generator().manual_seed(1))
+    given = observed_mask("top", (16,))
+    ax = plot_completions(cvae, x, given=given, n=3)
+    canvas = ax.images[0].get_array()
+    assert canvas.shape == (3 * 4 + 2, 3 * 4 + 2)  # data, given part, completion
+    first = x[0].reshape(4, 4).numpy()
+    np.testing.assert_allclose(canvas[:4, :4], first, rtol=1e-6)
+    np.testing.assert_allclose(canvas[5:7, :4], first[:2], rtol=1e-6)  # the given top half
+    assert canvas.mask[7:9, :4].all()  # the missing half: drawn like the separators
+    np.testing.assert_allclose(canvas[10:12, :4], first[:2], rtol=1e-6)  # kept in the completion
+    assert not canvas.mask[12:14, :4].any()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["data", "given", "completed"]
+    with pytest.raises(TypeError, match="model: expected a model with complete"):
+        plot_completions(_vae(), x, given=given)
+    with pytest.raises(ValueError, match=r"given: expected a mask of shape \(16,\)"):
+        plot_completions(cvae, x, given=torch.ones(4, 4, dtype=torch.bool))
+
+
+def test_class_samples_have_one_row_per_class_or_component():
+    ssvae = _variant(pyrogen.SemiSupervisedVAE, num_classes=3)
+    torch.manual_seed(5)
+    ax = plot_class_samples(ssvae, per_row=2)
+    torch.manual_seed(5)
+    expected = ssvae.sample(6, torch.tensor([0, 0, 1, 1, 2, 2]), mean=True)
+    canvas = ax.images[0].get_array()
+    assert canvas.shape == (3 * 4 + 2, 2 * 4 + 1)
+    np.testing.assert_allclose(canvas[5:9, 5:9], expected[3].reshape(4, 4).numpy(), rtol=1e-5)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
+    assert "one row per class" in ax.get_title()
+
+    gmvae = _variant(pyrogen.GaussianMixtureVAE, n_components=2)
+    ax = plot_class_samples(gmvae, per_row=3)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0 (0.50)", "1 (0.50)"]
+    assert "one row per component (its weight)" in ax.get_title()
+
+    # Given values: every row completes the same examples, under its own label.
+    cvae = _variant(pyrogen.ConditionalVAE, num_classes=2, observed="left")
+    observed = torch.rand(3, 16)
+    canvas = plot_class_samples(cvae, per_row=3, observed=observed).images[0].get_array()
+    for row in range(2):
+        top = row * 5
+        np.testing.assert_allclose(
+            canvas[top : top + 4, 5:7], observed[1].reshape(4, 4)[:, :2].numpy(), rtol=1e-6
+        )
+    with pytest.raises(TypeError, match="model: expected a model with num_classes or n_comp"):
+        plot_class_samples(_vae())
+
+
+def test_reconstructions_and_latent_of_a_model_conditioned_on_labels():
+    cvae = _variant(pyrogen.ConditionalVAE, num_classes=3)
+    x = torch.rand(12, 16, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(12) % 3
+    canvas = plot_reconstructions(cvae, x, n=2, y=y).images[0].get_array()
+    expected = cvae.reconstruct(x[:1], y[:1])[0].reshape(4, 4).numpy()
+    np.testing.assert_allclose(canvas[5:, :4], expected, rtol=1e-5)
+    ax = plot_latent(cvae, x, labels=y, y=y)
+    loc, _ = cvae.encode(x, y)
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = np.concatenate([loc[y == k].numpy() for k in range(3)])
+    np.testing.assert_allclose(points, expected, rtol=1e-5)

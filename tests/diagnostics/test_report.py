@@ -12,7 +12,14 @@ import pytest
 import torch
 
 import pyrogen
-from pyrogen.diagnostics import report, score, summarize, to_inference_data, write_run
+from pyrogen.diagnostics import (
+    clustering_accuracy,
+    report,
+    score,
+    summarize,
+    to_inference_data,
+    write_run,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_FILES = {
@@ -269,3 +276,108 @@ def test_score_of_an_exact_model_and_bad_arguments(fit_gmm, two_clusters):
         score(model, two_clusters, iw_samples=0)
     with pytest.raises(TypeError, match="model: expected a pyrogen GenerativeModel, got str"):
         score("gmm", two_clusters)
+
+
+# --- the VAE variants -------------------------------------------------------------------
+def _variant(cls, **options):
+    torch.manual_seed(0)
+    return cls((16,), latent_dim=2, hidden=(8,), **options)
+
+
+@pytest.fixture
+def binary_rows():
+    """40 binary 4 x 4 "images" and labels 0..2."""
+    x = (torch.rand(40, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    return x, torch.arange(40) % 3
+
+
+def test_score_of_a_model_conditioned_on_labels(binary_rows):
+    x, y = binary_rows
+    cvae = _variant(pyrogen.ConditionalVAE, num_classes=3)
+    stats = score(cvae, x, labels=y, iw_samples=5, seed=0)
+    assert stats["quantity"] == "log p(x | y)"
+    assert "lower bound on log p(x | y)" in stats["bounds"]["elbo_per_example"]
+    torch.manual_seed(0)
+    np.testing.assert_allclose(stats["elbo_per_example"], float(cvae.elbo(x, y).mean()), rtol=1e-5)
+    assert "accuracy" not in stats  # a conditional model predicts nothing
+    with pytest.raises(ValueError, match=r"labels: expected the labels \(40,\) .* log p\(x \| y\)"):
+        score(cvae, x)
+    with pytest.raises(ValueError, match=r"labels: expected shape \(40,\), one per example"):
+        score(cvae, x, labels=y[:5])
+
+
+def test_score_of_a_completion_model_counts_only_the_missing_values(binary_rows):
+    x, y = binary_rows
+    cvae = _variant(pyrogen.ConditionalVAE, observed="top")
+    stats = score(cvae, x, iw_samples=5)
+    assert stats["quantity"] == "log p(x_missing | x_given)"
+    ll = stats["log_likelihood_per_example"]
+    assert stats["bits_per_dim"] == pytest.approx(-ll / (8 * np.log(2)), rel=1e-9)
+    assert "D = 8 values per example (the missing ones)" in stats["bounds"]["bits_per_dim"]
+    both = _variant(pyrogen.ConditionalVAE, num_classes=3, observed="top")
+    assert score(both, x, labels=y, iw_samples=2)["quantity"] == "log p(x_missing | x_given, y)"
+
+
+def test_score_of_a_classifier_and_of_a_clustering_model(binary_rows):
+    x, y = binary_rows
+    ssvae = _variant(pyrogen.SemiSupervisedVAE, num_classes=3)
+    partly = y.clone()
+    partly[:10] = -1  # unlabelled rows are left out of the accuracy
+    stats = score(ssvae, x, labels=partly, iw_samples=2)
+    expected = float((ssvae.predict(x[10:]) == y[10:]).double().mean())
+    assert stats["accuracy"] == pytest.approx(expected) and stats["labelled_rows"] == 30
+    assert stats["quantity"] == "log p(x)"  # the label summed out, whatever labels are given
+    assert stats["log_likelihood_per_example"] == pytest.approx(
+        score(ssvae, x, iw_samples=2)["log_likelihood_per_example"]
+    )
+    gmvae = _variant(pyrogen.GaussianMixtureVAE, n_components=4)
+    stats = score(gmvae, x, labels=y.numpy(), iw_samples=2)
+    assert stats["clustering_accuracy"] == pytest.approx(clustering_accuracy(y, gmvae.predict(x)))
+    assert "Monte Carlo KL" in stats["bounds"]["elbo_per_example"]
+    assert "best one-to-one matching" in stats["bounds"]["clustering_accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "files"),
+    [
+        (
+            pyrogen.ConditionalVAE,
+            {"num_classes": 3},
+            {"samples.png", "class_samples.png", "reconstructions.png", "latent.png"},
+        ),
+        (
+            pyrogen.ConditionalVAE,
+            {"num_classes": 3, "observed": "bottom"},
+            {"class_samples.png", "completions.png", "latent.png"},
+        ),
+        (
+            pyrogen.SemiSupervisedVAE,
+            {"num_classes": 3},
+            {"samples.png", "class_samples.png", "reconstructions.png", "latent.png"},
+        ),
+        (
+            pyrogen.GaussianMixtureVAE,
+            {"n_components": 2},
+            {"samples.png", "component_samples.png", "reconstructions.png", "latent.png"},
+        ),
+    ],
+)
+def test_write_run_of_the_vae_variants(tmp_path, binary_rows, cls, options, files):
+    x, y = binary_rows
+    model = _variant(cls, **options)
+    path = write_run(
+        tmp_path / "run",
+        model=model,
+        result=None,
+        data=x[:30],
+        test_data=x[30:],
+        labels=y[30:],
+        iw_samples=2,
+    )
+    assert {p.name for p in path.iterdir()} == files | {"summary.json", "model.pt"}
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["test"] == score(model, x[30:], labels=y[30:], iw_samples=2, seed=0)
+    if cls is pyrogen.ConditionalVAE:
+        with pytest.raises(ValueError, match="labels: expected the labels of the held-out"):
+            write_run(tmp_path / "again", model=model, result=None, data=x, test_data=x[30:])
+        assert not (tmp_path / "again").exists()
