@@ -200,6 +200,15 @@ class ConditionalVAE(VAE):
         draw = self._draw(n, self._context(x, y), mean=mean)
         return draw if given is None else torch.where(given, x, draw)
 
+    @torch.no_grad()
+    def reconstruct(self, x: Any, y: Any = None) -> torch.Tensor:
+        """As :meth:`VAE.reconstruct`, with the given values of x kept as they are."""
+        reconstruction = super().reconstruct(x, y)
+        given = self._given_mask
+        if given is None:
+            return reconstruction
+        return torch.where(given, self._prepare(x), reconstruction)
+
     def complete(self, x: Any, y: Any = None, *, mean: bool = True) -> torch.Tensor:
         """Fill in the values of x that are not given: (N, ``*data_shape``).
 

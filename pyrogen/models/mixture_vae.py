@@ -160,17 +160,23 @@ class GaussianMixtureVAE(VAE):
         """Set the prior to a diagonal :class:`~pyrogen.GaussianMixture` fitted to the
         posterior means of x (k-means++ and EM), e.g. after a few epochs of training.
 
+        Component variances are floored at the mean posterior variance of q(z | x).
+
         Returns:
             ``self``.
         """
         from pyrogen.models.gmm import GaussianMixture
 
-        loc, _ = self.encode(x)
+        loc, scale = self.encode(x)
         gmm = GaussianMixture(self.n_components, covariance="diag")
         gmm.setup(loc.double().cpu(), seed=seed)
+        # A cluster of near-identical codes would get a near-zero variance, and then a prior
+        # density that no posterior draw can match: floor it at the posteriors' own spread.
+        floor = scale.square().mean(0).to(self.component_locs)
+        variances = gmm.covariances_.to(self.component_locs).maximum(floor)
         self.component_logits.copy_(gmm.weights_.log().to(self.component_logits))
         self.component_locs.copy_(gmm.means_.to(self.component_locs))
-        self.component_log_scales.copy_(0.5 * gmm.covariances_.log().to(self.component_locs))
+        self.component_log_scales.copy_(0.5 * variances.log())
         return self
 
     @torch.no_grad()

@@ -39,6 +39,7 @@ def test_completion_keeps_the_given_half_and_learns_the_missing_one():
     corrupted[:, 8:] = 0.5  # the missing half is ignored
     completed = model.complete(corrupted)
     assert torch.equal(completed[:, :8], clean[:, :8])
+    assert torch.equal(model.reconstruct(corrupted)[:, :8], clean[:, :8])
     assert (completed[:, 8:] - clean[:, 8:]).abs().mean() < 0.2
 
 

@@ -82,3 +82,12 @@ def test_sampling_picks_components():
     assert model.sample(2, y=[0, 2], mean=True).shape == (2, 12)
     with pytest.raises(ValueError, match=r"y: expected labels in 0..2, got 3"):
         model.sample(2, y=[0, 3])
+
+
+def test_init_components_floors_the_variance_of_a_collapsed_cluster():
+    model = _model()
+    x = binary_data(20)[:1].expand(20, 12)  # twenty identical rows: one point in z
+    model.init_components(x)
+    _, scale = model.encode(x[:1])
+    assert (model.component_log_scales.exp() >= scale.squeeze(0) * 0.999).all()
+    assert torch.isfinite(model.elbo(binary_data(20))).all()
