@@ -838,3 +838,34 @@ def test_variants_bad_input_exits_2_with_a_message(
     assert re.search(message, err), err
     assert err.count("error:") == 1 and "Traceback" not in err
     assert set(tmp_path.iterdir()) == before  # nothing written
+
+
+def test_fit_flow_on_a_csv_then_evaluate_and_sample(tmp_path, faithful_csv, capsys):
+    out = tmp_path / "flow"
+    argv = ["fit", "flow", "--data", str(faithful_csv), "--out", str(out), "--quiet"]
+    assert main([*argv, "--steps", "60", "--transforms", "2", "--hidden", "16"]) == 0
+    summary = _summary(out)
+    model = pyrogen.load(out / "model.pt")
+    exact = float(model.log_prob(old_faithful()).mean())
+    assert summary["family"] == "flow" and math.isfinite(exact)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(faithful_csv)]) == 0
+    assert f"{exact:.4f} nats per row" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "4"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 5  # header and 4 rows
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--logit", "0.05"], r"x: expected values in \[0, 1\]"),
+        (["--hidden", "16,zero"], "expected positive integers separated by commas"),
+        (["--lr", "-1"], "--lr"),
+    ],
+)
+def test_fit_flow_bad_input_exits_2(options, message, tmp_path, faithful_csv, capsys):
+    argv = ["fit", "flow", "--data", str(faithful_csv), "--out", str(tmp_path / "f"), "--quiet"]
+    assert main([*argv, "--steps", "2", *options]) == 2
+    error = capsys.readouterr().err
+    assert re.search(message, error) and error.count("error:") == 1
+    assert not (tmp_path / "f").exists()

@@ -18,7 +18,7 @@ import functools
 import sys
 from collections.abc import Sequence
 
-from pyrogen.cli import cvae, gmm, gmvae, ssvae, vae
+from pyrogen.cli import cvae, flow, gmm, gmvae, ssvae, vae
 from pyrogen.cli.common import (
     _add_common_fit_options,
     _FitCommand,
@@ -32,6 +32,7 @@ from pyrogen.models import (
     REGISTRY,
     VAE,
     ConditionalVAE,
+    FlowDensity,
     GaussianMixture,
     GaussianMixtureVAE,
     SemiSupervisedVAE,
@@ -47,6 +48,7 @@ _FIT_COMMANDS: dict[str, _FitCommand] = {
     ConditionalVAE.family: cvae.FIT_COMMAND,
     SemiSupervisedVAE.family: ssvae.FIT_COMMAND,
     GaussianMixtureVAE.family: gmvae.FIT_COMMAND,
+    FlowDensity.family: flow.FIT_COMMAND,
 }
 
 

@@ -101,7 +101,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     model, run = _load_model(args.model_path)
     device = _device(args.device)
     model.to(device)
-    if hasattr(model, "log_prob"):
+    if model.exact_likelihood:
         return _evaluate_exact(args, model, run, device)
     if hasattr(model, "elbo") and hasattr(model, "log_likelihood"):
         return _evaluate_bounds(args, model, run)

@@ -56,6 +56,7 @@ from pyrogen.infer.engine import FitResult
 from pyrogen.io import PathLike, atomic_write
 from pyrogen.models.base import GenerativeModel
 from pyrogen.models.conditional_vae import ConditionalVAE, observed_mask
+from pyrogen.models.flow import FlowDensity
 
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.pt"
@@ -121,7 +122,7 @@ def summarize(model: GenerativeModel, data: Any) -> dict[str, Any]:
     if hasattr(model, "n_components"):
         summary["n_components"] = int(model.n_components)
     with torch.no_grad():
-        if hasattr(model, "log_prob"):
+        if model.exact_likelihood and not conditions_on_labels(model):
             summary["log_likelihood_per_row"] = float(model.log_prob(x).mean())
         for criterion in ("bic", "aic"):
             if hasattr(model, criterion):
@@ -207,9 +208,12 @@ def score(
     stats: dict[str, Any] = {"n_rows": int(x.shape[0]), "quantity": quantity}
     per_example: dict[str, torch.Tensor] = {}
     with _seeded(seed), torch.no_grad():
-        if hasattr(model, "log_prob"):
-            per_example["log_likelihood_per_example"] = model.log_prob(x)
-            bounds = {"log_likelihood_per_example": "exact log p(x), at the point estimates"}
+        if model.exact_likelihood:
+            per_example["log_likelihood_per_example"] = model.log_prob(x, **condition)
+            bounds = {
+                "log_likelihood_per_example": f"exact {quantity}"
+                + (", at the point estimates" if hasattr(model, "n_components") else "")
+            }
         elif hasattr(model, "elbo") and hasattr(model, "log_likelihood"):
             per_example["elbo_per_example"] = model.elbo(x, **condition)
             per_example["log_likelihood_per_example"] = model.log_likelihood(
@@ -275,6 +279,11 @@ def _prediction_scores(
 
 
 def _elbo_description(model: GenerativeModel) -> str:
+    if isinstance(model, FlowDensity):
+        return (
+            "ELBO of uniform dequantization E_q[log p(y)] - D log L, y uniform in the bin of "
+            "each value"
+        )
     if hasattr(model, "num_classes") and hasattr(model, "predict"):  # y a latent variable
         return (
             "ELBO U(x) = E_q(y | x)[L(x, y) - log q(y | x)] at beta = 1, the label summed out "
@@ -309,8 +318,9 @@ def _label_tensor(labels: Any, rows: int) -> torch.Tensor:
 
 def conditions_on_labels(model: GenerativeModel) -> bool:
     """Whether ``model``'s likelihood is conditional on class labels y, so that scoring or
-    drawing from it needs them: a :class:`~pyrogen.ConditionalVAE` with ``num_classes``."""
-    return isinstance(model, ConditionalVAE) and model.num_classes is not None
+    drawing from it needs them: a :class:`~pyrogen.ConditionalVAE` or
+    :class:`~pyrogen.FlowDensity` with ``num_classes``."""
+    return isinstance(model, (ConditionalVAE, FlowDensity)) and model.num_classes is not None
 
 
 def given_mask(model: GenerativeModel) -> torch.Tensor | None:

@@ -106,6 +106,12 @@ class GenerativeModel(PyroModule):
         return torch.randperm(num_rows, generator=generator)
 
     @property
+    def exact_likelihood(self) -> bool:
+        """Whether ``log_prob(x)`` is the exact log-likelihood; otherwise the family
+        reports bounds (``elbo`` and the importance-weighted ``log_likelihood``)."""
+        return False
+
+    @property
     def is_setup(self) -> bool:
         """Whether the model has parameters to train (``setup`` ran or a state was loaded)."""
         return True

@@ -138,6 +138,11 @@ class FlowDensity(GenerativeModel):
         }
 
     @property
+    def exact_likelihood(self) -> bool:
+        """True for continuous data; quantized data get bounds (``elbo``, ``log_likelihood``)."""
+        return self.dequantize is None
+
+    @property
     def loss(self) -> Trace_ELBO:
         """``Trace_ELBO``: the exact log-likelihood, or the dequantization bound."""
         return Trace_ELBO(max_plate_nesting=1)

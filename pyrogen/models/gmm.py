@@ -188,6 +188,11 @@ class GaussianMixture(GenerativeModel):
         return TraceEnum_ELBO(max_plate_nesting=1)
 
     @property
+    def exact_likelihood(self) -> bool:
+        """True: ``log_prob`` sums the assignment out exactly (at the point estimates)."""
+        return True
+
+    @property
     def is_setup(self) -> bool:
         return self.n_features is not None
 
