@@ -35,7 +35,7 @@ from pyrogen.data.datasets import BINARIZED_MNIST_FILE, binarized_mnist, mnist
 from pyrogen.diagnostics.report import DEFAULT_IW_SAMPLES
 from pyrogen.infer.engine import Callback, FitResult, fit
 from pyrogen.models import VAE, GenerativeModel
-from pyrogen.models.vae import LIKELIHOODS
+from pyrogen.models.vae import LIKELIHOODS, POSTERIORS
 from pyrogen.nn import KINDS as NETWORKS
 
 #: ``--dataset`` of ``--data-dir``.
@@ -155,7 +155,23 @@ def _add_vae_options(
             choices=model_class.objectives,
             default=_default_of(model_class, "objective"),
             help="training bound: mean_field (ELBO, analytic KL), elbo (Monte Carlo KL) or "
-            "iwae (importance weighted, with --particles samples); default %(default)s",
+            "iwae (importance weighted, with --particles samples); default mean_field, or "
+            "elbo with a flow --posterior",
+        )
+    if _takes(model_class, "posterior"):
+        model.add_argument(
+            "--posterior",
+            choices=POSTERIORS,
+            default="gaussian",
+            help="q(z | x): the encoder's Gaussian, or an inverse-autoregressive flow on it "
+            "(iaf: affine steps, nsf: spline steps); default gaussian",
+        )
+        model.add_argument(
+            "--flow-transforms",
+            type=_positive_int,
+            default=_default_of(model_class, "flow_transforms"),
+            metavar="K",
+            help="flow steps of a flow --posterior (default %(default)s)",
         )
     model.add_argument(
         "--particles",
@@ -200,7 +216,7 @@ def _network_options(args: argparse.Namespace) -> dict[str, Any]:
         "decoder": args.encoder,
         "num_particles": args.particles,
     }
-    for name in ("beta", "objective"):
+    for name in ("beta", "objective", "posterior", "flow_transforms"):
         if hasattr(args, name):
             options[name] = getattr(args, name)
     return options

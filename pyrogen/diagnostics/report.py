@@ -299,6 +299,11 @@ def _elbo_description(model: GenerativeModel) -> str:
             "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (Monte Carlo KL against "
             "the mixture prior, its component summed out)"
         )
+    if getattr(model, "posterior", "gaussian") != "gaussian":
+        return (
+            "ELBO E_q[log p(x | z) + log p(z) - log q(z | x)] at beta = 1, q(z | x) a "
+            f"{model.posterior} flow (Monte Carlo KL)"
+        )
     return "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (analytic KL)"
 
 
