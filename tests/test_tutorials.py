@@ -20,6 +20,8 @@ TUTORIALS_DIR = Path(__file__).resolve().parents[1] / "tutorials"
 TUTORIALS = [
     "plot_gaussian_mixtures.py",
     "plot_vae.py",
+    "plot_conditional_vae.py",
+    "plot_semisupervised_vae.py",
 ]
 
 # Smoke runs take well under a minute; this only stops a hung run from hanging the suite.

@@ -41,10 +41,10 @@ class ConditionalVAE(VAE):
             ``"left"`` or ``"right"`` half (rows and columns of the last two dims; a flat
             ``(D,)`` example is read as a square image for left/right, top = first half), or
             a boolean mask of ``data_shape`` (True = given). None: x is generated whole.
-        likelihood, encoder, decoder, hidden, beta, objective, num_particles, posterior,
-            flow_transforms: as for
+        likelihood, encoder, decoder, hidden, beta, objective, num_particles: as for
             :class:`~pyrogen.VAE`; custom modules must take the context as a second
             argument, shape (B, ``context_dim``).
+        posterior, flow_transforms: as for :class:`~pyrogen.VAE` (a flow q(z | x, c)).
         conditional_prior: learn p(z | c) with a network (needed to generate from a partial
             observation, so the default is True exactly when ``observed`` is given) instead
             of the fixed N(0, I).

@@ -41,10 +41,11 @@ class GaussianMixtureVAE(VAE):
         data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
         latent_dim: dimension L of z.
         n_components: K, the number of mixture components (clusters).
-        likelihood, encoder, decoder, hidden, beta, num_particles, posterior,
-            flow_transforms: as for :class:`~pyrogen.VAE`. The objective is the ELBO with
-            the component summed out (``TraceEnum_ELBO``; the KL of z is a Monte Carlo
-            estimate, as a mixture prior has no closed-form KL).
+        likelihood, encoder, decoder, hidden, beta, num_particles: as for
+            :class:`~pyrogen.VAE`. The objective is the ELBO with the component summed out
+            (``TraceEnum_ELBO``; the KL of z is a Monte Carlo estimate, as a mixture prior
+            has no closed-form KL).
+        posterior, flow_transforms: as for :class:`~pyrogen.VAE`.
 
     Shapes:
         x (N, ``*data_shape``); component weights (K,), means and scales (K, L).
