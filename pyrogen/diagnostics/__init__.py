@@ -16,11 +16,13 @@ from pyrogen.diagnostics.plots import (
     plot_reconstructions,
     plot_weights_posterior,
 )
+from pyrogen.diagnostics.pyro_models import from_pyro
 from pyrogen.diagnostics.report import figure_writer, score, summarize, write_run
 
 __all__ = [
     "clustering_accuracy",
     "figure_writer",
+    "from_pyro",
     "image_shape",
     "plot_class_samples",
     "plot_clusters",

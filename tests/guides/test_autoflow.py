@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -164,3 +165,21 @@ def test_moves_to_cuda_with_its_supports():
     assert torch.isfinite(torch.tensor(svi.step(x.cuda())))
     draws = guide.sample_posterior(10, x.cuda())["scale"]
     assert draws.is_cuda and ((draws > 0.1) & (draws < 5.0)).all()
+
+
+def test_arviz_export_of_any_pyro_model():
+    import arviz
+
+    from pyrogen.diagnostics import from_pyro
+
+    x = torch.randn(15, 2) * SIGMA + 1.0
+    guide = AutoFlow(conjugate_model, "maf", transforms=1, hidden=(8,))
+    _train(guide, conjugate_model, x, steps=100)
+    idata = from_pyro(conjugate_model, guide, x, num_samples=200)
+    assert idata.posterior["mu"].shape == (1, 200, 2)
+    assert idata.log_likelihood["obs"].shape == (1, 200, 15)
+    # the stored log-likelihood is that of the draw stored beside it
+    mu = torch.as_tensor(idata.posterior["mu"].values[0, 7])
+    expected = torch.distributions.Normal(mu, SIGMA).log_prob(x).sum(-1)
+    assert np.allclose(idata.log_likelihood["obs"].values[0, 7], expected.numpy(), atol=1e-5)
+    assert np.isfinite(arviz.loo(idata).elpd_loo)
