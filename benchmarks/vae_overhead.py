@@ -592,25 +592,13 @@ class _Patched:
 
 
 def engine_patches():
-    """The engine's suggested fixes, as monkeypatches: norm-based gradient check, aminmax
+    """The engine's suggested fixes, as monkeypatches: the aminmax
     data check (``fast_*`` call the originals captured here when a check fails)."""
     import torch
 
     from pyrogen.data import validation
-    from pyrogen.infer import engine
 
-    original_gradients, original_finite = engine._check_gradients, validation._check_finite
-    # One fused reduction over all gradients (torch >= 2.6; a stack of norms before).
-    total_norm = getattr(torch.nn.utils, "get_total_norm", None) or (
-        lambda grads: torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g) for g in grads])
-        )
-    )
-
-    def gradients(model, step):
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads and not bool(torch.isfinite(total_norm(grads))):
-            original_gradients(model, step)
+    original_finite = validation._check_finite
 
     def finite(tensor, name):
         if not tensor.is_floating_point():
@@ -619,13 +607,13 @@ def engine_patches():
         if not bool(torch.isfinite(low) & torch.isfinite(high)):
             original_finite(tensor, name)
 
-    return _Patched((engine, "_check_gradients", gradients), (validation, "_check_finite", finite))
+    return _Patched((validation, "_check_finite", finite))
 
 
 ENGINE_VARIANTS = [
     ("reference", "hand-written loop (the reference)"),
     ("pyrogen", "pyrogen.fit as is"),
-    ("pyrogen_fast_checks", "pyrogen.fit + norm gradient check + aminmax data check"),
+    ("pyrogen_fast_checks", "pyrogen.fit + aminmax data check"),
     (
         "pyrogen_all_fixes",
         "... + lean ELBO + networks without pyro.module (all suggested changes)",
@@ -870,7 +858,6 @@ def engine_extras(network, images_by_network, batch_size, args, device, sync) ->
     import torch
 
     from pyrogen.data.validation import as_tensor, float_dtype_of
-    from pyrogen.infer import engine
 
     x = images_by_network[network]
     num_data = x.shape[0]
@@ -922,9 +909,6 @@ def engine_extras(network, images_by_network, batch_size, args, device, sync) ->
 
         return run
 
-    def check_gradients():
-        engine._check_gradients(vae, 1)  # looked up at call time: patched or not
-
     def convert():
         as_tensor(x, name="data", ndim=None, dtype=float_dtype_of(x))
 
@@ -934,15 +918,12 @@ def engine_extras(network, images_by_network, batch_size, args, device, sync) ->
     rounds = 3 if args.quick else 7
     calls = 10 if args.quick else 50
     data_rounds = 1 if args.quick else 3
-    gradients_us, gradients_norm_us = paired_us(check_gradients, check_gradients, calls, rounds)
     as_tensor_us, as_tensor_fast_us = paired_us(convert, convert, 1, data_rounds, warm=False)
     setup_us, setup_fast_us = paired_us(setup, setup, 1, data_rounds, warm=False)
     validation_off_us, validation_on_us = paired_us(
         first_step(False), first_step(True), max(2, calls // 10), rounds, patches=no_patches
     )
     result = {
-        "check_gradients_us": gradients_us,
-        "check_gradients_norm_us": gradients_norm_us,
         "gradient_elements": sum(p.numel() for p in vae.parameters()),
         "loss_item_us": per_call_us(lambda: loss.item(), calls, rounds),
         "gather_batch_us": per_call_us(
@@ -1095,8 +1076,6 @@ EXTRAS_COLUMNS = [
     ("network_label", "network"),
     ("batch_size", "batch"),
     ("gradient_elements", "gradient elements", ","),
-    ("check_gradients_us", "_check_gradients us", ".0f"),
-    ("check_gradients_norm_us", "norm check us", ".0f"),
     ("loss_item_us", "loss.item() us", ".1f"),
     ("gather_batch_us", "batch gather us", ".0f"),
     ("fit_as_tensor_ms", "as_tensor(data) ms", ".0f"),
@@ -1191,10 +1170,9 @@ def markdown_report(payload) -> str:
             "## The engine's own costs",
             "",
             "Timed one by one (medians of rounds; each original and its replacement in "
-            "alternation). Per step: `_check_gradients` (`torch.isfinite(p.grad).all()` "
-            "for every parameter) against one `torch.nn.utils.get_total_norm` over all "
-            "gradients (the per-parameter scan only when that is not finite); `loss.item()` "
-            "and the batch gather, which the reference loop does too. Per `fit` call: "
+            "alternation). Per step: `loss.item()` and the batch gather, which the reference "
+            "loop does too (the engine checks no gradients per step: a NaN/inf gradient "
+            "makes the parameters NaN/inf, which the next loss check names). Per `fit` call: "
             "`as_tensor` on the whole data set (finiteness scan), and `VAE.setup`, which "
             "converts and scans it again and takes its min and max, against the same with the "
             "finiteness scan done by `torch.aminmax` (the exact scan only on failure). "

@@ -246,7 +246,6 @@ def fit(
                 state.monitor(value, model, min_delta)  # the pre-update parameters scored `value`
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            _check_gradients(model, state.step)
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_norm)
             optimizer.step()
@@ -266,6 +265,14 @@ def fit(
                 _save(checkpoint, model, optimizer, state, order_rng)
     finally:
         bar.close()
+    # A NaN/inf gradient makes the parameters NaN/inf at once, which the next step's loss
+    # check reports by name; only the last step's update needs this look.
+    bad = _nonfinite_parameters(model)
+    if bad:
+        raise FloatingPointError(
+            f"step {state.step}: parameter(s) {bad} became NaN/inf in the last update (a "
+            "NaN/inf gradient); lower lr, set clip_norm, or check the data scale"
+        )
     if checkpoint is not None:
         _save(checkpoint, model, optimizer, state, order_rng)
     if restore_best and state.best_state is not None:
@@ -346,24 +353,6 @@ def _loss(elbo, model, batch_x, batch_y, num_data: int, step: int) -> torch.Tens
 
 def _nonfinite_parameters(model: GenerativeModel) -> list[str]:
     return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-
-
-def _check_gradients(model: GenerativeModel, step: int) -> None:
-    # One fused norm over all gradients is NaN/inf exactly when some gradient is; only then
-    # is each parameter scanned to name the culprits (one device sync per step, not one each).
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
-        return
-    bad = [
-        name
-        for name, p in model.named_parameters()
-        if p.grad is not None and not torch.isfinite(p.grad).all()
-    ]
-    if bad:
-        raise FloatingPointError(
-            f"step {step}: the gradient of parameter(s) {bad} is NaN/inf; lower lr, set "
-            f"clip_norm, or check the data scale"
-        )
 
 
 def _explain_nonfinite(model, batch_x, batch_y, num_data: int, step: int) -> str:

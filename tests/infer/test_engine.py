@@ -177,6 +177,16 @@ def test_nan_guard_names_the_step_and_parameter():
         pyrogen.fit(NormalMean(), normal_data(), steps=10, callbacks=[poison], progress=False)
 
 
+def test_nan_parameters_after_the_last_update_are_reported():
+    def poison(step, loss, model):
+        if step == 5:  # as a NaN gradient would leave them
+            with torch.no_grad():
+                model.loc.fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match=r"step 5: parameter\(s\) \['loc'\] became"):
+        pyrogen.fit(NormalMean(), normal_data(), steps=5, callbacks=[poison], progress=False)
+
+
 def test_nan_guard_names_the_site_when_validation_is_off():
     def poison(step, loss, model):
         if step == 2:
