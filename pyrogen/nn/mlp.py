@@ -78,6 +78,8 @@ class GaussianEncoder(nn.Module):
         hidden: widths of the MLP's hidden layers.
         context_dim: size of a context vector c concatenated to the flattened x (a one-hot
             label in a conditional VAE); 0 for none.
+        activation: the MLP's activation class, one instance per hidden layer (e.g.
+            ``nn.Tanh`` for the networks of Burda et al., 2016).
 
     Shapes:
         x (..., ``*data_shape``), context (..., context_dim) broadcastable against x's leading
@@ -96,12 +98,18 @@ class GaussianEncoder(nn.Module):
         latent_dim: int,
         hidden: Sequence[int] = (400,),
         context_dim: int = 0,
+        activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         self.data_shape = check_ints("data_shape", data_shape, allow_empty=False)
         self.latent_dim = check_int("latent_dim", latent_dim)
         self.context_dim = check_int("context_dim", context_dim, minimum=0)
-        self.net = MLP(math.prod(self.data_shape) + self.context_dim, hidden, 2 * self.latent_dim)
+        self.net = MLP(
+            math.prod(self.data_shape) + self.context_dim,
+            hidden,
+            2 * self.latent_dim,
+            activation=activation,
+        )
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None
@@ -124,6 +132,8 @@ class MLPDecoder(nn.Module):
         data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
         hidden: widths of the MLP's hidden layers, from z outwards.
         context_dim: size of a context vector c concatenated to z; 0 for none.
+        activation: the MLP's activation class, one instance per hidden layer (e.g.
+            ``nn.Tanh`` for the networks of Burda et al., 2016).
 
     Shapes:
         z (..., latent_dim) with any leading dims (importance samples, Pyro's particle or
@@ -142,12 +152,18 @@ class MLPDecoder(nn.Module):
         data_shape: Sequence[int],
         hidden: Sequence[int] = (400,),
         context_dim: int = 0,
+        activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         self.latent_dim = check_int("latent_dim", latent_dim)
         self.data_shape = check_ints("data_shape", data_shape, allow_empty=False)
         self.context_dim = check_int("context_dim", context_dim, minimum=0)
-        self.net = MLP(self.latent_dim + self.context_dim, hidden, math.prod(self.data_shape))
+        self.net = MLP(
+            self.latent_dim + self.context_dim,
+            hidden,
+            math.prod(self.data_shape),
+            activation=activation,
+        )
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Args: z (..., latent_dim); context (..., context_dim) or None.

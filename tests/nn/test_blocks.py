@@ -91,6 +91,22 @@ def test_mlp_has_no_activation_after_the_last_layer():
     assert net(torch.randn(2, 5, 10)).shape == (2, 5, 3)
 
 
+def test_encoder_and_decoder_take_the_activation():
+    # Burda et al. (2016)'s networks: 784-200-200-50 with tanh units.
+    encoder = GaussianEncoder((784,), 50, hidden=(200, 200), activation=nn.Tanh)
+    decoder = MLPDecoder(50, (784,), hidden=(200, 200), activation=nn.Tanh)
+    for net in (encoder.net, decoder.net):
+        assert [type(layer) for layer in net] == [nn.Linear, nn.Tanh] * 2 + [nn.Linear]
+    loc, scale = encoder(torch.rand(6, 784))
+    assert loc.shape == scale.shape == (6, 50) and (scale > 0).all()
+    assert decoder(torch.randn(3, 6, 50)).shape == (3, 6, 784)
+    default = [type(layer) for layer in GaussianEncoder((784,), 50, hidden=(8, 8)).net]
+    assert default == [nn.Linear, nn.ReLU] * 2 + [nn.Linear]
+    assert nn.ReLU in {type(layer) for layer in MLPDecoder(50, (784,)).net}
+    with pytest.raises(TypeError, match=r"activation: expected an nn.Module class"):
+        MLPDecoder(LATENT, (784,), activation=nn.Tanh())
+
+
 @pytest.mark.parametrize("data_shape", [(1, 28, 28), (1, 31, 17), (3, 30, 29)])
 def test_conv_decoder_crops_to_exactly_the_data_shape(data_shape):
     assert ConvDecoder(LATENT, data_shape)(torch.randn(2, LATENT)).shape == (2, *data_shape)
