@@ -26,8 +26,10 @@ def from_pyro(
     """Posterior draws from ``guide`` and pointwise log-likelihoods under ``model``.
 
     Args:
-        model: a Pyro model; ``guide``: a guide for it (e.g. :class:`pyrogen.AutoFlow`).
-        *args, **kwargs: the model's arguments (the data it conditions on).
+        model: a Pyro model.
+        guide: a guide for it (e.g. :class:`pyrogen.AutoFlow`).
+        *args: the model's arguments (the data it conditions on).
+        **kwargs: the model's keyword arguments.
         num_samples: draws from the guide (one chain).
         seed: seeds the draws.
 
