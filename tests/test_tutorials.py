@@ -22,6 +22,8 @@ TUTORIALS = [
     "plot_vae.py",
     "plot_conditional_vae.py",
     "plot_semisupervised_vae.py",
+    "plot_flow_guides.py",
+    "plot_flow_densities.py",
 ]
 
 # Smoke runs take well under a minute; this only stops a hung run from hanging the suite.
