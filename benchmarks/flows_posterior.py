@@ -1,0 +1,492 @@
+"""Posterior accuracy of ``pyrogen.AutoFlow`` against Pyro's own autoguides, in one run.
+
+Every guide is trained with the same optimizer, steps, learning-rate decay and particles
+(``ClippedAdam`` with a 100-fold decay, ``Trace_ELBO(num_particles, vectorize_particles)``)
+on three models whose posterior is known:
+
+* **conjugate**: mu ~ N(0, I_5), x_i ~ N(mu, Sigma) for 10 rows with a fixed correlated
+  Sigma; the posterior is Gaussian with precision I + n Sigma^-1 (exact mean, sd, log Z).
+* **funnel**: Neal's funnel in 10 dims, y ~ N(0, 3), x_i | y ~ N(0, exp(y / 2)), i = 1..9,
+  without data, so the posterior is the prior: mean 0, sd(y) = 3, sd(x_i) = exp(9 / 4),
+  log Z = 0.
+* **eight schools** (centered): mu ~ N(0, 5), tau ~ HalfCauchy(5), theta_j ~ N(mu, tau),
+  y_j ~ N(theta_j, sigma_j). The reference is exact up to 1-D quadrature: given tau, mu and
+  theta are Gaussian, and p(tau | y) is evaluated on a grid of log tau. A NUTS run
+  (``pyro.infer.MCMC``, on the non-centered form, which has the same posterior without the
+  centered form's divergences) is reported next to it as a cross-check, with r-hat.
+
+Per model and guide: the largest absolute error of the posterior means and of the posterior
+sds over all latent values, in units of the reference sd (from ``--draws`` guide draws, in
+the constrained space), PSIS k-hat (``pyrogen.guides.psis_khat``), the final ELBO from
+``--elbo-particles`` particles with the gap to log Z where known, and training wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (  # noqa: E402
+    git_revision,
+    machine_info,
+    markdown_table,
+    set_threads,
+    text_table,
+    thread_info,
+    utc_timestamp,
+    versions,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GUIDES = ("AutoFlow(nsf)", "AutoFlow(iaf)", "AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal")
+
+# Eight schools (Rubin 1981).
+SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
+SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test (< 1 min)")
+    parser.add_argument("--steps", type=int, default=None, help="SVI steps (full 800)")
+    parser.add_argument("--particles", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument("--draws", type=int, default=None, help="guide draws (full 20000)")
+    parser.add_argument("--khat-samples", type=int, default=None, help="full 5000")
+    parser.add_argument("--elbo-particles", type=int, default=None, help="full 5000")
+    parser.add_argument("--chains", type=int, default=None, help="NUTS chains (full 4)")
+    parser.add_argument("--nuts-draws", type=int, default=None, help="per chain (full 1000)")
+    parser.add_argument("--guides", default=",".join(GUIDES))
+    parser.add_argument("--models", default="conjugate,funnel,eight_schools")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(RESULTS / "flows_posterior"))
+    args = parser.parse_args(argv)
+    full = {"steps": 800, "draws": 20_000, "khat_samples": 5000, "elbo_particles": 5000}
+    full |= {"chains": 4, "nuts_draws": 1000}
+    quick = {"steps": 60, "draws": 4000, "khat_samples": 500, "elbo_particles": 200}
+    quick |= {"chains": 2, "nuts_draws": 100}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+# --- models and exact references ----------------------------------------------------------
+
+
+def conjugate_problem(seed: int):
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    d, n = 5, 10
+    a = torch.randn(d, d, generator=gen, dtype=torch.float64)
+    corr = a @ a.T + 0.5 * torch.eye(d, dtype=torch.float64)
+    sd = torch.linspace(1.0, 3.0, d, dtype=torch.float64)
+    corr = corr / torch.outer(corr.diag().sqrt(), corr.diag().sqrt())
+    cov = corr * torch.outer(sd, sd)
+    true_mu = torch.randn(d, generator=gen, dtype=torch.float64)
+    chol = torch.linalg.cholesky(cov)
+    x = true_mu + torch.randn(n, d, generator=gen, dtype=torch.float64) @ chol.T
+    cov32, x32 = cov.float(), x.float()
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+        with pyro.plate("rows", x.shape[0]):
+            pyro.sample("obs", dist.MultivariateNormal(mu, covariance_matrix=cov32), obs=x)
+
+    cov_inv = torch.linalg.inv(cov)
+    post_cov = torch.linalg.inv(torch.eye(d, dtype=torch.float64) + n * cov_inv)
+    post_mean = post_cov @ (cov_inv @ x.sum(0))
+    # log Z: the rows are jointly Gaussian with mean 0 and covariance I_n (x) Sigma + 11^T (x) I.
+    big = torch.kron(torch.eye(n, dtype=torch.float64), cov) + torch.kron(
+        torch.ones(n, n, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+    )
+    log_z = torch.distributions.MultivariateNormal(
+        torch.zeros(n * d, dtype=torch.float64), covariance_matrix=big
+    ).log_prob(x.reshape(-1))
+    reference = {
+        "mean": {"mu": post_mean.tolist()},
+        "sd": {"mu": post_cov.diag().sqrt().tolist()},
+        "log_z": float(log_z),
+        "method": "closed form",
+    }
+    return model, (x32,), reference
+
+
+def funnel_problem(seed: int):
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    k = 9
+
+    def model():
+        y = pyro.sample("y", dist.Normal(0.0, 3.0))
+        pyro.sample("x", dist.Normal(torch.zeros(k), (y / 2).exp().unsqueeze(-1)).to_event(1))
+
+    reference = {
+        "mean": {"y": [0.0], "x": [0.0] * k},
+        # Var x_i = E[exp(y)] = exp(9 / 2) for y ~ N(0, 9).
+        "sd": {"y": [3.0], "x": [math.exp(9 / 4)] * k},
+        "log_z": 0.0,
+        "method": "closed form (no data: the posterior is the prior)",
+    }
+    return model, (), reference
+
+
+def schools_model(y, sigma):
+    import pyro
+    import pyro.distributions as dist
+
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("schools", len(y)):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def schools_noncentered(y, sigma):
+    import pyro
+    import pyro.distributions as dist
+
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("schools", len(y)):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        pyro.deterministic("theta", mu + tau * eta)
+        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+def schools_quadrature(grid: int = 200_001):
+    """Exact posterior moments and log Z of the eight-schools model by quadrature over tau."""
+    import numpy as np
+
+    y, s2 = np.array(SCHOOLS_Y), np.array(SCHOOLS_SIGMA) ** 2
+    prior_var = 25.0
+    log_tau = np.linspace(-16.0, 16.0, grid)
+    tau = np.exp(log_tau)
+    v = s2[None, :] + tau[:, None] ** 2  # y_j | mu, tau ~ N(mu, v_j)
+    # mu integrated out: y | tau ~ N(0, diag(v) + 25 11^T) (matrix determinant lemma and
+    # Sherman-Morrison for the rank-one term).
+    precision = 1 / prior_var + (1 / v).sum(1)  # of mu | tau, y
+    m = (y / v).sum(1) / precision
+    log_det = np.log(v).sum(1) + np.log(1 + prior_var * (1 / v).sum(1))
+    quad = (y**2 / v).sum(1) - (y / v).sum(1) ** 2 / precision
+    log_lik = -0.5 * (len(y) * math.log(2 * math.pi) + log_det + quad)
+    log_prior = math.log(2 / (math.pi * 5.0)) - np.log1p((tau / 5.0) ** 2)
+    log_w = log_lik + log_prior + log_tau  # density in log tau
+    step = log_tau[1] - log_tau[0]
+    top = log_w.max()
+    weights = np.exp(log_w - top)
+    total = weights.sum()
+    log_z = top + math.log(total * step)
+    weights = weights / total
+
+    def moments(mean_given, var_given):
+        mean = (weights[:, None] * mean_given).sum(0)
+        var = (weights[:, None] * (var_given + mean_given**2)).sum(0) - mean**2
+        return mean, np.sqrt(var)
+
+    mu_mean, mu_sd = moments(m[:, None], (1 / precision)[:, None])
+    tau_mean, tau_sd = moments(tau[:, None], np.zeros((grid, 1)))
+    prec_theta = 1 / s2[None, :] + 1 / tau[:, None] ** 2
+    b = (1 / tau[:, None] ** 2) / prec_theta
+    a = (1 / s2[None, :]) / prec_theta
+    theta_mean, theta_sd = moments(
+        a * y + b * m[:, None], 1 / prec_theta + b**2 / precision[:, None]
+    )
+    return {
+        "mean": {"mu": mu_mean.tolist(), "tau": tau_mean.tolist(), "theta": theta_mean.tolist()},
+        "sd": {"mu": mu_sd.tolist(), "tau": tau_sd.tolist(), "theta": theta_sd.tolist()},
+        "log_z": float(log_z),
+        "method": f"quadrature over log tau ({grid} points in [-16, 16])",
+    }
+
+
+def schools_nuts(chains: int, draws: int, seed: int):
+    """NUTS on the non-centered model: chains run one after another; split r-hat."""
+    import pyro
+    import torch
+    from pyro.infer import MCMC, NUTS
+    from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+    y, sigma = torch.tensor(SCHOOLS_Y), torch.tensor(SCHOOLS_SIGMA)
+    samples: dict[str, list] = {"mu": [], "tau": [], "theta": []}
+    divergences = 0
+    started = time.perf_counter()
+    for chain in range(chains):
+        pyro.set_rng_seed(seed + 1000 + chain)
+        kernel = NUTS(schools_noncentered, jit_compile=True, ignore_jit_warnings=True)
+        mcmc = MCMC(
+            kernel, num_samples=draws, warmup_steps=max(draws // 2, 100), disable_progbar=True
+        )
+        mcmc.run(y, sigma)
+        got = mcmc.get_samples()
+        divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
+        samples["mu"].append(got["mu"].reshape(draws, 1))
+        samples["tau"].append(got["tau"].reshape(draws, 1))
+        eta = got["eta"].reshape(draws, -1)
+        samples["theta"].append(got["mu"].reshape(draws, 1) + got["tau"].reshape(draws, 1) * eta)
+    stacked = {k: torch.stack(v) for k, v in samples.items()}  # (chains, draws, dim)
+    return {
+        "mean": {k: v.reshape(-1, v.shape[-1]).mean(0).tolist() for k, v in stacked.items()},
+        "sd": {k: v.reshape(-1, v.shape[-1]).std(0).tolist() for k, v in stacked.items()},
+        "max_rhat": max(float(split_gelman_rubin(v).max()) for v in stacked.values()),
+        "min_ess": min(float(effective_sample_size(v).min()) for v in stacked.values()),
+        "divergences": divergences,
+        "chains": chains,
+        "draws_per_chain": draws,
+        "time_s": time.perf_counter() - started,
+    }
+
+
+def schools_problem(seed: int):
+    import torch
+
+    return (
+        schools_model,
+        (torch.tensor(SCHOOLS_Y), torch.tensor(SCHOOLS_SIGMA)),
+        schools_quadrature(),
+    )
+
+
+# --- guides and metrics ---------------------------------------------------------------------
+
+
+def make_guide(name: str, model):
+    from pyro.infer import autoguide
+
+    import pyrogen
+
+    if name == "AutoFlow(nsf)":
+        return pyrogen.AutoFlow(model, flow="nsf")
+    if name == "AutoFlow(iaf)":
+        return pyrogen.AutoFlow(model, flow="iaf")
+    if name == "AutoNormal":
+        return autoguide.AutoNormal(model)
+    if name == "AutoMultivariateNormal":
+        return autoguide.AutoMultivariateNormal(model)
+    if name == "AutoIAFNormal":
+        return autoguide.AutoIAFNormal(model, hidden_dim=[64, 64], num_transforms=3)
+    raise ValueError(name)
+
+
+def guide_draws(guide, n: int, sites) -> dict:
+    """n draws of each latent site from a trained guide, constrained, flattened to (n, -1).
+
+    Drawn from the guide's own distribution of the unconstrained values and unpacked site by
+    site here: ``AutoFlow.sample_posterior`` (like Pyro's ``_unpack_latent``, which it uses)
+    fails on latent sites inside a plate (eight schools' theta), see the README.
+    """
+    import torch
+    from pyro.distributions.transforms import biject_to
+
+    draws = {}
+    with torch.no_grad():
+        if hasattr(guide, "locs"):  # AutoNormal: independent normals per site
+            for name, site in guide.prototype_trace.iter_stochastic_nodes():
+                loc, scale = guide._get_loc_and_scale(name)
+                u = loc + scale * torch.randn(n, *loc.shape)
+                draws[name] = biject_to(site["fn"].support)(u)
+        else:  # AutoContinuous: one vector of all unconstrained values
+            posterior = guide.get_posterior()
+            latent = getattr(posterior, "dist", posterior).rsample((n,))  # ZukoToPyro.dist
+            pos = 0
+            for name, site in guide.prototype_trace.iter_stochastic_nodes():
+                shape = guide._unconstrained_shapes[name]
+                size = math.prod(shape)
+                u = latent[:, pos : pos + size].reshape(n, *shape)
+                draws[name] = biject_to(site["fn"].support)(u)
+                pos += size
+            assert pos == latent.shape[-1]
+    return {k: draws[k].reshape(n, -1).double() for k in sites}
+
+
+def errors(means: dict, sds: dict, reference: dict) -> dict:
+    """Largest mean error (in reference sds) and sd error (relative) over all values."""
+    import torch
+
+    mean_err, sd_err, worst = 0.0, 0.0, {}
+    for site, ref_mean in reference["mean"].items():
+        ref_mean = torch.tensor(ref_mean, dtype=torch.float64)
+        ref_sd = torch.tensor(reference["sd"][site], dtype=torch.float64)
+        mean = torch.as_tensor(means[site], dtype=torch.float64)
+        sd = torch.as_tensor(sds[site], dtype=torch.float64)
+        m = ((mean - ref_mean).abs() / ref_sd).max().item()
+        s = ((sd - ref_sd).abs() / ref_sd).max().item()
+        worst[site] = {"mean_err": m, "sd_err": s}
+        mean_err, sd_err = max(mean_err, m), max(sd_err, s)
+    return {"mean_err": mean_err, "sd_err": sd_err, "per_site": worst}
+
+
+def run_one(model_name, model, model_args, reference, guide_name, args) -> dict:
+    import pyro
+    import torch
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyrogen.guides import psis_khat
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    guide = make_guide(guide_name, model)
+    optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": 0.01 ** (1 / args.steps)})
+    elbo = Trace_ELBO(num_particles=args.particles, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(model, guide, optim, elbo)
+    losses = []
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        losses.append(svi.step(*model_args))
+    train_s = time.perf_counter() - started
+    pyro.set_rng_seed(args.seed + 1)
+    draws = guide_draws(guide, args.draws, reference["mean"].keys())
+    row = {"model": model_name, "guide": guide_name, "train_s": train_s}
+    row |= errors(
+        {k: v.mean(0) for k, v in draws.items()}, {k: v.std(0) for k, v in draws.items()}, reference
+    )
+    with torch.no_grad():
+        final = Trace_ELBO(
+            num_particles=args.elbo_particles, vectorize_particles=True, max_plate_nesting=1
+        )
+        row["elbo"] = -final.loss(model, guide, *model_args)
+        row["khat"] = psis_khat(model, guide, *model_args, num_samples=args.khat_samples)
+    row["elbo_gap"] = (
+        reference["log_z"] - row["elbo"] if reference.get("log_z") is not None else None
+    )
+    row["final_loss_mean_last_50"] = sum(losses[-50:]) / len(losses[-50:])
+    row["finite"] = all(math.isfinite(v) for v in losses)
+    return row
+
+
+COLUMNS = [
+    ("model", "model"),
+    ("guide", "guide"),
+    ("mean_err", "max mean err (sd)", ".3f"),
+    ("sd_err", "max sd err (rel.)", ".3f"),
+    ("khat", "k-hat", ".2f"),
+    ("elbo", "ELBO", ".2f"),
+    ("elbo_gap", "log Z - ELBO", ".3f"),
+    ("train_s", "train s", ".1f"),
+]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    limiter = set_threads(args.threads)  # noqa: F841
+    import torch
+
+    torch.set_num_threads(args.threads)
+    problems = {
+        "conjugate": conjugate_problem,
+        "funnel": funnel_problem,
+        "eight_schools": schools_problem,
+    }
+    guides = [g for g in args.guides.split(",") if g]
+    rows, references = [], {}
+    started = time.perf_counter()
+    nuts = None
+    for model_name in args.models.split(","):
+        model, model_args, reference = problems[model_name](args.seed)
+        if model_name == "eight_schools":
+            nuts = schools_nuts(args.chains, args.nuts_draws, args.seed)
+            reference["nuts_cross_check"] = nuts
+            nuts_row = {"model": model_name, "guide": "NUTS (cross-check)"}
+            nuts_row |= errors(nuts["mean"], nuts["sd"], reference)
+            nuts_row["train_s"] = nuts["time_s"]
+            rows.append(nuts_row)
+            print(
+                f"NUTS: r-hat {nuts['max_rhat']:.3f}, min ESS {nuts['min_ess']:.0f}, "
+                f"{nuts['divergences']} divergences, {nuts['time_s']:.1f} s",
+                flush=True,
+            )
+        references[model_name] = reference
+        for guide_name in guides:
+            row = run_one(model_name, model, model_args, reference, guide_name, args)
+            rows.append(row)
+            print(
+                f"{model_name:14s} {guide_name:24s} mean {row['mean_err']:.3f} "
+                f"sd {row['sd_err']:.3f} khat {row['khat']:.2f} elbo {row['elbo']:.2f} "
+                f"{row['train_s']:.1f} s",
+                flush=True,
+            )
+    targets = {}
+    for model_name in references:
+        model_rows = [r for r in rows if r["model"] == model_name and r["guide"] in guides]
+        flows = [r for r in model_rows if r["guide"].startswith("AutoFlow")]
+        others = [r for r in model_rows if not r["guide"].startswith("AutoFlow")]
+        if not flows or not others:
+            continue
+        best_other = max(
+            max(r["mean_err"], r["sd_err"])
+            for r in [min(others, key=lambda r: max(r["mean_err"], r["sd_err"]))]
+        )
+        best_flow = min(flows, key=lambda r: max(r["mean_err"], r["sd_err"]))
+        targets[model_name] = {
+            "best_autoflow": best_flow["guide"],
+            "best_autoflow_err": max(best_flow["mean_err"], best_flow["sd_err"]),
+            "best_other_err": best_other,
+            "lowest_error": max(best_flow["mean_err"], best_flow["sd_err"]) <= best_other,
+            "khat_below_0.7": best_flow["khat"] < 0.7,
+        }
+    summary = {
+        "benchmark": "flows_posterior",
+        "timestamp": utc_timestamp(),
+        "quick": args.quick,
+        "settings": vars(args),
+        "machine": machine_info(),
+        "versions": versions(("torch", "pyro", "zuko", "numpy", "pyrogen")),
+        "threads": thread_info(),
+        "git": git_revision(),
+        "references": references,
+        "rows": rows,
+        "targets": targets,
+        "total_s": time.perf_counter() - started,
+    }
+    out = Path(args.out)
+    write_json_atomic(out.with_suffix(".json"), summary)
+    lines = [
+        f"Settings: {args.steps} steps of ClippedAdam (lr {args.lr}, decayed 100-fold), "
+        f"Trace_ELBO with {args.particles} vectorized particles, {args.draws} guide draws, "
+        f"k-hat from {args.khat_samples} draws, ELBO from {args.elbo_particles} particles"
+        + (" (quick mode: smoke test)" if args.quick else "")
+        + ".",
+        "Errors: largest |guide - reference| over all latent values, means in units of the "
+        "reference sd, sds relative to the reference sd.",
+        "",
+        markdown_table(rows, COLUMNS),
+        "",
+    ]
+    if nuts is not None:
+        lines.append(
+            f"Eight schools reference: exact quadrature; NUTS cross-check (non-centered, "
+            f"{nuts['chains']} chains x {nuts['draws_per_chain']} draws): max split r-hat "
+            f"{nuts['max_rhat']:.3f}, min ESS {nuts['min_ess']:.0f}, "
+            f"{nuts['divergences']} divergences."
+        )
+        lines.append("")
+    for name, t in targets.items():
+        lines.append(
+            f"* {name}: best AutoFlow ({t['best_autoflow']}) error {t['best_autoflow_err']:.3f} "
+            f"vs best other {t['best_other_err']:.3f}: lowest error "
+            f"{'met' if t['lowest_error'] else 'NOT met'}; k-hat < 0.7 "
+            f"{'met' if t['khat_below_0.7'] else 'NOT met'}."
+        )
+    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print(text_table(rows, COLUMNS))
+    print("\n".join(lines[-len(targets) :]))
+    print(f"total {summary['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
