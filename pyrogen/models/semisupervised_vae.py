@@ -268,7 +268,7 @@ class SemiSupervisedVAE(VAE):
         loc, scale = self.encoder(x, labels)  # (C, B, L)
         posterior = torch.distributions.Normal(loc, scale)
         z = posterior.rsample((num_samples,))
-        log_likelihood = self._likelihood(self.decoder(z, labels)).log_prob(x)
+        log_likelihood = self._log_likelihood(self.decoder(z, labels), x)
         return posterior, z, log_likelihood - math.log(self.num_classes)
 
     def _combine(self, per_label: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor):

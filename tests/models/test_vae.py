@@ -209,3 +209,15 @@ def test_flow_posterior_density_and_bounds_agree_with_pyro(posterior):
     assert vae.log_likelihood(x, num_samples=100).mean() > evaluated / 32
     with pytest.raises(ValueError, match="objective: 'mean_field' needs the analytic KL"):
         VAE((12,), posterior=posterior, objective="mean_field")
+
+
+@pytest.mark.parametrize("observed", [None, "top"])
+def test_fast_bernoulli_log_likelihood_equals_the_distributions(observed):
+    if observed:
+        vae = pyrogen.ConditionalVAE((16,), latent_dim=2, observed=observed, hidden=(8,))
+    else:
+        vae = VAE((16,), latent_dim=2, hidden=(8,))
+    x = torch.rand(5, 16)  # grey levels too: the binary cross-entropy
+    output = torch.randn(7, 5, 16) * 5
+    expected = vae._likelihood(output).log_prob(x)
+    assert torch.allclose(vae._log_likelihood(output, x), expected, rtol=1e-5, atol=1e-4)
