@@ -33,7 +33,7 @@ with bigger networks; this benchmark gets a few epochs on two CPU cores.
 
 Usage::
 
-    python benchmarks/vae_clustering.py            # full run (~25 min on 1 thread)
+    python benchmarks/vae_clustering.py            # full run (13 min on 1 thread, load ~3)
     python benchmarks/vae_clustering.py --quick    # smoke test (< 1 min)
 
 Writes ``benchmarks/results/vae_clustering.json`` and ``.md`` (``--out`` to change the stem).
