@@ -15,7 +15,14 @@ from pyrogen.data.datasets import (
     old_faithful,
 )
 from pyrogen.data.loaders import SUPPORTED_FORMATS, load, load_csv, load_idx, load_npy
-from pyrogen.data.validation import as_labels, as_tensor, check_choice, check_int, float_dtype_of
+from pyrogen.data.validation import (
+    as_examples,
+    as_labels,
+    as_tensor,
+    check_choice,
+    check_int,
+    float_dtype_of,
+)
 
 __all__ = [
     "BINARIZED_MNIST_SPLITS",
@@ -24,6 +31,7 @@ __all__ = [
     "MNIST_URL",
     "OLD_FAITHFUL_COLUMNS",
     "SUPPORTED_FORMATS",
+    "as_examples",
     "as_labels",
     "as_tensor",
     "binarized_mnist",

@@ -171,6 +171,44 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def as_examples(
+    data: Any,
+    data_shape: Sequence[int],
+    *,
+    dtype: torch.dtype,
+    name: str = "x",
+    unit_interval: str | None = None,
+    hint: str = "",
+) -> torch.Tensor:
+    """Examples of shape (N, ``*data_shape``) as a checked tensor (see :func:`as_tensor`).
+
+    Args:
+        data: the examples (array-like or tensor).
+        data_shape: the shape of one example.
+        dtype: the floating dtype to convert to.
+        name: argument name used in error messages.
+        unit_interval: when given, values must lie in [0, 1]; the text says why, e.g.
+            ``"for a bernoulli likelihood"``.
+        hint: appended to that error, e.g. what to do instead.
+
+    Raises:
+        ValueError: naming ``name``, for a wrong shape or values outside [0, 1].
+    """
+    x = as_tensor(data, name=name, ndim=None, dtype=dtype)
+    if tuple(x.shape[1:]) != tuple(data_shape):
+        raise ValueError(
+            f"{name}: expected shape (n, {', '.join(map(str, data_shape))}), got {tuple(x.shape)}"
+        )
+    if unit_interval is not None:
+        low, high = torch.aminmax(x)
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{name}: expected values in [0, 1] {unit_interval}, got values in "
+                f"[{low.item():g}, {high.item():g}]{hint}"
+            )
+    return x
+
+
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> Any:
     """Return ``value`` if it is one of ``choices``.
 

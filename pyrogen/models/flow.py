@@ -35,7 +35,7 @@ from torch.distributions import transforms as T
 from zuko.distributions import NormalizingFlow
 from zuko.transforms import ComposedTransform
 
-from pyrogen.data.validation import as_labels, as_tensor, check_int
+from pyrogen.data.validation import as_examples, as_labels, as_tensor, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.vae import check_data_shape
 from pyrogen.nn.flows import FLOWS, build_flow
@@ -237,17 +237,14 @@ class FlowDensity(GenerativeModel):
             self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
 
     def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
-        x = as_tensor(x, name=name, ndim=None, dtype=self.data_shift.dtype)
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"{name}: expected shape (n, {', '.join(map(str, self.data_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-        if (self.dequantize is not None or self.logit is not None) and (x.min() < 0 or x.max() > 1):
-            raise ValueError(
-                f"{name}: expected values in [0, 1] (dequantize / logit), got values in "
-                f"[{x.min().item():g}, {x.max().item():g}]"
-            )
+        bounded = self.dequantize is not None or self.logit is not None
+        x = as_examples(
+            x,
+            self.data_shape,
+            dtype=self.data_shift.dtype,
+            name=name,
+            unit_interval="(dequantize / logit)" if bounded else None,
+        )
         return x.to(self.data_shift.device)
 
     def _prepare_y(self, y: Any, rows: int) -> torch.Tensor | None:

@@ -32,7 +32,20 @@ from pyrogen.data.validation import check_int
 PARTICLE_PLATE = "iwae_particles"
 
 
-class ImportanceWeightedELBO(ELBO):
+class _FromDifferentiableLoss:
+    """``loss`` and ``loss_and_grads`` from the class's own ``differentiable_loss``."""
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class ImportanceWeightedELBO(_FromDifferentiableLoss, ELBO):
     """Negative IWAE bound with ``num_particles`` importance samples per data point.
 
     Args:
@@ -78,17 +91,8 @@ class ImportanceWeightedELBO(ELBO):
         bound = torch.logsumexp(log_weights, dim=0) - math.log(self.num_particles)
         return -(bound.sum() * scale)
 
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
-
-
-class AnalyticKLELBO(TraceMeanField_ELBO):
+class AnalyticKLELBO(_FromDifferentiableLoss, TraceMeanField_ELBO):
     """Negative ELBO with analytic KLs, as ``TraceMeanField_ELBO``, with less per-step work.
 
     For guides whose latent sites are reparameterized and have a closed-form KL against the
@@ -114,15 +118,6 @@ class AnalyticKLELBO(TraceMeanField_ELBO):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             elbo = elbo + _analytic_kl_elbo(model_trace, guide_trace) / self.num_particles
         return -elbo
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 def _analytic_kl_elbo(model_trace, guide_trace) -> torch.Tensor:

@@ -47,7 +47,7 @@ from torch import nn
 from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.flows import LazyInverse
 
-from pyrogen.data.validation import as_tensor, check_choice, check_int
+from pyrogen.data.validation import as_examples, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
 from pyrogen.nn import build_decoder, build_encoder, build_flow
@@ -337,19 +337,16 @@ class VAE(GenerativeModel):
         self._context(x, self._prepare_y(y, x.shape[0]))
 
     def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
-        dtype = self._prior_loc.dtype
-        x = as_tensor(x, name=name, ndim=None, dtype=dtype)
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"{name}: expected shape (n, {', '.join(map(str, self.data_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-        if self.likelihood != "gaussian" and (x.min() < 0 or x.max() > 1):
-            raise ValueError(
-                f"{name}: expected values in [0, 1] for a {self.likelihood} likelihood, got "
-                f"values in [{x.min().item():g}, {x.max().item():g}] (scale the data, or use "
-                f"likelihood='gaussian')"
-            )
+        x = as_examples(
+            x,
+            self.data_shape,
+            dtype=self._prior_loc.dtype,
+            name=name,
+            unit_interval=None
+            if self.likelihood == "gaussian"
+            else f"for a {self.likelihood} likelihood",
+            hint=" (scale the data, or use likelihood='gaussian')",
+        )
         return x.to(self._prior_loc.device)
 
     def _prepare_y(self, y: Any, rows: int) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrogen.data import as_tensor
+from pyrogen.data import as_examples, as_tensor
 
 
 def test_tensor_is_converted_to_float32_keeping_values():
@@ -170,3 +170,19 @@ def test_overflow_into_integer_dtype_raises():
 def test_widening_conversion_keeps_integers_exact():
     data = torch.tensor([[2**40, -3]], dtype=torch.int64)
     assert torch.equal(as_tensor(data, dtype=torch.float64), data.double())
+
+
+def test_as_examples_checks_shape_and_the_unit_interval():
+    x = as_examples([[0.0, 1.0]], (2,), dtype=torch.float64, unit_interval="for a test")
+    assert x.dtype == torch.float64 and x.shape == (1, 2)
+    with pytest.raises(ValueError, match=r"images: expected shape \(n, 1, 2\), got \(1, 2\)"):
+        as_examples([[0.0, 1.0]], (1, 2), dtype=torch.float32, name="images")
+    with pytest.raises(
+        ValueError,
+        match=r"x: expected values in \[0, 1\] for a test, got "
+        r"values in \[-1, 2\] \(rescale\)",
+    ):
+        as_examples(
+            [[-1.0, 2.0]], (2,), dtype=torch.float32, unit_interval="for a test", hint=" (rescale)"
+        )
+    assert as_examples([[-1.0, 2.0]], (2,), dtype=torch.float32).shape == (1, 2)
