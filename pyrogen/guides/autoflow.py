@@ -8,8 +8,9 @@ guide is then
 
 and each site gets ``biject_to(support)(u_site)`` with its log-Jacobian, so the ELBO is the
 usual one for constrained sites. ``loc`` starts at the model's initial values (the prior
-median by default) and ``scale`` at ``init_scale``, so training starts where a mean-field
-guide would and the flow learns the shape beyond it.
+median by default) and ``scale`` at ``init_scale`` (1: as wide as the standard normal base
+of Pyro's flow guides; a guide that starts narrow is slow to find wide or heavy-tailed
+posteriors, and the reverse KL rarely recovers them), and the flow learns the shape beyond it.
 
 Two things Pyro's own flow guides get wrong are handled here: ``.to()`` moves everything,
 including the supports used to constrain the samples (Pyro issues #2761, #3344), and the
@@ -53,7 +54,8 @@ class AutoFlow(AutoContinuous):
         transforms: number of flow transformations.
         hidden: hidden widths of each transformation's network.
         init_loc_fn: per-site initial values, as for Pyro's autoguides.
-        init_scale: initial posterior scale in the unconstrained space.
+        init_scale: initial posterior scale in the unconstrained space (lower it, to 0.1
+            say, for a model whose log-density overflows a unit step from its initial values).
 
     Shapes:
         The flow is over the D unconstrained values of all latent sites together;
@@ -75,7 +77,7 @@ class AutoFlow(AutoContinuous):
         transforms: int = 3,
         hidden: Sequence[int] = (64, 64),
         init_loc_fn=init_to_median,
-        init_scale: float = 0.1,
+        init_scale: float = 1.0,
     ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"flow: expected one of {FLOWS}, got {flow!r}")
