@@ -855,9 +855,24 @@ def test_fit_flow_on_a_csv_then_evaluate_and_sample(tmp_path, faithful_csv, caps
     assert len(capsys.readouterr().out.strip().splitlines()) == 5  # header and 4 rows
 
 
+def test_fit_flow_stops_on_held_out_rows(tmp_path, faithful_csv):
+    out = tmp_path / "flow"
+    argv = ["fit", "flow", "--data", str(faithful_csv), "--out", str(out), "--quiet"]
+    options = ["--steps", "3000", "--transforms", "2", "--hidden", "16", "--lr", "0.01"]
+    assert main([*argv, *options, "--validation-share", "0.25", "--patience", "5"]) == 0
+    training = _summary(out)["training"]
+    held_out = training["validation_losses"]
+    # full batch: one held-out score per step; stopped 5 steps after the best one
+    assert training["stopped_early"] and training["steps"] < 3000
+    assert [step for step, _ in held_out] == list(range(1, training["steps"] + 1))
+    assert training["best_loss"] == min(loss for _, loss in held_out)
+    assert training["steps"] - training["best_step"] == 5
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
+        (["--validation-share", "1.5"], "expected a fraction between 0 and 1"),
         (["--logit", "0.05"], r"x: expected values in \[0, 1\]"),
         (["--hidden", "16,zero"], "expected positive integers separated by commas"),
         (["--lr", "-1"], "--lr"),

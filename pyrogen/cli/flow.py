@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+import torch
 
 from pyrogen.cli.common import (
     _FitCommand,
@@ -39,6 +42,21 @@ def _add_flow_options(parser: argparse.ArgumentParser) -> None:
         "--lr", type=_positive_float, metavar="LR", help="learning rate (default 1e-3)"
     )
     group.add_argument(
+        "--validation-share",
+        type=_share,
+        metavar="F",
+        help="hold out this share of the rows (seeded) and stop when their log-likelihood "
+        "has not improved for --patience epochs, keeping the best state (default: none)",
+    )
+    group.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=20,
+        metavar="E",
+        help="epochs (full-batch: steps) without held-out improvement before stopping "
+        "(default 20; only with --validation-share)",
+    )
+    group.add_argument(
         "--dequantize",
         type=_positive_int,
         metavar="L",
@@ -63,9 +81,20 @@ def _fit_flow(args: argparse.Namespace) -> _Fitted:
         dequantize=args.dequantize,
         logit=args.logit,
     )
+    rows, options = x, {}
+    if args.validation_share is not None:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
+        held = max(1, round(args.validation_share * len(x)))
+        if held >= len(x):
+            raise ValueError(
+                f"--validation-share: {args.validation_share} leaves no training rows of {len(x)}"
+            )
+        rows, options["validation"] = x[order[held:]], x[order[:held]]
+        options["early_stopping"] = args.patience
     result = fit(
         model,
-        x,
+        rows,
+        **options,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -74,6 +103,16 @@ def _fit_flow(args: argparse.Namespace) -> _Fitted:
         progress=_progress(args),
     )
     return _Fitted(model, result, x, columns=columns, extra={"data": source})
+
+
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0 < share < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return share
 
 
 def _widths(text: str) -> tuple[int, ...]:

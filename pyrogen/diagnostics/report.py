@@ -796,6 +796,8 @@ def _training(result: FitResult) -> dict[str, Any]:
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "loss": f"negative ELBO ({type(result.model.loss).__name__}), nats per example",
+        # (step, held-out loss) pairs; the best_* fields follow them when present
+        "validation_losses": [list(pair) for pair in result.validation_losses],
     }
 
 

@@ -44,9 +44,12 @@ class FitResult:
         steps: total optimisation steps taken, resumed ones included.
         time_s: wall time of this call, in seconds.
         device: device the model was trained on.
-        best_loss: lowest monitored loss (per step full-batch, per-epoch mean otherwise).
+        best_loss: lowest monitored loss: the held-out loss when ``validation`` was given,
+            else the training loss (per step full-batch, per-epoch mean otherwise).
         best_step: step at which ``best_loss`` was reached (0 = before the first update).
         stopped_early: whether early stopping or a callback ended training.
+        validation_losses: (step, held-out negative ELBO in nats per example) after every
+            epoch when ``validation`` was given; empty otherwise.
     """
 
     model: GenerativeModel
@@ -57,6 +60,7 @@ class FitResult:
     best_loss: float = math.inf
     best_step: int = 0
     stopped_early: bool = False
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def final_loss(self) -> float:
@@ -65,6 +69,8 @@ class FitResult:
 
 
 _UNSET = object()
+# Held-out rows scored at once.
+_HELD_OUT_ROWS = 4096
 
 
 def fit(
@@ -78,6 +84,8 @@ def fit(
     optim: OptimizerFactory | None = None,
     lr: float | None = None,
     clip_norm: float | None = None,
+    validation: Any = None,
+    validation_y: Any = None,
     early_stopping: int | None | object = _UNSET,
     min_delta: float | None = None,
     restore_best: bool | object = _UNSET,
@@ -104,13 +112,20 @@ def fit(
         optim: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
         lr: learning rate; default from ``model.fit_defaults`` or 1e-3.
         clip_norm: clip the gradient norm to this value (``None``: no clipping).
+        validation: held-out rows shaped like ``data`` (M, ...). After every epoch (every
+            step, full-batch) their negative ELBO per row, ``model.loss`` on all M rows, is
+            the monitored loss: early stopping and ``restore_best`` (then True by default)
+            follow it instead of the training loss, which a flexible model can drive down
+            while it overfits.
+        validation_y: the validation rows' labels or contexts (M, ...), when ``y`` is given.
         early_stopping: stop after this many epochs (steps, full-batch) without the
             monitored loss improving by ``min_delta``; ``None`` never stops early.
         min_delta: smallest improvement (nats per example) that resets the patience;
             default from ``model.fit_defaults``, else 1e-4.
         restore_best: leave the model in the state with the lowest monitored loss. Safe for
-            deterministic objectives (MAP); with sampled ELBOs the lowest value is partly
-            luck, so the default (from ``model.fit_defaults``, else False) keeps the last.
+            deterministic objectives (MAP) and held-out losses; with sampled training ELBOs
+            the lowest value is partly luck, so the default (True with ``validation``, else
+            from ``model.fit_defaults``, else False) keeps the last.
         device: ``"cpu"``, ``"cuda"``, ...; default the data's device.
         seed: seeds Pyro, torch, numpy and the minibatch order.
         callbacks: ``callback(step, loss, model)``; a callback returning True stops training.
@@ -143,6 +158,7 @@ def fit(
     x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
     labels = _as_labels(y, x.shape[0])
     num_data = x.shape[0]
+    held_out = _validation_rows(validation, validation_y, x, labels)
     if batch_size is None:
         batch_size = defaults.get("batch_size")
     batch_size = _check_positive_int("batch_size", batch_size, allow_none=True)
@@ -173,7 +189,7 @@ def fit(
     if not (math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta: expected a non-negative number, got {min_delta!r}")
     if restore_best is _UNSET:
-        restore_best = bool(defaults.get("restore_best", False))
+        restore_best = held_out is not None or bool(defaults.get("restore_best", False))
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)
     if resume and checkpoint is None:
         raise ValueError("resume: expected a checkpoint path to resume from, got checkpoint=None")
@@ -184,6 +200,8 @@ def fit(
     model.to(device)
     x = x.to(device)
     labels = None if labels is None else labels.to(device)
+    if held_out is not None:
+        held_out = tuple(None if t is None else t.to(device) for t in held_out)
 
     pyro.set_rng_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
@@ -202,7 +220,9 @@ def fit(
         model.to(device)
     else:
         model.setup(x, labels, seed=seed)
-        x = x.to(dtype=_model_dtype(model, x.dtype))
+    x = x.to(dtype=_model_dtype(model, x.dtype))
+    if held_out is not None:
+        held_out = (held_out[0].to(dtype=x.dtype), held_out[1])
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -242,7 +262,7 @@ def fit(
                 raise FloatingPointError(
                     _explain_nonfinite(model, batch_x, batch_y, num_data, state.step)
                 )
-            if batch_size is None:
+            if batch_size is None and held_out is None:
                 state.monitor(value, model, min_delta)  # the pre-update parameters scored `value`
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,7 +271,11 @@ def fit(
             optimizer.step()
             state.step += 1
             state.losses.append(value)
-            if batch_size is not None and state.step % steps_per_epoch == 0:
+            if held_out is not None and state.step % steps_per_epoch == 0:
+                held_out_loss = _held_out_loss(elbo, model, *held_out, state.step)
+                state.validation_losses.append((state.step, held_out_loss))
+                state.monitor(held_out_loss, model, min_delta)
+            elif batch_size is not None and state.step % steps_per_epoch == 0:
                 epoch_loss = float(np.mean(state.losses[-steps_per_epoch:]))
                 state.monitor(epoch_loss, model, min_delta)
             if early_stopping is not None and state.bad_epochs >= early_stopping:
@@ -286,6 +310,7 @@ def fit(
         best_loss=state.best_loss,
         best_step=state.best_step,
         stopped_early=state.stopped_early,
+        validation_losses=list(state.validation_losses),
     )
 
 
@@ -298,6 +323,7 @@ class _TrainingState:
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
     # This epoch's row order (model.minibatch_order): kept in checkpoints so that a resume
     # mid-epoch sees the same batches.
     permutation: torch.Tensor | None = None
@@ -320,6 +346,7 @@ class _TrainingState:
             "best_step": self.best_step,
             "best_state": best,
             "bad_epochs": self.bad_epochs,
+            "validation_losses": [list(pair) for pair in self.validation_losses],
             "permutation": self.permutation,
         }
 
@@ -332,6 +359,7 @@ class _TrainingState:
             best_step=int(saved.get("best_step", 0)),
             best_state=saved.get("best_state"),
             bad_epochs=int(saved.get("bad_epochs", 0)),
+            validation_losses=[(int(k), float(v)) for k, v in saved.get("validation_losses", [])],
             permutation=saved.get("permutation"),
         )
 
@@ -384,13 +412,66 @@ def _first_nonfinite_site(model, batch_x, batch_y, num_data: int) -> str:
     return ""
 
 
-def _as_labels(y: Any, num_rows: int) -> torch.Tensor | None:
+def _as_labels(y: Any, num_rows: int, name: str = "y") -> torch.Tensor | None:
     if y is None:
         return None
     labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
     if labels.dim() == 0 or labels.shape[0] != num_rows:
-        raise ValueError(f"y: expected {num_rows} rows like data, got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"{name}: expected {num_rows} rows like "
+            f"{'data' if name == 'y' else 'validation'}, got shape {tuple(labels.shape)}"
+        )
     return labels
+
+
+def _validation_rows(
+    validation: Any, validation_y: Any, x: torch.Tensor, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The held-out rows (and labels), checked against the training data's shapes."""
+    if validation is None:
+        if validation_y is not None:
+            raise ValueError("validation_y: given without validation rows")
+        return None
+    rows = as_tensor(validation, name="validation", ndim=None, dtype=float_dtype_of(validation))
+    if rows.dim() == 0 or rows.shape[0] == 0 or rows.shape[1:] != x.shape[1:]:
+        expected = ", ".join(map(str, x.shape[1:])) if x.dim() > 1 else ""
+        raise ValueError(
+            f"validation: expected rows shaped like data, (M, {expected}), "
+            f"got shape {tuple(rows.shape)}"
+        )
+    if (labels is None) != (validation_y is None):
+        raise ValueError(
+            "validation_y: expected labels for the validation rows, since y was given"
+            if labels is not None
+            else "validation_y: given, but the training data have no y"
+        )
+    held_labels = None
+    if validation_y is not None:
+        held_labels = _as_labels(validation_y, rows.shape[0], name="validation_y")
+        if held_labels.shape[1:] != labels.shape[1:]:
+            raise ValueError(
+                f"validation_y: expected shape (M, *{tuple(labels.shape[1:])}) like y, "
+                f"got {tuple(held_labels.shape)}"
+            )
+    return rows, held_labels
+
+
+@torch.no_grad()
+def _held_out_loss(elbo, model, rows, labels, step: int) -> float:
+    """Negative ELBO per held-out row, in chunks (each scored as itself: num_data = its rows)."""
+    total = 0.0
+    for start in range(0, rows.shape[0], _HELD_OUT_ROWS):
+        chunk = rows[start : start + _HELD_OUT_ROWS]
+        chunk_y = None if labels is None else labels[start : start + _HELD_OUT_ROWS]
+        with pyro.validation_enabled(False):
+            total += elbo.loss(model.model, model.guide, chunk, chunk_y, num_data=chunk.shape[0])
+    value = total / rows.shape[0]
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"step {step}: the held-out loss is {value}; the model gives the validation "
+            "rows no probability (are they from the training data's range?)"
+        )
+    return value
 
 
 def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:

@@ -158,6 +158,57 @@ def test_early_stopping_restores_the_best_state():
     assert final == pytest.approx(result.best_loss, rel=1e-5)
 
 
+def test_validation_loss_is_the_held_out_negative_elbo_and_restores_the_best():
+    # A MAP mixture is deterministic, so the monitored held-out loss can be recomputed
+    # exactly: the model's own loss on the validation rows, per row.
+    rng = np.random.default_rng(4)
+    x = torch.as_tensor(rng.normal(size=(40, 2)), dtype=torch.float32)
+    held_out = torch.as_tensor(rng.normal(size=(25, 2)) + 0.5, dtype=torch.float32)
+    model = GaussianMixture(3)
+    result = pyrogen.fit(
+        model, x, steps=60, lr=0.05, validation=held_out, early_stopping=None, progress=False
+    )
+    assert [step for step, _ in result.validation_losses] == list(range(1, 61))
+    losses = [loss for _, loss in result.validation_losses]
+    assert result.best_loss == min(losses)
+    assert result.best_step == result.validation_losses[int(np.argmin(losses))][0]
+    # restore_best defaults to True with validation rows: the model is the best one
+    final = model.loss.loss(model.model, model.guide, held_out) / held_out.shape[0]
+    assert final == pytest.approx(result.best_loss, rel=1e-5)
+
+    last = GaussianMixture(3)
+    result = pyrogen.fit(
+        last,
+        x,
+        steps=60,
+        lr=0.05,
+        validation=held_out,
+        early_stopping=None,
+        restore_best=False,
+        progress=False,
+    )
+    final = last.loss.loss(last.model, last.guide, held_out) / held_out.shape[0]
+    assert final == pytest.approx(result.validation_losses[-1][1], rel=1e-5)
+
+
+def test_validation_early_stopping_counts_epochs():
+    x, held_out = normal_data(96), normal_data(50)
+    result = pyrogen.fit(
+        NormalMean(),
+        x,
+        steps=3000,
+        batch_size=32,
+        lr=0.05,
+        validation=held_out,
+        early_stopping=3,
+        min_delta=10.0,
+        progress=False,
+    )
+    # no improvement of 10 nats per row after the first epoch: 1 + 3 epochs of 3 steps
+    assert result.stopped_early and result.steps == 4 * 3
+    assert [step for step, _ in result.validation_losses] == [3, 6, 9, 12]
+
+
 def test_gradient_clipping_bounds_the_update():
     x = normal_data()
     model = NormalMean()
@@ -210,6 +261,19 @@ def test_nan_guard_names_the_site_when_validation_is_off():
         ({"lr": -1.0}, "lr: expected a positive number"),
         ({"resume": True}, "resume: expected a checkpoint path"),
         ({"y": [1, 2, 3]}, "y: expected 200 rows like data"),
+        (
+            {"validation": torch.zeros(5, 2)},
+            r"validation: expected rows shaped like data, \(M, \), got shape \(5, 2\)",
+        ),
+        ({"validation_y": [0, 1]}, "validation_y: given without validation rows"),
+        (
+            {"validation": torch.zeros(5), "validation_y": [0] * 5},
+            "validation_y: given, but the training data have no y",
+        ),
+        (
+            {"validation": torch.zeros(5), "y": [0] * 200},
+            "validation_y: expected labels for the validation rows",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, message):
