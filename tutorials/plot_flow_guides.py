@@ -331,9 +331,10 @@ axes[0].figure.tight_layout()
 # ----------------------
 # zuko's flows map data to noise in one pass through each transformation's network. A
 # guide needs the other direction (noise to a draw) and the density of that draw, at every
-# step. For an inverse autoregressive flow (``"iaf"``) and a coupling flow (``"realnvp"``)
-# that is one pass; for the autoregressive ``"nsf"`` (``AutoFlow``'s default) and
-# ``"maf"`` it is one pass *per latent value*, ten here. Time per SVI step, same settings:
+# step. For an inverse autoregressive flow (``"iaf"``, ``AutoFlow``'s default) and a coupling
+# flow (``"realnvp"``) that is one pass; ``AutoFlow`` also runs the spline flow ``"nsf"`` in
+# that inverse-autoregressive direction. ``"maf"`` takes one pass *per latent value*, ten
+# here. Time per SVI step, same settings:
 
 for kind in ("iaf", "realnvp", "maf", "nsf"):
     pyro.set_rng_seed(0)
