@@ -23,21 +23,21 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import pyro
 import torch
 import zuko
 from pyro import poutine
-from pyro.contrib.zuko import ZukoToPyro
 from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.ops.stats import fit_generalized_pareto
 from torch import nn
 from torch.distributions import AffineTransform
 from zuko.distributions import NormalizingFlow
 from zuko.transforms import ComposedTransform
 
 from pyrogen.data.validation import check_int
-from pyrogen.nn.flows import FLOWS, build_flow
+from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
 
 
 class AutoFlow(AutoContinuous):
@@ -143,13 +143,13 @@ class AutoFlow(AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         return super().forward(*args, **kwargs)
 
-    def get_posterior(self, *args: Any, **kwargs: Any) -> ZukoToPyro:
+    def get_posterior(self, *args: Any, **kwargs: Any) -> FlowDistribution:
         """The distribution of the unconstrained latent vector u, event shape (D,)."""
         flow = self.flow()
         # zuko's transforms map samples to noise: u -> (u - loc) / scale -> flow -> e.
         standardize = AffineTransform(self.loc, self.log_scale.exp(), event_dim=1).inv
         transform = ComposedTransform(standardize, flow.transform)
-        return ZukoToPyro(NormalizingFlow(transform, flow.base))
+        return FlowDistribution(NormalizingFlow(transform, flow.base))
 
     # --- posterior draws ----------------------------------------------------------------
     @torch.no_grad()
@@ -188,6 +188,10 @@ def psis_khat(model, guide, *args: Any, num_samples: int = 1000, **kwargs: Any) 
     k < 0.5: the guide is a good proposal; 0.5-0.7: usable with care; > 0.7: the guide
     misses mass the posterior has, and importance-sampling estimates are unreliable.
 
+    The draws are vectorized as in Pyro's ``psis_diagnostic`` when the model allows it; a
+    model written for one draw at a time (``X @ beta`` with a batched ``beta``, say) is run
+    once per draw instead, with the same result and more time.
+
     Args:
         model, guide: a Pyro model and a guide for it.
         *args: their arguments.
@@ -195,12 +199,36 @@ def psis_khat(model, guide, *args: Any, num_samples: int = 1000, **kwargs: Any) 
         num_samples: draws of z.
 
     Returns:
-        k-hat as a float.
+        k-hat as a float (inf when too few draws reach the tail to fit it).
     """
     check_int("num_samples", num_samples)
-    with poutine.block():
-        return float(
-            pyro.infer.importance.psis_diagnostic(
-                model, guide, *args, num_particles=num_samples, **kwargs
+    with poutine.block(), torch.no_grad():
+        try:
+            log_weights = vectorized_importance_weights(
+                model, guide, *args, num_samples=num_samples, max_plate_nesting=7, **kwargs
+            )[0]
+        except (ValueError, RuntimeError):
+            log_weights = torch.stack(
+                [_log_weight(model, guide, args, kwargs) for _ in range(num_samples)]
             )
-        )
+    return _pareto_khat(log_weights)
+
+
+def _log_weight(model, guide, args, kwargs) -> torch.Tensor:
+    """log p(x, z) - log q(z) for one draw z ~ guide, without vectorization."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+
+
+def _pareto_khat(log_weights: torch.Tensor) -> float:
+    """The shape of a generalized Pareto fitted to the largest weights (PSIS's tail rule)."""
+    n = log_weights.numel()
+    log_weights = torch.sort(log_weights.detach().flatten() - log_weights.max()).values
+    tail_size = int(math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))))
+    cutoff = max(math.log(1e-15), float(log_weights[-tail_size - 1]))
+    tail = log_weights[log_weights > cutoff]
+    if len(tail) < 10:
+        return math.inf
+    k, _ = fit_generalized_pareto(tail.exp() - math.exp(cutoff))
+    return float(k)

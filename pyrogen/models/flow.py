@@ -28,7 +28,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.contrib.zuko import ZukoToPyro
 from pyro.infer import Trace_ELBO
 from pyro.nn import pyro_method
 from torch.distributions import transforms as T
@@ -38,7 +37,7 @@ from zuko.transforms import ComposedTransform
 from pyrogen.data.validation import as_examples, as_labels, as_tensor, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.vae import check_data_shape
-from pyrogen.nn.flows import FLOWS, build_flow
+from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
 
 # Site names, shared by model and guide.
 OBS = "obs"
@@ -206,7 +205,11 @@ class FlowDensity(GenerativeModel):
         self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> None:
         """p_flow(x | c) for continuous data; p_flow(y | c) of the dequantized y otherwise."""
-        density = ZukoToPyro(self.density(self._context(x, y)))
+        # With the logit step the density lives on the unit cube, otherwise on R^D.
+        support = dist.constraints.independent(
+            dist.constraints.unit_interval if self.logit is not None else dist.constraints.real, 1
+        )
+        density = FlowDistribution(self.density(self._context(x, y)), support)
         with data_plate(x, num_data):
             if self.dequantize is None:
                 pyro.sample(OBS, density, obs=x.flatten(1))

@@ -40,7 +40,6 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.contrib.zuko import ZukoToPyro
 from pyro.infer import ELBO, Trace_ELBO
 from pyro.nn import pyro_method
 from torch import nn
@@ -50,7 +49,7 @@ from zuko.flows import LazyInverse
 from pyrogen.data.validation import as_examples, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
-from pyrogen.nn import build_decoder, build_encoder, build_flow
+from pyrogen.nn import FlowDistribution, build_decoder, build_encoder, build_flow
 
 # Site names, shared by model and guide.
 LATENT = "z"
@@ -326,7 +325,7 @@ class VAE(GenerativeModel):
                 loc, scale = self._encode(x, context)
                 posterior = dist.Normal(loc, scale).to_event(1)
             else:
-                posterior = ZukoToPyro(self._posterior(x, context))
+                posterior = FlowDistribution(self._posterior(x, context))
             with poutine.scale(scale=self.beta):
                 pyro.sample(LATENT, posterior)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from pyrogen.nn.conv import ConvDecoder, ConvEncoder
-from pyrogen.nn.flows import FLOWS, build_flow
+from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
 from pyrogen.nn.mlp import MLP, GaussianEncoder, MLPDecoder
 
 #: The network kinds :func:`build_encoder` and :func:`build_decoder` know by name.
@@ -117,6 +117,7 @@ __all__ = [
     "MLP",
     "ConvDecoder",
     "ConvEncoder",
+    "FlowDistribution",
     "GaussianEncoder",
     "MLPDecoder",
     "build_decoder",

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import zuko
+from pyro.contrib.zuko import ZukoToPyro
+from pyro.distributions import constraints
 from torch import nn
 
 from pyrogen.nn._checks import check_int, check_ints
@@ -73,3 +76,42 @@ def build_flow(
         return maf
     # IAF: x -> z is the MAF's inverse, so z -> x (sampling) is its fast direction.
     return zuko.flows.Flow(zuko.flows.LazyInverse(maf.transform), maf.base)
+
+
+class FlowDistribution(ZukoToPyro):
+    """A zuko distribution as a Pyro distribution, with a support.
+
+    ``pyro.contrib.zuko.ZukoToPyro`` has none, nor ``sample`` / ``rsample``, and Pyro uses
+    them wherever it initializes a latent site (``Predictive(model, guide=...)``,
+    ``init_to_sample``), which then fails with a bare ``NotImplementedError``. The support
+    is real vectors unless given.
+
+    Args:
+        dist: a zuko (or any torch) distribution with event shape (D,).
+        support: its support; default ``independent(real, 1)``.
+
+    Shapes:
+        as ``dist``: batch shape B, event shape (D,).
+    """
+
+    def __init__(
+        self,
+        dist: torch.distributions.Distribution,
+        support: constraints.Constraint | None = None,
+    ) -> None:
+        super().__init__(dist)
+        event_dims = len(dist.event_shape)
+        self._support = support or constraints.independent(constraints.real, event_dims)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return self._support
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        return self.dist.rsample(sample_shape)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        return self.dist.sample(sample_shape)
+
+    def expand(self, *args, **kwargs) -> FlowDistribution:
+        return FlowDistribution(self.dist.expand(*args, **kwargs), self._support)

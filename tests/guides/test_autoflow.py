@@ -71,6 +71,26 @@ def test_constrained_sites_live_on_their_support():
     assert draws.std().item() == pytest.approx(exact.stddev.item(), rel=0.1)
 
 
+def test_predictive_draws_from_the_guide():
+    # pyro.infer.Predictive initializes the guide's latent site from its support; the
+    # draws it returns are the guide's: same shapes and moments as sample_posterior.
+    pyro.set_rng_seed(0)
+    x = torch.randn(20, 2) * SIGMA + 1.0
+    guide = AutoFlow(conjugate_model, "iaf", transforms=2, hidden=(8,))
+    _train(guide, conjugate_model, x, steps=200)
+    predictive = pyro.infer.Predictive(conjugate_model, guide=guide, num_samples=4000)
+    draws = predictive(x)
+    # Predictive pads global sites to the plate depth: (4000, 1, 2) for mu
+    assert draws["mu"].shape == (4000, 1, 2) and draws["obs"].shape == (4000, 20, 2)
+    draws["mu"] = draws["mu"].squeeze(1)
+    direct = guide.sample_posterior(4000)["mu"]
+    sd = direct.std(0)
+    # two independent 4000-draw means differ by sd * sqrt(2 / 4000) ~ 0.022 sd; 0.1 sd is
+    # over 4 standard errors
+    assert torch.allclose(draws["mu"].mean(0), direct.mean(0), atol=float(0.1 * sd.max()))
+    assert torch.allclose(draws["mu"].std(0), sd, rtol=0.1)
+
+
 def test_state_dict_round_trip_includes_the_flow_buffers():
     x = torch.randn(10, 2)
     guide = AutoFlow(conjugate_model, "maf", transforms=2, hidden=(8,))
@@ -146,6 +166,39 @@ def test_psis_khat_separates_a_good_proposal_from_a_too_narrow_one():
 
     assert psis_khat(conjugate_model, guide_with(sd), x, num_samples=2000) < 0.5
     assert psis_khat(conjugate_model, guide_with(0.3 * sd), x, num_samples=2000) > 0.7
+    # the same draws give Pyro's own number
+    pyro.set_rng_seed(3)
+    ours = psis_khat(conjugate_model, guide_with(0.5 * sd), x, num_samples=1000)
+    pyro.set_rng_seed(3)
+    theirs = pyro.infer.importance.psis_diagnostic(
+        conjugate_model, guide_with(0.5 * sd), x, num_particles=1000
+    )
+    assert ours == pytest.approx(float(theirs), rel=1e-6)
+
+
+def test_psis_khat_of_a_model_written_for_one_draw_at_a_time():
+    # x @ mu breaks under Pyro's vectorized particles; k-hat falls back to one trace per draw
+    design = torch.randn(30, 2)
+    y = design @ torch.tensor([1.0, -1.0]) + torch.randn(30)
+
+    def model(design, y):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        with pyro.plate("rows", 30):
+            pyro.sample("y", dist.Normal(design @ mu, 1.0), obs=y)
+
+    precision = torch.eye(2) + design.T @ design
+    cov = torch.linalg.inv(precision)
+    mean = cov @ design.T @ y
+
+    def guide_with(factor):
+        def guide(design, y):
+            posterior = dist.MultivariateNormal(mean, covariance_matrix=factor**2 * cov)
+            pyro.sample("mu", posterior)
+
+        return guide
+
+    assert psis_khat(model, guide_with(1.0), design, y, num_samples=2000) < 0.5
+    assert psis_khat(model, guide_with(0.3), design, y, num_samples=2000) > 0.7
 
 
 @pytest.mark.cuda
