@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
 from pyrogen.models.conditional_vae import ConditionalVAE
+from pyrogen.models.diffusion import DiffusionVAE
 from pyrogen.models.flow import FlowDensity
 from pyrogen.models.gmm import GaussianMixture, select_n_components
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
@@ -20,6 +21,7 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         SemiSupervisedVAE,
         GaussianMixtureVAE,
         FlowDensity,
+        DiffusionVAE,
     )
 }
 
@@ -27,6 +29,7 @@ __all__ = [
     "DATA_PLATE",
     "REGISTRY",
     "ConditionalVAE",
+    "DiffusionVAE",
     "FlowDensity",
     "GaussianMixture",
     "GaussianMixtureVAE",

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from torch import nn
 
 from pyrogen.nn.conv import ConvDecoder, ConvEncoder
+from pyrogen.nn.denoisers import MLPDenoiser, UNetDenoiser, timestep_embedding
 from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
 from pyrogen.nn.mlp import MLP, GaussianEncoder, MLPDecoder
+from pyrogen.nn.schedules import SCHEDULES, NoiseSchedule
 
 #: The network kinds :func:`build_encoder` and :func:`build_decoder` know by name.
 KINDS = ("mlp", "conv")
@@ -113,6 +115,7 @@ def _options(
 
 __all__ = [
     "FLOWS",
+    "SCHEDULES",
     "KINDS",
     "MLP",
     "ConvDecoder",
@@ -120,7 +123,11 @@ __all__ = [
     "FlowDistribution",
     "GaussianEncoder",
     "MLPDecoder",
+    "MLPDenoiser",
+    "NoiseSchedule",
+    "UNetDenoiser",
     "build_decoder",
     "build_encoder",
     "build_flow",
+    "timestep_embedding",
 ]

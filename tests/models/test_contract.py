@@ -88,6 +88,24 @@ def _flow_example(data_shape: tuple[int, ...], flow: str, **options):
     return make
 
 
+def _diffusion_example(data_shape: tuple[int, ...], likelihood: str = "gaussian", **options):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        if likelihood == "gaussian":
+            x = torch.randn(40, *data_shape, generator=generator) * 2 + 1
+        elif likelihood == "bernoulli":
+            x = _binary(data_shape)
+        else:
+            x = torch.randint(0, 256, (40, *data_shape), generator=generator) / 255
+        model = pyrogen.DiffusionVAE(
+            data_shape, likelihood=likelihood, hidden=(16,), channels=8, **options
+        )
+        y = torch.arange(40) % 3 if options.get("num_classes") else None
+        return Example(model, x, y)
+
+    return make
+
+
 EXAMPLES = {
     **{
         f"gmm-{inference}-{covariance}": ("gmm", _gmm_example(inference, covariance))
@@ -128,6 +146,28 @@ EXAMPLES = {
     "flow-realnvp-dequantized-images": (
         "flow",
         _flow_example((1, 4, 4), "realnvp", dequantize=256, logit=0.05),
+    ),
+    "diffusion-mlp-gaussian": ("diffusion", _diffusion_example((3,), timesteps=10)),
+    "diffusion-unet-discretized-labels-learned": (
+        "diffusion",
+        _diffusion_example(
+            (1, 8, 8),
+            "discretized",
+            timesteps=6,
+            schedule="learned",
+            num_classes=3,
+            label_dropout=0.5,  # the null label's embedding sees rows in every batch
+        ),
+    ),
+    "diffusion-full-trace-bernoulli-v": (
+        "diffusion",
+        _diffusion_example(
+            (12,), "bernoulli", timesteps=4, objective="full", prediction="v", schedule="linear"
+        ),
+    ),
+    "diffusion-simple-x0-images": (
+        "diffusion",
+        _diffusion_example((6, 5), "bernoulli", timesteps=5, objective="simple", prediction="x0"),
     ),
 }
 

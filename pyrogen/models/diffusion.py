@@ -1,0 +1,550 @@
+"""Diffusion models as hierarchical VAEs: a fixed forward process as the guide, a learned
+reverse process as the model, and the ELBO from Pyro.
+
+Latents z_0, ..., z_T are ever noisier copies of the data x (scaled to [-1, 1], or
+standardized), with the variance-preserving forward process of a noise schedule gamma_t
+(:mod:`pyrogen.nn.schedules`): q(z_t | x) = N(alpha_t x, sigma_t^2). Written the way its ELBO
+decomposes (Ho et al. 2020, Kingma et al. 2021)::
+
+    guide:  z_T ~ q(z_T | x),  z_{t-1} ~ q(z_{t-1} | z_t, x)  for t = T..1   (Gaussian, closed form)
+    model:  z_T ~ N(0, I),     z_{t-1} ~ p(z_{t-1} | z_t) = q(z_{t-1} | z_t, x_hat(z_t, t)),
+            x ~ p(x | z_0)
+
+where x_hat is the denoiser's estimate of x. With analytic KLs (``AnalyticKLELBO``) the ELBO
+is exactly the usual sum of terms, each a closed-form Gaussian KL at the sampled z_t::
+
+    ELBO = E log p(x | z_0)                                   (reconstruction)
+           - KL(q(z_T | x) || N(0, I))                        (prior)
+           - sum_t E KL(q(z_{t-1} | z_t, x) || p(z_{t-1} | z_t))  (diffusion)
+
+``objective="full"`` traces exactly that (T + 1 latent sites; exact, for small T and for
+checking). ``objective="elbo"`` (training) is an unbiased estimate of the same ELBO with one
+network pass per example: each row draws its own step t uniformly from 1..T (a site ``t``
+with the same uniform distribution in model and guide, so it adds nothing), z_t from
+q(z_t | x) (the site ``z_t`` has that same distribution in the model, for the same reason)
+and contributes T times its step's KL; the reconstruction and prior terms need no network
+and are always included. ``objective="simple"`` reweights each step's KL so that the loss is
+DDPM's ``||eps - eps_hat||^2 / 2`` (or its x / v analogue): the usual training loss, **not**
+an ELBO. The observation model p(x | z_0) is a Gaussian in the data's units (continuous
+data), a Bernoulli (binary data) or the discretized Gaussian of VDM over L levels
+(8-bit images: ``likelihood="discretized"``), so ``elbo`` and ``bits_per_dim`` are bounds on
+the data's own log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.nn import pyro_method
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyrogen.data.validation import as_examples, as_labels, check_choice, check_int
+from pyrogen.models.base import GenerativeModel, data_plate
+from pyrogen.models.objectives import AnalyticKLELBO
+from pyrogen.models.vae import check_data_shape
+from pyrogen.nn.denoisers import MLPDenoiser, UNetDenoiser
+from pyrogen.nn.schedules import SCHEDULES, NoiseSchedule
+
+PREDICTIONS = ("eps", "x0", "v")
+LIKELIHOODS = ("gaussian", "bernoulli", "discretized")
+OBJECTIVES = ("elbo", "full", "simple")
+# Rows scored at once by the evaluation methods.
+_EVAL_ROWS = 1024
+
+
+class DiffusionVAE(GenerativeModel):
+    """A denoising diffusion model written as a Pyro model / guide pair.
+
+    Args:
+        data_shape: shape of one example: (D,) for tables, (H, W) or (C, H, W) for images.
+        timesteps: T, the number of diffusion steps.
+        schedule: ``"linear"``, ``"cosine"`` or ``"learned"`` (the only one that makes the
+            guide learnable; see :class:`pyrogen.nn.schedules.NoiseSchedule`).
+        denoiser: ``"mlp"``, ``"unet"``, a module with ``forward(z, t, y)`` (z shaped like
+            the data, t in [0, 1] of shape (B,), y labels or None) returning z's shape, or
+            None: a UNet for images, an MLP otherwise.
+        prediction: what the denoiser outputs: the noise ``"eps"``, the data ``"x0"``, or
+            ``"v"`` = alpha_t eps - sigma_t x (Salimans & Ho 2022).
+        likelihood: p(x | z_0): ``"gaussian"`` (real data, standardized inside the model),
+            ``"bernoulli"`` (0/1 data) or ``"discretized"`` (``levels`` values k / (L - 1)
+            in [0, 1]).
+        levels: L for ``"discretized"`` (256 for 8-bit images).
+        objective: ``"elbo"`` (sampled steps, for training), ``"full"`` (every step) or
+            ``"simple"`` (DDPM's loss; not a bound).
+        num_classes: C, for a class-conditional model (labels y in 0..C-1).
+        label_dropout: share of training rows whose label is replaced by the null label,
+            so one network is also the unconditional model (classifier-free guidance).
+        hidden: hidden widths of the default MLP denoiser.
+        channels: base channels of the default UNet denoiser.
+
+    Shapes:
+        x (N, ``*data_shape``); y (N,) labels.
+
+    Example:
+        >>> model = DiffusionVAE((2,), timesteps=10, hidden=(16,))
+        >>> model.sample(3).shape
+        torch.Size([3, 2])
+    """
+
+    family = "diffusion"
+    fit_defaults = {"steps": 5000, "lr": 1e-3, "batch_size": 128, "early_stopping": None}
+
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (2,),
+        timesteps: int = 1000,
+        schedule: str = "cosine",
+        denoiser: str | nn.Module | None = None,
+        prediction: str = "eps",
+        likelihood: str = "gaussian",
+        *,
+        levels: int = 256,
+        objective: str = "elbo",
+        num_classes: int | None = None,
+        label_dropout: float = 0.1,
+        hidden: Sequence[int] = (256, 256, 256),
+        channels: int = 32,
+    ) -> None:
+        super().__init__()
+        self.data_shape = check_data_shape(data_shape)
+        self.timesteps = check_int("timesteps", timesteps)
+        check_choice("schedule", schedule, SCHEDULES)
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
+        if objective == "simple" and schedule == "learned":
+            raise ValueError(
+                "objective: 'simple' is not a bound, so it cannot train a learned schedule; "
+                "use 'elbo'"
+            )
+        self.levels = check_int("levels", levels, minimum=2)
+        if num_classes is not None:
+            check_int("num_classes", num_classes, minimum=2)
+        if not (isinstance(label_dropout, (int, float)) and 0 <= label_dropout < 1):
+            raise ValueError(f"label_dropout: expected a number in [0, 1), got {label_dropout!r}")
+        self.num_classes = num_classes
+        self.label_dropout = float(label_dropout)
+        self.hidden = tuple(hidden)
+        self.channels = channels
+        self.schedule = NoiseSchedule(schedule, self.timesteps)
+        self.denoiser_kind, self.denoiser = self._build_denoiser(denoiser)
+        # Standardization of continuous data (set by setup); identity for bounded data.
+        features = math.prod(self.data_shape)
+        self.register_buffer("data_shift", torch.zeros(features))
+        self.register_buffer("data_scale", torch.ones(features))
+
+    def _build_denoiser(self, denoiser: str | nn.Module | None) -> tuple[str, nn.Module]:
+        if isinstance(denoiser, nn.Module):
+            return "custom", denoiser
+        image = len(self.data_shape) in (2, 3)
+        kind = denoiser if denoiser is not None else ("unet" if image else "mlp")
+        check_choice("denoiser", kind, ("mlp", "unet"))
+        if kind == "mlp":
+            return kind, MLPDenoiser(
+                self.data_shape, hidden=self.hidden, num_classes=self.num_classes
+            )
+        if not image:
+            raise ValueError(
+                f"denoiser: 'unet' needs images, data_shape (H, W) or (C, H, W), "
+                f"got {self.data_shape}"
+            )
+        shape = self.data_shape if len(self.data_shape) == 3 else (1, *self.data_shape)
+        return kind, UNetDenoiser(shape, channels=self.channels, num_classes=self.num_classes)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "data_shape": list(self.data_shape),
+            "timesteps": self.timesteps,
+            "schedule": self.schedule.kind,
+            "denoiser": self.denoiser_kind,
+            "prediction": self.prediction,
+            "likelihood": self.likelihood,
+            "levels": self.levels,
+            "objective": self.objective,
+            "num_classes": self.num_classes,
+            "label_dropout": self.label_dropout,
+            "hidden": list(self.hidden),
+            "channels": self.channels,
+        }
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
+        if config.get("denoiser") == "custom":
+            raise ValueError(
+                f"this {cls.__name__} was saved with a custom denoiser module: rebuild it with "
+                f"{cls.__name__}(..., denoiser=module) and call load_state_dict"
+            )
+        return super().from_state(config, state_dict)
+
+    @property
+    def loss(self) -> AnalyticKLELBO:
+        """``AnalyticKLELBO``: every term of the bound is a closed-form Gaussian KL."""
+        return AnalyticKLELBO(max_plate_nesting=1)
+
+    # --- the forward process (all from gamma) --------------------------------------------
+    def _levels(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """gamma_t, alpha_t, sigma_t at integer levels t (B,), shaped to broadcast with x."""
+        gamma = self.schedule().to(like.dtype)[t].reshape(-1, *([1] * len(self.data_shape)))
+        return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+    def _q_marginal(self, x: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
+        """q(z_t | x) = N(alpha_t x, sigma_t^2), event shape data_shape."""
+        _, alpha, sigma = self._levels(t, x)
+        return _normal(alpha * x, sigma.expand_as(x), len(self.data_shape))
+
+    def _q_posterior(
+        self, z_t: torch.Tensor, x: torch.Tensor, t: torch.Tensor
+    ) -> dist.Distribution:
+        """q(z_{t-1} | z_t, x): the forward process run backwards, given x (Gaussian)."""
+        gamma_t, alpha_t, sigma_t = self._levels(t, x)
+        gamma_s, alpha_s, sigma_s = self._levels(t - 1, x)
+        # sigma^2_{t|s} = 1 - alpha_t^2 / alpha_s^2, without cancellation (VDM's form)
+        sigma2_ts = -torch.expm1(F.softplus(gamma_s) - F.softplus(gamma_t))
+        alpha_ts = alpha_t / alpha_s
+        loc = (alpha_ts * sigma_s**2 * z_t + alpha_s * sigma2_ts * x) / sigma_t**2
+        scale = (sigma2_ts * sigma_s**2 / sigma_t**2).sqrt()
+        return _normal(loc, scale.expand_as(x), len(self.data_shape))
+
+    # --- the reverse model ----------------------------------------------------------------
+    def _x_hat(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The denoiser's estimate of (scaled) x from z_t, through its parameterization."""
+        _, alpha, sigma = self._levels(t, z)
+        shape = z.shape
+        if len(self.data_shape) == 2 and self.denoiser_kind == "unet":
+            z = z.unsqueeze(-3)  # (H, W) images get a channel for the UNet
+        out = self.denoiser(z, t.to(z.dtype) / self.timesteps, y).reshape(shape)
+        z = z.reshape(shape)
+        if self.prediction == "eps":
+            return (z - sigma * out) / alpha
+        if self.prediction == "v":
+            return alpha * z - sigma * out
+        return out
+
+    def _labels(self, y: torch.Tensor | None, rows: int, device) -> torch.Tensor | None:
+        """Labels for the denoiser; in training, a share replaced by the null label C."""
+        if self.num_classes is None:
+            return None
+        if y is None:
+            return torch.full((rows,), self.num_classes, dtype=torch.long, device=device)
+        y = y.long()
+        if self.training and self.label_dropout > 0:
+            drop = torch.rand(rows, device=device) < self.label_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return y
+
+    def _observation(self, z_0: torch.Tensor) -> dist.Distribution:
+        """p(x | z_0) in the data's own units (see the module docstring)."""
+        zero = torch.zeros(z_0.shape[0], dtype=torch.long, device=z_0.device)
+        gamma, alpha, sigma = self._levels(zero, z_0)
+        event = len(self.data_shape)
+        if self.likelihood == "gaussian":
+            shift = self.data_shift.reshape(self.data_shape)
+            scale = self.data_scale.reshape(self.data_shape)
+            return _normal(
+                shift + scale * z_0 / alpha, (scale * sigma / alpha).expand_as(z_0), event
+            )
+        if self.likelihood == "bernoulli":
+            # N(z_0; alpha v, sigma^2) for v = -1, +1, normalized over v
+            return dist.Bernoulli(logits=2 * alpha * z_0 / sigma**2).to_event(event)
+        values = torch.linspace(-1, 1, self.levels, dtype=z_0.dtype, device=z_0.device)
+        logits = -((z_0.unsqueeze(-1) - alpha.unsqueeze(-1) * values) ** 2) / (
+            2 * sigma.unsqueeze(-1) ** 2
+        )
+        return dist.Categorical(logits=logits).to_event(event)
+
+    # --- data scaling ---------------------------------------------------------------------
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the diffusion sees it: in [-1, 1] for bounded data, standardized otherwise."""
+        if self.likelihood == "gaussian":
+            flat = (x.flatten(1) - self.data_shift) / self.data_scale
+            return flat.reshape(x.shape)
+        return 2 * x - 1
+
+    def _observed(self, x: torch.Tensor) -> torch.Tensor:
+        """x as p(x | z_0) scores it: values, or level indices for discretized data."""
+        if self.likelihood == "discretized":
+            return (x * (self.levels - 1)).round().long()
+        return x
+
+    # --- Pyro programs --------------------------------------------------------------------
+    @pyro_method
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
+        """The reverse process and the observation; see the module docstring."""
+        rows, T = x.shape[0], self.timesteps
+        labels = self._labels(y, rows, x.device)
+        scaled = self._scaled(x)
+        every = torch.full((rows,), T, dtype=torch.long, device=x.device)
+        with data_plate(x, num_data):
+            z = pyro.sample(f"z_{T}", _normal(torch.zeros_like(x), torch.ones_like(x), x.dim() - 1))
+            if self.objective == "full":
+                for t in range(T, 0, -1):
+                    level = torch.full_like(every, t)
+                    x_hat = self._x_hat(z, level, labels)
+                    z = pyro.sample(f"z_{t - 1}", self._q_posterior(z, x_hat, level))
+            else:
+                t = pyro.sample("t", _uniform_step(rows, T, x.device)) + 1
+                z_t = pyro.sample("z_t", self._q_marginal(scaled, t))  # as in the guide: adds 0
+                with poutine.scale(scale=self._step_weight(t, x.dtype)):
+                    pyro.sample("z_s", self._q_posterior(z_t, self._x_hat(z_t, t, labels), t))
+                z = pyro.sample("z_0", self._q_marginal(scaled, every * 0))  # likewise
+            pyro.sample("x", self._observation(z), obs=self._observed(x))
+
+    @pyro_method
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
+        """The forward process q(z_{0:T} | x), in the order the ELBO's terms need."""
+        rows, T = x.shape[0], self.timesteps
+        scaled = self._scaled(x)
+        every = torch.full((rows,), T, dtype=torch.long, device=x.device)
+        with data_plate(x, num_data):
+            z = pyro.sample(f"z_{T}", self._q_marginal(scaled, every))
+            if self.objective == "full":
+                for t in range(T, 0, -1):
+                    z = pyro.sample(
+                        f"z_{t - 1}", self._q_posterior(z, scaled, torch.full_like(every, t))
+                    )
+            else:
+                t = pyro.sample("t", _uniform_step(rows, T, x.device)) + 1
+                z_t = pyro.sample("z_t", self._q_marginal(scaled, t))
+                with poutine.scale(scale=self._step_weight(t, x.dtype)):
+                    pyro.sample("z_s", self._q_posterior(z_t, scaled, t))
+                pyro.sample("z_0", self._q_marginal(scaled, every * 0))
+
+    def _step_weight(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """T for the unbiased ELBO estimate; DDPM's reweighting for ``"simple"`` (not a bound)."""
+        if self.objective != "simple":
+            return torch.full(t.shape, float(self.timesteps), dtype=dtype, device=t.device)
+        # KL_t = (SNR_{t-1} - SNR_t) / 2 * ||x - x_hat||^2 and x - x_hat = c_t (out_hat - out)
+        gamma = self.schedule().to(dtype)
+        snr_drop = torch.exp(-gamma[t - 1]) - torch.exp(-gamma[t])
+        c2 = {
+            "eps": torch.exp(gamma[t]),
+            "x0": torch.ones_like(snr_drop),
+            "v": torch.sigmoid(gamma[t]),
+        }
+        return 1 / (snr_drop * c2[self.prediction])
+
+    # --- data -----------------------------------------------------------------------------
+    def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
+        """Check the data (and labels); standardize continuous data from them."""
+        x = self._prepare(x)
+        self._prepare_y(y, x.shape[0])
+        if self.likelihood == "gaussian":
+            flat = x.flatten(1)
+            self.data_shift.copy_(flat.mean(0))
+            self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
+
+    def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
+        bounded = {
+            "bernoulli": "for likelihood='bernoulli'",
+            "discretized": "for likelihood='discretized' (levels k / (L - 1))",
+        }
+        x = as_examples(
+            x,
+            self.data_shape,
+            dtype=self.data_shift.dtype,
+            name=name,
+            unit_interval=bounded.get(self.likelihood),
+        )
+        if self.likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():
+            raise ValueError(f"{name}: expected 0/1 values for likelihood='bernoulli'")
+        return x.to(self.data_shift.device)
+
+    def _prepare_y(self, y: Any, rows: int) -> torch.Tensor | None:
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("y: this diffusion model is not conditional, got labels")
+            return None
+        if y is None:
+            return None  # unconditional use of a conditional model: the null label
+        return as_labels(y, rows, self.num_classes).to(self.data_shift.device)
+
+    # --- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def elbo_terms(
+        self, x: Any, y: Any = None, *, num_samples: int = 1, exact: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The ELBO per example and its three terms, in nats, each of shape (N,).
+
+        ``reconstruction`` = E log p(x | z_0) (``num_samples`` draws of z_0), ``prior`` =
+        KL(q(z_T | x) || N(0, I)) (closed form), ``diffusion`` = sum over the T steps of
+        E KL(q(z_{t-1} | z_t, x) || p(z_{t-1} | z_t)): with ``exact`` every step is scored
+        (T network passes per draw), otherwise T times the KL at ``num_samples`` uniformly
+        drawn steps per example (unbiased). ``elbo`` = reconstruction - prior - diffusion.
+        """
+        check_int("num_samples", num_samples)
+        x = self._prepare(x)
+        labels = self._prepare_y(y, x.shape[0])
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [
+                self._terms(
+                    x[i : i + _EVAL_ROWS],
+                    None if labels is None else labels[i : i + _EVAL_ROWS],
+                    num_samples,
+                    exact,
+                )
+                for i in range(0, x.shape[0], _EVAL_ROWS)
+            ]
+        finally:
+            self.train(was_training)
+        terms = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        terms["elbo"] = terms["reconstruction"] - terms["prior"] - terms["diffusion"]
+        return terms
+
+    def _terms(self, x, y, num_samples: int, exact: bool) -> dict[str, torch.Tensor]:
+        rows, T = x.shape[0], self.timesteps
+        scaled, observed = self._scaled(x), self._observed(x)
+        labels = self._labels(y, rows, x.device)
+        zero = torch.zeros(rows, dtype=torch.long, device=x.device)
+        prior = torch.distributions.kl_divergence(
+            self._q_marginal(scaled, zero + T),
+            _normal(torch.zeros_like(x), torch.ones_like(x), len(self.data_shape)),
+        )
+        reconstruction = torch.zeros(rows, dtype=x.dtype, device=x.device)
+        diffusion = torch.zeros_like(reconstruction)
+        for _ in range(num_samples):
+            z_0 = self._q_marginal(scaled, zero).sample()
+            reconstruction += self._observation(z_0).log_prob(observed) / num_samples
+            steps = range(1, T + 1) if exact else [None]
+            for step in steps:
+                t = zero + step if exact else torch.randint(1, T + 1, (rows,), device=x.device)
+                z_t = self._q_marginal(scaled, t).sample()
+                kl = torch.distributions.kl_divergence(
+                    self._q_posterior(z_t, scaled, t),
+                    self._q_posterior(z_t, self._x_hat(z_t, t, labels), t),
+                )
+                diffusion += kl * (1 if exact else T) / num_samples
+        return {"reconstruction": reconstruction, "prior": prior, "diffusion": diffusion}
+
+    def elbo(
+        self, x: Any, y: Any = None, *, num_samples: int = 1, exact: bool = False
+    ) -> torch.Tensor:
+        """The ELBO per example (nats), shape (N,): see :meth:`elbo_terms`."""
+        return self.elbo_terms(x, y, num_samples=num_samples, exact=exact)["elbo"]
+
+    def log_likelihood(self, x: Any, y: Any = None, *, num_samples: int = 1) -> torch.Tensor:
+        """A lower bound on log p(x) per example (the ELBO; diffusion has no tighter one here)."""
+        return self.elbo(x, y, num_samples=num_samples)
+
+    def bits_per_dim(
+        self, x: Any, y: Any = None, *, num_samples: int = 1, exact: bool = False
+    ) -> torch.Tensor:
+        """-ELBO / (D log 2) per example, shape (N,): bits per value, as VDM reports it."""
+        dims = math.prod(self.data_shape)
+        return -self.elbo(x, y, num_samples=num_samples, exact=exact) / (dims * math.log(2))
+
+    # --- sampling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        y: Any = None,
+        *,
+        steps: int | None = None,
+        method: str = "ancestral",
+        guidance: float = 1.0,
+        progress: bool | None = False,
+    ) -> torch.Tensor:
+        """Draw n examples (n, ``*data_shape``), in the data's units.
+
+        Args:
+            n: number of examples.
+            y: labels (n,) for a conditional model; None draws them uniformly.
+            steps: reverse steps: all T for ``"ancestral"`` (DDPM's algorithm 2); for
+                ``"ddim"`` (deterministic, Song et al. 2021) any number from 1 to T
+                (default 50, or T if smaller), evenly spaced.
+            method: ``"ancestral"`` or ``"ddim"``.
+            guidance: classifier-free guidance scale s: the estimate is
+                x_hat(unconditional) + s (x_hat(y) - x_hat(unconditional)); 0 is the
+                unconditional model, 1 the conditional one, above 1 sharper classes.
+            progress: show a progress bar.
+
+        Returns:
+            the mode of p(x | z_0): values for Gaussian data, 0/1 for Bernoulli data,
+            levels k / (L - 1) for discretized data.
+        """
+        check_int("n", n)
+        check_choice("method", method, ("ancestral", "ddim"))
+        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
+            raise ValueError(f"guidance: expected a number, got {guidance!r}")
+        T = self.timesteps
+        if steps is None:
+            steps = T if method == "ancestral" else min(50, T)
+        check_int("steps", steps)
+        if method == "ancestral" and steps != T:
+            raise ValueError(
+                f"steps: ancestral sampling takes all {T} steps, got {steps}; use method='ddim'"
+            )
+        if steps > T:
+            raise ValueError(f"steps: expected at most timesteps={T}, got {steps}")
+        device, dtype = self.data_shift.device, self.data_shift.dtype
+        labels = None
+        if self.num_classes is not None:
+            if y is None:
+                y = torch.randint(self.num_classes, (n,), device=device)
+            labels = as_labels(y, n, self.num_classes).to(device)
+        elif y is not None:
+            raise ValueError("y: this diffusion model is not conditional, got labels")
+        levels = torch.linspace(T, 0, steps + 1, dtype=torch.float64).round().long().tolist()
+        was_training = self.training
+        self.eval()
+        try:
+            z = torch.randn(n, *self.data_shape, device=device, dtype=dtype)
+            for t, s in tqdm(
+                list(zip(levels[:-1], levels[1:], strict=True)),
+                disable=not progress,
+                desc="sampling",
+            ):
+                t_ = torch.full((n,), t, dtype=torch.long, device=device)
+                x_hat = self._guided_x_hat(z, t_, labels, guidance)
+                if method == "ancestral":
+                    z = self._q_posterior(z, x_hat, t_).sample()
+                else:
+                    _, alpha_t, sigma_t = self._levels(t_, z)
+                    _, alpha_s, sigma_s = self._levels(t_ * 0 + s, z)
+                    eps_hat = (z - alpha_t * x_hat) / sigma_t
+                    z = alpha_s * x_hat + sigma_s * eps_hat
+        finally:
+            self.train(was_training)
+        return self._mode(z)
+
+    def _guided_x_hat(self, z, t, labels, guidance: float) -> torch.Tensor:
+        bounded = self.likelihood != "gaussian"
+        if labels is None or guidance == 1:
+            x_hat = self._x_hat(z, t, labels)
+        else:
+            null = torch.full_like(labels, self.num_classes)
+            unconditional = self._x_hat(z, t, null)
+            x_hat = (
+                unconditional
+                if guidance == 0
+                else unconditional + guidance * (self._x_hat(z, t, labels) - unconditional)
+            )
+        return x_hat.clamp(-1, 1) if bounded else x_hat
+
+    def _mode(self, z_0: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "gaussian":
+            return self._observation(z_0).mean
+        if self.likelihood == "bernoulli":
+            return (z_0 > 0).to(z_0.dtype)
+        level = self._observation(z_0).base_dist.logits.argmax(-1)
+        return level.to(z_0.dtype) / (self.levels - 1)
+
+
+def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> dist.Distribution:
+    return dist.Normal(loc, scale).to_event(event_dims)
+
+
+def _uniform_step(rows: int, timesteps: int, device) -> dist.Distribution:
+    """A step index in 0..T-1 per row, uniform (the same in model and guide)."""
+    return dist.Categorical(logits=torch.zeros(rows, timesteps, device=device))
