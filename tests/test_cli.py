@@ -884,3 +884,79 @@ def test_fit_flow_bad_input_exits_2(options, message, tmp_path, faithful_csv, ca
     error = capsys.readouterr().err
     assert re.search(message, error) and error.count("error:") == 1
     assert not (tmp_path / "f").exists()
+
+
+# --- pyrogen fit diffusion -----------------------------------------------------------------
+DIFFUSION_QUICK = ["--timesteps", "20", "--steps", "6", "--batch-size", "16", "--quiet"]
+
+
+def test_fit_diffusion_on_labelled_images_then_sample_and_evaluate(labelled_npz, tmp_path, capsys):
+    out = tmp_path / "diffusion"
+    argv = ["fit", "diffusion", "--data", str(labelled_npz), "--likelihood", "discretized"]
+    argv += ["--conditional", "--channels", "8", "--out", str(out), *DIFFUSION_QUICK]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "samples.png",
+        "class_samples.png",
+        "elbo.png",
+        "summary.json",
+        "model.pt",
+    }
+    summary = _summary(out)
+    test = summary["test"]
+    assert summary["family"] == "diffusion" and summary["config"]["num_classes"] == 3
+    assert test["quantity"] == "log p(x | y)" and test["step_samples"] == 1
+    parts = test["reconstruction_per_example"] - test["prior_per_example"]
+    assert test["elbo_per_example"] == pytest.approx(parts - test["diffusion_per_example"])
+    assert test["bits_per_dim"] == pytest.approx(
+        -test["elbo_per_example"] / (64 * math.log(2)), rel=1e-9
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(labelled_npz)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("ELBO", "recon.", "prior KL", "diff. KLs", "bits/dim"):
+        assert re.search(rf"^{re.escape(name)}\s+-?\d+\.\d{{4}}", printed, re.M), name
+    grid = tmp_path / "grid.png"
+    argv = ["sample", str(out), "-n", "6", "--steps", "5", "--guidance", "2", "--out", str(grid)]
+    assert main(argv) == 0
+    assert grid.read_bytes().startswith(PNG_MAGIC)
+    array = tmp_path / "draws.npy"
+    assert main(["sample", str(out), "-n", "4", "--method", "ancestral", "--out", str(array)]) == 0
+    draws = np.load(array)
+    assert draws.shape == (4, 8, 8) and np.allclose(draws * 255, np.round(draws * 255))
+
+
+def test_fit_diffusion_on_a_table(faithful_csv, tmp_path, capsys):
+    out = tmp_path / "table"
+    argv = ["fit", "diffusion", "--data", str(faithful_csv), "--hidden", "16,16"]
+    argv += ["--columns", "eruptions,waiting"]
+    assert main([*argv, "--out", str(out), *DIFFUSION_QUICK]) == 0
+    summary = _summary(out)
+    assert summary["config"]["likelihood"] == "gaussian"
+    assert summary["config"]["denoiser"] == "mlp"
+    capsys.readouterr()
+    assert main(["sample", str(out), "-n", "3", "--steps", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "eruptions,waiting" and len(lines) == 4
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--binarize", "threshold", "--likelihood", "discretized"], "--binarize: threshold"),
+        (["--conditional"], "--conditional: expected labels in the data"),
+        (["--schedule", "learned", "--objective", "simple"], "objective: 'simple' is not"),
+    ],
+)
+def test_fit_diffusion_bad_input_exits_2(options, message, grey_images, tmp_path, capsys):
+    argv = ["fit", "diffusion", "--data", str(grey_images), "--out", str(tmp_path / "d")]
+    assert main([*argv, *DIFFUSION_QUICK, *options]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("error:") == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_sample_refuses_reverse_process_options_for_other_models(npy_run, tmp_path, capsys):
+    argv = ["sample", str(npy_run), "-n", "2", "--out", str(tmp_path / "x.npy")]
+    assert main([*argv, "--steps", "5"]) == 2
+    assert "--steps: expected a diffusion model, got vae" in capsys.readouterr().err

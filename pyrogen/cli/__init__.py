@@ -18,7 +18,7 @@ import functools
 import sys
 from collections.abc import Sequence
 
-from pyrogen.cli import cvae, flow, gmm, gmvae, ssvae, vae
+from pyrogen.cli import cvae, diffusion, flow, gmm, gmvae, ssvae, vae
 from pyrogen.cli.common import (
     _add_common_fit_options,
     _FitCommand,
@@ -32,6 +32,7 @@ from pyrogen.models import (
     REGISTRY,
     VAE,
     ConditionalVAE,
+    DiffusionVAE,
     FlowDensity,
     GaussianMixture,
     GaussianMixtureVAE,
@@ -49,6 +50,7 @@ _FIT_COMMANDS: dict[str, _FitCommand] = {
     SemiSupervisedVAE.family: ssvae.FIT_COMMAND,
     GaussianMixtureVAE.family: gmvae.FIT_COMMAND,
     FlowDensity.family: flow.FIT_COMMAND,
+    DiffusionVAE.family: diffusion.FIT_COMMAND,
 }
 
 

@@ -22,6 +22,7 @@ from pyrogen.data.datasets import OLD_FAITHFUL_COLUMNS, old_faithful
 from pyrogen.data.loaders import load as load_data
 from pyrogen.diagnostics.report import (
     DEFAULT_IW_SAMPLES,
+    DIFFUSION_TERMS,
     MODEL_FILE,
     SUMMARY_FILE,
     check_run_folder,
@@ -271,6 +272,19 @@ def _score_lines(stats: dict[str, Any], prefix: str) -> list[str]:
             _label(f"{prefix}ELBO")
             + f"{stats['elbo_per_example']:.4f} nats per example (a lower bound on {quantity})"
         )
+    if "diffusion_per_example" in stats:  # the ELBO's terms stand in for an IWAE bound
+        names = {"reconstruction": "recon.", "prior": "prior KL", "diffusion": "diff. KLs"}
+        for term in DIFFUSION_TERMS:
+            lines.append(
+                _label(f"{prefix}{names[term]}")
+                + f"{stats[f'{term}_per_example']:.4f} nats per example"
+            )
+        lines.append(
+            _label(f"{prefix}bits/dim")
+            + f"{stats['bits_per_dim']:.4f} (from the ELBO; {stats['step_samples']} step "
+            "draw(s) per example)"
+        )
+        return lines
     bound = f"IWAE bound, K = {stats['iw_samples']}" if "iw_samples" in stats else "exact"
     name, value = f"{prefix}{quantity}", f"{stats['log_likelihood_per_example']:.4f}"
     if len(name) < 16:

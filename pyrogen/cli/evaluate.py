@@ -80,6 +80,13 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         help=f"importance samples of the log-likelihood bound; default the run's, else "
         f"{DEFAULT_IW_SAMPLES}",
     )
+    latent.add_argument(
+        "--step-samples",
+        type=_positive_int,
+        metavar="K",
+        help="diffusion models: draws of the diffusion step per example in the ELBO's "
+        "diffusion term; default the run's, else 1",
+    )
     _add_labels_options(
         latent,
         "the condition y of a cvae with labels (required), or scores an ssvae's classifier "
@@ -114,7 +121,15 @@ def _evaluate_exact(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], device: torch.device
 ) -> int:
     """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture)."""
-    for option in ("data_dir", "dataset", "binarize", "iw_samples", "labels", "seed"):
+    for option in (
+        "data_dir",
+        "dataset",
+        "binarize",
+        "iw_samples",
+        "step_samples",
+        "labels",
+        "seed",
+    ):
         if getattr(args, option) is not None:
             flag = "--" + option.replace("_", "-")
             raise ValueError(
@@ -153,8 +168,21 @@ def _evaluate_bounds(args: argparse.Namespace, model: GenerativeModel, run: dict
         )
     examples = _images_for(args, model, run)
     labels = _labels_for(model, examples.labels, examples.labels_source)
-    iw_samples = args.iw_samples or run.get("test", {}).get("iw_samples") or DEFAULT_IW_SAMPLES
-    stats = score(model, examples.x, labels=labels, iw_samples=iw_samples, seed=seed)
+    if hasattr(model, "elbo_terms"):  # a diffusion model: step draws, not importance samples
+        if args.iw_samples is not None:
+            raise ValueError(
+                f"--iw-samples: expected none for a {model.family} model (its ELBO's "
+                "diffusion term is estimated with --step-samples), got {args.iw_samples}"
+            )
+        samples = args.step_samples or run.get("test", {}).get("step_samples") or 1
+    else:
+        if args.step_samples is not None:
+            raise ValueError(
+                f"--step-samples: expected none for a {model.family} model (it has no "
+                f"diffusion steps), got {args.step_samples}"
+            )
+        samples = args.iw_samples or run.get("test", {}).get("iw_samples") or DEFAULT_IW_SAMPLES
+    stats = score(model, examples.x, labels=labels, iw_samples=samples, seed=seed)
     lines = [
         f"model           {args.model_path} "
         f"({_describe_model({'family': model.family, 'config': model.config})})",

@@ -70,6 +70,27 @@ def _add_sample_command(commands: argparse._SubParsersAction) -> None:
         "decoder, e.g. vae); smoother images",
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    reverse = sample.add_argument_group("diffusion models")
+    reverse.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="S",
+        help="reverse steps: with --method ddim any number up to the model's T (default 50); "
+        "ancestral sampling takes all T",
+    )
+    reverse.add_argument(
+        "--method",
+        choices=("ancestral", "ddim"),
+        help="ancestral (DDPM, all T steps) or ddim (deterministic, --steps steps); default "
+        "ddim when --steps is given, else ancestral",
+    )
+    reverse.add_argument(
+        "--guidance",
+        type=float,
+        metavar="S",
+        help="classifier-free guidance scale of a class-conditional model: 0 unconditional, "
+        "1 conditional (default), above 1 sharper classes",
+    )
     variants = sample.add_argument_group("VAE variants (cvae, ssvae, gmvae)")
     variants.add_argument(
         "--label",
@@ -123,6 +144,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                 f"--mean: expected a model with a decoder (e.g. vae), got {model.family}"
             )
         options["mean"] = True
+    options |= _reverse_process_options(args, model)
     columns_per_class = _conditions(args, model, run, options)
     pyro.set_rng_seed(args.seed)
     with torch.no_grad():
@@ -215,6 +237,32 @@ def _conditions(
             options["y"] = torch.arange(n) % classes
             ncols = classes
     return ncols
+
+
+def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -> dict:
+    """--steps, --method and --guidance, for models that sample by a reverse process."""
+    given = {
+        flag: value
+        for flag, value in (
+            ("--steps", args.steps),
+            ("--method", args.method),
+            ("--guidance", args.guidance),
+        )
+        if value is not None
+    }
+    if not takes_argument(model.sample, "guidance"):
+        if given:
+            raise ValueError(f"{', '.join(given)}: expected a diffusion model, got {model.family}")
+        return {}
+    options: dict[str, Any] = {"steps": args.steps}
+    options["method"] = args.method or ("ddim" if args.steps is not None else "ancestral")
+    if args.guidance is not None:
+        if getattr(model, "num_classes", None) is None:
+            raise ValueError(
+                "--guidance: expected a class-conditional model, got an unconditional one"
+            )
+        options["guidance"] = args.guidance
+    return options
 
 
 def _drawable(model: GenerativeModel, run: dict[str, Any]) -> tuple[int, ...] | None:

@@ -89,19 +89,8 @@ def _add_binarize_option(group: Any, default: str) -> None:
     )
 
 
-def _add_vae_options(
-    parser: argparse.ArgumentParser,
-    model_class: type[VAE] = VAE,
-    *,
-    iw_samples: int = DEFAULT_IW_SAMPLES,
-    iw_note: str = "",
-) -> None:
-    """The options of the networks, the data and training that every VAE family shares.
-
-    Defaults follow ``model_class``'s own; ``--beta`` and ``--objective`` are offered only
-    where its constructor takes them (and has more than one objective).
-    """
-    name = model_class.__name__
+def _add_image_data_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """--data-dir, --dataset, --binarize and --limit: image data sets and their split."""
     data = parser.add_argument_group(f"{name} data")
     _add_data_dir_option(data, "trains on the train split and scores the test split")
     data.add_argument(
@@ -119,6 +108,22 @@ def _add_vae_options(
         metavar="N",
         help="train on the first N training rows only (quick runs); the test set is whole",
     )
+
+
+def _add_vae_options(
+    parser: argparse.ArgumentParser,
+    model_class: type[VAE] = VAE,
+    *,
+    iw_samples: int = DEFAULT_IW_SAMPLES,
+    iw_note: str = "",
+) -> None:
+    """The options of the networks, the data and training that every VAE family shares.
+
+    Defaults follow ``model_class``'s own; ``--beta`` and ``--objective`` are offered only
+    where its constructor takes them (and has more than one objective).
+    """
+    name = model_class.__name__
+    _add_image_data_options(parser, name)
     model = parser.add_argument_group(f"{name} model")
     model.add_argument(
         "--latent-dim",
@@ -332,20 +337,7 @@ def _fit_vae_family(args: argparse.Namespace, family: _VAEFamily) -> _Fitted:
         "device": args.device,
         "callbacks": callbacks,
     }
-    if mode == "dynamic":
-        result = _fit_resampling_each_epoch(
-            model,
-            train,
-            steps,
-            steps_per_epoch,
-            quiet=args.quiet,
-            binarize_seed=_train_seed(args.seed),
-            **options,
-        )
-    else:
-        result = fit(
-            model, _binarize(train, mode), steps=steps, progress=_progress(args), **options
-        )
+    result = _fit_binarized(model, train, mode, steps, steps_per_epoch, args, **options)
     how = _BINARIZATIONS[mode].format(seed=args.seed, train_seed=_train_seed(args.seed))
     if mode == "none" and args.likelihood == "bernoulli" and not _is_binary(train):
         how += _GREY_UNDER_BERNOULLI
@@ -369,6 +361,29 @@ def _fit_vae_family(args: argparse.Namespace, family: _VAEFamily) -> _Fitted:
         image_shape=example_shape if len(example_shape) in (2, 3) else None,
         iw_samples=args.iw_samples,
     )
+
+
+def _fit_binarized(
+    model: GenerativeModel,
+    train: torch.Tensor,
+    mode: str,
+    steps: int,
+    steps_per_epoch: int,
+    args: argparse.Namespace,
+    **options: Any,
+) -> FitResult:
+    """``fit`` on the training rows binarized by ``mode``: once, or afresh every epoch."""
+    if mode == "dynamic":
+        return _fit_resampling_each_epoch(
+            model,
+            train,
+            steps,
+            steps_per_epoch,
+            quiet=args.quiet,
+            binarize_seed=_train_seed(args.seed),
+            **options,
+        )
+    return fit(model, _binarize(train, mode), steps=steps, progress=_progress(args), **options)
 
 
 def _steps_per_epoch(

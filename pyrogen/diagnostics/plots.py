@@ -8,6 +8,7 @@ it, so plots compose into the caller's figures and into run reports.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -642,6 +643,20 @@ def plot_completions(
     )
 
 
+def grid_sample_options(model: GenerativeModel) -> tuple[dict[str, Any], str]:
+    """``sample`` keywords for a grid of a model's images, and how to name the draws.
+
+    Models with a decoder draw its means (smoother images); a diffusion model draws by DDIM
+    (deterministic, 50 steps or T if fewer), which is fast enough for a report.
+    """
+    parameters = inspect.signature(model.sample).parameters
+    if "mean" in parameters:
+        return {"mean": True}, "decoder means"
+    if "method" in parameters:
+        return {"method": "ddim"}, "DDIM"
+    return {}, "draws"
+
+
 def plot_class_samples(
     model: GenerativeModel,
     ax: Axes | None = None,
@@ -652,7 +667,8 @@ def plot_class_samples(
 ) -> Axes:
     """Samples (decoder means) of each class, or of each mixture component: one row each.
 
-    Rows are ``model.sample(per_row, y=k, mean=True)`` for k = 0, 1, ... (at most
+    Rows are ``model.sample(per_row, y=k)`` (decoder means; DDIM for a diffusion model, see
+    :func:`grid_sample_options`) for k = 0, 1, ... (at most
     :data:`MAX_GRID_ROWS` rows): the classes of a model with ``num_classes`` (a
     :class:`~pyrogen.ConditionalVAE` or :class:`~pyrogen.SemiSupervisedVAE`), else the
     components of one with ``n_components`` (a :class:`~pyrogen.GaussianMixtureVAE`,
@@ -693,7 +709,7 @@ def plot_class_samples(
         )
     rows = min(count, MAX_GRID_ROWS)
     labels = torch.arange(rows).repeat_interleave(per_row).to(model.device)
-    options: dict[str, Any] = {"mean": True}
+    options, drawn = grid_sample_options(model)
     if observed is not None:
         given = _as_float_tensor(observed)[:per_row]
         if given.shape[0] != per_row:
@@ -709,7 +725,7 @@ def plot_class_samples(
     if observed is not None:
         title = f"completions of {per_row} given parts under each label, one row per {what}"
     else:
-        title = f"samples (decoder means), one row per {what}"
+        title = f"samples ({drawn}), one row per {what}"
         if what == "component":
             title += " (its weight)"
     return plot_image_grid(

@@ -42,6 +42,7 @@ from pyrogen.diagnostics.metrics import clustering_accuracy
 from pyrogen.diagnostics.plots import (
     MAX_GRID_ROWS,
     WEIGHTS,
+    grid_sample_options,
     plot_class_samples,
     plot_clusters,
     plot_completions,
@@ -56,6 +57,7 @@ from pyrogen.infer.engine import FitResult
 from pyrogen.io import PathLike, atomic_write
 from pyrogen.models.base import GenerativeModel
 from pyrogen.models.conditional_vae import ConditionalVAE, observed_mask
+from pyrogen.models.diffusion import DiffusionVAE
 from pyrogen.models.flow import FlowDensity
 
 SUMMARY_FILE = "summary.json"
@@ -72,6 +74,8 @@ COMPONENT_SAMPLES_PLOT = "component_samples.png"
 COMPLETIONS_PLOT = "completions.png"
 #: Importance samples K of the log-likelihood bound in :func:`score` and run reports.
 DEFAULT_IW_SAMPLES = 100
+#: The terms of a diffusion model's ELBO, as ``score`` reports them.
+DIFFUSION_TERMS = ("reconstruction", "prior", "diffusion")
 #: Images in ``samples.png`` (an 8 x 8 grid).
 SAMPLE_GRID = 64
 #: Examples shown in ``reconstructions.png`` and ``completions.png``, and samples per row
@@ -214,6 +218,25 @@ def score(
                 "log_likelihood_per_example": f"exact {quantity}"
                 + (", at the point estimates" if hasattr(model, "n_components") else "")
             }
+        elif hasattr(model, "elbo_terms"):  # diffusion: the ELBO and its three terms
+            terms = model.elbo_terms(x, **condition, num_samples=iw_samples)
+            per_example["elbo_per_example"] = terms["elbo"]
+            per_example["log_likelihood_per_example"] = terms["elbo"]
+            for term in DIFFUSION_TERMS:
+                per_example[f"{term}_per_example"] = terms[term]
+            stats["step_samples"] = iw_samples
+            bounds = {
+                "elbo_per_example": f"ELBO = reconstruction - prior - diffusion: a lower bound "
+                f"on {quantity}, its diffusion term estimated from {iw_samples} uniformly "
+                "drawn step(s) per example (unbiased)",
+                "log_likelihood_per_example": "the ELBO (no tighter bound is computed)",
+                "reconstruction_per_example": "E_q log p(x | z_0)",
+                "prior_per_example": "KL(q(z_T | x) || N(0, I)), closed form",
+                "diffusion_per_example": "sum over the T steps of E_q KL(q(z_{t-1} | z_t, x) "
+                "|| p(z_{t-1} | z_t))",
+                "bits_per_dim": f"-ELBO / (D ln 2), D = {_scored_values(model, x)} values per "
+                "example: an upper bound in expectation",
+            }
         elif hasattr(model, "elbo") and hasattr(model, "log_likelihood"):
             per_example["elbo_per_example"] = model.elbo(x, **condition)
             per_example["log_likelihood_per_example"] = model.log_likelihood(
@@ -323,9 +346,10 @@ def _label_tensor(labels: Any, rows: int) -> torch.Tensor:
 
 def conditions_on_labels(model: GenerativeModel) -> bool:
     """Whether ``model``'s likelihood is conditional on class labels y, so that scoring or
-    drawing from it needs them: a :class:`~pyrogen.ConditionalVAE` or
-    :class:`~pyrogen.FlowDensity` with ``num_classes``."""
-    return isinstance(model, (ConditionalVAE, FlowDensity)) and model.num_classes is not None
+    drawing from it needs them: a :class:`~pyrogen.ConditionalVAE`,
+    :class:`~pyrogen.FlowDensity` or :class:`~pyrogen.DiffusionVAE` with ``num_classes``."""
+    conditional = (ConditionalVAE, FlowDensity, DiffusionVAE)
+    return isinstance(model, conditional) and model.num_classes is not None
 
 
 def given_mask(model: GenerativeModel) -> torch.Tensor | None:
@@ -588,10 +612,11 @@ class _Plot:
 
 
 def _draw_samples(run: _Run, ax: Axes) -> Axes:
+    options, drawn = grid_sample_options(run.model)
     with _seeded(run.seed), torch.no_grad():
-        images = run.model.sample(SAMPLE_GRID, mean=True).cpu()
+        images = run.model.sample(SAMPLE_GRID, **options).cpu()
     return plot_image_grid(
-        images, ax, shape=run.image_shape, title=f"{SAMPLE_GRID} samples (decoder means)"
+        images, ax, shape=run.image_shape, title=f"{SAMPLE_GRID} samples ({drawn})"
     )
 
 
@@ -650,7 +675,7 @@ _PLOTS: tuple[_Plot, ...] = (
         SAMPLES_PLOT,
         applies=lambda run: (
             _is_image_model(run)
-            and takes_argument(run.model.sample, "mean")
+            and (takes_argument(run.model.sample, "mean") or hasattr(run.model, "elbo_terms"))
             and given_mask(run.model) is None
         ),
         draw=lambda run, ax: _draw_samples(run, ax),
