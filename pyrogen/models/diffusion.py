@@ -255,11 +255,7 @@ class DiffusionVAE(GenerativeModel):
         if self.likelihood == "bernoulli":
             # N(z_0; alpha v, sigma^2) for v = -1, +1, normalized over v
             return dist.Bernoulli(logits=2 * alpha * z_0 / sigma**2).to_event(event)
-        values = torch.linspace(-1, 1, self.levels, dtype=z_0.dtype, device=z_0.device)
-        logits = -((z_0.unsqueeze(-1) - alpha.unsqueeze(-1) * values) ** 2) / (
-            2 * sigma.unsqueeze(-1) ** 2
-        )
-        return dist.Categorical(logits=logits).to_event(event)
+        return _DiscretizedGaussian(z_0 / alpha, sigma / alpha, self.levels).to_event(event)
 
     # --- data scaling ---------------------------------------------------------------------
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
@@ -537,7 +533,7 @@ class DiffusionVAE(GenerativeModel):
             return self._observation(z_0).mean
         if self.likelihood == "bernoulli":
             return (z_0 > 0).to(z_0.dtype)
-        level = self._observation(z_0).base_dist.logits.argmax(-1)
+        level = self._observation(z_0).base_dist.mode
         return level.to(z_0.dtype) / (self.levels - 1)
 
 
@@ -545,6 +541,97 @@ def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> dist.Dis
     return dist.Normal(loc, scale).to_event(event_dims)
 
 
+class _UniformStep(dist.TorchDistribution):
+    """A diffusion step index in 0..T-1 per row, uniform: the same in model and guide, so
+    its KL is 0 (a ``Categorical`` over T would draw and score (rows, T) tables)."""
+
+    arg_constraints: dict = {}
+    has_enumerate_support = False
+
+    def __init__(self, timesteps: int, batch_shape: torch.Size, device) -> None:
+        self.timesteps, self.device = timesteps, device
+        super().__init__(torch.Size(batch_shape), validate_args=False)
+
+    @property
+    def support(self):
+        return dist.constraints.integer_interval(0, self.timesteps - 1)
+
+    def expand(self, batch_shape, _instance=None) -> _UniformStep:
+        return _UniformStep(self.timesteps, torch.Size(batch_shape), self.device)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        return torch.randint(self.timesteps, shape, device=self.device)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.full(value.shape, -math.log(self.timesteps), device=value.device)
+
+
+@torch.distributions.kl.register_kl(_UniformStep, _UniformStep)
+def _kl_uniform_steps(p: _UniformStep, q: _UniformStep) -> torch.Tensor:
+    if p.timesteps != q.timesteps:
+        raise ValueError("the step distributions of model and guide differ")
+    return torch.zeros(p.batch_shape, device=p.device)
+
+
 def _uniform_step(rows: int, timesteps: int, device) -> dist.Distribution:
     """A step index in 0..T-1 per row, uniform (the same in model and guide)."""
-    return dist.Categorical(logits=torch.zeros(rows, timesteps, device=device))
+    return _UniformStep(timesteps, torch.Size([rows]), device)
+
+
+class _DiscretizedGaussian(dist.TorchDistribution):
+    """p(k) proportional to N(loc; v_k, scale^2) over L levels v_k = -1 + 2k / (L - 1).
+
+    The normalizer sums only the levels within 8 scales of ``loc`` (wider than any term
+    above exp(-32) of the largest), so scoring costs a few levels per value, not L; with
+    a scale of several levels it falls back to all L.
+    """
+
+    arg_constraints: dict = {}
+    has_enumerate_support = False
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, levels: int) -> None:
+        self.loc, self.scale, self.levels = loc, scale.expand_as(loc), levels
+        super().__init__(loc.shape, validate_args=False)
+
+    @property
+    def support(self):
+        return dist.constraints.integer_interval(0, self.levels - 1)
+
+    def _value(self, k: torch.Tensor) -> torch.Tensor:
+        return -1 + 2 * k.to(self.loc.dtype) / (self.levels - 1)
+
+    def _log_normalizer(self) -> torch.Tensor:
+        spacing = 2 / (self.levels - 1)
+        width = math.ceil(8 * float(self.scale.detach().max()) / spacing) + 1
+        if 2 * width + 1 >= self.levels:
+            k = torch.arange(self.levels, device=self.loc.device)
+        else:
+            centre = self.mode.unsqueeze(-1)
+            k = centre + torch.arange(-width, width + 1, device=self.loc.device)
+        logits = -((self.loc.unsqueeze(-1) - self._value(k)) ** 2) / (
+            2 * self.scale.unsqueeze(-1) ** 2
+        )
+        inside = (k >= 0) & (k < self.levels)
+        return torch.where(inside, logits, -math.inf).logsumexp(-1)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        """The level nearest ``loc``, shape batch_shape."""
+        k = ((self.loc + 1) * (self.levels - 1) / 2).round()
+        return k.clamp(0, self.levels - 1).long()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logit = -((self.loc - self._value(value)) ** 2) / (2 * self.scale**2)
+        return logit - self._log_normalizer()
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        k = torch.arange(self.levels, device=self.loc.device)
+        logits = -((self.loc.unsqueeze(-1) - self._value(k)) ** 2) / (
+            2 * self.scale.unsqueeze(-1) ** 2
+        )
+        return torch.distributions.Categorical(logits=logits).sample(sample_shape)
+
+    def expand(self, batch_shape, _instance=None) -> _DiscretizedGaussian:
+        shape = torch.Size(batch_shape)
+        return _DiscretizedGaussian(self.loc.expand(shape), self.scale.expand(shape), self.levels)

@@ -343,3 +343,19 @@ def test_trains_and_samples_on_cuda():
     assert all(t.is_cuda for t in [*model.parameters(), *model.buffers()])
     assert model.sample(3, method="ddim", steps=5, guidance=2.0).is_cuda
     assert model.elbo_terms(x[:4].cuda(), torch.arange(4).cuda() % 3)["elbo"].is_cuda
+
+
+@pytest.mark.parametrize("scale", [1e-3, 4e-3, 0.05, 2.0])
+def test_discretized_likelihood_is_the_normalized_gaussian_over_levels(scale):
+    # The windowed normalizer against the softmax over all 256 levels, in float64.
+    from pyrogen.models.diffusion import _DiscretizedGaussian
+
+    generator = torch.Generator().manual_seed(0)
+    loc = torch.rand(500, generator=generator, dtype=torch.float64) * 2.4 - 1.2
+    k = torch.randint(0, 256, (500,), generator=generator)
+    k[:250] = ((loc[:250] + 1) * 127.5).round().clamp(0, 255).long()  # likely levels too
+    levels = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    logits = -((loc.unsqueeze(-1) - levels) ** 2) / (2 * scale**2)
+    expected = torch.distributions.Categorical(logits=logits).log_prob(k)
+    got = _DiscretizedGaussian(loc, torch.tensor(scale, dtype=torch.float64), 256).log_prob(k)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-9)
