@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from pyrogen.data.validation import as_examples, as_labels, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO
-from pyrogen.models.vae import check_data_shape
+from pyrogen.models.vae import VAE, check_data_shape
 from pyrogen.nn.denoisers import MLPDenoiser, UNetDenoiser
 from pyrogen.nn.schedules import SCHEDULES, NoiseSchedule
 
@@ -112,9 +112,13 @@ class DiffusionVAE(GenerativeModel):
         label_dropout: float = 0.1,
         hidden: Sequence[int] = (256, 256, 256),
         channels: int = 32,
+        autoencoder: VAE | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = check_data_shape(data_shape)
+        self.autoencoder = _frozen_autoencoder(autoencoder, self.data_shape, likelihood)
+        # The space the diffusion runs in: the data, or the autoencoder's codes.
+        self.shape = self.data_shape if autoencoder is None else (autoencoder.latent_dim,)
         self.timesteps = check_int("timesteps", timesteps)
         check_choice("schedule", schedule, SCHEDULES)
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
@@ -137,26 +141,23 @@ class DiffusionVAE(GenerativeModel):
         self.schedule = NoiseSchedule(schedule, self.timesteps)
         self.denoiser_kind, self.denoiser = self._build_denoiser(denoiser)
         # Standardization of continuous data (set by setup); identity for bounded data.
-        features = math.prod(self.data_shape)
+        features = math.prod(self.shape)
         self.register_buffer("data_shift", torch.zeros(features))
         self.register_buffer("data_scale", torch.ones(features))
 
     def _build_denoiser(self, denoiser: str | nn.Module | None) -> tuple[str, nn.Module]:
         if isinstance(denoiser, nn.Module):
             return "custom", denoiser
-        image = len(self.data_shape) in (2, 3)
+        image = len(self.shape) in (2, 3)
         kind = denoiser if denoiser is not None else ("unet" if image else "mlp")
         check_choice("denoiser", kind, ("mlp", "unet"))
         if kind == "mlp":
-            return kind, MLPDenoiser(
-                self.data_shape, hidden=self.hidden, num_classes=self.num_classes
-            )
+            return kind, MLPDenoiser(self.shape, hidden=self.hidden, num_classes=self.num_classes)
         if not image:
             raise ValueError(
-                f"denoiser: 'unet' needs images, data_shape (H, W) or (C, H, W), "
-                f"got {self.data_shape}"
+                f"denoiser: 'unet' needs images, data_shape (H, W) or (C, H, W), got {self.shape}"
             )
-        shape = self.data_shape if len(self.data_shape) == 3 else (1, *self.data_shape)
+        shape = self.shape if len(self.shape) == 3 else (1, *self.shape)
         return kind, UNetDenoiser(shape, channels=self.channels, num_classes=self.num_classes)
 
     @property
@@ -174,6 +175,9 @@ class DiffusionVAE(GenerativeModel):
             "label_dropout": self.label_dropout,
             "hidden": list(self.hidden),
             "channels": self.channels,
+            "autoencoder": None
+            if self.autoencoder is None
+            else {"family": self.autoencoder.family, "config": self.autoencoder.config},
         }
 
     @classmethod
@@ -183,6 +187,14 @@ class DiffusionVAE(GenerativeModel):
                 f"this {cls.__name__} was saved with a custom denoiser module: rebuild it with "
                 f"{cls.__name__}(..., denoiser=module) and call load_state_dict"
             )
+        config = dict(config)
+        saved = config.pop("autoencoder", None)
+        if saved is not None:
+            from pyrogen.models import REGISTRY  # the registry imports this module
+
+            prefix = "autoencoder."
+            inner = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            config["autoencoder"] = REGISTRY[saved["family"]].from_state(saved["config"], inner)
         return super().from_state(config, state_dict)
 
     @property
@@ -193,13 +205,13 @@ class DiffusionVAE(GenerativeModel):
     # --- the forward process (all from gamma) --------------------------------------------
     def _levels(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """gamma_t, alpha_t, sigma_t at integer levels t (B,), shaped to broadcast with x."""
-        gamma = self.schedule().to(like.dtype)[t].reshape(-1, *([1] * len(self.data_shape)))
+        gamma = self.schedule().to(like.dtype)[t].reshape(-1, *([1] * len(self.shape)))
         return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
 
     def _q_marginal(self, x: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
         """q(z_t | x) = N(alpha_t x, sigma_t^2), event shape data_shape."""
         _, alpha, sigma = self._levels(t, x)
-        return _normal(alpha * x, sigma.expand_as(x), len(self.data_shape))
+        return _normal(alpha * x, sigma.expand_as(x), len(self.shape))
 
     def _q_posterior(
         self, z_t: torch.Tensor, x: torch.Tensor, t: torch.Tensor
@@ -212,14 +224,14 @@ class DiffusionVAE(GenerativeModel):
         alpha_ts = alpha_t / alpha_s
         loc = (alpha_ts * sigma_s**2 * z_t + alpha_s * sigma2_ts * x) / sigma_t**2
         scale = (sigma2_ts * sigma_s**2 / sigma_t**2).sqrt()
-        return _normal(loc, scale.expand_as(x), len(self.data_shape))
+        return _normal(loc, scale.expand_as(x), len(self.shape))
 
     # --- the reverse model ----------------------------------------------------------------
     def _x_hat(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The denoiser's estimate of (scaled) x from z_t, through its parameterization."""
         _, alpha, sigma = self._levels(t, z)
         shape = z.shape
-        if len(self.data_shape) == 2 and self.denoiser_kind == "unet":
+        if len(self.shape) == 2 and self.denoiser_kind == "unet":
             z = z.unsqueeze(-3)  # (H, W) images get a channel for the UNet
         out = self.denoiser(z, t.to(z.dtype) / self.timesteps, y).reshape(shape)
         z = z.reshape(shape)
@@ -245,10 +257,10 @@ class DiffusionVAE(GenerativeModel):
         """p(x | z_0) in the data's own units (see the module docstring)."""
         zero = torch.zeros(z_0.shape[0], dtype=torch.long, device=z_0.device)
         gamma, alpha, sigma = self._levels(zero, z_0)
-        event = len(self.data_shape)
+        event = len(self.shape)
         if self.likelihood == "gaussian":
-            shift = self.data_shift.reshape(self.data_shape)
-            scale = self.data_scale.reshape(self.data_shape)
+            shift = self.data_shift.reshape(self.shape)
+            scale = self.data_scale.reshape(self.shape)
             return _normal(
                 shift + scale * z_0 / alpha, (scale * sigma / alpha).expand_as(z_0), event
             )
@@ -258,6 +270,14 @@ class DiffusionVAE(GenerativeModel):
         return _DiscretizedGaussian(z_0 / alpha, sigma / alpha, self.levels).to_event(event)
 
     # --- data scaling ---------------------------------------------------------------------
+    def _codes(self, x: torch.Tensor) -> torch.Tensor:
+        """What the diffusion models: x itself, or its posterior-mean code under the frozen
+        autoencoder, (B, L)."""
+        if self.autoencoder is None:
+            return x
+        with torch.no_grad():
+            return self.autoencoder._encode(x, None)[0]
+
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
         """x as the diffusion sees it: in [-1, 1] for bounded data, standardized otherwise."""
         if self.likelihood == "gaussian":
@@ -275,6 +295,7 @@ class DiffusionVAE(GenerativeModel):
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
         """The reverse process and the observation; see the module docstring."""
+        x = self._codes(x)
         rows, T = x.shape[0], self.timesteps
         labels = self._labels(y, rows, x.device)
         scaled = self._scaled(x)
@@ -297,6 +318,7 @@ class DiffusionVAE(GenerativeModel):
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
         """The forward process q(z_{0:T} | x), in the order the ELBO's terms need."""
+        x = self._codes(x)
         rows, T = x.shape[0], self.timesteps
         scaled = self._scaled(x)
         every = torch.full((rows,), T, dtype=torch.long, device=x.device)
@@ -334,7 +356,7 @@ class DiffusionVAE(GenerativeModel):
         x = self._prepare(x)
         self._prepare_y(y, x.shape[0])
         if self.likelihood == "gaussian":
-            flat = x.flatten(1)
+            flat = self._codes(x).flatten(1)
             self.data_shift.copy_(flat.mean(0))
             self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
 
@@ -343,6 +365,8 @@ class DiffusionVAE(GenerativeModel):
             "bernoulli": "for likelihood='bernoulli'",
             "discretized": "for likelihood='discretized' (levels k / (L - 1))",
         }
+        if self.autoencoder is not None:  # its own checks, and its device
+            return self.autoencoder._prepare(x)
         x = as_examples(
             x,
             self.data_shape,
@@ -398,13 +422,14 @@ class DiffusionVAE(GenerativeModel):
         return terms
 
     def _terms(self, x, y, num_samples: int, exact: bool) -> dict[str, torch.Tensor]:
+        x = self._codes(x)
         rows, T = x.shape[0], self.timesteps
         scaled, observed = self._scaled(x), self._observed(x)
         labels = self._labels(y, rows, x.device)
         zero = torch.zeros(rows, dtype=torch.long, device=x.device)
         prior = torch.distributions.kl_divergence(
             self._q_marginal(scaled, zero + T),
-            _normal(torch.zeros_like(x), torch.ones_like(x), len(self.data_shape)),
+            _normal(torch.zeros_like(x), torch.ones_like(x), len(self.shape)),
         )
         reconstruction = torch.zeros(rows, dtype=x.dtype, device=x.device)
         diffusion = torch.zeros_like(reconstruction)
@@ -435,8 +460,9 @@ class DiffusionVAE(GenerativeModel):
     def bits_per_dim(
         self, x: Any, y: Any = None, *, num_samples: int = 1, exact: bool = False
     ) -> torch.Tensor:
-        """-ELBO / (D log 2) per example, shape (N,): bits per value, as VDM reports it."""
-        dims = math.prod(self.data_shape)
+        """-ELBO / (D log 2) per example, shape (N,): bits per value, as VDM reports it (D
+        the values of what is modelled: the codes, for latent diffusion)."""
+        dims = math.prod(self.shape)
         return -self.elbo(x, y, num_samples=num_samples, exact=exact) / (dims * math.log(2))
 
     # --- sampling -------------------------------------------------------------------------
@@ -495,7 +521,7 @@ class DiffusionVAE(GenerativeModel):
         was_training = self.training
         self.eval()
         try:
-            z = torch.randn(n, *self.data_shape, device=device, dtype=dtype)
+            z = torch.randn(n, *self.shape, device=device, dtype=dtype)
             for t, s in tqdm(
                 list(zip(levels[:-1], levels[1:], strict=True)),
                 disable=not progress,
@@ -512,7 +538,9 @@ class DiffusionVAE(GenerativeModel):
                     z = alpha_s * x_hat + sigma_s * eps_hat
         finally:
             self.train(was_training)
-        return self._mode(z)
+        if self.autoencoder is None:
+            return self._mode(z)
+        return self.autoencoder.decode(self._mode(z))
 
     def _guided_x_hat(self, z, t, labels, guidance: float) -> torch.Tensor:
         bounded = self.likelihood != "gaussian"
@@ -535,6 +563,30 @@ class DiffusionVAE(GenerativeModel):
             return (z_0 > 0).to(z_0.dtype)
         level = self._observation(z_0).base_dist.mode
         return level.to(z_0.dtype) / (self.levels - 1)
+
+
+def _frozen_autoencoder(autoencoder: VAE | None, data_shape, likelihood: str) -> VAE | None:
+    """A trained VAE whose codes a latent diffusion model models, with its weights frozen."""
+    if autoencoder is None:
+        return None
+    if not isinstance(autoencoder, VAE) or autoencoder.context_dim:
+        raise ValueError(
+            "autoencoder: expected a trained pyrogen VAE without conditions (its encoder gives "
+            f"the codes to model), got {type(autoencoder).__name__}"
+        )
+    if tuple(autoencoder.data_shape) != tuple(data_shape):
+        raise ValueError(
+            f"autoencoder: its data_shape {tuple(autoencoder.data_shape)} differs from "
+            f"data_shape {tuple(data_shape)}"
+        )
+    if likelihood != "gaussian":
+        raise ValueError(
+            f"likelihood: the codes of an autoencoder are real vectors, expected 'gaussian', "
+            f"got {likelihood!r}"
+        )
+    autoencoder.eval()
+    autoencoder.requires_grad_(False)
+    return autoencoder
 
 
 def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> dist.Distribution:

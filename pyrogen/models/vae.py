@@ -46,7 +46,7 @@ from torch import nn
 from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.flows import LazyInverse
 
-from pyrogen.data.validation import as_examples, check_choice, check_int
+from pyrogen.data.validation import as_examples, as_tensor, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
 from pyrogen.nn import FlowDistribution, build_decoder, build_encoder, build_flow
@@ -463,6 +463,23 @@ class VAE(GenerativeModel):
         context = self._context(x, self._prepare_y(y, x.shape[0]))
         loc, _ = self._encode(x, context)
         return self._likelihood(self._decode(loc, context)).mean
+
+    @torch.no_grad()
+    def decode(self, z: Any) -> torch.Tensor:
+        """Mean of p(x | z) for codes z (N, L): (N, ``*data_shape``), for a model without
+        conditions (latent diffusion decodes its draws with it)."""
+        if self.context_dim:
+            raise ValueError(
+                f"decode: this {type(self).__name__} needs its condition to decode; use sample"
+            )
+        weight = next(self.decoder.parameters())
+        z = as_tensor(z, name="z", ndim=2, dtype=weight.dtype)
+        if z.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"z: expected codes of shape (N, {self.latent_dim}), got {tuple(z.shape)}"
+            )
+        z = z.to(weight.device)
+        return self._likelihood(self._decode(z, None)).mean
 
     @torch.no_grad()
     def encode(self, x: Any, y: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,17 +90,21 @@ def _flow_example(data_shape: tuple[int, ...], flow: str, **options):
 
 def _diffusion_example(data_shape: tuple[int, ...], likelihood: str = "gaussian", **options):
     def make():
+        kwargs = dict(options)
         generator = torch.Generator().manual_seed(0)
-        if likelihood == "gaussian":
+        if kwargs.get("autoencoder") == "vae":  # latent diffusion on a small VAE's codes
+            kwargs["autoencoder"] = pyrogen.VAE(data_shape, latent_dim=3, hidden=(8,))
+            x = _binary(data_shape)
+        elif likelihood == "gaussian":
             x = torch.randn(40, *data_shape, generator=generator) * 2 + 1
         elif likelihood == "bernoulli":
             x = _binary(data_shape)
         else:
             x = torch.randint(0, 256, (40, *data_shape), generator=generator) / 255
         model = pyrogen.DiffusionVAE(
-            data_shape, likelihood=likelihood, hidden=(16,), channels=8, **options
+            data_shape, likelihood=likelihood, hidden=(16,), channels=8, **kwargs
         )
-        y = torch.arange(40) % 3 if options.get("num_classes") else None
+        y = torch.arange(40) % 3 if kwargs.get("num_classes") else None
         return Example(model, x, y)
 
     return make
@@ -164,6 +168,10 @@ EXAMPLES = {
         _diffusion_example(
             (12,), "bernoulli", timesteps=4, objective="full", prediction="v", schedule="linear"
         ),
+    ),
+    "diffusion-latent-on-a-vae": (
+        "diffusion",
+        _diffusion_example((12,), timesteps=5, autoencoder="vae"),
     ),
     "diffusion-simple-x0-images": (
         "diffusion",
@@ -229,6 +237,8 @@ def test_elbo_is_finite_and_every_parameter_gets_a_gradient(example):
     assert math.isfinite(loss.item())
     loss.backward()
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:  # frozen parts (a latent diffusion's autoencoder)
+            continue
         assert parameter.grad is not None, f"{name} gets no gradient"
         assert torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, f"{name} has a zero gradient"

@@ -359,3 +359,44 @@ def test_discretized_likelihood_is_the_normalized_gaussian_over_levels(scale):
     expected = torch.distributions.Categorical(logits=logits).log_prob(k)
     got = _DiscretizedGaussian(loc, torch.tensor(scale, dtype=torch.float64), 256).log_prob(k)
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_latent_diffusion_is_diffusion_on_the_frozen_codes():
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(60, 10, generator=generator) > 0.5).float()
+    vae = pyrogen.VAE((10,), latent_dim=3, hidden=(8,))
+    pyrogen.fit(vae, x, steps=20, progress=False)
+    frozen = {k: v.clone() for k, v in vae.state_dict().items()}
+    latent = DiffusionVAE((10,), timesteps=8, hidden=(8,), autoencoder=vae)
+    pyrogen.fit(latent, x, steps=15, lr=1e-2, progress=False)
+    for name, value in vae.state_dict().items():  # the autoencoder is not trained
+        assert torch.equal(value, frozen[name]), name
+    codes = vae.encode(x)[0]
+    plain = DiffusionVAE((3,), timesteps=8, hidden=(8,))
+    state = {k: v for k, v in latent.state_dict().items() if not k.startswith("autoencoder.")}
+    plain.load_state_dict(state)
+    pyro.set_rng_seed(5)
+    on_data = latent.elbo_terms(x, num_samples=2)
+    pyro.set_rng_seed(5)
+    on_codes = plain.elbo_terms(codes, num_samples=2)
+    assert all(torch.allclose(on_data[k], on_codes[k]) for k in on_data)
+    torch.manual_seed(2)
+    draws = latent.sample(4, method="ddim", steps=4)
+    torch.manual_seed(2)
+    assert torch.allclose(draws, vae.decode(plain.sample(4, method="ddim", steps=4)))
+    assert draws.shape == (4, 10)
+
+
+def test_latent_diffusion_refuses_what_it_cannot_model():
+    vae = pyrogen.VAE((10,), latent_dim=3, hidden=(8,))
+    with pytest.raises(ValueError, match="autoencoder: its data_shape"):
+        DiffusionVAE((12,), autoencoder=vae)
+    with pytest.raises(ValueError, match="likelihood: the codes of an autoencoder are real"):
+        DiffusionVAE((10,), likelihood="bernoulli", autoencoder=vae)
+    conditional = pyrogen.ConditionalVAE((10,), latent_dim=3, num_classes=2, hidden=(8,))
+    with pytest.raises(ValueError, match="autoencoder: expected a trained pyrogen VAE"):
+        DiffusionVAE((10,), autoencoder=conditional)
+    with pytest.raises(ValueError, match="decode: this ConditionalVAE needs its condition"):
+        conditional.decode(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"z: expected codes of shape \(N, 3\)"):
+        vae.decode(torch.zeros(2, 4))
