@@ -940,6 +940,22 @@ def test_fit_diffusion_on_a_table(faithful_csv, tmp_path, capsys):
     assert lines[0] == "eruptions,waiting" and len(lines) == 4
 
 
+def test_fit_latent_diffusion_on_a_vae_run(npy_run, grey_images, tmp_path, capsys):
+    out = tmp_path / "latent"
+    argv = ["fit", "diffusion", "--data", str(grey_images), "--autoencoder", str(npy_run)]
+    argv += ["--binarize", "threshold", "--hidden", "16", "--out", str(out), *DIFFUSION_QUICK]
+    assert main(argv) == 0
+    summary = _summary(out)
+    assert summary["config"]["autoencoder"]["family"] == "vae"
+    assert summary["config"]["likelihood"] == "gaussian"
+    assert summary["autoencoder"] == str(npy_run)
+    assert "samples.png" in summary["files"]
+    model = pyrogen.load(out / "model.pt")
+    assert model.sample(3, method="ddim", steps=4).shape == (3, 1, 8, 8)  # decoded images
+    assert main([*argv[:5], str(tmp_path / "other.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert "other.pt" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -4,6 +4,7 @@ optionally class-conditional; data loading and splitting are the VAEs' (``vae.py
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pyro
 
@@ -11,6 +12,7 @@ from pyrogen.cli.common import (
     _column_names,
     _FitCommand,
     _Fitted,
+    _load_model,
     _positive_float,
     _positive_int,
 )
@@ -91,6 +93,13 @@ def _add_diffusion_options(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help="UNet base channels (default 32)",
     )
+    model.add_argument(
+        "--autoencoder",
+        type=Path,
+        metavar="RUN",
+        help="latent diffusion: model the codes of this trained VAE (a `pyrogen fit vae` run "
+        "folder or model file), kept frozen; samples are decoded by it",
+    )
     conditions = parser.add_argument_group("DiffusionVAE classes (classifier-free guidance)")
     conditions.add_argument(
         "--conditional",
@@ -143,10 +152,20 @@ def _fit_diffusion(args: argparse.Namespace) -> _Fitted:
             f"({args.steps}, {args.epochs})"
         )
     dataset = _dataset(args.dataset, args.data_dir)
-    likelihood = args.likelihood or _default_likelihood(dataset, args.binarize)
+    autoencoder = None
+    if args.autoencoder is not None:
+        autoencoder, _ = _load_model(args.autoencoder)
+        if args.likelihood not in (None, "gaussian"):
+            raise ValueError(
+                f"--likelihood: the codes of --autoencoder are real vectors, expected gaussian, "
+                f"got {args.likelihood}"
+            )
+    likelihood = args.likelihood or (
+        "gaussian" if autoencoder else _default_likelihood(dataset, args.binarize)
+    )
     check_choice("--likelihood", likelihood, LIKELIHOODS)
     mode = _binarize_mode(args.binarize, dataset, likelihood)
-    if mode != "none" and likelihood != "bernoulli":
+    if mode != "none" and likelihood != "bernoulli" and autoencoder is None:
         raise ValueError(
             f"--binarize: {mode} gives 0/1 data, for --likelihood bernoulli; got {likelihood}"
         )
@@ -178,6 +197,10 @@ def _fit_diffusion(args: argparse.Namespace) -> _Fitted:
     else:
         train_labels = None
     example_shape = tuple(train.shape[1:])
+    if autoencoder is not None:  # the VAE's own example shape (flat for an mlp encoder)
+        example_shape = tuple(autoencoder.data_shape)
+        options["autoencoder"] = autoencoder
+        extra["autoencoder"] = str(args.autoencoder)
     pyro.set_rng_seed(args.seed)  # the networks' initial weights are drawn here
     model = DiffusionVAE(
         example_shape,
@@ -224,7 +247,7 @@ def _fit_diffusion(args: argparse.Namespace) -> _Fitted:
         extra=extra,
         test_data=test,
         test_labels=test_labels,
-        image_shape=example_shape if len(example_shape) in (2, 3) else None,
+        image_shape=tuple(images.train.shape[1:]) if images.train.dim() in (3, 4) else None,
         iw_samples=args.step_samples,
     )
 
