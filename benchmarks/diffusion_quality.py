@@ -229,7 +229,7 @@ def main(argv=None) -> int:
                 f"({r['elbo_minus_reference']:+.2f} +- {r['se']:.2f} nats per image)"
             )
     text = [
-        f"UNet (channels {args.channels}), T = {args.timesteps}, cosine schedule, {args.steps} "
+        f"UNet (channels {args.channels}), T = {args.timesteps}, linear schedule, {args.steps} "
         f"steps of batch {args.batch_size}, Adam {args.lr}, {args.train} training and "
         f"{args.test} test images, ELBO with {args.eval_samples} step draws per test image; "
         f"{args.threads} torch thread(s), load average {loads[0][0]:.1f} / {loads[-1][0]:.1f}"

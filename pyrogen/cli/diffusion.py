@@ -54,7 +54,10 @@ def _add_diffusion_options(parser: argparse.ArgumentParser) -> None:
         help="diffusion steps (default 1000)",
     )
     model.add_argument(
-        "--schedule", choices=SCHEDULES, default="cosine", help="noise schedule (default cosine)"
+        "--schedule",
+        choices=SCHEDULES,
+        default="linear",
+        help="noise schedule (default linear: linear in log-SNR, VDM's)",
     )
     model.add_argument(
         "--prediction",

@@ -101,7 +101,7 @@ class DiffusionVAE(GenerativeModel):
         self,
         data_shape: Sequence[int] = (2,),
         timesteps: int = 1000,
-        schedule: str = "cosine",
+        schedule: str = "linear",
         denoiser: str | nn.Module | None = None,
         prediction: str = "eps",
         likelihood: str = "gaussian",

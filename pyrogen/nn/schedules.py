@@ -27,10 +27,13 @@ class NoiseSchedule(nn.Module):
     """gamma_0 < gamma_1 < ... < gamma_T for T diffusion steps.
 
     Args:
-        kind: ``"linear"`` (DDPM's betas from 1e-4 to 0.02 over 1000 steps, rescaled to T
-            steps as in Nichol & Dhariwal 2021), ``"cosine"`` (Nichol & Dhariwal's cosine
-            schedule) or ``"learned"`` (VDM: gamma_0 and gamma_T are parameters and the
-            levels between them are a learned monotone path, starting linear in gamma).
+        kind: ``"linear"`` (VDM's fixed schedule: gamma linear in t from -13.3 to 5, so
+            every step changes the log-SNR by the same amount), ``"cosine"`` (Nichol &
+            Dhariwal's cosine schedule for levels 1..T, with level 0 at gamma = -13.3 below
+            it: its first step is a large one, and dominates the ELBO) or ``"learned"``
+            (VDM: gamma_0 and gamma_T are parameters and the levels between them a learned
+            monotone path, starting as ``"linear"``). DDPM's linear-in-beta schedule is
+            not offered: with a nearly noiseless level 0 it has the same large first step.
         timesteps: T, the number of diffusion steps (>= 1).
 
     Shapes:
@@ -65,18 +68,16 @@ class NoiseSchedule(nn.Module):
 
 
 def _fixed_gamma(kind: str, timesteps: int) -> torch.Tensor:
-    """gamma of a named schedule: level 0 at GAMMA_MIN, levels 1..T from cumulative betas."""
-    t = torch.arange(1, timesteps + 1, dtype=torch.float64)
+    """gamma of a named schedule at levels 0..T (float32)."""
     if kind == "linear":
-        scale = 1000 / timesteps
-        betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
-    else:
-        offset = 0.008
-        f = torch.cos(
-            (torch.cat([t.new_zeros(1), t]) / timesteps + offset) / (1 + offset) * math.pi / 2
-        )
-        alpha_bar = f**2 / f[0] ** 2
-        betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+        return torch.linspace(GAMMA_MIN, GAMMA_MAX, timesteps + 1)
+    t = torch.arange(1, timesteps + 1, dtype=torch.float64)
+    offset = 0.008
+    f = torch.cos(
+        (torch.cat([t.new_zeros(1), t]) / timesteps + offset) / (1 + offset) * math.pi / 2
+    )
+    alpha_bar = f**2 / f[0] ** 2
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
     log_alpha_bar = torch.log1p(-betas.clamp(max=0.999)).cumsum(0)
     gamma = torch.log(-torch.expm1(log_alpha_bar)) - log_alpha_bar  # log((1 - abar) / abar)
     # Level 0 observes the data; it must be less noisy than level 1.
