@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test (< 1 min)")
     parser.add_argument("--timesteps", type=int, default=None, help="T (full 1000)")
     parser.add_argument("--ddim-steps", type=int, default=50)
-    parser.add_argument("--images", type=int, default=None, help="per call (full 32)")
+    parser.add_argument("--images", type=int, default=None, help="per call (full 16)")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=None, help="full 1")
     parser.add_argument("--device", default="cpu")
