@@ -3,8 +3,9 @@
 Thin on purpose: it parses arguments, calls the public API and prints, so everything it does
 can be done from Python too. ``pyrogen fit FAMILY`` has one sub-command per family of
 :data:`pyrogen.models.REGISTRY`; a family's own options, how it loads its data and how it
-is fitted come from its own module here (``gmm.py``, ``vae.py``; the VAE variants ``cvae.py``,
-``ssvae.py`` and ``gmvae.py`` reuse ``vae.py``'s), named in ``_FIT_COMMANDS``.
+is fitted come from its own module here (``gmm.py``, ``vae.py``, ``flow.py``,
+``diffusion.py``; the VAE variants ``cvae.py``, ``ssvae.py`` and ``gmvae.py`` and the
+diffusion model reuse ``vae.py``'s data loading), named in ``_FIT_COMMANDS``.
 Every family's run folder is written by :func:`pyrogen.diagnostics.write_run`.
 
 Exit codes: 0 success, 2 bad input (usage, files, values; one ``pyrogen: error:`` line and
