@@ -24,6 +24,7 @@ TUTORIALS = [
     "plot_semisupervised_vae.py",
     "plot_flow_guides.py",
     "plot_flow_densities.py",
+    "plot_diffusion.py",
 ]
 
 # Smoke runs take well under a minute; this only stops a hung run from hanging the suite.

@@ -144,6 +144,9 @@ class DiffusionVAE(GenerativeModel):
         features = math.prod(self.shape)
         self.register_buffer("data_shift", torch.zeros(features))
         self.register_buffer("data_scale", torch.ones(features))
+        # |x_hat| allowed while sampling standardized data (set by setup): x_hat from a
+        # predicted eps divides its error by alpha_t, which is tiny near z_T.
+        self.register_buffer("sample_bound", torch.tensor(math.inf))
 
     def _build_denoiser(self, denoiser: str | nn.Module | None) -> tuple[str, nn.Module]:
         if isinstance(denoiser, nn.Module):
@@ -359,6 +362,10 @@ class DiffusionVAE(GenerativeModel):
             flat = self._codes(x).flatten(1)
             self.data_shift.copy_(flat.mean(0))
             self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
+            # twice the largest standardized training value: a clip on runaway estimates,
+            # well outside anything the data show
+            standardized = (flat - self.data_shift) / self.data_scale
+            self.sample_bound.copy_(2 * standardized.abs().max().clamp(min=1.0))
 
     def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
         bounded = {
@@ -486,14 +493,21 @@ class DiffusionVAE(GenerativeModel):
                 ``"ddim"`` (deterministic, Song et al. 2021) any number from 1 to T
                 (default 50, or T if smaller), evenly spaced.
             method: ``"ancestral"`` or ``"ddim"``.
-            guidance: classifier-free guidance scale s: the estimate is
+            guidance: classifier-free guidance scale s (conditional models; ``y=None``
+                draws the labels, so for the unconditional model pass labels with
+                ``guidance=0``): the estimate is
                 x_hat(unconditional) + s (x_hat(y) - x_hat(unconditional)); 0 is the
                 unconditional model, 1 the conditional one, above 1 sharper classes.
             progress: show a progress bar.
 
         Returns:
             the mode of p(x | z_0): values for Gaussian data, 0/1 for Bernoulli data,
-            levels k / (L - 1) for discretized data.
+            levels k / (L - 1) for discretized data. At every step the estimate x_hat is
+            clipped to [-1, 1] for bounded data (DDPM's clipping) and to twice the largest
+            standardized training value for Gaussian data (``sample_bound``): x_hat from a
+            predicted noise divides its error by alpha_t, tiny near z_T, which can
+            otherwise send DDIM's first steps far away (the cosine schedule's alpha_T is
+            about 5e-5).
         """
         check_int("n", n)
         check_choice("method", method, ("ancestral", "ddim"))
@@ -554,7 +568,9 @@ class DiffusionVAE(GenerativeModel):
                 if guidance == 0
                 else unconditional + guidance * (self._x_hat(z, t, labels) - unconditional)
             )
-        return x_hat.clamp(-1, 1) if bounded else x_hat
+        if bounded:
+            return x_hat.clamp(-1, 1)
+        return x_hat.clamp(-self.sample_bound, self.sample_bound)
 
     def _mode(self, z_0: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "gaussian":

@@ -116,11 +116,25 @@ class AnalyticKLELBO(_FromDifferentiableLoss, TraceMeanField_ELBO):
         """-ELBO for the rows passed, scaled like the data plate (nats for all rows)."""
         elbo = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            elbo = elbo + _analytic_kl_elbo(model_trace, guide_trace) / self.num_particles
+            elbo = elbo + analytic_kl_elbo(model_trace, guide_trace) / self.num_particles
         return -elbo
 
 
-def _analytic_kl_elbo(model_trace, guide_trace) -> torch.Tensor:
+def analytic_kl_elbo(model_trace, guide_trace) -> torch.Tensor:
+    """The ELBO of one model trace replayed against one guide trace, with analytic KLs.
+
+    Observed sites add ``log p``; each latent site subtracts KL(guide || model) where torch
+    has it in closed form, else ``log q - log p`` at the sampled value; both scaled and
+    masked like their sites (plates, minibatches). This is what :class:`AnalyticKLELBO`
+    averages over particles.
+
+    Args:
+        model_trace: ``poutine.trace(poutine.replay(model, trace=guide_trace))``'s trace.
+        guide_trace: the guide's trace.
+
+    Returns:
+        the ELBO, a scalar tensor (nats for the rows the plates stand for).
+    """
     elbo = 0.0
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample":

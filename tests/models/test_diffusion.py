@@ -13,7 +13,7 @@ from torch import nn
 
 import pyrogen
 from pyrogen.models.diffusion import DiffusionVAE
-from pyrogen.models.objectives import _analytic_kl_elbo
+from pyrogen.models.objectives import analytic_kl_elbo
 from pyrogen.nn.schedules import SCHEDULES
 
 
@@ -109,7 +109,7 @@ def test_full_trace_elbo_is_the_sum_of_the_closed_form_terms(prediction):
     pyro.set_rng_seed(0)
     guide_trace = poutine.trace(model.guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-    pyro_elbo = _analytic_kl_elbo(model_trace, guide_trace)
+    pyro_elbo = analytic_kl_elbo(model_trace, guide_trace)
 
     gamma = _gamma(model)
     snr = torch.exp(-gamma)
@@ -248,9 +248,27 @@ def _run_with_labels(model: DiffusionVAE, z: torch.Tensor, labels: torch.Tensor)
         alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
         for t in range(10, 0, -1):
             x_hat = model._x_hat(z, torch.full((5,), t), labels)
+            x_hat = x_hat.clamp(-model.sample_bound, model.sample_bound)  # as sample does
             eps = (z - alpha[t] * x_hat) / sigma[t]
             z = alpha[t - 1] * x_hat + sigma[t - 1] * eps
         return model._mode(z)
+
+
+def test_sampling_clips_runaway_estimates_of_continuous_data():
+    # An eps-network that is wrong by 1 everywhere: x_hat = (z - sigma eps_hat) / alpha_t
+    # is off by sigma_T / alpha_T ~ 2e4 at the cosine schedule's first DDIM step.
+    class Wrong(nn.Module):
+        def forward(self, z, t, y=None):
+            return torch.ones_like(z)
+
+    x = torch.randn(200, 2) * 0.5 + torch.tensor([1.0, -2.0])
+    model = DiffusionVAE((2,), timesteps=1000, schedule="cosine", denoiser=Wrong())
+    model.setup(x)
+    draws = model.sample(50, method="ddim", steps=20)
+    bound = (model.sample_bound * model.data_scale).max()
+    assert torch.isfinite(draws).all()
+    # z_0 adds sigma_0 / alpha_0 ~ 1e-3 (in sds) of predicted noise to the clipped x_hat
+    assert ((draws - model.data_shift).abs() <= bound + 1e-2).all()
 
 
 def test_bounded_data_sample_on_their_levels():
