@@ -462,6 +462,28 @@ def peak_rss_of(
 # --- output -------------------------------------------------------------------------------
 
 
+def run_header(
+    name: str,
+    args: Any,
+    *,
+    packages: Sequence[str] = ("torch", "pyro", "pyrogen"),
+    cuda: bool = False,
+) -> dict[str, Any]:
+    """The fields every result JSON starts with: what ran, when, with which settings (paths
+    as text), on which machine, package versions, threads and git revision."""
+    settings = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in vars(args).items()}
+    return {
+        "benchmark": name,
+        "timestamp": utc_timestamp(),
+        "quick": getattr(args, "quick", False),
+        "settings": settings,
+        "machine": machine_info(cuda=cuda),
+        "versions": versions(tuple(packages)),
+        "threads": thread_info(),
+        "git": git_revision(),
+    }
+
+
 def utc_timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -32,15 +32,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    git_revision,
-    machine_info,
     markdown_table,
+    run_header,
     set_threads,
     text_table,
-    thread_info,
     time_interleaved,
-    utc_timestamp,
-    versions,
     write_json_atomic,
     write_text_atomic,
 )
@@ -238,14 +234,7 @@ def main(argv=None) -> int:
             )
     loads.append(list(os.getloadavg()))
     summary = {
-        "benchmark": "diffusion_overhead",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": vars(args),
-        "machine": machine_info(cuda=args.device.startswith("cuda")),
-        "versions": versions(("torch", "pyro", "pyrogen")),
-        "threads": thread_info(),
-        "git": git_revision(),
+        **run_header("diffusion_overhead", args, cuda=args.device.startswith("cuda")),
         "load_averages": loads,
         "rows": rows,
         "target": TARGET,

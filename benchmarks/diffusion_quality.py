@@ -32,14 +32,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    git_revision,
-    machine_info,
     markdown_table,
+    run_header,
     set_threads,
     text_table,
-    thread_info,
-    utc_timestamp,
-    versions,
     write_json_atomic,
     write_text_atomic,
 )
@@ -206,14 +202,7 @@ def main(argv=None) -> int:
         print(text_table(rows[-2:], COLUMNS), flush=True)
     loads.append(list(os.getloadavg()))
     summary = {
-        "benchmark": "diffusion_quality",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": machine_info(),
-        "versions": versions(("torch", "pyro", "pyrogen")),
-        "threads": thread_info(),
-        "git": git_revision(),
+        **run_header("diffusion_quality", args),
         "load_averages": loads,
         "rows": rows,
         "total_s": time.perf_counter() - started,

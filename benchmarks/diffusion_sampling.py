@@ -20,16 +20,12 @@ if __package__ in (None, ""):
 
 from benchmarks.common import (  # noqa: E402
     format_bytes,
-    git_revision,
-    machine_info,
     markdown_table,
     peak_rss_of,
+    run_header,
     set_threads,
     text_table,
-    thread_info,
     time_best_of,
-    utc_timestamp,
-    versions,
     write_json_atomic,
     write_text_atomic,
 )
@@ -125,14 +121,7 @@ def main(argv=None) -> int:
         )
     speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]
     summary = {
-        "benchmark": "diffusion_sampling",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": vars(args),
-        "machine": machine_info(cuda=cuda),
-        "versions": versions(("torch", "pyro", "pyrogen")),
-        "threads": thread_info(),
-        "git": git_revision(),
+        **run_header("diffusion_sampling", args, cuda=cuda),
         "rows": rows,
         "ddim_speedup": speedup,
         "total_s": time.perf_counter() - started,

@@ -36,14 +36,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    git_revision,
-    machine_info,
     markdown_table,
+    run_header,
     set_threads,
     text_table,
-    thread_info,
-    utc_timestamp,
-    versions,
     write_json_atomic,
     write_text_atomic,
 )
@@ -199,15 +195,8 @@ def main(argv=None) -> int:
             row["ll_vs_gaussian"], row["ll_vs_gaussian_se"] = paired(log_lik, base_ll)
     loads.append(list(os.getloadavg()))
     summary = {
-        "benchmark": "flows_vae_posterior",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **run_header("flows_vae_posterior", args, packages=("torch", "pyro", "zuko", "pyrogen")),
         "data": {k: data[k] for k in ("train_description",)},
-        "machine": machine_info(),
-        "versions": versions(("torch", "pyro", "zuko", "pyrogen")),
-        "threads": thread_info(),
-        "git": git_revision(),
         "load_averages": loads,
         "rows": rows,
         "total_s": time.perf_counter() - started,
