@@ -604,3 +604,25 @@ def load_averages(summary: dict[str, Any]) -> list[list[float]]:
 def machine_was_busy(loads: list[list[float]], machine: dict[str, Any]) -> bool:
     """Whether the 1-minute load exceeded the usable cores around the run."""
     return bool(loads) and max(v[0] for v in loads) > (machine.get("usable_cpus") or 1)
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other work on the machine skews timings); None
+    where the platform has none."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_machine_note(summary: dict[str, Any], machine: dict[str, Any], effect: str) -> list[str]:
+    """A report's footnote when the machine was shared during the run, saying ``effect``
+    (what that did to the numbers); no lines otherwise."""
+    loads = load_averages(summary)
+    if not machine_was_busy(loads, machine):
+        return []
+    return [
+        f"*The machine was shared: 1-minute load average {loads[0][0]} before and "
+        f"{loads[-1][0]} after the run on {machine['usable_cpus']} cores; {effect}*",
+        "",
+    ]

@@ -421,27 +421,13 @@ def markdown_report(payload) -> str:
         f"Total run time {payload['summary']['total_s'] / 60:.1f} min.",
         "",
     ]
-    loads = common.load_averages(payload["summary"])
-    if common.machine_was_busy(loads, machine):
-        lines += [
-            f"*The machine was shared: 1-minute load average {loads[0][0]} before and "
-            f"{loads[-1][0]} after the run on {machine['usable_cpus']} cores; wall times are "
-            "inflated.*",
-            "",
-        ]
+    lines += common.busy_machine_note(payload["summary"], machine, "wall times are inflated.")
     if settings["quick"]:
         lines += ["*Quick mode: a smoke test on a subset, not the reference numbers.*", ""]
     return "\n".join(lines)
 
 
 # --- driver ----------------------------------------------------------------------------------
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def parse_args(argv=None):
@@ -497,7 +483,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = common.load_average()
     git = common.git_revision(REPO)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     limiter = common.set_threads(args.threads, preload=("numpy", "scipy.linalg", "torch"))  # noqa: F841
@@ -548,7 +534,7 @@ def main(argv=None) -> int:
             rows.append(row)
     if not rows:
         raise SystemExit("--skip: nothing left to run")
-    load_after = _load_average()
+    load_after = common.load_average()
     payload = {
         "benchmark": NAME,
         "timestamp": common.utc_timestamp(),

@@ -320,27 +320,15 @@ def markdown_report(payload) -> str:
         f"{machine['ram_gib']} GiB of RAM.",
         "",
     ]
-    loads = common.load_averages(payload["summary"])
-    if common.machine_was_busy(loads, machine):
-        lines += [
-            f"*The machine was shared: 1-minute load average {loads[0][0]} before and "
-            f"{loads[-1][0]} after the run on {machine['usable_cpus']} cores; wall times are "
-            "inflated by other work, memory is not.*",
-            "",
-        ]
+    lines += common.busy_machine_note(
+        payload["summary"], machine, "wall times are inflated by other work, memory is not."
+    )
     if settings["quick"]:
         lines += ["*Quick mode: a smoke test with few steps and images.*", ""]
     return "\n".join(lines)
 
 
 # --- driver ----------------------------------------------------------------------------------
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def parse_args(argv=None):
@@ -416,7 +404,7 @@ def _measure(fn: str, prepare: str, job: dict[str, Any], args) -> dict[str, Any]
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = common.load_average()
     git = common.git_revision(REPO)
     if str(args.device).startswith("cuda"):
         import torch
@@ -508,7 +496,7 @@ def main(argv=None) -> int:
     for tensor in tensors:
         tensor["shape_text"] = " x ".join(f"{d:,}" for d in tensor["shape"])
     pyrogen_eval = next((r for r in evaluation if r["side"] == "pyrogen"), {})
-    load_after = _load_average()
+    load_after = common.load_average()
     payload = {
         "benchmark": NAME,
         "timestamp": common.utc_timestamp(),

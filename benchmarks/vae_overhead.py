@@ -1182,27 +1182,17 @@ def markdown_report(payload) -> str:
             common.markdown_table(extras_rows(payload["engine_extras"]), EXTRAS_COLUMNS),
             "",
         ]
-    loads = common.load_averages(payload["summary"])
-    if common.machine_was_busy(loads, machine):
-        lines += [
-            f"*The machine was shared: 1-minute load average {loads[0][0]} before and "
-            f"{loads[-1][0]} after the run on {machine['usable_cpus']} cores; the sides took "
-            "turns, which keeps the ratios fairer than the absolute times.*",
-            "",
-        ]
+    lines += common.busy_machine_note(
+        payload["summary"],
+        machine,
+        "the sides took turns, which keeps the ratios fairer than the absolute times.",
+    )
     if settings["quick"]:
         lines += ["*Quick mode: a smoke test with few repeats, not the reference numbers.*", ""]
     return "\n".join(lines)
 
 
 # --- driver ----------------------------------------------------------------------------------
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def _parse_settings(text: str) -> list[tuple[str, int]]:
@@ -1353,7 +1343,7 @@ def make_row(network: str, batch_size: int, mode: str, sides: dict[str, Any]) ->
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = common.load_average()
     git = common.git_revision(REPO)
     if args.omp_wait_policy != "unset" and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy)  # before libgomp loads
@@ -1424,7 +1414,7 @@ def main(argv=None) -> int:
             network, images_by_network, batch_size, args, device, sync
         )
         breakdown.append(part)
-    load_after = _load_average()
+    load_after = common.load_average()
 
     payload = {
         "benchmark": NAME,

@@ -661,27 +661,15 @@ def markdown_report(payload) -> str:
             f"{'agree' if cross['agree'] else 'DISAGREE'} within Monte Carlo error).",
             "",
         ]
-    loads = common.load_averages(payload["summary"])
-    if common.machine_was_busy(loads, machine):
-        lines += [
-            f"*The machine was shared: 1-minute load average {loads[0][0]} before and "
-            f"{loads[-1][0]} after the run on {machine['usable_cpus']} cores; the sides took "
-            "turns going first each epoch.*",
-            "",
-        ]
+    lines += common.busy_machine_note(
+        payload["summary"], machine, "the sides took turns going first each epoch."
+    )
     if settings["quick"]:
         lines += ["*Quick mode: a smoke test on a few images, not the reference numbers.*", ""]
     return "\n".join(lines)
 
 
 # --- driver ----------------------------------------------------------------------------------
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def _int_list(text: str) -> list[int]:
@@ -791,7 +779,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = common.load_average()
     git = common.git_revision(REPO)
     if args.omp_wait_policy != "unset" and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy)  # before libgomp loads
@@ -808,7 +796,7 @@ def main(argv=None) -> int:
     data = load_data(args)
     num_train = data["train"].shape[0]
     results = [run_objective(objective, data, args, device, sync) for objective in args.objectives]
-    load_after = _load_average()
+    load_after = common.load_average()
     final_rows = min(args.final_rows or data["test"].shape[0], data["test"].shape[0])
     payload = {
         "benchmark": NAME,
