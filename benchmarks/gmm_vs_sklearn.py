@@ -427,16 +427,6 @@ def measure_memory(rows, specs_by_name, args) -> None:
             row["memory_ratio"] = row["pyrogen_peak_rss_mib"] / row["sklearn_peak_rss_mib"]
 
 
-def _load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages: other work on the machine skews the timings."""
-    try:
-        import os
-
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def _truth_summary(data: dict[str, Any]) -> dict[str, Any]:
     if "truth" not in data:
         return {}
@@ -610,7 +600,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = common.load_average()
     git = common.git_revision(REPO)  # at start: the code this process imports
     if args.omp_wait_policy != "unset" and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy)  # before libgomp loads
@@ -662,7 +652,7 @@ def main(argv=None) -> int:
         print("peak memory: one fresh process per fit ...", file=sys.stderr, flush=True)
         measured = rows if args.memory == "all" else rows[:1]
         measure_memory(measured, {spec["name"]: spec for spec in specs}, args)
-    load_after = _load_average()
+    load_after = common.load_average()
 
     payload = {
         "benchmark": NAME,
