@@ -348,6 +348,18 @@ def test_fit_vae_on_mnist_writes_the_report(mnist_run):
     assert isinstance(model, pyrogen.VAE) and model.data_shape == (784,)
 
 
+def test_fit_vae_in_two_data_parallel_processes(shared_data, tmp_path, capfd):
+    out = tmp_path / "ddp"
+    argv = ["fit", "vae", "--data-dir", str(shared_data / "mnist"), "--out", str(out)]
+    assert main([*argv, *VAE_QUICK, "--devices", "2", "--strategy", "ddp"]) == 0
+    assert {p.name for p in out.iterdir()} == VAE_FILES  # written once, by the first process
+    training = _summary(out)["training"]
+    assert training["processes"] == 2 and training["steps"] == math.ceil(500 / 128)
+    assert math.isfinite(_summary(out)["test"]["elbo_per_example"])
+    assert "in 2 data-parallel processes" in capfd.readouterr().out  # the first process's
+    assert pyrogen.load(out / "model.pt").config["latent_dim"] == 2
+
+
 def test_evaluate_vae_reproduces_the_run(mnist_run, shared_data, capsys):
     run, _ = mnist_run
     assert main(["evaluate", str(run), "--data-dir", str(shared_data / "mnist")]) == 0

@@ -28,7 +28,9 @@ from pyrogen.diagnostics.report import (
     check_run_folder,
     write_run,
 )
+from pyrogen.infer.distributed import STRATEGIES, check_scale_out, cluster, spawn
 from pyrogen.infer.engine import FitResult
+from pyrogen.infer.precision import PRECISIONS
 from pyrogen.models import GenerativeModel, load
 
 
@@ -96,11 +98,77 @@ def _add_common_fit_options(parser: argparse.ArgumentParser, family: str, data_h
         "--device", choices=("cpu", "cuda"), default="cpu", help="device to train on (default cpu)"
     )
     training.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    scale = parser.add_argument_group("scaling out")
+    scale.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="training processes on this machine, one per GPU with --device cuda (default 1)",
+    )
+    scale.add_argument(
+        "--num-nodes",
+        type=_positive_int,
+        default=1,
+        metavar="M",
+        help="machines; run the same command on each with MASTER_ADDR, MASTER_PORT and "
+        "NODE_RANK set (default 1)",
+    )
+    scale.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="ddp: data-parallel over the processes; auto: ddp when there are several "
+        "(default auto)",
+    )
+    scale.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="bf16-mixed: the networks' linear and convolution layers in bfloat16, every "
+        "log-density in float32 (default 32)",
+    )
+
+
+def _hardware(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of :func:`pyrogen.fit` that say where and how precisely to train."""
+    return {
+        "device": args.device,
+        "strategy": args.strategy,
+        "devices": args.devices,
+        "num_nodes": args.num_nodes,
+        "precision": args.precision,
+    }
 
 
 def _run_fit(args: argparse.Namespace, command: _FitCommand) -> int:
     out = args.out if args.out is not None else _default_run_folder(args.family)
     check_run_folder(out)  # fail before training, not after
+    strategy, devices, num_nodes = check_scale_out(args.strategy, args.devices, args.num_nodes)
+    if strategy == "ddp" and devices * num_nodes > 1 and cluster().world_size == 1:
+        _device(args.device)
+        # Every process runs the whole command (data loading included) and its fit calls
+        # train together; the first process writes the run folder.
+        args = argparse.Namespace(**{**vars(args), "out": out})
+        args.run = None  # the command is found again by family name (partials do not pickle)
+        spawn(_fit_process, (args,), devices=devices, num_nodes=num_nodes, device_type=args.device)
+        return 0
+    return _write_fitted(args, command, out)
+
+
+def _fit_process(args: argparse.Namespace) -> dict[str, Any]:
+    """One training process of ``pyrogen fit --devices N``."""
+    from pyrogen.cli import _FIT_COMMANDS
+
+    command = _FIT_COMMANDS.get(args.family, _FitCommand())
+    if cluster().is_main:
+        _write_fitted(args, command, args.out)
+    else:
+        command.fit(args)
+    return {}
+
+
+def _write_fitted(args: argparse.Namespace, command: _FitCommand, out: Path) -> int:
     fitted = command.fit(args)
     if fitted.test_data is not None and not args.quiet and sys.stderr.isatty():
         # Scoring many test rows with K importance samples each takes a while: say so.
@@ -186,6 +254,12 @@ def _load_model(path: Path) -> tuple[GenerativeModel, dict[str, Any]]:
 
 
 # --- printing ---------------------------------------------------------------------------
+def _processes(training: dict[str, Any]) -> str:
+    """ ", in N processes" for a data-parallel run; nothing for one process."""
+    count = training.get("processes", 1)
+    return f", in {count} data-parallel processes" if count > 1 else ""
+
+
 def _describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -> str:
     """The human summary of a fit: data, model, fit statistics, parameters, run folder."""
     test = summary.get("test")
@@ -219,6 +293,7 @@ def _describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -
         lines.append(
             f"training        {summary['epochs']:g} epoch(s): {training['steps']} steps of up to "
             f"{summary['batch_size']} rows, {training['time_s']:.1f} s on {training['device']}"
+            + _processes(training)
         )
     selection = summary.get("selection")
     if "n_components" in summary:

@@ -12,6 +12,7 @@ from pyrogen.cli.common import (
     _column_names,
     _FitCommand,
     _Fitted,
+    _hardware,
     _load_model,
     _positive_float,
     _positive_int,
@@ -226,7 +227,7 @@ def _fit_diffusion(args: argparse.Namespace) -> _Fitted:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "seed": args.seed,
-        "device": args.device,
+        **_hardware(args),
     }
     result = _fit_binarized(model, train, mode, steps, steps_per_epoch, args, **fit_options)
     extra |= {

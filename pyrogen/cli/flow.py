@@ -10,6 +10,7 @@ import torch
 from pyrogen.cli.common import (
     _FitCommand,
     _Fitted,
+    _hardware,
     _load_fit_data,
     _positive_float,
     _positive_int,
@@ -98,8 +99,8 @@ def _fit_flow(args: argparse.Namespace) -> _Fitted:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
-        device=args.device,
         seed=args.seed,
+        **_hardware(args),
         progress=_progress(args),
     )
     return _Fitted(model, result, x, columns=columns, extra={"data": source})

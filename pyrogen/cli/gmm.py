@@ -9,6 +9,7 @@ from typing import Any
 from pyrogen.cli.common import (
     _FitCommand,
     _Fitted,
+    _hardware,
     _load_fit_data,
     _non_negative_int,
     _positive_int,
@@ -68,7 +69,7 @@ def _add_gmm_options(parser: argparse.ArgumentParser) -> None:
 def _fit_gmm(args: argparse.Namespace) -> _Fitted:
     """Choose K (BIC over MAP fits) if asked, fit, and get the posterior as InferenceData."""
     x, source, columns = _load_fit_data(args.data, args.columns)
-    fit_options = {"steps": args.steps, "device": args.device, "progress": _progress(args)}
+    fit_options = {"steps": args.steps, "progress": _progress(args), **_hardware(args)}
     extra: dict[str, Any] = {"data": source, "inference": args.inference}
     n_components = args.components
     if n_components == "auto":

@@ -26,6 +26,7 @@ from pyrogen.cli.common import (
     _default_of,
     _FitCommand,
     _Fitted,
+    _hardware,
     _positive_float,
     _positive_int,
     _progress,
@@ -33,6 +34,7 @@ from pyrogen.cli.common import (
 from pyrogen.cli.labels import _read_images_and_labels
 from pyrogen.data.datasets import BINARIZED_MNIST_FILE, binarized_mnist, mnist
 from pyrogen.diagnostics.report import DEFAULT_IW_SAMPLES
+from pyrogen.infer import distributed
 from pyrogen.infer.engine import Callback, FitResult, fit
 from pyrogen.models import VAE, GenerativeModel
 from pyrogen.models.vae import LIKELIHOODS, POSTERIORS
@@ -334,8 +336,8 @@ def _fit_vae_family(args: argparse.Namespace, family: _VAEFamily) -> _Fitted:
         "y": setup.train_labels,
         "batch_size": args.batch_size,
         "seed": args.seed,
-        "device": args.device,
         "callbacks": callbacks,
+        **_hardware(args),
     }
     result = _fit_binarized(model, train, mode, steps, steps_per_epoch, args, **options)
     how = _BINARIZATIONS[mode].format(seed=args.seed, train_seed=_train_seed(args.seed))
@@ -433,12 +435,15 @@ def _fit_resampling_each_epoch(
         the last call's FitResult, with ``time_s`` summed over the epochs.
     """
     generator = torch.Generator().manual_seed(binarize_seed)
-    show = not quiet and sys.stderr.isatty()
+    where = distributed.cluster()
+    show = not quiet and sys.stderr.isatty() and where.is_main
     elapsed, done = 0.0, 0
     with (
-        tempfile.TemporaryDirectory(prefix="pyrogen-fit-") as folder,
+        tempfile.TemporaryDirectory(prefix="pyrogen-fit-") as own_folder,
         tqdm(total=steps, disable=not show, desc=model.family) as bar,
     ):
+        # Training processes resume from one file: the first process's (on one node).
+        folder = distributed.all_gather_objects(own_folder, where)[0]
 
         def advance(step: int, loss: float, _: GenerativeModel) -> None:
             bar.update(1)

@@ -816,6 +816,7 @@ def _training(result: FitResult) -> dict[str, Any]:
         "steps": result.steps,
         "time_s": result.time_s,
         "device": result.device,
+        "processes": result.world_size,
         "final_loss": result.final_loss,
         "best_loss": result.best_loss,
         "best_step": result.best_step,

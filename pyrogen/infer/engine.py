@@ -8,7 +8,9 @@ parameter names, which is what makes checkpoints resume exactly in a new process
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import random
 import sys
 import time
@@ -25,6 +27,9 @@ from tqdm.auto import tqdm
 
 from pyrogen import __version__
 from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
+from pyrogen.infer import distributed
+from pyrogen.infer.distributed import Cluster
+from pyrogen.infer.precision import check_precision, mixed_precision
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 from pyrogen.models.base import GenerativeModel
 
@@ -50,6 +55,7 @@ class FitResult:
         stopped_early: whether early stopping or a callback ended training.
         validation_losses: (step, held-out negative ELBO in nats per example) after every
             epoch when ``validation`` was given; empty otherwise.
+        world_size: processes that trained the model together (``devices * num_nodes``).
     """
 
     model: GenerativeModel
@@ -61,6 +67,7 @@ class FitResult:
     best_step: int = 0
     stopped_early: bool = False
     validation_losses: list[tuple[int, float]] = field(default_factory=list)
+    world_size: int = 1
 
     @property
     def final_loss(self) -> float:
@@ -96,6 +103,10 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     progress: bool | None = None,
+    strategy: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    precision: str = "32",
 ) -> FitResult:
     """Train ``model`` by SVI on ``data``.
 
@@ -135,6 +146,21 @@ def fit(
         resume: continue from ``checkpoint`` if it exists: parameters, optimizer, random
             state and step, so an interrupted run continues exactly.
         progress: show a progress bar; default only when stderr is a terminal.
+        strategy: ``"ddp"`` trains data-parallel in ``devices * num_nodes`` processes (see
+            :mod:`pyrogen.infer.distributed`): each scores its share of every global batch of
+            ``batch_size`` rows and DistributedDataParallel averages the gradients, weighted
+            so that the steps are those of one process on the same global batches.
+            ``"auto"`` (default) is ``"ddp"`` when more than one process is asked for.
+        devices: processes per node; with ``device="cuda"`` one per GPU (``cuda:0`` ...).
+            Called from a plain process, fit spawns them, so model, data, ``optim`` and
+            callbacks must pickle (module-level functions, not lambdas), and a script must
+            guard its entry point with ``if __name__ == "__main__":``.
+            Under ``torchrun`` the launched processes are used instead.
+        num_nodes: machines; run the same call on each, with ``MASTER_ADDR``, ``MASTER_PORT``
+            and ``NODE_RANK`` set.
+        precision: ``"32"`` or ``"bf16-mixed"``: the model's linear and convolution layers
+            run under bfloat16 autocast while every log-density and KL stays in full
+            precision (see :func:`pyrogen.infer.precision.mixed_precision`).
 
     Returns:
         a :class:`FitResult`.
@@ -151,6 +177,7 @@ def fit(
         >>> len(result.losses) <= 20
         True
     """
+    arguments = dict(locals())
     started = time.perf_counter()
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model: expected a pyrogen model, got {type(model).__name__}")
@@ -193,10 +220,18 @@ def fit(
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)
     if resume and checkpoint is None:
         raise ValueError("resume: expected a checkpoint path to resume from, got checkpoint=None")
+    strategy, devices, num_nodes = distributed.check_scale_out(strategy, devices, num_nodes)
+    precision = check_precision(precision)
+    with mixed_precision(model, precision):  # a model without layers to speed up says so now
+        pass
 
     device = torch.device(device) if device is not None else x.device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
+    where = _join_processes(strategy, devices * num_nodes, device.type)
+    if strategy == "ddp" and where.world_size == 1 and devices * num_nodes > 1:
+        return _fit_spawned(arguments, x, labels, held_out, devices, num_nodes, device, started)
+    device = distributed.process_device(device, where)
     model.to(device)
     x = x.to(device)
     labels = None if labels is None else labels.to(device)
@@ -204,6 +239,7 @@ def fit(
         held_out = tuple(None if t is None else t.to(device) for t in held_out)
 
     pyro.set_rng_seed(seed)
+    # One order for all processes: they split the same global batches.
     order_rng = torch.Generator().manual_seed(seed)
     state = _TrainingState()
     saved = None
@@ -220,6 +256,9 @@ def fit(
         model.to(device)
     else:
         model.setup(x, labels, seed=seed)
+    if where.world_size > 1:
+        # Same set-up everywhere (same seed), then each process its own noise: seed + rank.
+        pyro.set_rng_seed(seed + where.rank)
     x = x.to(dtype=_model_dtype(model, x.dtype))
     if held_out is not None:
         held_out = (held_out[0].to(dtype=x.dtype), held_out[1])
@@ -231,19 +270,27 @@ def fit(
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         state = _TrainingState.from_dict(saved)
-        _set_rng_state(saved["rng"])
+        by_rank = saved.get("rng_by_rank") or [saved["rng"]]
+        if len(by_rank) == where.world_size:  # else: a new process count, new noise streams
+            _set_rng_state(by_rank[where.rank])
         order_rng.set_state(saved["order_rng"])
 
     elbo = model.loss
+    trainer = _ELBOLoss(model, elbo)
     validate, first_step = pyro.poutine.util.is_validation_enabled(), state.step
     if progress is None:
         progress = sys.stderr.isatty()
-    bar = tqdm(total=total_steps, initial=state.step, disable=not progress, desc=model.family)
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        disable=not (progress and where.is_main),
+        desc=model.family,
+    )
     try:
         while state.step < total_steps and not state.stopped_early:
             position = state.step % steps_per_epoch
             if batch_size is None:
-                batch_x, batch_y = x, labels
+                index = torch.arange(num_data, device=device)
             else:
                 if position == 0 or state.permutation is None:
                     state.permutation = model.minibatch_order(
@@ -251,13 +298,20 @@ def fit(
                     )
                 index = state.permutation[position * batch_size : (position + 1) * batch_size]
                 index = index.to(device)
-                batch_x = x[index]
-                batch_y = None if labels is None else labels[index]
+            index, weight = _share_of(index, where)
+            batch_x = x[index]
+            batch_y = None if labels is None else labels[index]
             # Pyro's argument and support checks run on the first step of this call, where a
             # user's mistake shows up; later steps skip them (a third of a small step's time).
-            with pyro.validation_enabled(validate and state.step == first_step):
-                loss = _loss(elbo, model, batch_x, batch_y, num_data, state.step)
-            value = loss.item() / num_data
+            if where.world_size > 1 and isinstance(trainer, _ELBOLoss):
+                trainer = _data_parallel(trainer, batch_x, batch_y, num_data, device)
+            with (
+                pyro.validation_enabled(validate and state.step == first_step),
+                mixed_precision(model, precision),
+            ):
+                loss = _loss(trainer, model, batch_x, batch_y, num_data, state.step) * weight
+            # The global batch's loss: DDP averages the processes' gradients, so the mean.
+            value = distributed.all_sum(loss.detach(), where).item() / (where.world_size * num_data)
             if not math.isfinite(value):
                 raise FloatingPointError(
                     _explain_nonfinite(model, batch_x, batch_y, num_data, state.step)
@@ -272,7 +326,7 @@ def fit(
             state.step += 1
             state.losses.append(value)
             if held_out is not None and state.step % steps_per_epoch == 0:
-                held_out_loss = _held_out_loss(elbo, model, *held_out, state.step)
+                held_out_loss = _held_out_loss(elbo, model, *held_out, state.step, where)
                 state.validation_losses.append((state.step, held_out_loss))
                 state.monitor(held_out_loss, model, min_delta)
             elif batch_size is not None and state.step % steps_per_epoch == 0:
@@ -280,13 +334,17 @@ def fit(
                 state.monitor(epoch_loss, model, min_delta)
             if early_stopping is not None and state.bad_epochs >= early_stopping:
                 state.stopped_early = True
-            if any(callback(state.step, value, model) is True for callback in callbacks):
+            if where.is_main and any(
+                callback(state.step, value, model) is True for callback in callbacks
+            ):
                 state.stopped_early = True
+            if where.world_size > 1 and callbacks:  # a callback on the first process stops all
+                state.stopped_early = distributed.any_process(state.stopped_early, device, where)
             bar.update(1)
             if state.step % 10 == 0:
                 bar.set_postfix(loss=f"{value:.4f}")
             if checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0:
-                _save(checkpoint, model, optimizer, state, order_rng)
+                _save(checkpoint, model, optimizer, state, order_rng, where)
     finally:
         bar.close()
     # A NaN/inf gradient makes the parameters NaN/inf at once, which the next step's loss
@@ -298,7 +356,7 @@ def fit(
             "NaN/inf gradient); lower lr, set clip_norm, or check the data scale"
         )
     if checkpoint is not None:
-        _save(checkpoint, model, optimizer, state, order_rng)
+        _save(checkpoint, model, optimizer, state, order_rng, where)
     if restore_best and state.best_state is not None:
         model.load_state_dict(state.best_state)
     return FitResult(
@@ -311,7 +369,135 @@ def fit(
         best_step=state.best_step,
         stopped_early=state.stopped_early,
         validation_losses=list(state.validation_losses),
+        world_size=where.world_size,
     )
+
+
+class _ELBOLoss(torch.nn.Module):
+    """The model's differentiable negative ELBO as a module, which DDP can wrap."""
+
+    def __init__(self, model: GenerativeModel, elbo) -> None:
+        super().__init__()
+        self.model, self.elbo = model, elbo
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, num_data: int) -> torch.Tensor:
+        return self.elbo.differentiable_loss(
+            self.model.model, self.model.guide, x, y, num_data=num_data
+        )
+
+
+def _data_parallel(
+    trainer: _ELBOLoss, batch_x, batch_y, num_data: int, device: torch.device
+) -> torch.nn.parallel.DistributedDataParallel:
+    """``trainer`` wrapped in DDP, told whether some parameter gets no gradient (a user's
+    network may have such a layer); looked for once, on a first batch, with the noise
+    stream put back, since DDP's own search costs a graph traversal every step."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        trainer(batch_x, batch_y, num_data).backward()
+    params = [p for p in trainer.parameters() if p.requires_grad]
+    unused = any(p.grad is None for p in params)
+    for p in params:
+        p.grad = None
+    return torch.nn.parallel.DistributedDataParallel(
+        trainer,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=unused,
+    )
+
+
+def _join_processes(strategy: str, world_size: int, device_type: str) -> Cluster:
+    """This process's place among the training processes (a lone process outside "ddp")."""
+    if strategy != "ddp":
+        return Cluster()
+    where = distributed.cluster()
+    if where.world_size == 1 and world_size > 1 and distributed.launched_externally():
+        distributed.join_launched_group(device_type, world_size)
+        where = distributed.cluster()
+    if where.world_size > 1 and world_size not in (1, where.world_size):
+        raise ValueError(
+            f"devices, num_nodes: ask for {world_size} processes, but this process group "
+            f"has {where.world_size}"
+        )
+    return where
+
+
+def _share_of(index: torch.Tensor, where: Cluster) -> tuple[torch.Tensor, float]:
+    """This process's rows of a global batch and the weight of its loss
+    (:func:`pyrogen.infer.distributed.shard_weight`)."""
+    if where.world_size == 1:
+        return index, 1.0
+    rows = index[distributed.shard(len(index), where)]
+    if len(rows) == 0:  # fewer rows than processes: score one row at weight 0, as DDP needs
+        return index[:1], 0.0
+    return rows, distributed.shard_weight(len(rows), len(index), where)
+
+
+def _fit_spawned(
+    arguments: dict[str, Any],
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    held_out: tuple[torch.Tensor, torch.Tensor | None] | None,
+    devices: int,
+    num_nodes: int,
+    device: torch.device,
+    started: float,
+) -> FitResult:
+    """Train in ``devices`` new processes and load the result into ``arguments["model"]``."""
+    model = arguments.pop("model")
+    # The "not given" marker does not survive pickling; the processes apply the defaults.
+    arguments = {name: value for name, value in arguments.items() if value is not _UNSET}
+    # Checked data go to the processes, as CPU tensors (CUDA tensors do not pickle simply).
+    arguments.pop("data"), arguments.pop("y")
+    arguments["validation"] = None if held_out is None else held_out[0].cpu()
+    arguments["validation_y"] = (
+        None if held_out is None or held_out[1] is None else held_out[1].cpu()
+    )
+    arguments["device"] = str(device)
+    cpu_labels = None if labels is None else labels.cpu()
+    try:
+        payload = distributed.spawn(
+            _fit_process,
+            (model, x.cpu(), cpu_labels, arguments),
+            devices=devices,
+            num_nodes=num_nodes,
+            device_type=device.type,
+        )
+    except (AttributeError, TypeError, pickle.PicklingError) as error:
+        if "pickle" not in str(error).lower():
+            raise
+        raise ValueError(
+            "devices: training in several processes sends the model, data, optim and callbacks "
+            f"to each of them, and one does not pickle ({error}); use module-level functions, "
+            "not lambdas or local functions"
+        ) from error
+    if not model.is_setup:
+        model.setup(x[: min(len(x), 4096)], None if labels is None else labels[:4096])
+    model.load_state_dict(payload.pop("state_dict"))
+    model.to(device)
+    payload["validation_losses"] = [tuple(pair) for pair in payload["validation_losses"]]
+    return FitResult(model=model, **payload, time_s=time.perf_counter() - started)
+
+
+def _fit_process(
+    model: GenerativeModel, x: torch.Tensor, labels: torch.Tensor | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """One process of a spawned run: train, and return what the parent needs."""
+    # Spawned processes receive CPU tensors in memory shared with the others (the data stay
+    # shared, read-only); the parameters must be this process's own, or every process's
+    # optimizer would step the same numbers.
+    model = copy.deepcopy(model)
+    result = fit(model, x, labels, **options)
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        "losses": result.losses,
+        "steps": result.steps,
+        "device": result.device,
+        "best_loss": result.best_loss,
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+        "validation_losses": [list(pair) for pair in result.validation_losses],
+        "world_size": result.world_size,
+    }
 
 
 @dataclass
@@ -364,11 +550,9 @@ class _TrainingState:
         )
 
 
-def _loss(elbo, model, batch_x, batch_y, num_data: int, step: int) -> torch.Tensor:
+def _loss(trainer, model, batch_x, batch_y, num_data: int, step: int) -> torch.Tensor:
     try:
-        return elbo.differentiable_loss(
-            model.model, model.guide, batch_x, batch_y, num_data=num_data
-        )
+        return trainer(batch_x, batch_y, num_data)
     except ValueError as error:
         bad = _nonfinite_parameters(model)
         if bad:
@@ -457,15 +641,18 @@ def _validation_rows(
 
 
 @torch.no_grad()
-def _held_out_loss(elbo, model, rows, labels, step: int) -> float:
-    """Negative ELBO per held-out row, in chunks (each scored as itself: num_data = its rows)."""
-    total = 0.0
-    for start in range(0, rows.shape[0], _HELD_OUT_ROWS):
-        chunk = rows[start : start + _HELD_OUT_ROWS]
-        chunk_y = None if labels is None else labels[start : start + _HELD_OUT_ROWS]
+def _held_out_loss(elbo, model, rows, labels, step: int, where: Cluster) -> float:
+    """Negative ELBO per held-out row, in chunks (each scored as itself: num_data = its rows);
+    several processes score one share of the rows each."""
+    total, share = 0.0, distributed.shard(rows.shape[0], where)
+    mine = rows[share], None if labels is None else labels[share]
+    for start in range(0, mine[0].shape[0], _HELD_OUT_ROWS):
+        chunk = mine[0][start : start + _HELD_OUT_ROWS]
+        chunk_y = None if labels is None else mine[1][start : start + _HELD_OUT_ROWS]
         with pyro.validation_enabled(False):
             total += elbo.loss(model.model, model.guide, chunk, chunk_y, num_data=chunk.shape[0])
-    value = total / rows.shape[0]
+    total = distributed.all_sum(torch.tensor(total, dtype=torch.float64, device=rows.device), where)
+    value = total.item() / rows.shape[0]
     if not math.isfinite(value):
         raise FloatingPointError(
             f"step {step}: the held-out loss is {value}; the model gives the validation "
@@ -512,15 +699,23 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _save(path: PathLike, model, optimizer, state: _TrainingState, order_rng) -> None:
+def _save(path: PathLike, model, optimizer, state: _TrainingState, order_rng, where) -> None:
+    # Every process's noise stream, so that a resume with as many processes is exact.
+    by_rank = distributed.all_gather_objects(_get_rng_state(), where)
+    if not where.is_main:
+        torch.distributed.barrier()
+        return
     payload = {
         "pyrogen_version": __version__,
         "family": model.family,
         "config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
-        "rng": _get_rng_state(),
+        "rng": by_rank[0],
+        "rng_by_rank": by_rank,
         "order_rng": order_rng.get_state(),
         **state.to_dict(),
     }
     save_checkpoint(path, payload)
+    if where.world_size > 1:  # no process reads the file before it is written
+        torch.distributed.barrier()

@@ -1,0 +1,199 @@
+"""Data-parallel training in 2 CPU processes (gloo) against one process on the same batches.
+
+The runs are in float64, so that the only difference between the two, the order in which
+the processes' gradient sums are added, is of the order of float64 rounding (1e-16 relative
+per step); a tolerance of 1e-9 after a few Adam steps leaves six orders of magnitude for
+Adam's normalisation of small gradients to amplify it and still fails on any real mistake
+(a loss scaled by the local instead of the global batch is off by a factor of 2).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+import pyrogen
+from pyrogen.infer import distributed
+from pyrogen.infer.distributed import Cluster
+
+RTOL = 1e-9
+
+
+def two_moons(n: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    angle = torch.rand(n, generator=generator, dtype=torch.float64) * torch.pi
+    upper = torch.rand(n, generator=generator) < 0.5
+    x = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+    x = torch.where(upper[:, None], x, torch.tensor([1.0, 0.5], dtype=torch.float64) - x)
+    return x + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+
+
+def flow() -> pyrogen.FlowDensity:
+    torch.manual_seed(3)
+    return pyrogen.FlowDensity((2,), transforms=2, hidden=(16, 16)).double()
+
+
+def mixture() -> pyrogen.GaussianMixture:
+    return pyrogen.GaussianMixture(3)
+
+
+def vae() -> pyrogen.VAE:
+    torch.manual_seed(3)
+    return pyrogen.VAE((2,), latent_dim=2, likelihood="gaussian", hidden=(16,)).double()
+
+
+def assert_same_training(one: pyrogen.FitResult, two: pyrogen.FitResult) -> None:
+    assert two.world_size == 2 and one.world_size == 1
+    assert two.steps == one.steps
+    torch.testing.assert_close(
+        torch.tensor(two.losses), torch.tensor(one.losses), rtol=RTOL, atol=0
+    )
+    for (name, a), b in zip(
+        one.model.state_dict().items(), two.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=RTOL, atol=1e-12, msg=name)
+
+
+# N = 203 rows in batches of 50: the last batch of every epoch has 3 rows, which 2 processes
+# split 2 + 1, so the weighting of unequal shares is exercised; full-batch, 203 = 102 + 101.
+@pytest.mark.parametrize(
+    "make, batch_size",
+    [(flow, 50), (mixture, None), (mixture, 50)],
+    ids=["flow-minibatch", "mixture-full-batch", "mixture-minibatch"],
+)
+def test_two_processes_train_as_one_on_the_same_global_batches(make, batch_size):
+    x = two_moons(203)
+    options = dict(steps=9, batch_size=batch_size, lr=0.01, progress=False)
+    one = pyrogen.fit(make(), x, **options)
+    two = pyrogen.fit(make(), x, **options, strategy="ddp", devices=2)
+    assert_same_training(one, two)
+
+
+def test_validation_is_scored_in_shares_and_early_stopping_agrees():
+    x, held_out = two_moons(203), two_moons(31, seed=1)  # 31 rows: shares of 16 and 15
+    options = dict(steps=12, batch_size=50, lr=0.05, validation=held_out, early_stopping=1)
+    one = pyrogen.fit(flow(), x, progress=False, **options)
+    two = pyrogen.fit(flow(), x, progress=False, devices=2, **options)  # auto -> ddp
+    assert_same_training(one, two)
+    assert len(two.validation_losses) == len(one.validation_losses) >= 2
+    for (step_1, loss_1), (step_2, loss_2) in zip(
+        one.validation_losses, two.validation_losses, strict=True
+    ):
+        assert step_1 == step_2 and loss_2 == pytest.approx(loss_1, rel=RTOL)
+    assert (two.best_step, two.stopped_early) == (one.best_step, one.stopped_early)
+
+
+def one_process_reference(x: torch.Tensor, steps: int, batch_size: int, seed: int = 0):
+    """Hand-written single-process training of the VAE on the global batches of
+    ``pyrogen.fit(..., devices=2)``, with the noise each process would draw: process r
+    draws from seed + r after set-up and scores rows shard(r) of every global batch."""
+    model = vae()
+    pyro.set_rng_seed(seed)
+    model.setup(x, seed=seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=0.01)
+    order = torch.Generator().manual_seed(seed)
+    noise = []
+    for rank in range(2):
+        torch.manual_seed(seed + rank)
+        noise.append(torch.get_rng_state())
+    losses, permutation = [], None
+    per_epoch = -(-len(x) // batch_size)
+    for step in range(steps):
+        if step % per_epoch == 0:
+            permutation = torch.randperm(len(x), generator=order)
+        index = permutation[(step % per_epoch) * batch_size :][:batch_size]
+        total = 0.0
+        for rank in range(2):
+            where = Cluster(rank=rank, world_size=2)
+            rows = index[distributed.shard(len(index), where)]
+            torch.set_rng_state(noise[rank])
+            loss = model.loss.differentiable_loss(model.model, model.guide, x[rows], None, len(x))
+            noise[rank] = torch.get_rng_state()
+            total = total + loss * distributed.shard_weight(len(rows), len(index), where) / 2
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        losses.append(total.item() / len(x))
+    return model, losses
+
+
+def test_stochastic_elbo_matches_one_process_with_the_same_noise():
+    x = two_moons(203)
+    two = pyrogen.fit(vae(), x, steps=7, batch_size=50, lr=0.01, progress=False, devices=2)
+    model, losses = one_process_reference(x, steps=7, batch_size=50)
+    torch.testing.assert_close(torch.tensor(two.losses), torch.tensor(losses), rtol=RTOL, atol=0)
+    for (name, a), b in zip(
+        model.state_dict().items(), two.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=RTOL, atol=1e-12, msg=name)
+
+
+def test_resume_with_two_processes_continues_exactly(tmp_path):
+    x, path = two_moons(203), tmp_path / "training.pt"
+    options = dict(batch_size=50, lr=0.01, progress=False, devices=2)
+    straight = pyrogen.fit(vae(), x, steps=8, **options)
+    pyrogen.fit(vae(), x, steps=4, checkpoint=path, **options)
+    resumed = pyrogen.fit(vae(), x, steps=8, checkpoint=path, resume=True, **options)
+    assert resumed.losses == straight.losses  # the noise streams of both processes resumed
+
+
+def stop_at_step_3(step: int, loss: float, model: pyrogen.GenerativeModel) -> bool:
+    return step == 3
+
+
+def test_a_callback_in_the_first_process_stops_all_of_them():
+    result = pyrogen.fit(
+        mixture(), two_moons(100), steps=10, devices=2, callbacks=[stop_at_step_3], progress=False
+    )
+    assert result.steps == 3 and result.stopped_early
+
+
+def test_unpicklable_callbacks_are_named():
+    with pytest.raises(ValueError, match="devices: .*pickle"):
+        pyrogen.fit(mixture(), two_moons(50), steps=2, devices=2, callbacks=[lambda *a: None])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"strategy": "fsdp"}, r"strategy: expected one of \('auto', 'ddp'\), got 'fsdp'"),
+        ({"devices": 0}, "devices: expected a positive integer, got 0"),
+        ({"num_nodes": 2}, "num_nodes=2: set MASTER_ADDR, MASTER_PORT, NODE_RANK"),
+        ({"devices": 2, "device": "cuda"}, "device: expected an available device"),
+    ],
+)
+def test_bad_scale_out_arguments(kwargs, message, monkeypatch):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ValueError, match=message):
+        pyrogen.fit(mixture(), two_moons(50), steps=2, **kwargs)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 5, 203])
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_shards_cover_the_rows_once_and_weights_average_to_one(rows, world_size):
+    places = [Cluster(rank=r, world_size=world_size) for r in range(world_size)]
+    covered = [i for where in places for i in range(rows)[distributed.shard(rows, where)]]
+    assert covered == list(range(rows))
+    if rows:
+        sizes = [len(range(rows)[distributed.shard(rows, where)]) for where in places]
+        weights = [distributed.shard_weight(n, rows, w) for n, w in zip(sizes, places, strict=True)]
+        assert sum(weights) / world_size == pytest.approx(1.0)
+        assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.cuda
+def test_two_gpus_train_as_one():
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    x = two_moons(203)
+    options = dict(steps=5, batch_size=50, lr=0.01, progress=False, device="cuda")
+    one = pyrogen.fit(flow(), x, **options)
+    two = pyrogen.fit(flow(), x, **options, devices=2)
+    assert two.model.device.type == "cuda"
+    # cuDNN/cuBLAS reductions may differ in order between devices: float64 rounding still.
+    assert_same_training(one, two)
