@@ -19,6 +19,9 @@ from pyro.distributions import TorchDistribution, constraints
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
+# torch.multinomial draws from at most 2^24 categories.
+_MULTINOMIAL_CATEGORIES = 2**24
+
 # Rows per chunk are chosen so that a (K, chunk, D) temporary holds about this many numbers.
 _CHUNK_ELEMENTS = 2**20
 
@@ -172,10 +175,14 @@ def kmeans_plusplus(x: torch.Tensor, n_components: int, generator: torch.Generat
         total = closest.sum()
         if total <= 0:  # every row already sits on a centre: pick any
             candidates = torch.randint(n_rows, (trials,), generator=generator, device=x.device)
-        else:
+        elif n_rows <= _MULTINOMIAL_CATEGORIES:
             candidates = torch.multinomial(
                 closest / total, trials, replacement=True, generator=generator
             )
+        else:  # beyond torch.multinomial's reach: invert the cumulative distribution
+            cumulative = closest.cumsum(0)
+            u = torch.rand(trials, generator=generator, device=x.device, dtype=cumulative.dtype)
+            candidates = torch.searchsorted(cumulative, u * cumulative[-1]).clamp_max(n_rows - 1)
         distances = torch.cdist(x[candidates], x).square()  # (trials, N)
         updated = torch.minimum(closest, distances)
         best = updated.sum(-1).argmin()
