@@ -164,15 +164,26 @@ def reference_loss(nets, x, num_data: int):
 
 
 def reference_fit(
-    nets, x, *, steps: int, batch_size: int, seed: int, stamps: list | None = None
+    nets,
+    x,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    stamps: list | None = None,
+    loss_fn=None,
 ) -> list[float]:
     """The hand-written loop: pyrogen.fit's shuffling, Adam, ``loss.item()`` every step.
 
     ``stamps`` (optional) gets ``(time.perf_counter(), time.process_time())`` after every
-    step, as the callback given to ``pyrogen.fit`` does on the other side.
+    step, as the callback given to ``pyrogen.fit`` does on the other side. ``loss_fn(nets,
+    batch, num_data)`` replaces :func:`reference_loss` (other benchmarks reuse the loop with
+    their own hand-written losses).
     """
     import torch
 
+    if loss_fn is None:
+        loss_fn = reference_loss
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(nets.parameters(), lr=LR)
@@ -187,7 +198,7 @@ def reference_fit(
         index = permutation[position * batch_size : (position + 1) * batch_size].to(x.device)
         batch = x[index]
         optimizer.zero_grad(set_to_none=True)
-        loss = reference_loss(nets, batch, num_data)
+        loss = loss_fn(nets, batch, num_data)
         loss.backward()
         optimizer.step()
         losses.append(loss.item() / num_data)
@@ -197,9 +208,10 @@ def reference_fit(
 
 
 def pyrogen_fit(
-    vae, x, *, steps: int, batch_size: int, seed: int, stamps: list | None = None
+    vae, x, *, steps: int, batch_size: int, seed: int, stamps: list | None = None, **options
 ) -> list[float]:
-    """``pyrogen.fit`` as a user calls it (a time-stamping callback when ``stamps``)."""
+    """``pyrogen.fit`` as a user calls it (a time-stamping callback when ``stamps``);
+    ``options`` go to ``pyrogen.fit`` as they are (e.g. ``precision``)."""
     import pyrogen
 
     def stamp(step, loss, model):
@@ -214,6 +226,7 @@ def pyrogen_fit(
         seed=seed,
         progress=False,
         callbacks=callbacks,
+        **options,
     ).losses
 
 
