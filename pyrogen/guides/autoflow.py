@@ -230,5 +230,6 @@ def _pareto_khat(log_weights: torch.Tensor) -> float:
     tail = log_weights[log_weights > cutoff]
     if len(tail) < 10:
         return math.inf
-    k, _ = fit_generalized_pareto(tail.exp() - math.exp(cutoff))
+    # On the CPU: Pyro's fit makes CPU tensors of its own, and the tail is a few numbers.
+    k, _ = fit_generalized_pareto((tail.exp() - math.exp(cutoff)).cpu())
     return float(k)

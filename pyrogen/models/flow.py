@@ -306,8 +306,8 @@ class FlowDensity(GenerativeModel):
             total = torch.full(flat.shape[:1], -math.inf, dtype=flat.dtype, device=flat.device)
             for start in range(0, num_samples, chunk):
                 count = min(chunk, num_samples - start)
-                draws = low + width * torch.rand(count, *flat.shape, device=flat.device)
-                weights = density.log_prob(draws.to(flat.dtype)) - log_q
+                uniform = torch.rand(count, *flat.shape, dtype=flat.dtype, device=flat.device)
+                weights = density.log_prob(low + width * uniform) - log_q
                 total = torch.logaddexp(total, torch.logsumexp(weights, 0))
             results.append(total - math.log(num_samples))
         return torch.cat(results)

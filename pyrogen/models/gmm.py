@@ -242,7 +242,10 @@ class GaussianMixture(GenerativeModel):
             if self.covariance == "spherical":
                 log_scale = log_scale.mean().reshape(1)
             return dist.LogNormal(log_scale, self.scale_prior_width).to_event(1)
-        return dist.LKJCholesky(self.n_features, self.correlation_concentration)
+        # A tensor on the model's device: from a float, LKJCholesky builds CPU tensors that
+        # its log_prob then multiplies with the (CUDA) value.
+        concentration = self.data_loc.new_tensor(self.correlation_concentration)
+        return dist.LKJCholesky(self.n_features, concentration)
 
     def _sample_globals(self, sample_site) -> dict[str, torch.Tensor]:
         values = {}

@@ -264,6 +264,11 @@ class SemiSupervisedVAE(VAE):
         """The most probable label under q(y | x): (N,) int64."""
         return self.predict_proba(x).argmax(-1)
 
+    def _standard_normal(self) -> torch.distributions.Normal:
+        """p(z) = N(0, I) from the prior buffer: on the model's device and in its dtype (a
+        ``Normal(0.0, 1.0)`` would be made of CPU float32 scalars)."""
+        return torch.distributions.Normal(*self._prior_params(None))
+
     def _per_label(self, x: torch.Tensor, num_samples: int):
         """z ~ q(z | x, y) for every label y, with p and q log densities: (S, C, B) each."""
         labels = torch.eye(self.num_classes, dtype=x.dtype, device=x.device)[:, None, :]
@@ -292,7 +297,7 @@ class SemiSupervisedVAE(VAE):
         label), so ``log_likelihood`` estimates log p(x); for a labelled row, log p(x, y).
         """
         posterior, z, log_joint = self._per_label(x, num_samples)
-        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_prior = self._standard_normal().log_prob(z).sum(-1)
         return self._combine(log_joint + log_prior - posterior.log_prob(z).sum(-1), y, x)
 
     @torch.no_grad()
@@ -310,9 +315,7 @@ class SemiSupervisedVAE(VAE):
         rows = []
         for batch, labels in self._batches(x, y, check_int("batch_size", batch_size)):
             posterior, _, log_joint = self._per_label(batch, num_samples)
-            kl = torch.distributions.kl_divergence(
-                posterior, torch.distributions.Normal(0.0, 1.0)
-            ).sum(-1)
+            kl = torch.distributions.kl_divergence(posterior, self._standard_normal()).sum(-1)
             bound = log_joint.mean(0) - kl  # L(x, y) for every label: (C, B)
             log_q = torch.log_softmax(self.classifier(batch), dim=-1).T
             unlabelled = (log_q.exp() * (bound - log_q)).sum(0)
