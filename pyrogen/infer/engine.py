@@ -699,6 +699,16 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def _on_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
+
+
 def _save(path: PathLike, model, optimizer, state: _TrainingState, order_rng, where) -> None:
     # Every process's noise stream, so that a resume with as many processes is exact.
     by_rank = distributed.all_gather_objects(_get_rng_state(), where)
@@ -710,7 +720,8 @@ def _save(path: PathLike, model, optimizer, state: _TrainingState, order_rng, wh
         "family": model.family,
         "config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
+        # On the CPU like the parameters, so that a machine without the GPU can read it.
+        "optimizer": _on_cpu(optimizer.state_dict()),
         "rng": by_rank[0],
         "rng_by_rank": by_rank,
         "order_rng": order_rng.get_state(),
