@@ -655,7 +655,7 @@ def test_fit_cvae_conditions_on_the_labels_of_an_npz(variant_run, labelled_npz, 
     png, npy = tmp_path / "grid.png", tmp_path / "rows.npy"
     assert main(["sample", str(run), "-n", "6", "--mean", "--out", str(png)]) == 0
     assert png.read_bytes().startswith(PNG_MAGIC)
-    assert main(["sample", str(run), "--n", "4", "--label", "2", "--out", str(npy)]) == 0
+    assert main(["sample", str(run), "-n", "4", "--label", "2", "--out", str(npy)]) == 0
     assert np.load(npy).shape == (4, 64)
 
 
@@ -988,3 +988,54 @@ def test_sample_refuses_reverse_process_options_for_other_models(npy_run, tmp_pa
     argv = ["sample", str(npy_run), "-n", "2", "--out", str(tmp_path / "x.npy")]
     assert main([*argv, "--steps", "5"]) == 2
     assert "--steps: expected a diffusion model, got vae" in capsys.readouterr().err
+
+
+# --- pyrogen sample / evaluate --devices N ---------------------------------------------------
+def test_sample_and_evaluate_in_two_processes(
+    auto_run, faithful_csv, npy_run, grey_images, tmp_path, capsys
+):
+    """Each --devices 2 command spawns 2 processes (a few seconds): one of each kind."""
+    import pyro
+
+    # Exact log-likelihood: the rows' scores are those of one process, so the lines too.
+    argv = ["evaluate", str(auto_run), "--data", str(faithful_csv)]
+    assert main(argv) == 0
+    one = capsys.readouterr().out
+    assert main([*argv, "--devices", "2"]) == 0
+    two = capsys.readouterr().out
+    number = r"-?\d+\.\d+"
+    assert re.sub(number, "#", two) == re.sub(number, "#", one)
+    values = [float(v) for v in re.findall(number, two)]
+    assert values == pytest.approx([float(v) for v in re.findall(number, one)], abs=0.011)
+
+    # Draws: process r draws its share of the 7 rows (4, 3) seeded with --seed + r.
+    npy = tmp_path / "draws.npy"
+    argv = ["sample", str(auto_run), "-n", "7", "--seed", "3", "--out", str(npy)]
+    assert main([*argv, "--devices", "2"]) == 0
+    model = pyrogen.load(auto_run / "model.pt")
+    pyro.set_rng_seed(3)
+    first = model.sample(4)
+    pyro.set_rng_seed(4)
+    expected = torch.cat([first, model.sample(3)])
+    np.testing.assert_array_equal(np.load(npy), expected.numpy())
+
+    # Bounds: process r's Monte Carlo draws (ELBO, then the K = 5 IWAE bound) from the run's
+    # seed 0 + r, on its share of the 120 images.
+    argv = ["evaluate", str(npy_run), "--data", str(grey_images), "--devices", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    vae = pyrogen.load(npy_run / "model.pt")
+    x = torch.from_numpy(np.load(grey_images) > 0.5).float().reshape(120, 1, 8, 8)
+    elbo, bound = [], []
+    for rank, rows in enumerate((slice(0, 60), slice(60, 120))):
+        pyro.set_rng_seed(rank)
+        with torch.no_grad():
+            elbo.append(vae.elbo(x[rows]))
+            bound.append(vae.log_likelihood(x[rows], num_samples=5))
+    elbo, bound = torch.cat(elbo).double().mean(), torch.cat(bound).double().mean()
+    assert f"ELBO            {elbo:.4f} nats per example" in printed
+    assert f"log p(x)        {bound:.4f} nats per example (IWAE bound, K = 5)" in printed
+    assert f"bits/dim        {-bound / (64 * math.log(2)):.4f}" in printed
+
+    assert main([*argv[:-1], "0"]) == 2
+    assert "--devices: expected a positive integer" in capsys.readouterr().err

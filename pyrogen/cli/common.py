@@ -28,7 +28,14 @@ from pyrogen.diagnostics.report import (
     check_run_folder,
     write_run,
 )
-from pyrogen.infer.distributed import STRATEGIES, check_scale_out, cluster, spawn
+from pyrogen.infer.distributed import (
+    STRATEGIES,
+    check_scale_out,
+    cluster,
+    join_launched_group,
+    launched_externally,
+    spawn,
+)
 from pyrogen.infer.engine import FitResult
 from pyrogen.infer.precision import PRECISIONS
 from pyrogen.models import GenerativeModel, load
@@ -98,21 +105,8 @@ def _add_common_fit_options(parser: argparse.ArgumentParser, family: str, data_h
         "--device", choices=("cpu", "cuda"), default="cpu", help="device to train on (default cpu)"
     )
     training.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    scale = parser.add_argument_group("scaling out")
-    scale.add_argument(
-        "--devices",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="training processes on this machine, one per GPU with --device cuda (default 1)",
-    )
-    scale.add_argument(
-        "--num-nodes",
-        type=_positive_int,
-        default=1,
-        metavar="M",
-        help="machines; run the same command on each with MASTER_ADDR, MASTER_PORT and "
-        "NODE_RANK set (default 1)",
+    scale = _add_scale_out_options(
+        parser, "training processes on this machine, one per GPU with --device cuda (default 1)"
     )
     scale.add_argument(
         "--strategy",
@@ -130,6 +124,21 @@ def _add_common_fit_options(parser: argparse.ArgumentParser, family: str, data_h
     )
 
 
+def _add_scale_out_options(parser: argparse.ArgumentParser, devices_help: str) -> Any:
+    """--devices and --num-nodes (of fit, sample and evaluate); returns their group."""
+    scale = parser.add_argument_group("scaling out")
+    scale.add_argument("--devices", type=_positive_int, default=1, metavar="N", help=devices_help)
+    scale.add_argument(
+        "--num-nodes",
+        type=_positive_int,
+        default=1,
+        metavar="M",
+        help="machines; run the same command on each with MASTER_ADDR, MASTER_PORT and "
+        "NODE_RANK set; only the first process writes or prints results (default 1)",
+    )
+    return scale
+
+
 def _hardware(args: argparse.Namespace) -> dict[str, Any]:
     """The keywords of :func:`pyrogen.fit` that say where and how precisely to train."""
     return {
@@ -145,13 +154,20 @@ def _run_fit(args: argparse.Namespace, command: _FitCommand) -> int:
     out = args.out if args.out is not None else _default_run_folder(args.family)
     check_run_folder(out)  # fail before training, not after
     strategy, devices, num_nodes = check_scale_out(args.strategy, args.devices, args.num_nodes)
-    if strategy == "ddp" and devices * num_nodes > 1 and cluster().world_size == 1:
+    if strategy == "ddp" and devices * num_nodes > 1:
         _device(args.device)
         # Every process runs the whole command (data loading included) and its fit calls
         # train together; the first process writes the run folder.
         args = argparse.Namespace(**{**vars(args), "out": out})
         args.run = None  # the command is found again by family name (partials do not pickle)
-        spawn(_fit_process, (args,), devices=devices, num_nodes=num_nodes, device_type=args.device)
+        if launched_externally() and cluster().world_size == 1:  # torchrun started us
+            join_launched_group(args.device, devices * num_nodes)
+        if cluster().world_size == 1:
+            spawn(
+                _fit_process, (args,), devices=devices, num_nodes=num_nodes, device_type=args.device
+            )
+        else:
+            _fit_process(args)
         return 0
     return _write_fitted(args, command, out)
 

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from pyrogen.cli.common import (
+    _add_scale_out_options,
     _column_names,
     _describe_model,
     _describe_shape,
@@ -20,6 +24,7 @@ from pyrogen.cli.common import (
     _score_lines,
 )
 from pyrogen.cli.labels import _add_labels_options, _check_classes
+from pyrogen.cli.sample import _is_main_process
 from pyrogen.cli.vae import (
     DATASETS,
     _add_binarize_option,
@@ -27,12 +32,25 @@ from pyrogen.cli.vae import (
     _images_for,
 )
 from pyrogen.data.loaders import load as load_data
+from pyrogen.diagnostics.metrics import clustering_accuracy
 from pyrogen.diagnostics.report import (
     DEFAULT_IW_SAMPLES,
+    DIFFUSION_TERMS,
     conditions_on_labels,
+    given_mask,
     likelihood_target,
     score,
     summarize,
+)
+from pyrogen.infer import distributed
+from pyrogen.infer.distributed import (
+    all_gather_objects,
+    cluster,
+    join_launched_group,
+    launched_externally,
+    process_device,
+    shard,
+    spawn,
 )
 from pyrogen.models import GenerativeModel
 
@@ -101,6 +119,13 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="device to score on (default cpu)"
     )
+    _add_scale_out_options(
+        evaluate,
+        "processes that score the rows, each its share (one per GPU with --device cuda): an "
+        "exact log-likelihood is the same up to float rounding, while process r draws the "
+        "Monte Carlo samples of the bounds seeded with --seed + r, so those differ from one "
+        "process's by Monte Carlo error (default 1)",
+    )
     evaluate.set_defaults(run=_run_evaluate)
 
 
@@ -141,7 +166,12 @@ def _evaluate_exact(
             f"--data: expected a data file to score the {model.family} model on, got none"
         )
     x = load_data(args.data, columns=_column_names(args.columns)).to(device)
-    summary = summarize(model, x)
+    if _sharded(args):
+        summary = _sharded_summary(args, model, x, device)
+        if not _is_main_process(args):
+            return 0
+    else:
+        summary = summarize(model, x)
     if "inference" in run:
         summary["inference"] = run["inference"]
     lines = [
@@ -182,7 +212,13 @@ def _evaluate_bounds(args: argparse.Namespace, model: GenerativeModel, run: dict
                 f"diffusion steps), got {args.step_samples}"
             )
         samples = args.iw_samples or run.get("test", {}).get("iw_samples") or DEFAULT_IW_SAMPLES
-    stats = score(model, examples.x, labels=labels, iw_samples=samples, seed=seed)
+    if _sharded(args):
+        device = _device(args.device)
+        stats = _sharded_score(args, model, examples.x, labels, samples, seed, device)
+        if not _is_main_process(args):
+            return 0
+    else:
+        stats = score(model, examples.x, labels=labels, iw_samples=samples, seed=seed)
     lines = [
         f"model           {args.model_path} "
         f"({_describe_model({'family': model.family, 'config': model.config})})",
@@ -217,3 +253,178 @@ def _labels_for(
     if classes is not None:
         return _check_classes(labels, classes, source, unlabelled=not conditioned)
     return labels
+
+
+# --- evaluate --devices N ----------------------------------------------------------------
+def _sharded(args: argparse.Namespace) -> bool:
+    """Whether the rows are scored in several processes (--devices, --num-nodes)."""
+    return args.devices * args.num_nodes > 1
+
+
+def _sharded_summary(
+    args: argparse.Namespace, model: GenerativeModel, x: torch.Tensor, device: torch.device
+) -> dict[str, Any]:
+    """What :func:`_fit_statistics` prints of ``summarize(model, x)``, with the exact
+    log-likelihood of each row computed in --devices processes."""
+    if conditions_on_labels(model):  # summarize has no log-likelihood without labels either
+        return summarize(model, x)
+    summary: dict[str, Any] = {"family": model.family, "config": model.config}
+    log_likelihood = distributed.evaluate(
+        model, x, "log_prob", devices=args.devices, num_nodes=args.num_nodes, device=device
+    )
+    summary["log_likelihood_per_row"] = float(log_likelihood.mean())
+    for criterion in ("bic", "aic"):
+        if not hasattr(model, criterion):
+            continue
+        if not hasattr(model, "n_parameters"):  # no formula to use: the model's own
+            summary[criterion] = float(getattr(model, criterion)(x))
+            continue
+        penalty = math.log(x.shape[0]) if criterion == "bic" else 2.0
+        total = log_likelihood.sum()  # -2 log L + p log N, or + 2 p: as the mixture's bic/aic
+        summary[criterion] = float(-2 * total + model.n_parameters() * penalty)
+    return summary
+
+
+def _sharded_score(
+    args: argparse.Namespace,
+    model: GenerativeModel,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    samples: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What :func:`_score_lines` prints of :func:`~pyrogen.diagnostics.score`, each row's
+    bounds (and prediction) computed in --devices processes; process r draws its Monte
+    Carlo samples seeded with ``seed + r``."""
+    conditioned = conditions_on_labels(model)
+    y = labels if conditioned else None  # score's condition; an ssvae's labels score predict
+    diffusion = hasattr(model, "elbo_terms")
+    if diffusion:
+        calls = [("elbo_terms", {"num_samples": samples})]
+    else:
+        calls = [("elbo", {}), ("log_likelihood", {"num_samples": samples})]
+    known = None if labels is None or not hasattr(model, "predict") else labels >= 0
+    if known is not None and bool(known.any()):
+        calls.append(("predict", {}))
+    values = _in_processes(
+        args, _score_process, (model.cpu(), x.cpu(), y, calls, seed, str(device)), device
+    )
+    stats: dict[str, Any] = {"n_rows": int(x.shape[0]), "quantity": likelihood_target(model)}
+    given = given_mask(model)
+    dims = math.prod(x.shape[1:]) if given is None else int((~given).sum())
+    if diffusion:
+        stats["elbo_per_example"] = _mean(values["elbo"])
+        stats["log_likelihood_per_example"] = stats["elbo_per_example"]
+        for term in DIFFUSION_TERMS:
+            stats[f"{term}_per_example"] = _mean(values[term])
+        stats["step_samples"] = samples
+    else:
+        stats["elbo_per_example"] = _mean(values["elbo"])
+        stats["log_likelihood_per_example"] = _mean(values["log_likelihood"])
+        stats["iw_samples"] = samples
+    stats["bits_per_dim"] = -stats["log_likelihood_per_example"] / (dims * math.log(2))
+    if "predict" in values:
+        predicted, truth = values["predict"][known], labels[known].cpu()
+        stats["labelled_rows"] = int(known.sum())
+        if hasattr(model, "num_classes"):
+            stats["accuracy"] = float((predicted == truth).double().mean())
+        elif hasattr(model, "n_components"):
+            stats["clustering_accuracy"] = clustering_accuracy(truth, predicted)
+    return stats
+
+
+def _mean(values: torch.Tensor) -> float:
+    return float(values.double().mean())
+
+
+def _in_processes(
+    args: argparse.Namespace, target: Any, arguments: tuple[Any, ...], device: torch.device
+) -> dict[str, Any]:
+    """``target(*arguments)`` in the processes of --devices and --num-nodes: those of this
+    process group (or of the launcher that started this one), else spawned ones; what the
+    first process returned."""
+    world_size = args.devices * args.num_nodes
+    if cluster().world_size == 1 and launched_externally():
+        join_launched_group(device.type, world_size)
+    where = cluster()
+    if where.world_size > 1 and where.world_size != world_size:
+        raise ValueError(
+            f"--devices, --num-nodes: ask for {world_size} processes, but this process group "
+            f"has {where.world_size}"
+        )
+    if where.world_size > 1:
+        payload = target(*arguments)
+    else:
+        payload = spawn(
+            target,
+            arguments,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            device_type=device.type,
+        )
+    if "error" in payload:
+        raise ValueError(payload["error"])
+    return payload
+
+
+def _score_process(
+    model: GenerativeModel,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    calls: list[tuple[str, dict[str, Any]]],
+    seed: int,
+    device: str,
+) -> dict[str, Any]:
+    """One process of ``evaluate --devices N``: its share of the rows for every method of
+    ``calls``, in order from one noise stream (seed + rank); every row's results."""
+    model = copy.deepcopy(model)  # spawned processes share the tensors they were sent
+    where = cluster()
+    pyro.set_rng_seed(seed + where.rank)
+    results: dict[str, Any] = {}
+    try:
+        for method, options in calls:
+            condition = {} if y is None or method == "predict" else {"y": y}
+            if method == "elbo_terms":  # a dict of per-row terms: split here
+                results.update(_sharded_terms(model, x, condition, options, device))
+                continue
+            results[method] = distributed.evaluate(
+                model, x, method, **condition, device=device, seed=None, **options
+            )
+    except Exception as error:  # every process fails alike (evaluate agrees on errors)
+        prefix = "" if isinstance(error, ValueError) else f"{type(error).__name__}: "
+        return {"error": prefix + str(error)}
+    return results
+
+
+def _sharded_terms(
+    model: GenerativeModel,
+    x: torch.Tensor,
+    condition: dict[str, torch.Tensor],
+    options: dict[str, Any],
+    device: str,
+) -> dict[str, torch.Tensor]:
+    """A diffusion model's ``elbo_terms`` of this process's share of the rows, then of all
+    rows (a dict of per-row tensors, which :func:`~pyrogen.infer.distributed.evaluate`
+    does not split)."""
+    where = cluster()
+    part = shard(x.shape[0], where)
+    mine, failure = None, None
+    try:
+        model.to(process_device(torch.device(device), where))
+        if part.stop > part.start:
+            with torch.no_grad():
+                terms = model.elbo_terms(
+                    x[part], **{k: v[part] for k, v in condition.items()}, **options
+                )
+            mine = {name: value.detach().cpu() for name, value in terms.items()}
+    except Exception as error:  # every process must reach the gather, or the others wait
+        failure = (
+            str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        )
+    parts = all_gather_objects((mine, failure), where)
+    for rank, (_, message) in enumerate(parts):
+        if message is not None:
+            raise ValueError(f"{message} (in process {rank} of {where.world_size})")
+    shares = [terms for terms, _ in parts if terms is not None]
+    return {name: torch.cat([terms[name] for terms in shares]) for name in shares[0]}

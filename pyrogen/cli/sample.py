@@ -5,6 +5,7 @@ conditional VAE that generates only part of each image."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ import numpy as np
 import pyro
 import torch
 
-from pyrogen.cli.common import _load_model, _non_negative_int, _positive_int
+from pyrogen.cli.common import (
+    _add_scale_out_options,
+    _device,
+    _load_model,
+    _non_negative_int,
+    _positive_int,
+)
 from pyrogen.cli.labels import _add_labels_options, _check_classes
 from pyrogen.cli.vae import DATASETS, _add_binarize_option, _add_data_dir_option, _images_for
 from pyrogen.diagnostics.plots import image_shape, plot_image_grid
@@ -23,6 +30,8 @@ from pyrogen.diagnostics.report import (
     given_mask,
     takes_argument,
 )
+from pyrogen.infer import distributed
+from pyrogen.infer.distributed import cluster
 from pyrogen.io import atomic_write
 from pyrogen.models import GenerativeModel
 
@@ -55,6 +64,9 @@ def _add_sample_command(commands: argparse._SubParsersAction) -> None:
         required=True,
         metavar="N",
         help="number of rows (images) to draw",
+    )
+    sample.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="device to draw on (default cpu)"
     )
     sample.add_argument(
         "--out",
@@ -119,11 +131,23 @@ def _add_sample_command(commands: argparse._SubParsersAction) -> None:
     )
     _add_binarize_option(given, "Default the run's (same seed, so the same test images).")
     _add_labels_options(given, "default for the completions' labels", num_classes=False)
+    _add_scale_out_options(
+        sample,
+        "processes that share the draw: process r draws its share of the rows seeded with "
+        "--seed + r, so the rows differ from one process's draw (default 1)",
+    )
     sample.set_defaults(run=_run_sample)
+
+
+def _is_main_process(args: argparse.Namespace) -> bool:
+    """Whether this process writes or prints the result of a sharded command: the first
+    process of a group, on the first machine."""
+    return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
     model, run = _load_model(args.model_path)
+    device = _device(args.device)
     shape = _drawable(model, run)
     formats = IMAGE_FORMATS if shape is not None else TABLE_FORMATS
     kind = "an image model" if shape is not None else f"a tabular model ({model.family})"
@@ -146,9 +170,23 @@ def _run_sample(args: argparse.Namespace) -> int:
         options["mean"] = True
     options |= _reverse_process_options(args, model)
     columns_per_class = _conditions(args, model, run, options)
-    pyro.set_rng_seed(args.seed)
-    with torch.no_grad():
-        rows = model.sample(args.num_rows, **options).detach().cpu()
+    if args.devices * args.num_nodes > 1:
+        rows = distributed.sample(
+            model,
+            args.num_rows,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            device=str(device),
+            seed=args.seed,
+            **options,
+        )
+        if not _is_main_process(args):
+            return 0
+    else:
+        model.to(device)  # labels and given values follow the model's device
+        pyro.set_rng_seed(args.seed)
+        with torch.no_grad():
+            rows = model.sample(args.num_rows, **options).detach().cpu()
     if suffix == ".png":
         ncols = columns_per_class
 

@@ -16,11 +16,18 @@ Processes are started in one of three ways:
 * under ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
   ``MASTER_ADDR`` and ``MASTER_PORT``), each process joins the group itself;
 * in a process group the user has already initialised, the engine uses it as it is.
+
+:func:`sample` and :func:`evaluate` split a draw, or the scoring of a data set, over
+processes found or started the same way: each process takes its contiguous share of the
+rows (:func:`shard`) and the results are gathered in rank order.
 """
 
 from __future__ import annotations
 
+import builtins
+import copy
 import os
+import pickle
 import socket
 import tempfile
 from collections.abc import Callable
@@ -28,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyro
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -165,8 +174,8 @@ def spawn(
     :func:`pyrogen.io.save_checkpoint` (tensors, numbers, lists, dicts).
 
     Raises:
-        ValueError: more CUDA devices than this node has, or a multi-node run without
-            ``MASTER_ADDR`` / ``MASTER_PORT`` / ``NODE_RANK``.
+        ValueError: more CUDA devices than this node has, a multi-node run without
+            ``MASTER_ADDR`` / ``MASTER_PORT`` / ``NODE_RANK``, or arguments that do not pickle.
     """
     from pyrogen.io import load_checkpoint
 
@@ -191,13 +200,22 @@ def spawn(
     with tempfile.TemporaryDirectory(prefix="pyrogen-ddp-") as folder:
         result = Path(folder) / "result.pt"
         options = (devices, num_nodes, node_rank, address, port, device_type, threads)
-        mp.start_processes(
-            _worker,
-            args=(target, args, options, str(result)),
-            nprocs=devices,
-            join=True,
-            start_method="spawn",
-        )
+        try:
+            mp.start_processes(
+                _worker,
+                args=(target, args, options, str(result)),
+                nprocs=devices,
+                join=True,
+                start_method="spawn",
+            )
+        except (AttributeError, TypeError, pickle.PicklingError) as error:
+            if "pickle" not in str(error).lower():
+                raise
+            raise ValueError(
+                "devices: each process gets its own copy of the model, data and options (an "
+                f"optimizer factory, callbacks), and one does not pickle ({error}); use "
+                "module-level functions, not lambdas or local functions"
+            ) from error
         return load_checkpoint(result)
 
 
@@ -237,3 +255,316 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# --- sharded sampling and evaluation -------------------------------------------------------
+#: Arguments of ``model.sample`` with one entry per drawn row, split like the rows.
+_PER_ROW_SAMPLE_OPTIONS = ("y", "observed")
+
+
+def sample(
+    model: Any,
+    n: int,
+    *,
+    devices: int = 1,
+    num_nodes: int = 1,
+    device: str | torch.device = "cpu",
+    seed: int | None = 0,
+    **options: Any,
+) -> torch.Tensor:
+    """Draw ``n`` examples with ``model.sample``, split over ``devices * num_nodes`` processes.
+
+    Process ``r`` draws its contiguous share of the rows (``shard(n, cluster)``: sizes
+    differ by at most one), ``model.sample(n_r, **options)`` on its device with the random
+    state of ``pyro.set_rng_seed(seed + r)``; the draws are concatenated in rank order. So
+    the result is what processes 0, 1, ... would draw one after the other in one process,
+    each seeded with ``seed + r``, and it is the same for the same ``seed`` and process
+    count (but not for another process count).
+
+    Processes come from where :func:`pyrogen.fit` gets them: with ``devices * num_nodes``
+    of 1 and no process group, the draw runs here (seeded with ``seed``); inside an
+    initialised process group (or one that ``torchrun`` launched) the group's processes
+    share the draw and every one of them returns all ``n`` rows; otherwise ``devices``
+    processes are spawned on this node (the model and ``options`` must pickle, and a
+    script must guard its entry point with ``if __name__ == "__main__":``).
+
+    Args:
+        model: a pyrogen model with ``sample(n, **options)`` returning (n, ...).
+        n: rows to draw in all.
+        devices: processes per node; with ``device="cuda"`` one per GPU.
+        num_nodes: machines; run the same call on each, with ``MASTER_ADDR``,
+            ``MASTER_PORT`` and ``NODE_RANK`` set.
+        device: where each process draws (``"cuda"``: the GPU of its local rank); the model
+            is moved there.
+        seed: process ``r`` is seeded with ``seed + r`` (torch, numpy and random, as
+            ``pyro.set_rng_seed``); None draws from the current random state here (and
+            from a seed drawn from it for spawned processes).
+        **options: keywords of ``model.sample``. Per-row ones, ``y`` (labels, (n, ...))
+            and ``observed`` (examples to complete, (n, ...)), are split like the rows;
+            the others go to every process as they are.
+
+    Returns:
+        the draws, shape (n, ...), on the CPU, in rank order.
+
+    Raises:
+        ValueError: a bad ``n``, ``devices``, ``num_nodes``, ``device`` or per-row option
+            (named), or the model's own error from any process.
+
+    Example:
+        >>> import torch, pyrogen
+        >>> from pyrogen.infer import distributed
+        >>> gmm = pyrogen.GaussianMixture(2).fit(pyrogen.data.old_faithful(), steps=5,
+        ...                                      progress=False)
+        >>> distributed.sample(gmm, 5, seed=1).shape
+        torch.Size([5, 2])
+    """
+    n = check_int("n", n)
+    _check_method(model, "sample", "model")
+    per_row = {}
+    for name in _PER_ROW_SAMPLE_OPTIONS:
+        if options.get(name) is not None:
+            per_row[name] = _as_rows(options.pop(name), name, rows=n)
+    job = _Job("sample", "sample", n, None, per_row, options)
+    return _run_sharded(model, job, devices, num_nodes, device, seed)
+
+
+def evaluate(
+    model: Any,
+    data: Any,
+    method: str = "log_likelihood",
+    *,
+    y: Any = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    device: str | torch.device = "cpu",
+    seed: int | None = 0,
+    **options: Any,
+) -> torch.Tensor:
+    """Score every row of ``data`` with ``getattr(model, method)``, the rows split over
+    ``devices * num_nodes`` processes.
+
+    Process ``r`` calls ``getattr(model, method)(rows_r, **options)`` (with ``y=y_r`` when
+    ``y`` is given) on its contiguous share of the rows, without gradients, seeded with
+    ``seed + r``; the per-row results are concatenated in rank order. For deterministic
+    methods (``log_prob`` of a mixture or a flow, ``log_likelihood`` of a continuous flow,
+    ``predict``) the result equals one call on all rows up to float rounding; Monte Carlo
+    ones (a VAE's ``elbo``, ``log_likelihood``, ``bits_per_dim``) are the same for the same
+    ``seed`` and process count. Processes are found or started as by :func:`sample`.
+
+    Only methods that return one value per row can be split: a tensor of shape (N_r, ...)
+    for N_r rows, such as ``log_prob``, ``log_likelihood``, ``elbo``, ``bits_per_dim``,
+    ``ood_score``, ``predict`` or ``predict_proba``; a diffusion model's ``elbo_terms``
+    (a dict) is not one of them.
+
+    Args:
+        model: a pyrogen model.
+        data: rows of shape (N, ...) (a tensor, numpy array or nested list).
+        method: name of the model's method to call.
+        y: labels or contexts (N, ...) of the rows, split like them and passed as ``y=``.
+        devices: processes per node; with ``device="cuda"`` one per GPU.
+        num_nodes: machines; run the same call on each, with ``MASTER_ADDR``,
+            ``MASTER_PORT`` and ``NODE_RANK`` set.
+        device: where each process computes (``"cuda"``: the GPU of its local rank); the
+            model is moved there.
+        seed: process ``r`` is seeded with ``seed + r`` (as ``pyro.set_rng_seed``); None
+            draws from the current random state here (and from a seed drawn from it for
+            spawned processes).
+        **options: further keywords of the method (e.g. ``num_samples``), the same in
+            every process.
+
+    Returns:
+        the per-row results, shape (N, ...), on the CPU, in the rows' order.
+
+    Raises:
+        ValueError: a bad ``data``, ``method``, ``y``, ``devices``, ``num_nodes`` or
+            ``device`` (named); a method that does not return one value per row; or the
+            model's own error from any process.
+
+    Example:
+        >>> import torch, pyrogen
+        >>> from pyrogen.infer import distributed
+        >>> x = pyrogen.data.old_faithful()
+        >>> gmm = pyrogen.GaussianMixture(2).fit(x, steps=5, progress=False)
+        >>> distributed.evaluate(gmm, x, "log_prob").shape
+        torch.Size([272])
+    """
+    rows = _as_rows(data, "data")
+    if not isinstance(method, str):
+        raise ValueError(f"method: expected the name of a method, got {method!r}")
+    _check_method(model, method, "method")
+    per_row = {} if y is None else {"y": _as_rows(y, "y", rows=rows.shape[0])}
+    job = _Job("evaluate", method, rows.shape[0], rows, per_row, options)
+    return _run_sharded(model, job, devices, num_nodes, device, seed)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`sample` or :func:`evaluate` asks every process to do (it must pickle)."""
+
+    kind: str  # "sample" or "evaluate"
+    method: str
+    rows: int  # N, split by shard()
+    data: torch.Tensor | None  # evaluate: the rows (N, ...)
+    per_row: dict[str, torch.Tensor]  # keyword -> (N, ...), split like the rows
+    options: dict[str, Any]  # keywords for every process as they are
+
+
+def _run_sharded(
+    model: Any,
+    job: _Job,
+    devices: Any,
+    num_nodes: Any,
+    device: Any,
+    seed: int | None,
+) -> torch.Tensor:
+    """Run ``job`` here, in the current (or a launcher's) process group, or spawned."""
+    devices = check_int("devices", devices)
+    num_nodes = check_int("num_nodes", num_nodes)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed: expected an integer or None, got {seed!r}")
+    try:
+        place = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device: expected a device such as 'cpu' or 'cuda', got {device!r}"
+        ) from error
+    if place.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
+    world_size = devices * num_nodes
+    where = cluster()
+    if where.world_size == 1 and world_size > 1 and launched_externally():
+        join_launched_group(place.type, world_size)
+        where = cluster()
+    if where.world_size > 1 and world_size not in (1, where.world_size):
+        raise ValueError(
+            f"devices, num_nodes: ask for {world_size} processes, but this process group "
+            f"has {where.world_size}"
+        )
+    if where.world_size > 1 or world_size == 1:
+        return _run_job(model, job, place, seed, where)
+    if seed is None:  # the spawned processes start from the same state: give them a seed
+        seed = int(torch.randint(2**62, ()).item())
+    job = _Job(
+        job.kind,
+        job.method,
+        job.rows,
+        None if job.data is None else job.data.cpu(),
+        {name: value.cpu() for name, value in job.per_row.items()},
+        job.options,
+    )
+    payload = spawn(
+        _sharded_process,
+        (model, job, str(place), seed),
+        devices=devices,
+        num_nodes=num_nodes,
+        device_type=place.type,
+    )
+    if "error" in payload:
+        raise _rebuilt_error(*payload["error"])
+    return payload["values"]
+
+
+def _sharded_process(model: Any, job: _Job, device: str, seed: int) -> dict[str, Any]:
+    """One spawned process of :func:`sample` / :func:`evaluate`: its share, then all rows."""
+    # Spawned processes receive CPU tensors in memory shared with the others: the model
+    # must be this process's own before it is moved or used.
+    model = copy.deepcopy(model)
+    try:
+        return {"values": _run_job(model, job, torch.device(device), seed, cluster())}
+    except Exception as error:  # the parent re-raises it; a traceback from here says less
+        return {"error": _error_record(error)}
+
+
+def _run_job(
+    model: Any, job: _Job, device: torch.device, seed: int | None, where: Cluster
+) -> torch.Tensor:
+    """This process's share of ``job``, then every process's rows in rank order (CPU)."""
+
+    def share() -> torch.Tensor | None:
+        model.to(process_device(device, where))
+        if seed is not None:
+            pyro.set_rng_seed(seed + where.rank)
+        part = shard(job.rows, where)
+        count = part.stop - part.start
+        if count == 0:  # fewer rows than processes
+            return None
+        keywords = {**job.options, **{name: v[part] for name, v in job.per_row.items()}}
+        with torch.no_grad():
+            if job.kind == "sample":
+                result = model.sample(count, **keywords)
+            else:
+                result = getattr(model, job.method)(job.data[part], **keywords)
+        if not (isinstance(result, torch.Tensor) and result.dim() >= 1 and len(result) == count):
+            got = (
+                f"shape {tuple(result.shape)}"
+                if isinstance(result, torch.Tensor)
+                else f"a {type(result).__name__}"
+            )
+            name = "model" if job.kind == "sample" else "method"
+            raise ValueError(
+                f"{name}: {type(model).__name__}.{job.method} returned {got} for {count} rows; "
+                f"only methods that return one value per row, a tensor of shape ({count}, ...), "
+                "can be split over processes"
+            )
+        return result.detach().cpu()
+
+    if where.world_size == 1:
+        return share()
+    try:
+        value, failure = share(), None
+    except Exception as error:  # every process must reach the gather, or the others wait
+        value, failure = None, _error_record(error)
+    parts = all_gather_objects((value, failure), where)
+    for rank, (_, record) in enumerate(parts):
+        if record is not None:
+            kind, message = record
+            rows = shard(job.rows, Cluster(rank, where.world_size))
+            place = (
+                f"in process {rank} of {where.world_size}, on rows {rows.start}..{rows.stop - 1}"
+            )
+            raise _rebuilt_error(kind, f"{message} ({place} of {job.rows})")
+    return torch.cat([part for part, _ in parts if part is not None])
+
+
+def _as_rows(value: Any, name: str, rows: int | None = None) -> torch.Tensor:
+    """``value`` as a tensor of shape (N, ...), N >= 1 (or ``rows`` when given)."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name}: expected an array of shape (N, ...), got {error}") from error
+        if array.dtype == object or array.dtype.kind in "USV":
+            raise ValueError(f"{name}: expected numbers, got an array of {array.dtype}")
+        value = torch.as_tensor(array)
+    expected = "(N, ...) with N >= 1" if rows is None else f"({rows}, ...)"
+    if value.dim() == 0 or value.shape[0] == 0 or (rows is not None and value.shape[0] != rows):
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(value.shape)}")
+    return value
+
+
+def _check_method(model: Any, method: str, name: str) -> None:
+    if not callable(getattr(model, method, None)):
+        raise ValueError(f"{name}: {type(model).__name__} has no method {method!r}")
+    if not callable(getattr(model, "to", None)):
+        raise ValueError(
+            f"model: expected a pyrogen model (a torch module), got {type(model).__name__}"
+        )
+
+
+def _error_record(error: Exception) -> tuple[str, str]:
+    """An exception as plain strings, which every process can unpickle."""
+    kind = type(error)
+    return f"{kind.__module__}.{kind.__qualname__}", str(error)
+
+
+def _rebuilt_error(kind: str, message: str) -> Exception:
+    """The exception of :func:`_error_record` again: built-in types as they were (a
+    ValueError stays one), others as a RuntimeError naming the type."""
+    module, _, name = kind.rpartition(".")
+    builtin = getattr(builtins, name, None) if module == "builtins" else None
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except TypeError:  # a built-in exception that takes other arguments
+            pass
+    return RuntimeError(f"{kind}: {message}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
 import random
 import sys
 import time
@@ -454,22 +453,13 @@ def _fit_spawned(
     )
     arguments["device"] = str(device)
     cpu_labels = None if labels is None else labels.cpu()
-    try:
-        payload = distributed.spawn(
-            _fit_process,
-            (model, x.cpu(), cpu_labels, arguments),
-            devices=devices,
-            num_nodes=num_nodes,
-            device_type=device.type,
-        )
-    except (AttributeError, TypeError, pickle.PicklingError) as error:
-        if "pickle" not in str(error).lower():
-            raise
-        raise ValueError(
-            "devices: training in several processes sends the model, data, optim and callbacks "
-            f"to each of them, and one does not pickle ({error}); use module-level functions, "
-            "not lambdas or local functions"
-        ) from error
+    payload = distributed.spawn(
+        _fit_process,
+        (model, x.cpu(), cpu_labels, arguments),
+        devices=devices,
+        num_nodes=num_nodes,
+        device_type=device.type,
+    )
     if not model.is_setup:
         model.setup(x[: min(len(x), 4096)], None if labels is None else labels[:4096])
     model.load_state_dict(payload.pop("state_dict"))

@@ -1,0 +1,219 @@
+"""Sharded sampling and evaluation (``distributed.sample`` / ``distributed.evaluate``) in 2 CPU
+processes (gloo) against one process.
+
+Deterministic scores are compared in float64, where the only difference between one call on
+all rows and two calls on halves is float rounding. Monte Carlo scores and draws are compared
+exactly with what the two processes would compute one after the other in this process:
+process r seeded with seed + r, on its share of the rows (4 and 3 of 7).
+
+Every call with ``devices=2`` spawns two processes (several seconds each), so each test
+makes as few as it can.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+import pyrogen
+from pyrogen.infer import distributed
+from pyrogen.infer.distributed import Cluster
+
+ROWS = 7  # split 4 + 3
+SHARES = [distributed.shard(ROWS, Cluster(rank=r, world_size=2)) for r in range(2)]
+
+
+def rows(n: int = ROWS, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, generator=generator, dtype=torch.float64)
+
+
+def flow(**options) -> pyrogen.FlowDensity:
+    torch.manual_seed(3)
+    model = pyrogen.FlowDensity((2,), transforms=2, hidden=(16, 16), **options).double()
+    labels = None if options.get("num_classes") is None else torch.arange(50) % 3
+    model.setup(rows(50, seed=1), labels)
+    return model
+
+
+def vae() -> pyrogen.VAE:
+    torch.manual_seed(3)
+    return pyrogen.VAE((2,), latent_dim=2, likelihood="gaussian", hidden=(16,)).double()
+
+
+def completing_cvae() -> pyrogen.ConditionalVAE:
+    """Given the left half of 4 x 4 images and a label, it draws the right half."""
+    torch.manual_seed(3)
+    return pyrogen.ConditionalVAE((4, 4), latent_dim=2, num_classes=3, observed="left")
+
+
+def in_turn(seed: int, draw) -> torch.Tensor:
+    """What the 2 processes compute, one after the other here: ``draw(share)`` seeded with
+    seed + r for process r."""
+    parts = []
+    for rank, share in enumerate(SHARES):
+        pyro.set_rng_seed(seed + rank)
+        with torch.no_grad():
+            parts.append(draw(share))
+    return torch.cat(parts)
+
+
+def test_shares_are_4_and_3():
+    assert [(s.start, s.stop) for s in SHARES] == [(0, 4), (4, 7)]
+
+
+def test_exact_log_likelihood_per_row_matches_one_process():
+    model, x = flow(), rows()
+    two = distributed.evaluate(model, x, "log_prob", devices=2)
+    with torch.no_grad():
+        one = model.log_prob(x)
+    assert two.shape == (ROWS,) and two.dtype == torch.float64 and two.device.type == "cpu"
+    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-12)
+
+
+def test_monte_carlo_scores_are_each_process_share_with_its_seed():
+    model, x = vae(), rows()
+    two = distributed.evaluate(model, x, "log_likelihood", devices=2, seed=11, num_samples=3)
+    expected = in_turn(11, lambda share: model.log_likelihood(x[share], num_samples=3))
+    assert torch.equal(two, expected)  # so the same seed gives the same numbers
+
+
+def test_sampling_is_reproducible_and_is_each_process_draw_in_turn():
+    model = flow()
+    first = distributed.sample(model, ROWS, devices=2, seed=5)
+    again = distributed.sample(model, ROWS, devices=2, seed=5)
+    assert first.shape == (ROWS, 2) and first.device.type == "cpu"
+    assert torch.equal(first, again)
+    pyro.set_rng_seed(5)
+    share_0 = model.sample(4)
+    pyro.set_rng_seed(6)
+    share_1 = model.sample(3)
+    assert torch.equal(first, torch.cat([share_0, share_1]))
+
+
+def test_labels_and_given_values_are_split_with_the_rows():
+    model = completing_cvae()
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    observed = torch.bernoulli(torch.full((ROWS, 4, 4), 0.5), generator=torch.Generator())
+    draws = distributed.sample(model, ROWS, devices=2, seed=2, y=y, observed=observed)
+    assert draws.shape == (ROWS, 4, 4)
+    # Each row keeps its own given half: the examples went to the processes with the rows.
+    torch.testing.assert_close(draws[..., :2], observed[..., :2])
+    expected = in_turn(
+        2, lambda share: model.sample(len(y[share]), y[share], observed=observed[share])
+    )
+    assert torch.equal(draws, expected)  # and each its own label, in rank order
+
+
+def test_labels_of_evaluated_rows_are_split_with_them():
+    model, x = flow(num_classes=3), rows()
+    y = torch.tensor([2, 1, 0, 0, 1, 2, 2])
+    two = distributed.evaluate(model, x, "log_prob", y=y, devices=2)
+    with torch.no_grad():
+        one = model.log_prob(x, y)
+    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-12)
+
+
+def test_one_process_runs_here_seeded_with_seed():
+    model, x = vae(), rows()
+    pyro.set_rng_seed(4)
+    with torch.no_grad():
+        expected = model.log_likelihood(x, num_samples=3)
+    assert torch.equal(distributed.evaluate(model, x, seed=4, num_samples=3), expected)
+    pyro.set_rng_seed(4)
+    expected = model.sample(3)
+    assert torch.equal(distributed.sample(model, 3, seed=4), expected)
+    gmm = pyrogen.GaussianMixture(2).fit(pyrogen.data.old_faithful(), steps=3, progress=False)
+    data = pyrogen.data.old_faithful().numpy()  # array-likes are accepted
+    torch.testing.assert_close(distributed.evaluate(gmm, data, "log_prob"), gmm.log_prob(data))
+
+
+def shard_in_group(model, x, y):
+    """Run inside a process group of 2: every process's results, stacked."""
+    where = distributed.cluster()
+    scores = distributed.evaluate(model, x, "log_prob", y=y)  # devices=1: the group's
+    draws = distributed.sample(model, ROWS, y=y, seed=9, devices=2)
+    everyone = distributed.all_gather_objects((scores, draws), where)
+    return {
+        "world_size": where.world_size,
+        "scores": torch.stack([s for s, _ in everyone]),
+        "draws": torch.stack([d for _, d in everyone]),
+    }
+
+
+def test_inside_a_process_group_every_process_gets_every_row():
+    model, x, y = flow(num_classes=3), rows(), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    result = distributed.spawn(
+        shard_in_group, (model, x, y), devices=2, num_nodes=1, device_type="cpu"
+    )
+    assert result["world_size"] == 2
+    with torch.no_grad():
+        one = model.log_prob(x, y)
+    for scores in result["scores"]:
+        torch.testing.assert_close(scores, one, rtol=1e-12, atol=1e-12)
+    expected = in_turn(9, lambda share: model.sample(len(y[share]), y[share]))
+    assert torch.equal(result["draws"][0], expected) and torch.equal(result["draws"][1], expected)
+
+
+def test_an_error_in_one_process_is_raised_here_naming_the_argument():
+    # Only process 1's rows hold the bad label: process 0 must not wait for it forever.
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 5])
+    with pytest.raises(
+        ValueError, match=r"^y: .*got 5 at row 2 \(in process 1 of 2, on rows 4\.\.6 of 7\)$"
+    ):
+        distributed.evaluate(flow(num_classes=3), rows(), "log_prob", y=y, devices=2)
+
+
+def test_a_method_without_one_value_per_row_is_refused():
+    model = pyrogen.DiffusionVAE((2,), timesteps=5, hidden=(8,))
+    with pytest.raises(ValueError, match=r"method: DiffusionVAE.elbo_terms returned a dict"):
+        distributed.evaluate(model, rows().float(), "elbo_terms")
+
+
+def unpicklable_option():
+    return lambda value: value
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: distributed.sample(flow(), 0), "n: expected a positive integer, got 0"),
+        (lambda: distributed.sample(flow(), 3, devices=0), "devices: expected a positive"),
+        (lambda: distributed.sample(flow(), 3, num_nodes=True), "num_nodes: expected a posi"),
+        (lambda: distributed.sample(flow(), 3, seed=1.5), "seed: expected an integer or None"),
+        (lambda: distributed.sample(flow(), 3, y=[0, 1]), r"y: expected shape \(3, \.\.\.\)"),
+        (lambda: distributed.sample(object(), 3), "model: object has no method 'sample'"),
+        (lambda: distributed.sample(flow(), 3, device="gpu"), "device: expected a device"),
+        (lambda: distributed.evaluate(flow(), rows(), "nope"), "method: .* no method 'nope'"),
+        (lambda: distributed.evaluate(flow(), rows(), 3), "method: expected the name"),
+        (lambda: distributed.evaluate(flow(), rows()[:0]), r"data: expected shape \(N, "),
+        (lambda: distributed.evaluate(flow(), 1.0), r"data: expected shape \(N, \.\.\.\)"),
+        (lambda: distributed.evaluate(flow(), ["a", "b"]), "data: expected numbers"),
+        (
+            lambda: distributed.evaluate(flow(), rows(), y=torch.zeros(6)),
+            r"y: expected shape \(7, \.\.\.\), got \(6,\)",
+        ),
+        (
+            lambda: distributed.evaluate(flow(), rows(), "log_prob", num_nodes=2, devices=2),
+            "num_nodes=2: set MASTER_ADDR, MASTER_PORT, NODE_RANK",
+        ),
+        (
+            lambda: distributed.sample(flow(), 3, devices=2, transform=unpicklable_option()),
+            "devices: each process gets its own copy .* does not pickle",
+        ),
+    ],
+    ids=lambda value: value.split(":")[0].replace("\\", "") if isinstance(value, str) else "",
+)
+def test_bad_arguments_are_named(call, message, monkeypatch):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_cuda_without_a_gpu_is_a_clean_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ValueError, match="device: expected an available device, got 'cuda'"):
+        distributed.evaluate(flow(), rows(), "log_prob", device="cuda", devices=2)
