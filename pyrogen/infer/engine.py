@@ -401,6 +401,7 @@ def _data_parallel(
         trainer,
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=unused,
+        gradient_as_bucket_view=True,
     )
 
 
