@@ -9,6 +9,12 @@ Adam's normalisation of small gradients to amplify it and still fails on any rea
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pyro
 import pytest
 import torch
@@ -197,3 +203,34 @@ def test_two_gpus_train_as_one():
     assert two.model.device.type == "cuda"
     # cuDNN/cuBLAS reductions may differ in order between devices: float64 rounding still.
     assert_same_training(one, two)
+
+
+TORCHRUN_SCRIPT = """
+import json, sys
+import torch
+import pyrogen
+sys.path.insert(0, {tests!r})
+from test_distributed import flow, two_moons
+
+result = pyrogen.fit(flow(), two_moons(203), steps=6, batch_size=50, lr=0.01, progress=False,
+                     strategy="ddp", devices=2)
+rank = torch.distributed.get_rank()
+with open({out!r} + str(rank), "w") as handle:
+    json.dump({{"losses": result.losses, "world_size": result.world_size}}, handle)
+"""
+
+
+def test_processes_started_by_torchrun_train_as_one(tmp_path):
+    script, out = tmp_path / "train.py", str(tmp_path / "rank")
+    script.write_text(TORCHRUN_SCRIPT.format(tests=str(Path(__file__).parent), out=out))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, check=True, env=env, timeout=300, capture_output=True)
+    one = pyrogen.fit(flow(), two_moons(203), steps=6, batch_size=50, lr=0.01, progress=False)
+    for rank in range(2):  # every launched process returns the trained model
+        launched = json.loads(Path(out + str(rank)).read_text())
+        assert launched["world_size"] == 2
+        torch.testing.assert_close(
+            torch.tensor(launched["losses"]), torch.tensor(one.losses), rtol=RTOL, atol=0
+        )
