@@ -34,7 +34,7 @@ class ConditionalVAE(VAE):
     """VAE conditioned on class labels and/or on a partial observation of each example.
 
     Args:
-        data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
         latent_dim: dimension L of z.
         num_classes: C, to condition on integer labels y in 0..C-1 (passed as ``y``).
         observed: the values of each example that are given: ``"top"``, ``"bottom"``,
@@ -63,7 +63,7 @@ class ConditionalVAE(VAE):
 
     def __init__(
         self,
-        data_shape: Sequence[int] = (784,),
+        data_shape: Sequence[int] | int = (784,),
         latent_dim: int = 50,
         num_classes: int | None = None,
         observed: str | Sequence[Any] | torch.Tensor | None = None,

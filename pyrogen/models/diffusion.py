@@ -64,7 +64,8 @@ class DiffusionVAE(GenerativeModel):
     """A denoising diffusion model written as a Pyro model / guide pair.
 
     Args:
-        data_shape: shape of one example: (D,) for tables, (H, W) or (C, H, W) for images.
+        data_shape: shape of one example: (D,) (or D) for tables, (H, W) or (C, H, W) for
+            images.
         timesteps: T, the number of diffusion steps.
         schedule: ``"linear"``, ``"cosine"`` or ``"learned"`` (the only one that makes the
             guide learnable; see :class:`pyrogen.nn.schedules.NoiseSchedule`).
@@ -99,7 +100,7 @@ class DiffusionVAE(GenerativeModel):
 
     def __init__(
         self,
-        data_shape: Sequence[int] = (2,),
+        data_shape: Sequence[int] | int = (2,),
         timesteps: int = 1000,
         schedule: str = "linear",
         denoiser: str | nn.Module | None = None,

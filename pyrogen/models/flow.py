@@ -63,7 +63,8 @@ class FlowDensity(GenerativeModel):
     """A normalizing-flow density p(x) (or p(x | c)) over examples of any shape.
 
     Args:
-        data_shape: shape of one example; it is flattened to D values for the flow.
+        data_shape: shape of one example (an int D means (D,)); it is flattened to D values
+            for the flow.
         flow: ``"nsf"``, ``"maf"``, ``"realnvp"`` or ``"iaf"`` (see
             :func:`pyrogen.nn.flows.build_flow`; autoregressive flows sample in D passes).
         transforms: number of flow transformations.
@@ -91,7 +92,7 @@ class FlowDensity(GenerativeModel):
 
     def __init__(
         self,
-        data_shape: Sequence[int] = (2,),
+        data_shape: Sequence[int] | int = (2,),
         flow: str = "nsf",
         *,
         transforms: int = 5,

@@ -38,7 +38,7 @@ class GaussianMixtureVAE(VAE):
     """VAE whose prior p(z) is a learned mixture of K diagonal Gaussians.
 
     Args:
-        data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
         latent_dim: dimension L of z.
         n_components: K, the number of mixture components (clusters).
         likelihood, encoder, decoder, hidden, beta, num_particles: as for
@@ -62,7 +62,7 @@ class GaussianMixtureVAE(VAE):
 
     def __init__(
         self,
-        data_shape: Sequence[int] = (784,),
+        data_shape: Sequence[int] | int = (784,),
         latent_dim: int = 10,
         n_components: int = 10,
         likelihood: str = "bernoulli",

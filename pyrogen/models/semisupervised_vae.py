@@ -45,7 +45,7 @@ class SemiSupervisedVAE(VAE):
     """M2 semi-supervised VAE: labels where known, an enumerated latent label elsewhere.
 
     Args:
-        data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
         latent_dim: dimension L of z.
         num_classes: C; labels are 0..C-1, and -1 marks an unlabelled example.
         likelihood, encoder, decoder, hidden: as for :class:`~pyrogen.VAE` (custom modules
@@ -74,7 +74,7 @@ class SemiSupervisedVAE(VAE):
 
     def __init__(
         self,
-        data_shape: Sequence[int] = (784,),
+        data_shape: Sequence[int] | int = (784,),
         latent_dim: int = 50,
         num_classes: int = 10,
         likelihood: str = "bernoulli",

@@ -68,7 +68,7 @@ class VAE(GenerativeModel):
     """Variational autoencoder with an amortized Gaussian guide.
 
     Args:
-        data_shape: shape of one example, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
         latent_dim: dimension L of z.
         likelihood: ``"bernoulli"`` (logits; values in [0, 1], non-binary values give the
             usual binary cross-entropy), ``"continuous_bernoulli"`` (a normalized density on
@@ -107,7 +107,7 @@ class VAE(GenerativeModel):
 
     def __init__(
         self,
-        data_shape: Sequence[int] = (784,),
+        data_shape: Sequence[int] | int = (784,),
         latent_dim: int = 50,
         likelihood: str = "bernoulli",
         encoder: str | nn.Module = "mlp",
@@ -488,9 +488,17 @@ class VAE(GenerativeModel):
         return self._encode(x, self._context(x, self._prepare_y(y, x.shape[0])))
 
 
-def check_data_shape(data_shape: Sequence[int]) -> tuple[int, ...]:
-    """``data_shape`` as a tuple of positive ints, or a ValueError naming it."""
-    data_shape = tuple(data_shape)
+def check_data_shape(data_shape: Sequence[int] | int) -> tuple[int, ...]:
+    """``data_shape`` as a tuple of positive ints (an int D means (D,)), or a ValueError
+    naming it."""
+    if isinstance(data_shape, int) and not isinstance(data_shape, bool):
+        data_shape = (data_shape,)
+    try:
+        data_shape = tuple(data_shape)
+    except TypeError:
+        raise ValueError(
+            f"data_shape: expected a shape such as (784,), got {data_shape!r}"
+        ) from None
     if not data_shape or any(
         isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in data_shape
     ):

@@ -139,6 +139,8 @@ def test_custom_modules_are_used_and_refuse_to_load_blindly(tmp_path):
     "kwargs, message",
     [
         ({"data_shape": ()}, "data_shape: expected positive integers"),
+        ({"data_shape": 0}, "data_shape: expected positive integers, got \\(0,\\)"),
+        ({"data_shape": 1.5}, r"data_shape: expected a shape such as \(784,\), got 1.5"),
         ({"latent_dim": 0}, "latent_dim: expected a positive integer, got 0"),
         ({"likelihood": "poisson"}, "likelihood: expected one of"),
         ({"objective": "renyi"}, "objective: expected one of"),
@@ -149,6 +151,11 @@ def test_custom_modules_are_used_and_refuse_to_load_blindly(tmp_path):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VAE(**{"data_shape": (12,), **kwargs})
+
+
+def test_an_int_data_shape_is_one_dimension():
+    assert VAE(12, latent_dim=2).data_shape == (12,)
+    assert pyrogen.FlowDensity(2).data_shape == (2,)
 
 
 def test_bad_data():
