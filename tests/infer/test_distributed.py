@@ -234,3 +234,44 @@ def test_processes_started_by_torchrun_train_as_one(tmp_path):
         torch.testing.assert_close(
             torch.tensor(launched["losses"]), torch.tensor(one.losses), rtol=RTOL, atol=0
         )
+
+
+NODE_SCRIPT = """
+import json, sys
+import pyrogen
+sys.path.insert(0, {tests!r})
+from test_distributed import flow, two_moons
+
+if __name__ == "__main__":
+    result = pyrogen.fit(flow(), two_moons(203), steps=6, batch_size=50, lr=0.01,
+                         progress=False, devices=1, num_nodes=2)
+    with open(sys.argv[1], "w") as handle:
+        json.dump({{"losses": result.losses, "world_size": result.world_size}}, handle)
+"""
+
+
+def test_two_nodes_of_one_process_each_train_as_one(tmp_path):
+    script = tmp_path / "node.py"
+    script.write_text(NODE_SCRIPT.format(tests=str(Path(__file__).parent)))
+    port = str(distributed._free_port())
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / f"node{rank}.json")],
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "NODE_RANK": str(rank),
+            },
+        )
+        for rank in range(2)
+    ]
+    assert [node.wait(timeout=300) for node in nodes] == [0, 0]
+    one = pyrogen.fit(flow(), two_moons(203), steps=6, batch_size=50, lr=0.01, progress=False)
+    for rank in range(2):  # each machine's call returns the trained model
+        node = json.loads((tmp_path / f"node{rank}.json").read_text())
+        assert node["world_size"] == 2
+        torch.testing.assert_close(
+            torch.tensor(node["losses"]), torch.tensor(one.losses), rtol=RTOL, atol=0
+        )
