@@ -32,8 +32,7 @@ from pyrogen.infer.distributed import (
     STRATEGIES,
     check_scale_out,
     cluster,
-    join_launched_group,
-    launched_externally,
+    join,
     spawn,
 )
 from pyrogen.infer.engine import FitResult
@@ -160,9 +159,8 @@ def _run_fit(args: argparse.Namespace, command: _FitCommand) -> int:
         # train together; the first process writes the run folder.
         args = argparse.Namespace(**{**vars(args), "out": out})
         args.run = None  # the command is found again by family name (partials do not pickle)
-        if launched_externally() and cluster().world_size == 1:  # torchrun started us
-            join_launched_group(args.device, devices * num_nodes)
-        if cluster().world_size == 1:
+        # A torchrun-launched process joins its group; a lone one spawns the processes.
+        if join(devices * num_nodes, args.device, "--devices, --num-nodes").world_size == 1:
             spawn(
                 _fit_process, (args,), devices=devices, num_nodes=num_nodes, device_type=args.device
             )

@@ -46,8 +46,7 @@ from pyrogen.infer import distributed
 from pyrogen.infer.distributed import (
     all_gather_objects,
     cluster,
-    join_launched_group,
-    launched_externally,
+    join,
     process_device,
     shard,
     spawn,
@@ -345,14 +344,7 @@ def _in_processes(
     process group (or of the launcher that started this one), else spawned ones; what the
     first process returned."""
     world_size = args.devices * args.num_nodes
-    if cluster().world_size == 1 and launched_externally():
-        join_launched_group(device.type, world_size)
-    where = cluster()
-    if where.world_size > 1 and where.world_size != world_size:
-        raise ValueError(
-            f"--devices, --num-nodes: ask for {world_size} processes, but this process group "
-            f"has {where.world_size}"
-        )
+    where = join(world_size, device.type, names="--devices, --num-nodes")
     if where.world_size > 1:
         payload = target(*arguments)
     else:

@@ -106,6 +106,26 @@ def join_launched_group(device_type: str, world_size: int) -> None:
     dist.init_process_group(_backend(device_type))
 
 
+def join(world_size: int, device_type: str, names: str = "devices, num_nodes") -> Cluster:
+    """The processes to work in: the current process group, or a launcher's (joined now),
+    or this process alone when there is neither (the caller may then spawn).
+
+    Raises:
+        ValueError: the group has another number of processes than ``world_size`` (> 1);
+            ``names`` are the arguments the message names.
+    """
+    where = cluster()
+    if where.world_size == 1 and world_size > 1 and launched_externally():
+        join_launched_group(device_type, world_size)
+        where = cluster()
+    if where.world_size > 1 and world_size not in (1, where.world_size):
+        raise ValueError(
+            f"{names}: ask for {world_size} processes, but this process group has "
+            f"{where.world_size}"
+        )
+    return where
+
+
 def process_device(device: torch.device, where: Cluster) -> torch.device:
     """This process's device: ``cuda`` means the GPU of the process's local rank."""
     if device.type == "cuda" and where.world_size > 1:
@@ -431,15 +451,7 @@ def _run_sharded(
     if place.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
     world_size = devices * num_nodes
-    where = cluster()
-    if where.world_size == 1 and world_size > 1 and launched_externally():
-        join_launched_group(place.type, world_size)
-        where = cluster()
-    if where.world_size > 1 and world_size not in (1, where.world_size):
-        raise ValueError(
-            f"devices, num_nodes: ask for {world_size} processes, but this process group "
-            f"has {where.world_size}"
-        )
+    where = join(world_size, place.type)
     if where.world_size > 1 or world_size == 1:
         return _run_job(model, job, place, seed, where)
     if seed is None:  # the spawned processes start from the same state: give them a seed

@@ -227,7 +227,8 @@ def fit(
     device = torch.device(device) if device is not None else x.device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
-    where = _join_processes(strategy, devices * num_nodes, device.type)
+    # Outside "ddp" a process trains alone, whatever group it may belong to.
+    where = distributed.join(devices * num_nodes, device.type) if strategy == "ddp" else Cluster()
     if strategy == "ddp" and where.world_size == 1 and devices * num_nodes > 1:
         return _fit_spawned(arguments, x, labels, held_out, devices, num_nodes, device, started)
     device = distributed.process_device(device, where)
@@ -403,22 +404,6 @@ def _data_parallel(
         find_unused_parameters=unused,
         gradient_as_bucket_view=True,
     )
-
-
-def _join_processes(strategy: str, world_size: int, device_type: str) -> Cluster:
-    """This process's place among the training processes (a lone process outside "ddp")."""
-    if strategy != "ddp":
-        return Cluster()
-    where = distributed.cluster()
-    if where.world_size == 1 and world_size > 1 and distributed.launched_externally():
-        distributed.join_launched_group(device_type, world_size)
-        where = distributed.cluster()
-    if where.world_size > 1 and world_size not in (1, where.world_size):
-        raise ValueError(
-            f"devices, num_nodes: ask for {world_size} processes, but this process group "
-            f"has {where.world_size}"
-        )
-    return where
 
 
 def _share_of(index: torch.Tensor, where: Cluster) -> tuple[torch.Tensor, float]:
