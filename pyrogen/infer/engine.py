@@ -8,6 +8,7 @@ parameter names, which is what makes checkpoints resume exactly in a new process
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -102,6 +103,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     progress: bool | None = None,
+    micro_batch_size: int | None = None,
     strategy: str = "auto",
     devices: int = 1,
     num_nodes: int = 1,
@@ -145,6 +147,10 @@ def fit(
         resume: continue from ``checkpoint`` if it exists: parameters, optimizer, random
             state and step, so an interrupted run continues exactly.
         progress: show a progress bar; default only when stderr is a terminal.
+        micro_batch_size: most rows scored at once (per process): a larger batch (or the
+            full data set, full-batch) is scored in pieces of this many rows whose gradients
+            add up to exactly the batch's, so memory stays bounded at any N; default from
+            ``model.fit_defaults``, else the whole batch at once.
         strategy: ``"ddp"`` trains data-parallel in ``devices * num_nodes`` processes (see
             :mod:`pyrogen.infer.distributed`): each scores its share of every global batch of
             ``batch_size`` rows and DistributedDataParallel averages the gradients, weighted
@@ -217,6 +223,9 @@ def fit(
     if restore_best is _UNSET:
         restore_best = held_out is not None or bool(defaults.get("restore_best", False))
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)
+    if micro_batch_size is None:
+        micro_batch_size = defaults.get("micro_batch_size")
+    micro_batch_size = _check_positive_int("micro_batch_size", micro_batch_size, allow_none=True)
     if resume and checkpoint is None:
         raise ValueError("resume: expected a checkpoint path to resume from, got checkpoint=None")
     strategy, devices, num_nodes = distributed.check_scale_out(strategy, devices, num_nodes)
@@ -299,27 +308,35 @@ def fit(
                 index = state.permutation[position * batch_size : (position + 1) * batch_size]
                 index = index.to(device)
             index, weight = _share_of(index, where)
-            batch_x = x[index]
-            batch_y = None if labels is None else labels[index]
-            # Pyro's argument and support checks run on the first step of this call, where a
-            # user's mistake shows up; later steps skip them (a third of a small step's time).
             if where.world_size > 1 and isinstance(trainer, _ELBOLoss):
-                trainer = _data_parallel(trainer, batch_x, batch_y, num_data, device)
-            with (
-                pyro.validation_enabled(validate and state.step == first_step),
-                mixed_precision(model, precision),
-            ):
-                loss = _loss(trainer, model, batch_x, batch_y, num_data, state.step) * weight
+                first = index[:micro_batch_size]
+                trainer = _data_parallel(trainer, x[first], _rows(labels, first), num_data, device)
+            optimizer.zero_grad(set_to_none=True)
+            pieces = index.split(micro_batch_size or len(index))
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            for number, rows in enumerate(pieces):
+                # Each piece's loss g + (N / b_c) * sum_c, weighted by b_c / b, adds up to
+                # the share's g + (N / b) * sum: the gradients accumulate to the batch's own.
+                # Pyro's argument and support checks run on the first step of this call,
+                # where a user's mistake shows up; later steps skip them (a third of a
+                # small step's time). DDP exchanges gradients after the last piece only.
+                with (
+                    pyro.validation_enabled(validate and state.step == first_step),
+                    mixed_precision(model, precision),
+                    _accumulating(trainer, last=number == len(pieces) - 1),
+                ):
+                    loss = _loss(trainer, model, x[rows], _rows(labels, rows), num_data, state.step)
+                    loss = loss * (weight * len(rows) / len(index))
+                    loss.backward()
+                total += loss.detach()
             # The global batch's loss: DDP averages the processes' gradients, so the mean.
-            value = distributed.all_sum(loss.detach(), where).item() / (where.world_size * num_data)
+            value = distributed.all_sum(total, where).item() / (where.world_size * num_data)
             if not math.isfinite(value):
                 raise FloatingPointError(
-                    _explain_nonfinite(model, batch_x, batch_y, num_data, state.step)
+                    _explain_nonfinite(model, x[rows], _rows(labels, rows), num_data, state.step)
                 )
             if batch_size is None and held_out is None:
                 state.monitor(value, model, min_delta)  # the pre-update parameters scored `value`
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_norm)
             optimizer.step()
@@ -404,6 +421,17 @@ def _data_parallel(
         find_unused_parameters=unused,
         gradient_as_bucket_view=True,
     )
+
+
+def _rows(labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if labels is None else labels[index]
+
+
+def _accumulating(trainer: torch.nn.Module, last: bool) -> Any:
+    """DDP's ``no_sync`` for all but the last piece of a batch (nothing to do otherwise)."""
+    if last or not isinstance(trainer, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return trainer.no_sync()
 
 
 def _share_of(index: torch.Tensor, where: Cluster) -> tuple[torch.Tensor, float]:

@@ -62,6 +62,8 @@ OBS = "obs"
 COMPONENT_PLATE = "components"
 
 INFERENCE_METHODS = ("map", "variational")
+#: Rows scored at once in a training step (pyrogen.fit's ``micro_batch_size``).
+MICRO_BATCH_ROWS = 2**17
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,9 @@ class GaussianMixture(GenerativeModel):
         """EM leaves MAP at a mode, so the SVI polish stops as soon as two steps gain less
         than EM's own tolerance ``tol`` and, the objective being deterministic, the best
         state is kept (SVI never ends worse than EM). Variational needs longer to fit its
-        spreads, with a patience that tolerates sampled ELBOs."""
+        spreads, with a patience that tolerates sampled ELBOs. Full-batch steps score the
+        rows in pieces of ``MICRO_BATCH_ROWS`` (exactly the same gradient), so that the
+        (K, N, D) intermediates of the gradient stay bounded at any N."""
         if self.inference == "map":
             return {
                 "steps": 200,
@@ -179,8 +183,14 @@ class GaussianMixture(GenerativeModel):
                 "early_stopping": 2,
                 "min_delta": self.tol,
                 "restore_best": True,
+                "micro_batch_size": MICRO_BATCH_ROWS,
             }
-        return {"steps": 2000, "lr": 0.01, "early_stopping": 200}
+        return {
+            "steps": 2000,
+            "lr": 0.01,
+            "early_stopping": 200,
+            "micro_batch_size": MICRO_BATCH_ROWS,
+        }
 
     @property
     def loss(self) -> TraceEnum_ELBO:

@@ -64,16 +64,34 @@ def assert_same_training(one: pyrogen.FitResult, two: pyrogen.FitResult) -> None
 # N = 203 rows in batches of 50: the last batch of every epoch has 3 rows, which 2 processes
 # split 2 + 1, so the weighting of unequal shares is exercised; full-batch, 203 = 102 + 101.
 @pytest.mark.parametrize(
-    "make, batch_size",
-    [(flow, 50), (mixture, None), (mixture, 50)],
-    ids=["flow-minibatch", "mixture-full-batch", "mixture-minibatch"],
+    "make, batch_size, micro_batch_size",
+    [(flow, 50, None), (mixture, None, None), (mixture, 50, None), (mixture, None, 16)],
+    ids=["flow-minibatch", "mixture-full-batch", "mixture-minibatch", "mixture-micro-batches"],
 )
-def test_two_processes_train_as_one_on_the_same_global_batches(make, batch_size):
+def test_two_processes_train_as_one_on_the_same_global_batches(make, batch_size, micro_batch_size):
     x = two_moons(203)
     options = dict(steps=9, batch_size=batch_size, lr=0.01, progress=False)
-    one = pyrogen.fit(make(), x, **options)
-    two = pyrogen.fit(make(), x, **options, strategy="ddp", devices=2)
+    one = pyrogen.fit(make(), x, **options, micro_batch_size=len(x))  # all rows at once
+    # Each process scores its 102 or 101 rows in pieces of at most 16 when asked.
+    two = pyrogen.fit(
+        make(), x, **options, strategy="ddp", devices=2, micro_batch_size=micro_batch_size
+    )
     assert_same_training(one, two)
+
+
+@pytest.mark.parametrize("make, batch_size", [(flow, 50), (mixture, None)])
+def test_micro_batches_add_up_to_the_batch(make, batch_size):
+    x = two_moons(203)
+    options = dict(steps=6, batch_size=batch_size, lr=0.01, progress=False)
+    whole = pyrogen.fit(make(), x, **options, micro_batch_size=len(x))
+    pieces = pyrogen.fit(make(), x, **options, micro_batch_size=7)  # 50 = 7 x 7 + 1
+    torch.testing.assert_close(
+        torch.tensor(pieces.losses), torch.tensor(whole.losses), rtol=RTOL, atol=0
+    )
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), pieces.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=RTOL, atol=1e-12, msg=name)
 
 
 def test_validation_is_scored_in_shares_and_early_stopping_agrees():
@@ -166,6 +184,7 @@ def test_unpicklable_callbacks_are_named():
     [
         ({"strategy": "fsdp"}, r"strategy: expected one of \('auto', 'ddp'\), got 'fsdp'"),
         ({"devices": 0}, "devices: expected a positive integer, got 0"),
+        ({"micro_batch_size": 0}, "micro_batch_size: expected a positive integer, got 0"),
         ({"num_nodes": 2}, "num_nodes=2: set MASTER_ADDR, MASTER_PORT, NODE_RANK"),
         ({"devices": 2, "device": "cuda"}, "device: expected an available device"),
     ],
