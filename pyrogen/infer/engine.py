@@ -299,7 +299,7 @@ def fit(
         while state.step < total_steps and not state.stopped_early:
             position = state.step % steps_per_epoch
             if batch_size is None:
-                index = torch.arange(num_data, device=device)
+                index = range(num_data)  # rows by slices: views of the data, no copies
             else:
                 if position == 0 or state.permutation is None:
                     state.permutation = model.minibatch_order(
@@ -309,10 +309,11 @@ def fit(
                 index = index.to(device)
             index, weight = _share_of(index, where)
             if where.world_size > 1 and isinstance(trainer, _ELBOLoss):
-                first = index[:micro_batch_size]
+                first = _select(index[:micro_batch_size])
                 trainer = _data_parallel(trainer, x[first], _rows(labels, first), num_data, device)
             optimizer.zero_grad(set_to_none=True)
-            pieces = index.split(micro_batch_size or len(index))
+            size = micro_batch_size or len(index)
+            pieces = [_select(index[start : start + size]) for start in range(0, len(index), size)]
             total = torch.zeros((), dtype=torch.float64, device=device)
             for number, rows in enumerate(pieces):
                 # Each piece's loss g + (N / b_c) * sum_c, weighted by b_c / b, adds up to
@@ -326,7 +327,7 @@ def fit(
                     _accumulating(trainer, last=number == len(pieces) - 1),
                 ):
                     loss = _loss(trainer, model, x[rows], _rows(labels, rows), num_data, state.step)
-                    loss = loss * (weight * len(rows) / len(index))
+                    loss = loss * (weight * _count(rows) / len(index))
                     loss.backward()
                 total += loss.detach()
             # The global batch's loss: DDP averages the processes' gradients, so the mean.
@@ -423,8 +424,17 @@ def _data_parallel(
     )
 
 
-def _rows(labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+def _rows(labels: torch.Tensor | None, index: torch.Tensor | slice) -> torch.Tensor | None:
     return None if labels is None else labels[index]
+
+
+def _select(index: torch.Tensor | range) -> torch.Tensor | slice:
+    """Row indices, or for a range of rows the slice that views them."""
+    return slice(index.start, index.stop) if isinstance(index, range) else index
+
+
+def _count(rows: torch.Tensor | slice) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 
 
 def _accumulating(trainer: torch.nn.Module, last: bool) -> Any:
@@ -434,9 +444,9 @@ def _accumulating(trainer: torch.nn.Module, last: bool) -> Any:
     return trainer.no_sync()
 
 
-def _share_of(index: torch.Tensor, where: Cluster) -> tuple[torch.Tensor, float]:
-    """This process's rows of a global batch and the weight of its loss
-    (:func:`pyrogen.infer.distributed.shard_weight`)."""
+def _share_of(index: torch.Tensor | range, where: Cluster) -> tuple[torch.Tensor | range, float]:
+    """This process's rows of a global batch (indices, or a range for full-batch steps) and
+    the weight of its loss (:func:`pyrogen.infer.distributed.shard_weight`)."""
     if where.world_size == 1:
         return index, 1.0
     rows = index[distributed.shard(len(index), where)]
