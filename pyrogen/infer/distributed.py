@@ -263,6 +263,9 @@ def _worker(
         value = target(*args)
         if local_rank == 0:
             save_checkpoint(result, value)
+        # Leave together: the first process hosts the group's store, and one that exits
+        # while another still talks to it makes that one abort.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
