@@ -173,12 +173,6 @@ def all_gather_objects(value: Any, where: Cluster) -> list[Any]:
     return gathered
 
 
-def gather_rows(rows: torch.Tensor, where: Cluster) -> torch.Tensor:
-    """Concatenate every process's ``rows`` (shapes (n_r, ...), n_r may differ) in rank order."""
-    parts = all_gather_objects(rows.cpu(), where)
-    return torch.cat(parts).to(rows.device)
-
-
 def spawn(
     target: Callable[..., Any],
     args: tuple[Any, ...],
