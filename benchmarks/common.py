@@ -531,6 +531,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def run_summary(started: float, load_before: list[float] | None) -> dict[str, Any]:
+    """A result's ``summary``: load averages around the run and its wall time (``started``:
+    ``time.perf_counter()`` at the start)."""
+    return {
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "total_s": time.perf_counter() - started,
+    }
+
+
+def write_results(out: str | os.PathLike, payload: dict[str, Any], markdown: str) -> str:
+    """Write ``out``.json (``payload``) and ``out``.md (``markdown``); say where, and how long
+    the run took (``payload["summary"]["total_s"]``)."""
+    stem = Path(out)
+    json_path = write_json_atomic(stem.with_suffix(".json"), payload)
+    md_path = write_text_atomic(stem.with_suffix(".md"), markdown)
+    return f"wrote {json_path} and {md_path} in {payload['summary']['total_s']:.1f} s"
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (NaN/inf become null, so it is strict JSON)."""
     text = json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False)

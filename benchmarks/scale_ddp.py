@@ -171,16 +171,10 @@ def main(argv=None) -> int:
         **common.run_header(NAME, args),
         "data": DATA_NOTE,
         "rows": rows,
-        "summary": {
-            "load_average_before": load_before,
-            "load_average_after": common.load_average(),
-            "total_s": time.perf_counter() - started,
-        },
+        "summary": common.run_summary(started, load_before),
     }
-    stem = Path(args.out)
-    json_path = common.write_json_atomic(stem.with_suffix(".json"), payload)
-    md_path = common.write_text_atomic(stem.with_suffix(".md"), markdown_report(payload))
-    print(f"wrote {json_path} and {md_path} in {payload['summary']['total_s']:.1f} s")
+    written = common.write_results(args.out, payload, markdown_report(payload))
+    print(written)
     return 0
 
 

@@ -442,7 +442,6 @@ def main(argv=None) -> int:
                 flush=True,
             )
         del data, warm
-    load_after = common.load_average()
 
     payload = {
         **common.run_header(
@@ -458,17 +457,11 @@ def main(argv=None) -> int:
         f"(MAP: {gmm_vs_sklearn.map_defaults()})",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "rows": rows,
-        "summary": {
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "total_s": time.perf_counter() - started,
-        },
+        "summary": common.run_summary(started, load_before),
     }
-    stem = Path(args.out)
-    json_path = common.write_json_atomic(stem.with_suffix(".json"), payload)
-    md_path = common.write_text_atomic(stem.with_suffix(".md"), markdown_report(payload))
+    written = common.write_results(args.out, payload, markdown_report(payload))
     print(common.text_table(rows, COLUMNS))
-    print(f"\nwrote {json_path} and {md_path} in {payload['summary']['total_s']:.1f} s")
+    print(f"\n{written}")
     return 0
 
 

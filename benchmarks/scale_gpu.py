@@ -473,7 +473,6 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    load_after = common.load_average()
 
     payload = {
         **common.run_header(
@@ -500,19 +499,13 @@ def main(argv=None) -> int:
         },
         "rows": rows,
         "errors": errors,
-        "summary": {
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "total_s": time.perf_counter() - started,
-        },
+        "summary": common.run_summary(started, load_before),
     }
-    stem = Path(args.out)
-    json_path = common.write_json_atomic(stem.with_suffix(".json"), payload)
-    md_path = common.write_text_atomic(stem.with_suffix(".md"), markdown_report(payload))
+    written = common.write_results(args.out, payload, markdown_report(payload))
     print(common.text_table(rows, COLUMNS))
     for error in errors:
         print(f"FAILED {error['family']} {error['precision'] or ''}: {error['error']}")
-    print(f"\nwrote {json_path} and {md_path} in {payload['summary']['total_s']:.1f} s")
+    print(f"\n{written}")
     return 1 if errors and not rows else 0
 
 
