@@ -47,8 +47,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyrogen.data.validation import as_examples, as_labels, check_choice, check_int
-from pyrogen.models.base import GenerativeModel, data_plate
-from pyrogen.models.objectives import AnalyticKLELBO
+from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate
+from pyrogen.models.objectives import (
+    AnalyticKLELBO,
+    SampledStepELBO,
+    SampledSteps,
+    analytic_kl_terms,
+    markov_chain,
+)
 from pyrogen.models.vae import VAE, check_data_shape
 from pyrogen.nn.denoisers import MLPDenoiser, UNetDenoiser
 from pyrogen.nn.schedules import SCHEDULES, NoiseSchedule
@@ -56,6 +62,10 @@ from pyrogen.nn.schedules import SCHEDULES, NoiseSchedule
 PREDICTIONS = ("eps", "x0", "v")
 LIKELIHOODS = ("gaussian", "bernoulli", "discretized")
 OBJECTIVES = ("elbo", "full", "simple")
+#: Random Fourier features of z the default MLP denoiser gets for vectors of at most
+#: FOURIER_MAX_VALUES values (none for more, nor for images), and their frequencies' sd
+#: for D = 2 (scaled by sqrt(2 / D)); see :class:`pyrogen.nn.MLPDenoiser`.
+DEFAULT_FOURIER_FEATURES, FOURIER_MAX_VALUES, FOURIER_SCALE = 32, 8, 3.0
 # Rows scored at once by the evaluation methods.
 _EVAL_ROWS = 1024
 
@@ -114,6 +124,7 @@ class DiffusionVAE(GenerativeModel):
         hidden: Sequence[int] = (256, 256, 256),
         channels: int = 32,
         autoencoder: VAE | None = None,
+        fourier_features: int | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = check_data_shape(data_shape)
@@ -139,15 +150,22 @@ class DiffusionVAE(GenerativeModel):
         self.label_dropout = float(label_dropout)
         self.hidden = tuple(hidden)
         self.channels = channels
+        if fourier_features is None:
+            low = math.prod(self.shape) <= FOURIER_MAX_VALUES
+            fourier_features = DEFAULT_FOURIER_FEATURES if low else 0
+        self.fourier_features = check_int("fourier_features", fourier_features, minimum=0)
         self.schedule = NoiseSchedule(schedule, self.timesteps)
         self.denoiser_kind, self.denoiser = self._build_denoiser(denoiser)
         # Standardization of continuous data (set by setup); identity for bounded data.
         features = math.prod(self.shape)
         self.register_buffer("data_shift", torch.zeros(features))
         self.register_buffer("data_scale", torch.ones(features))
-        # |x_hat| allowed while sampling standardized data (set by setup): x_hat from a
-        # predicted eps divides its error by alpha_t, which is tiny near z_T.
-        self.register_buffer("sample_bound", torch.tensor(math.inf))
+        # The box x_hat is clipped to while sampling standardized data: each value's range
+        # in the training data (set by setup). E[x | z_t] is an average of data, so a good
+        # estimate is never clipped, while x_hat from a predicted eps divides its error by
+        # alpha_t, tiny near z_T, and DDIM's first steps follow x_hat far out without it.
+        self.register_buffer("sample_low", torch.full((features,), -math.inf))
+        self.register_buffer("sample_high", torch.full((features,), math.inf))
 
     def _build_denoiser(self, denoiser: str | nn.Module | None) -> tuple[str, nn.Module]:
         if isinstance(denoiser, nn.Module):
@@ -156,7 +174,16 @@ class DiffusionVAE(GenerativeModel):
         kind = denoiser if denoiser is not None else ("unet" if image else "mlp")
         check_choice("denoiser", kind, ("mlp", "unet"))
         if kind == "mlp":
-            return kind, MLPDenoiser(self.shape, hidden=self.hidden, num_classes=self.num_classes)
+            # Frequencies of sd 3 for 2 values (the clusters' scale of standardized data),
+            # shrunk as sqrt(2 / D) so that the projections' spread is the same for any D.
+            scale = FOURIER_SCALE * math.sqrt(2 / math.prod(self.shape))
+            return kind, MLPDenoiser(
+                self.shape,
+                hidden=self.hidden,
+                num_classes=self.num_classes,
+                fourier_features=self.fourier_features,
+                fourier_scale=scale,
+            )
         if not image:
             raise ValueError(
                 f"denoiser: 'unet' needs images, data_shape (H, W) or (C, H, W), got {self.shape}"
@@ -179,6 +206,7 @@ class DiffusionVAE(GenerativeModel):
             "label_dropout": self.label_dropout,
             "hidden": list(self.hidden),
             "channels": self.channels,
+            "fourier_features": self.fourier_features,
             "autoencoder": None
             if self.autoencoder is None
             else {"family": self.autoencoder.family, "config": self.autoencoder.config},
@@ -192,6 +220,15 @@ class DiffusionVAE(GenerativeModel):
                 f"{cls.__name__}(..., denoiser=module) and call load_state_dict"
             )
         config = dict(config)
+        config.setdefault("fourier_features", 0)  # saved before they were a default
+        if "sample_bound" in state_dict:  # saved before the range clip: keep its box
+            state_dict = dict(state_dict)
+            bound = state_dict.pop("sample_bound")
+            features = state_dict["data_shift"].shape
+            state_dict["sample_low"], state_dict["sample_high"] = (
+                -bound.expand(features),
+                bound.expand(features),
+            )
         saved = config.pop("autoencoder", None)
         if saved is not None:
             from pyrogen.models import REGISTRY  # the registry imports this module
@@ -203,13 +240,19 @@ class DiffusionVAE(GenerativeModel):
 
     @property
     def loss(self) -> AnalyticKLELBO:
-        """``AnalyticKLELBO``: every term of the bound is a closed-form Gaussian KL."""
-        return AnalyticKLELBO(max_plate_nesting=1)
+        """The training objective, every term a closed-form Gaussian KL: ``AnalyticKLELBO``
+        of the full chain (``objective="full"``), or ``SampledStepELBO``, one step per row
+        with weight T (``"elbo"``) or DDPM's weights (``"simple"``)."""
+        if self.objective == "full":
+            return AnalyticKLELBO(max_plate_nesting=1)
+        weight = self._step_weight if self.objective == "simple" else None
+        return SampledStepELBO(weight, max_plate_nesting=1)
 
     # --- the forward process (all from gamma) --------------------------------------------
     def _levels(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """gamma_t, alpha_t, sigma_t at integer levels t (B,), shaped to broadcast with x."""
-        gamma = self.schedule().to(like.dtype)[t].reshape(-1, *([1] * len(self.shape)))
+        """gamma_t, alpha_t, sigma_t at integer levels t (B,) (or any batch shape), shaped
+        to broadcast with x."""
+        gamma = self.schedule().to(like.dtype)[t].reshape(*t.shape, *([1] * len(self.shape)))
         return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
 
     def _q_marginal(self, x: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
@@ -234,11 +277,15 @@ class DiffusionVAE(GenerativeModel):
     def _x_hat(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The denoiser's estimate of (scaled) x from z_t, through its parameterization."""
         _, alpha, sigma = self._levels(t, z)
-        shape = z.shape
+        # The network takes one flat batch: batch shapes beyond (B,) (a vectorized
+        # Predictive's sample dimension) are flattened, t and y broadcast to them.
+        batch = z.shape[: z.dim() - len(self.shape)]
+        flat = z.reshape(-1, *self.shape)
         if len(self.shape) == 2 and self.denoiser_kind == "unet":
-            z = z.unsqueeze(-3)  # (H, W) images get a channel for the UNet
-        out = self.denoiser(z, t.to(z.dtype) / self.timesteps, y).reshape(shape)
-        z = z.reshape(shape)
+            flat = flat.unsqueeze(-3)  # (H, W) images get a channel for the UNet
+        time = t.to(z.dtype).expand(batch).reshape(-1) / self.timesteps
+        labels = None if y is None else y.expand(batch).reshape(-1)
+        out = self.denoiser(flat, time, labels).reshape(z.shape)
         if self.prediction == "eps":
             return (z - sigma * out) / alpha
         if self.prediction == "v":
@@ -259,7 +306,8 @@ class DiffusionVAE(GenerativeModel):
 
     def _observation(self, z_0: torch.Tensor) -> dist.Distribution:
         """p(x | z_0) in the data's own units (see the module docstring)."""
-        zero = torch.zeros(z_0.shape[0], dtype=torch.long, device=z_0.device)
+        batch = z_0.shape[: z_0.dim() - len(self.shape)]
+        zero = torch.zeros(batch, dtype=torch.long, device=z_0.device)
         gamma, alpha, sigma = self._levels(zero, z_0)
         event = len(self.shape)
         if self.likelihood == "gaussian":
@@ -297,53 +345,60 @@ class DiffusionVAE(GenerativeModel):
 
     # --- Pyro programs --------------------------------------------------------------------
     @pyro_method
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
-        """The reverse process and the observation; see the module docstring."""
-        x = self._codes(x)
-        rows, T = x.shape[0], self.timesteps
-        labels = self._labels(y, rows, x.device)
-        scaled = self._scaled(x)
-        every = torch.full((rows,), T, dtype=torch.long, device=x.device)
-        with data_plate(x, num_data):
-            z = pyro.sample(f"z_{T}", _normal(torch.zeros_like(x), torch.ones_like(x), x.dim() - 1))
-            if self.objective == "full":
-                for t in range(T, 0, -1):
-                    level = torch.full_like(every, t)
-                    x_hat = self._x_hat(z, level, labels)
-                    z = pyro.sample(f"z_{t - 1}", self._q_posterior(z, x_hat, level))
-            else:
-                t = pyro.sample("t", _uniform_step(rows, T, x.device)) + 1
-                z_t = pyro.sample("z_t", self._q_marginal(scaled, t))  # as in the guide: adds 0
-                with poutine.scale(scale=self._step_weight(t, x.dtype)):
-                    pyro.sample("z_s", self._q_posterior(z_t, self._x_hat(z_t, t, labels), t))
-                z = pyro.sample("z_0", self._q_marginal(scaled, every * 0))  # likewise
-            pyro.sample("x", self._observation(z), obs=self._observed(x))
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ):
+        """The reverse process: z_T ~ N(0, I), z_{t-1} ~ p(z_{t-1} | z_t) for t = T..1, and
+        x ~ p(x | z_0), observed when x is given.
+
+        With ``x=None`` it draws new data (``pyro.infer.Predictive(model.model, ...)(None)``):
+        ``len(y)`` rows for labels y, else ``num_data`` rows (default 1); the site ``x`` then
+        holds values in the space the diffusion models (the codes, for latent diffusion;
+        level indices k for discretized data).
+        """
+        if x is None:
+            rows = len(y) if y is not None else (num_data or 1)
+            plate = pyro.plate(DATA_PLATE, rows, dim=-1)
+            device, dtype = self.data_shift.device, self.data_shift.dtype
+            observed = None
+        else:
+            x = self._codes(x)
+            rows, device, dtype = x.shape[0], x.device, x.dtype
+            plate, observed = data_plate(x, num_data), self._observed(x)
+        labels = self._labels(y, rows, device)
+        zeros = torch.zeros(rows, *self.shape, device=device, dtype=dtype)
+        with plate:
+            z_0 = markov_chain(
+                "z",
+                self.timesteps,
+                _normal(zeros, torch.ones_like(zeros), len(self.shape)),
+                lambda z, t: self._q_posterior(z, self._x_hat(z, t, labels), t),
+            )
+            pyro.sample("x", self._observation(z_0), obs=observed)
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
-        """The forward process q(z_{0:T} | x), in the order the ELBO's terms need."""
+        """The forward process q(z_{0:T} | x), run backwards: z_T ~ q(z_T | x), then
+        z_{t-1} ~ q(z_{t-1} | z_t, x), with its marginals q(z_t | x) for the sampled-step
+        estimator."""
         x = self._codes(x)
-        rows, T = x.shape[0], self.timesteps
         scaled = self._scaled(x)
-        every = torch.full((rows,), T, dtype=torch.long, device=x.device)
+        every = torch.full((x.shape[0],), self.timesteps, dtype=torch.long, device=x.device)
         with data_plate(x, num_data):
-            z = pyro.sample(f"z_{T}", self._q_marginal(scaled, every))
-            if self.objective == "full":
-                for t in range(T, 0, -1):
-                    z = pyro.sample(
-                        f"z_{t - 1}", self._q_posterior(z, scaled, torch.full_like(every, t))
-                    )
-            else:
-                t = pyro.sample("t", _uniform_step(rows, T, x.device)) + 1
-                z_t = pyro.sample("z_t", self._q_marginal(scaled, t))
-                with poutine.scale(scale=self._step_weight(t, x.dtype)):
-                    pyro.sample("z_s", self._q_posterior(z_t, scaled, t))
-                pyro.sample("z_0", self._q_marginal(scaled, every * 0))
+            markov_chain(
+                "z",
+                self.timesteps,
+                self._q_marginal(scaled, every),
+                lambda z, t: self._q_posterior(z, scaled, t),
+                marginal=lambda t: self._q_marginal(scaled, t),
+            )
 
-    def _step_weight(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """T for the unbiased ELBO estimate; DDPM's reweighting for ``"simple"`` (not a bound)."""
-        if self.objective != "simple":
-            return torch.full(t.shape, float(self.timesteps), dtype=dtype, device=t.device)
+    def _step_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """DDPM's reweighting of the step at levels t (B,) for ``"simple"`` (not a bound)."""
+        dtype = self.data_shift.dtype
         # KL_t = (SNR_{t-1} - SNR_t) / 2 * ||x - x_hat||^2 and x - x_hat = c_t (out_hat - out)
         gamma = self.schedule().to(dtype)
         snr_drop = torch.exp(-gamma[t - 1]) - torch.exp(-gamma[t])
@@ -363,10 +418,9 @@ class DiffusionVAE(GenerativeModel):
             flat = self._codes(x).flatten(1)
             self.data_shift.copy_(flat.mean(0))
             self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
-            # twice the largest standardized training value: a clip on runaway estimates,
-            # well outside anything the data show
             standardized = (flat - self.data_shift) / self.data_scale
-            self.sample_bound.copy_(2 * standardized.abs().max().clamp(min=1.0))
+            self.sample_low.copy_(standardized.min(0).values)
+            self.sample_high.copy_(standardized.max(0).values)
 
     def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
         bounded = {
@@ -430,30 +484,25 @@ class DiffusionVAE(GenerativeModel):
         return terms
 
     def _terms(self, x, y, num_samples: int, exact: bool) -> dict[str, torch.Tensor]:
-        x = self._codes(x)
-        rows, T = x.shape[0], self.timesteps
-        scaled, observed = self._scaled(x), self._observed(x)
-        labels = self._labels(y, rows, x.device)
-        zero = torch.zeros(rows, dtype=torch.long, device=x.device)
-        prior = torch.distributions.kl_divergence(
-            self._q_marginal(scaled, zero + T),
-            _normal(torch.zeros_like(x), torch.ones_like(x), len(self.shape)),
-        )
-        reconstruction = torch.zeros(rows, dtype=x.dtype, device=x.device)
-        diffusion = torch.zeros_like(reconstruction)
+        """The terms from the guide's and the model's traces under :class:`SampledSteps`:
+        the training estimator's sites, each row's term kept apart."""
+        T = self.timesteps
+        rows = x.shape[0]
+        totals = {key: x.new_zeros(rows) for key in ("reconstruction", "prior", "diffusion")}
+        # exact: each level once for every row, unweighted; else one uniform level, weight T
+        runs = [(step, lambda t: torch.ones_like(t, dtype=x.dtype)) for step in range(1, T + 1)]
+        runs = runs if exact else [(None, None)]
         for _ in range(num_samples):
-            z_0 = self._q_marginal(scaled, zero).sample()
-            reconstruction += self._observation(z_0).log_prob(observed) / num_samples
-            steps = range(1, T + 1) if exact else [None]
-            for step in steps:
-                t = zero + step if exact else torch.randint(1, T + 1, (rows,), device=x.device)
-                z_t = self._q_marginal(scaled, t).sample()
-                kl = torch.distributions.kl_divergence(
-                    self._q_posterior(z_t, scaled, t),
-                    self._q_posterior(z_t, self._x_hat(z_t, t, labels), t),
-                )
-                diffusion += kl * (1 if exact else T) / num_samples
-        return {"reconstruction": reconstruction, "prior": prior, "diffusion": diffusion}
+            for step, weight in runs:
+                with SampledSteps(weight, step=step):
+                    guide_trace = poutine.trace(self.guide).get_trace(x, y)
+                    replayed = poutine.replay(self.model, trace=guide_trace)
+                    terms = analytic_kl_terms(poutine.trace(replayed).get_trace(x, y), guide_trace)
+                # reconstruction and prior averaged over every trace, the steps' KLs summed
+                totals["reconstruction"] += terms["x"] / (len(runs) * num_samples)
+                totals["prior"] -= terms[f"z_{T}"] / (len(runs) * num_samples)
+                totals["diffusion"] -= terms["z_step"] / num_samples
+        return totals
 
     def elbo(
         self, x: Any, y: Any = None, *, num_samples: int = 1, exact: bool = False
@@ -571,7 +620,7 @@ class DiffusionVAE(GenerativeModel):
             )
         if bounded:
             return x_hat.clamp(-1, 1)
-        return x_hat.clamp(-self.sample_bound, self.sample_bound)
+        return x_hat.clamp(self.sample_low.view(self.shape), self.sample_high.view(self.shape))
 
     def _mode(self, z_0: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "gaussian":
@@ -608,44 +657,6 @@ def _frozen_autoencoder(autoencoder: VAE | None, data_shape, likelihood: str) ->
 
 def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> dist.Distribution:
     return dist.Normal(loc, scale).to_event(event_dims)
-
-
-class _UniformStep(dist.TorchDistribution):
-    """A diffusion step index in 0..T-1 per row, uniform: the same in model and guide, so
-    its KL is 0 (a ``Categorical`` over T would draw and score (rows, T) tables)."""
-
-    arg_constraints: dict = {}
-    has_enumerate_support = False
-
-    def __init__(self, timesteps: int, batch_shape: torch.Size, device) -> None:
-        self.timesteps, self.device = timesteps, device
-        super().__init__(torch.Size(batch_shape), validate_args=False)
-
-    @property
-    def support(self):
-        return dist.constraints.integer_interval(0, self.timesteps - 1)
-
-    def expand(self, batch_shape, _instance=None) -> _UniformStep:
-        return _UniformStep(self.timesteps, torch.Size(batch_shape), self.device)
-
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape
-        return torch.randint(self.timesteps, shape, device=self.device)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return torch.full(value.shape, -math.log(self.timesteps), device=value.device)
-
-
-@torch.distributions.kl.register_kl(_UniformStep, _UniformStep)
-def _kl_uniform_steps(p: _UniformStep, q: _UniformStep) -> torch.Tensor:
-    if p.timesteps != q.timesteps:
-        raise ValueError("the step distributions of model and guide differ")
-    return torch.zeros(p.batch_shape, device=p.device)
-
-
-def _uniform_step(rows: int, timesteps: int, device) -> dist.Distribution:
-    """A step index in 0..T-1 per row, uniform (the same in model and guide)."""
-    return _UniformStep(timesteps, torch.Size([rows]), device)
 
 
 class _DiscretizedGaussian(dist.TorchDistribution):

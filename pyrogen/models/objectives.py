@@ -13,18 +13,28 @@ latent and observed sites all live in the data plate (amortized models such as t
 ``L_1`` is the ELBO, ``L_K`` grows with K, and ``L_K -> log p(x)`` as K grows. Pyro's
 ``RenyiELBO(alpha=0)`` computes the same bound but offers no ``differentiable_loss``, which
 the engine needs; this class does, and shares Pyro's tracing so any such model works.
+
+:func:`markov_chain` is a Markov chain of latent sites, z_T -> z_{T-1} -> ... -> z_0, as a
+Pyro effect: run plainly it samples every site (the generative program), and under
+:class:`SampledSteps` it stands for the same chain with one step per row, so that
+:class:`SampledStepELBO` estimates the full chain's ELBO (Ho et al. 2020's estimator of a
+diffusion model's bound) at the cost of one step.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import Distribution
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import effectful
 from pyro.poutine.util import prune_subsample_sites
 
 from pyrogen.data.validation import check_int
@@ -135,13 +145,24 @@ def analytic_kl_elbo(model_trace, guide_trace) -> torch.Tensor:
     Returns:
         the ELBO, a scalar tensor (nats for the rows the plates stand for).
     """
-    elbo = 0.0
+    return sum((term.sum() for term in analytic_kl_terms(model_trace, guide_trace).values()), 0.0)
+
+
+def analytic_kl_terms(model_trace, guide_trace) -> dict[str, torch.Tensor]:
+    """The ELBO's term of each model site, not summed: ``log p`` of an observed site,
+    ``-KL(guide || model)`` of a latent one (as :func:`analytic_kl_elbo`), scaled and masked.
+
+    Returns:
+        {site name: tensor of the site's batch shape (e.g. (B,) in a data plate)}; their
+        sums add up to :func:`analytic_kl_elbo`.
+    """
+    terms = {}
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample":
             continue
         if site["is_observed"]:
             log_p = site["fn"].log_prob(site["value"])
-            elbo = elbo + scale_and_mask(log_p, site["scale"], site["mask"]).sum()
+            terms[name] = scale_and_mask(log_p, site["scale"], site["mask"])
             continue
         guide_site = guide_trace.nodes[name]
         try:
@@ -149,5 +170,140 @@ def analytic_kl_elbo(model_trace, guide_trace) -> torch.Tensor:
         except NotImplementedError:
             value = guide_site["value"]
             kl = guide_site["fn"].log_prob(value) - site["fn"].log_prob(value)
-        elbo = elbo - scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
-    return elbo
+        terms[name] = -scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
+    return terms
+
+
+#: The message type of :func:`markov_chain`.
+CHAIN = "markov_chain"
+#: Suffix of the one scored step's site under :class:`SampledSteps`: ``f"{name}_step"``.
+STEP_SITE = "step"
+
+Step = Callable[[torch.Tensor, torch.Tensor], Distribution]
+
+
+def markov_chain(
+    name: str,
+    timesteps: int,
+    first: Distribution,
+    step: Step,
+    marginal: Callable[[torch.Tensor], Distribution] | None = None,
+) -> torch.Tensor:
+    """A Markov chain of latent sites ``{name}_T -> {name}_{T-1} -> ... -> {name}_0``.
+
+    Run plainly, it samples ``{name}_T`` from ``first`` and then, for t = T..1 (inside
+    ``pyro.markov``), ``{name}_{t-1}`` from ``step(z_t, t)``, and returns z_0: the program
+    is the chain, whatever runs it (``Predictive``, ``render_model``, an ELBO of the full
+    trace). Under :class:`SampledSteps` it becomes the chain's step-subsampled form, see
+    there. A guide passes ``marginal``, its closed-form marginal q(z_t) at any levels t, so
+    that the subsampled form can draw z_t without the steps before it; a model passes none.
+
+    Args:
+        name: the prefix of the sites.
+        timesteps: T >= 1.
+        first: the distribution of z_T, batch shape (B,) inside a data plate.
+        step: ``step(z_t, t)``, the distribution of z_{t-1} given z_t (B, ...) at integer
+            levels t (B,) (each row may be at its own level).
+        marginal: ``marginal(t)``, the distribution of z_t at levels t (B,), or None.
+
+    Returns:
+        z_0, shaped like a draw of ``first``.
+    """
+    return _chain(name, timesteps, first, step, marginal)
+
+
+@effectful(type=CHAIN)
+def _chain(name, timesteps, first, step, marginal) -> torch.Tensor:
+    z = pyro.sample(f"{name}_{timesteps}", first)
+    for t in pyro.markov(range(timesteps, 0, -1)):
+        level = torch.full(first.batch_shape, t, dtype=torch.long, device=z.device)
+        z = pyro.sample(f"{name}_{t - 1}", step(z, level))
+    return z
+
+
+class SampledSteps(Messenger):
+    """Runs each :func:`markov_chain` as one step per row: an unbiased estimate of the chain's
+    analytic-KL ELBO, for a guide whose marginals are known.
+
+    Inside this handler a chain keeps its first site ``{name}_T``; each row then draws its
+    own level t (uniformly from 1..T, or the fixed ``step``), and the chain has one more
+    site, ``{name}_step``: z_{t-1} drawn from ``step(z_t, t)`` with the weight ``weight(t)``
+    (T by default) as its scale. The chain's value, z_0, and the step's input, z_t, are
+    drawn from the guide's ``marginal`` by the program that runs first (the guide) and
+    handed to the one that runs second (the model, replayed), so they are not sites.
+
+    Why it is unbiased: under the guide, each z_t is distributed as its marginal, and the
+    full chain's ELBO is log p(x | z_0) - KL(z_T) - sum_t E KL(q(z_{t-1} | z_t) || p(z_{t-1} |
+    z_t)); one uniform t with weight T has the sum's expectation, and the first and last
+    terms are kept whole.
+
+    Args:
+        weight: ``weight(t)`` (B,) for levels t (B,); None for T (the unbiased estimate).
+            Another weighting is a different objective (e.g. DDPM's unweighted loss).
+        step: score this level for every row (1..T) instead of a uniform draw per row.
+    """
+
+    def __init__(
+        self,
+        weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        step: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.weight, self.step = weight, step
+        self._draws: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def _pyro_markov_chain(self, msg) -> None:
+        msg["fn"] = self._subsampled
+
+    def _subsampled(self, name, timesteps, first, step, marginal) -> torch.Tensor:
+        device = pyro.sample(f"{name}_{timesteps}", first).device
+        if name not in self._draws:
+            if marginal is None:
+                raise ValueError(
+                    f"markov_chain {name!r}: expected the marginal q(z_t) from the program run "
+                    "first (the guide), got None"
+                )
+            shape = first.batch_shape
+            if self.step is None:
+                t = torch.randint(1, timesteps + 1, shape, device=device)
+            else:
+                if not 1 <= check_int("step", self.step) <= timesteps:
+                    raise ValueError(f"step: expected a level in 1..{timesteps}, got {self.step}")
+                t = torch.full(shape, self.step, device=device)
+            self._draws[name] = (t, marginal(t).rsample(), marginal(t * 0).rsample())
+        t, z_t, z_0 = self._draws[name]
+        if self.weight is None:
+            weight = torch.full(t.shape, float(timesteps), dtype=z_t.dtype, device=t.device)
+        else:
+            weight = self.weight(t)
+        with poutine.scale(scale=weight):
+            pyro.sample(f"{name}_{STEP_SITE}", step(z_t, t))
+        return z_0
+
+
+class SampledStepELBO(AnalyticKLELBO):
+    """:class:`AnalyticKLELBO` of programs with a :func:`markov_chain`, each chain scored at
+    one uniformly drawn step per row with weight T (see :class:`SampledSteps`): an unbiased
+    estimate of the full chain's ELBO that costs one step, not T.
+
+    Args:
+        weight: per-row weight of the scored step, ``weight(t)`` for levels t (B,); None
+            for T (the ELBO). Any other is a reweighted objective, not a bound.
+        max_plate_nesting: plates in the model.
+
+    Example:
+        >>> loss = SampledStepELBO(max_plate_nesting=1)
+        >>> # loss.differentiable_loss(diffusion.model, diffusion.guide, x, num_data=n)
+    """
+
+    def __init__(
+        self,
+        weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        max_plate_nesting: int = 1,
+    ) -> None:
+        super().__init__(max_plate_nesting=max_plate_nesting)
+        self.weight = weight
+
+    def _get_trace(self, model, guide, args, kwargs):
+        with SampledSteps(self.weight):  # one handler per trace pair: the guide's draws
+            return super()._get_trace(model, guide, args, kwargs)

@@ -63,7 +63,12 @@ class MLPDenoiser(nn.Module):
 
     The flattened z is concatenated with a time embedding (:func:`timestep_embedding`, then
     Linear + activation) and, for a conditional network, a learned class embedding, and fed to
-    an :class:`~pyrogen.nn.mlp.MLP` whose last layer starts at zero.
+    an :class:`~pyrogen.nn.mlp.MLP` whose last layer starts at zero. With
+    ``fourier_features=F`` the input also has random Fourier features of z (Tancik et al.,
+    2020), sin(z B) and cos(z B) for a fixed B (D, F) with N(0, ``fourier_scale``^2)
+    entries: a small MLP on z alone resolves structure much finer than z's spread only
+    slowly (its spectral bias), and the denoiser of clustered low-dimensional data needs it
+    at the clusters' scale.
 
     Args:
         data_shape: shape of one example, e.g. ``(2,)`` or ``(3, 4)``.
@@ -73,10 +78,13 @@ class MLPDenoiser(nn.Module):
             plus the null label ``num_classes``); None for an unconditional one.
         activation: the activation class, one instance per hidden layer and one after the
             time embedding's Linear.
+        fourier_features: F, the random frequencies (0 for none).
+        fourier_scale: the standard deviation of their entries, in units of z (a length
+            scale of about 1 / ``fourier_scale``).
 
     Shapes:
         z (B, ``*data_shape``), t (B,) or () in [0, 1], y (B,) integer labels or None
-        -> (B, ``*data_shape``).
+        -> (B, ``*data_shape``); the frequencies ``fourier`` (D, F), or None for F = 0.
 
     Example:
         >>> net = MLPDenoiser((2,), hidden=(64, 64), num_classes=3)
@@ -94,13 +102,23 @@ class MLPDenoiser(nn.Module):
         time_dim: int = 64,
         num_classes: int | None = None,
         activation: type[nn.Module] = nn.SiLU,
+        fourier_features: int = 0,
+        fourier_scale: float = 3.0,
     ) -> None:
         super().__init__()
         self.data_shape = check_ints("data_shape", data_shape, allow_empty=False)
         self.embed = _Embedding(time_dim, num_classes, activation)
         self.num_classes = self.embed.num_classes
         size = math.prod(self.data_shape)
-        self.net = MLP(size + self.embed.dim, hidden, size, activation=activation)
+        features = check_int("fourier_features", fourier_features, minimum=0)
+        if isinstance(fourier_scale, bool) or not (
+            isinstance(fourier_scale, int | float) and 0 < fourier_scale < math.inf
+        ):
+            raise ValueError(f"fourier_scale: expected a positive number, got {fourier_scale!r}")
+        # A buffer: fixed frequencies, saved with the weights (none without features).
+        frequencies = torch.randn(size, features) * float(fourier_scale) if features else None
+        self.register_buffer("fourier", frequencies)
+        self.net = MLP(size + 2 * features + self.embed.dim, hidden, size, activation=activation)
         _zero(self.net[-1])
 
     def forward(
@@ -109,11 +127,18 @@ class MLPDenoiser(nn.Module):
         """Args: z (B, ``*data_shape``); t (B,) or (); y (B,) or None.
         Returns: (B, ``*data_shape``)."""
         _check_batch(z, self.data_shape)
-        features = torch.cat([z.flatten(start_dim=1), self.embed(z, t, y)], dim=-1)
+        parts = [z.flatten(start_dim=1)]
+        if self.fourier is not None:
+            projected = parts[0] @ self.fourier.to(z.dtype)
+            parts += [projected.sin(), projected.cos()]
+        features = torch.cat([*parts, self.embed(z, t, y)], dim=-1)
         return self.net(features).view_as(z)
 
     def extra_repr(self) -> str:
-        return f"data_shape={self.data_shape}, num_classes={self.num_classes}"
+        return (
+            f"data_shape={self.data_shape}, num_classes={self.num_classes}, "
+            f"fourier_features={0 if self.fourier is None else self.fourier.shape[1]}"
+        )
 
 
 class UNetDenoiser(nn.Module):
