@@ -139,7 +139,11 @@ def fit(
             the lowest value is partly luck, so the default (True with ``validation``, else
             from ``model.fit_defaults``, else False) keeps the last.
         device: ``"cpu"``, ``"cuda"``, ...; default the data's device.
-        seed: seeds Pyro, torch, numpy and the minibatch order.
+        seed: seeds Pyro, torch, numpy, the minibatch order and the noise, and, for a
+            model that still has the values its constructor gave it, its initial values
+            (:meth:`~pyrogen.models.base.GenerativeModel.initialize`): the same call on a
+            newly built model gives the same result. A trained, loaded, resumed or
+            hand-set model keeps its values.
         callbacks: ``callback(step, loss, model)``; a callback returning True stops training.
         checkpoint: file to save training state to (atomically) every ``checkpoint_every``
             steps and at the end; it is also a model file for :func:`pyrogen.load`.
@@ -264,6 +268,8 @@ def fit(
         model.load_state_dict(saved["state_dict"])
         model.to(device)
     else:
+        if model.is_as_built:  # its initial values come from the seed, not from torch's state
+            model.initialize(seed)
         model.setup(x, labels, seed=seed)
     if where.world_size > 1:
         # Same set-up everywhere (same seed), then each process its own noise: seed + rank.

@@ -9,6 +9,7 @@ directly; :func:`pyrogen.fit` adds minibatching, checkpoints and diagnostics on 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 from pyro.nn import PyroModule
+from torch.nn.parameter import UninitializedTensorMixin
 
 from pyrogen import __version__
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
@@ -49,12 +51,60 @@ def data_plate(x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
     return pyro.plate(DATA_PLATE, num_data, subsample=subsample, dim=-1)
 
 
-class GenerativeModel(PyroModule):
+class _RecordsConstruction(type(PyroModule)):
+    """Metaclass that remembers how a model was built: its constructor's arguments and a
+    fingerprint of the values the constructor gave its parameters and buffers, so that
+    :meth:`GenerativeModel.initialize` can draw them again from a seed and can tell
+    whether anything (training, loading, a user) has changed them since."""
+
+    def __call__(cls, *args: Any, **kwargs: Any):
+        instance = super().__call__(*args, **kwargs)
+        # Plain attributes, not submodules: modules among the arguments are registered by
+        # the constructor already, or are the caller's to keep.
+        object.__setattr__(instance, "_construction", (args, kwargs))
+        object.__setattr__(instance, "_built_state", _fingerprint(instance))
+        return instance
+
+
+# One state entry's fingerprint: the dtype it was built in (None: a lazy parameter, drawn
+# on first use) and a digest of its shape and values read in that dtype.
+_Print = tuple[torch.dtype | None, bytes]
+
+
+def _fingerprint(
+    module: torch.nn.Module, dtypes: dict[str, _Print] | None = None
+) -> dict[str, _Print]:
+    """Every state entry's dtype and digest; with ``dtypes`` (an earlier fingerprint) each
+    is read in the dtype given there, on the CPU, so that moving the model to another
+    device or to float64 leaves its fingerprint as it was."""
+    prints: dict[str, _Print] = {}
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if isinstance(tensor, UninitializedTensorMixin):
+            prints[name] = (None, b"")
+            continue
+        dtype = (dtypes or {}).get(name, (None,))[0] or tensor.dtype
+        values = tensor.detach().to("cpu", dtype).contiguous().reshape(-1)
+        digest = hashlib.blake2b(str(tuple(tensor.shape)).encode(), digest_size=16)
+        digest.update(values.view(torch.uint8).numpy().tobytes())
+        prints[name] = (dtype, digest.digest())
+    return prints
+
+
+class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     """Base class of every family: the shared half of the model contract.
 
     Subclasses set ``family`` (the registry name), implement ``model``, ``guide``,
     ``loss``, ``config`` and ``sample``, and may override ``setup`` for data-dependent
     initialisation and ``fit_defaults`` for the engine's defaults.
+
+    Initial values follow one rule, in every family: the constructor draws them from
+    torch's random state as any ``nn.Module`` does, and :func:`pyrogen.fit` with ``seed``
+    draws them again from that seed (:meth:`initialize`) while the model still has the
+    values its constructor gave it (:attr:`is_as_built`). A model that was trained,
+    loaded, resumed, or whose values were set by hand (``load_state_dict``, ``copy_``,
+    ``.data``, new parameters) keeps them. Modules and models passed to the constructor
+    (an ``encoder``, a ``denoiser``, an ``autoencoder``) are the caller's and keep their
+    weights: seed torch before building them if they are random.
     """
 
     family: ClassVar[str] = ""
@@ -115,6 +165,45 @@ class GenerativeModel(PyroModule):
     def is_setup(self) -> bool:
         """Whether the model has parameters to train (``setup`` ran or a state was loaded)."""
         return True
+
+    # --- initial values -------------------------------------------------------------------
+    @property
+    def is_as_built(self) -> bool:
+        """Whether every parameter and buffer still has the value its constructor gave it
+        (read in the dtype it was built in, so a move to another device or to float64 does
+        not count as a change; training, loading or setting a value does)."""
+        built = getattr(self, "_built_state", None)
+        return built is not None and _fingerprint(self, built) == built
+
+    def initialize(self, seed: int) -> None:
+        """Give the parameters and buffers the values the constructor draws after
+        ``torch.manual_seed(seed)``, whatever torch's random state was when it ran.
+
+        The constructor is run again with the same arguments under a forked random state
+        (torch's global state is left as it was) and its values are copied in, so every
+        family and every network it builds, custom initialisations included, is drawn the
+        way it was built. Modules passed to the constructor are shared with the rebuilt
+        copy, so they keep their weights.
+
+        Args:
+            seed: the seed of torch's random state while the constructor runs.
+
+        Raises:
+            ValueError: the model was not built through its class (e.g. unpickled from a
+                foreign file), so its constructor's arguments are unknown.
+        """
+        construction = getattr(self, "_construction", None)
+        if construction is None:
+            raise ValueError(
+                f"model: expected a {type(self).__name__} built by its constructor, got one "
+                "whose constructor arguments are unknown"
+            )
+        args, kwargs = construction
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = type(self)(*args, **kwargs)
+        self.load_state_dict(fresh.state_dict())
+        object.__setattr__(self, "_built_state", _fingerprint(self, fresh._built_state))
 
     # --- devices and files --------------------------------------------------------------
     @property

@@ -133,6 +133,94 @@ def test_same_seed_same_result():
     assert torch.equal(a.loc, b.loc) and torch.equal(a.scale, b.scale)
 
 
+class RecordingAdam:
+    """An optimizer factory that keeps the values the training starts from."""
+
+    def __init__(self) -> None:
+        self.start: list[torch.Tensor] = []
+
+    def __call__(self, params, lr):
+        params = list(params)
+        self.start = [p.detach().clone() for p in params]
+        return torch.optim.Adam(params, lr=lr)
+
+
+def small_vae(**options) -> pyrogen.VAE:
+    return pyrogen.VAE((4,), latent_dim=2, likelihood="gaussian", hidden=(8,), **options)
+
+
+def test_fit_draws_a_new_models_initial_values_from_the_seed():
+    x = torch.randn(32, 4)
+    starts = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # built from different random states
+        model = small_vae().double() if state == 2 else small_vae()  # a move is no change
+        assert model.is_as_built
+        starts.append(RecordingAdam())
+        pyrogen.fit(
+            model, x.to(model.log_scale.dtype), steps=1, seed=3, optim=starts[-1], progress=False
+        )
+        assert not model.is_as_built  # trained
+    torch.manual_seed(3)  # the reference: what the constructor draws from the seed
+    reference = [p.detach() for p in small_vae().parameters()]
+    for first, second, expected in zip(starts[0].start, starts[1].start, reference, strict=True):
+        assert torch.equal(first, expected) and torch.equal(second, expected.double())
+
+
+def _train(model, x):
+    pyrogen.fit(model, x, steps=2, progress=False)
+    return model
+
+
+def _load(model, x, path):
+    model.save(path)
+    return pyrogen.load(path)
+
+
+def _copy(model, x):
+    with torch.no_grad():
+        model.log_scale.copy_(torch.tensor(0.5))
+    return model
+
+
+def _data(model, x):
+    weight = next(model.decoder.parameters())
+    weight.data = torch.zeros_like(weight)  # not seen by autograd's version counters
+    return model
+
+
+def _new_parameter(model, x):
+    model.log_scale = torch.nn.Parameter(torch.tensor(0.5))
+    return model
+
+
+@pytest.mark.parametrize("change", [_train, _load, _copy, _data, _new_parameter])
+def test_trained_loaded_or_hand_set_models_keep_their_values(change, tmp_path):
+    x = torch.randn(32, 4)
+    arguments = (tmp_path / "model.pt",) if change is _load else ()
+    model = change(small_vae(), x, *arguments)
+    assert not model.is_as_built
+    before = [p.detach().clone() for p in model.parameters()]
+    start = RecordingAdam()
+    pyrogen.fit(model, x, steps=1, seed=0, optim=start, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(start.start, before, strict=True))
+
+
+def test_modules_passed_in_keep_their_weights():
+    decoder = torch.nn.Linear(2, 4)  # the caller's, perhaps trained: never redrawn
+    weights = {f"decoder.{n}": p.detach().clone() for n, p in decoder.named_parameters()}
+    model = small_vae(decoder=decoder)
+    start = RecordingAdam()
+    pyrogen.fit(model, torch.randn(32, 4), steps=1, seed=3, optim=start, progress=False)
+    torch.manual_seed(3)  # what the constructor draws from the seed, around the same decoder
+    reference = {n: p.detach().clone() for n, p in small_vae(decoder=decoder).named_parameters()}
+    reference.update(weights)
+    names = [name for name, _ in model.named_parameters()]
+    assert set(weights) < set(names)
+    for name, value in zip(names, start.start, strict=True):
+        assert torch.equal(value, reference[name]), name
+
+
 def test_epochs_count_steps_and_callbacks_can_stop():
     x = normal_data(100)
     result = pyrogen.fit(NormalMean(), x, epochs=3, batch_size=30, progress=False)
