@@ -22,7 +22,7 @@ is mean-field, a Normal in each site's unconstrained space pushed through ``bije
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +39,13 @@ from pyrogen.data.validation import as_tensor, check_choice, check_int, float_dt
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
+    EMResult,
     GaussianComponents,
     MixtureParameters,
+    Statistics,
     component_log_density,
     expectation_maximization,
+    expected_log_likelihood,
     hard_assignment_parameters,
     kmeans,
     kmeans_plusplus,
@@ -64,6 +67,10 @@ COMPONENT_PLATE = "components"
 INFERENCE_METHODS = ("map", "variational")
 #: Rows scored at once in a training step (pyrogen.fit's ``micro_batch_size``).
 MICRO_BATCH_ROWS = 2**17
+# MAP-EM's M-step: L-BFGS iterations at most, and the largest gradient entry (nats per row,
+# float64) at which it stops.
+_M_STEP_ITERATIONS = 20
+_M_STEP_GRADIENT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class _GlobalSite:
 
 
 class GaussianMixture(GenerativeModel):
-    """A Gaussian mixture whose assignments are enumerated, trained by SVI.
+    """A Gaussian mixture whose assignments are enumerated; MAP by MAP-EM, or SVI.
 
     Args:
         n_components: number of components K (>= 1).
@@ -87,9 +94,11 @@ class GaussianMixture(GenerativeModel):
         inference: ``"map"`` (point estimates; the ELBO is the log joint) or
             ``"variational"`` (mean-field posterior over weights, locs and covariances).
         n_features: D, if known in advance; otherwise set by :meth:`setup` from the data.
-        n_init: k-means++ restarts in :meth:`setup`; the one with the best ELBO is kept.
-        em_iterations: EM iterations after each k-means++ start (0 for none).
-        tol: EM stops when the mean log-likelihood per row improves by less (nats).
+        n_init: k-means++ starts in :meth:`setup`, each followed by likelihood EM; the one
+            with the highest log joint (the MAP objective) is kept, which on overlapping
+            clusters avoids most poor local optima of a single start.
+        em_iterations: most EM iterations per phase (0: no EM, SVI climbs from k-means).
+        tol: EM stops when the mean log joint per row improves by less (nats).
         weight_concentration: Dirichlet concentration alpha of the weights prior.
         loc_prior_scale: prior sd of the component means, in data standard deviations.
         scale_prior_width: sd of the log-normal prior on the component scales.
@@ -112,7 +121,7 @@ class GaussianMixture(GenerativeModel):
         inference: str = "map",
         *,
         n_features: int | None = None,
-        n_init: int = 1,
+        n_init: int = 4,
         em_iterations: int = 100,
         tol: float = 1e-3,
         weight_concentration: float = 1.0,
@@ -170,18 +179,30 @@ class GaussianMixture(GenerativeModel):
 
     @property
     def fit_defaults(self) -> dict[str, Any]:
-        """EM leaves MAP at a mode, so the SVI polish stops as soon as two steps gain less
-        than EM's own tolerance ``tol`` and, the objective being deterministic, the best
-        state is kept (SVI never ends worse than EM). Variational needs longer to fit its
-        spreads, with a patience that tolerates sampled ELBOs. Full-batch steps score the
-        rows in pieces of ``MICRO_BATCH_ROWS`` (exactly the same gradient), so that the
-        (K, N, D) intermediates of the gradient stay bounded at any N."""
-        if self.inference == "map":
+        """MAP with EM (the default): :meth:`setup` has climbed the model's log joint to a
+        mode by MAP-EM, so the SVI steps only check it: the objective being deterministic,
+        they stop once two steps gain less than ``tol`` and the best state is kept (the
+        result's ``best_step`` 0 says SVI found nothing better). MAP without EM
+        (``em_iterations=0``): SVI climbs from the k-means start itself, at a larger step
+        with a patience that lets it converge. Variational needs longer to fit its spreads,
+        with a patience that tolerates sampled ELBOs. Full-batch steps score the rows in
+        pieces of ``MICRO_BATCH_ROWS`` (exactly the same gradient), so that the (K, N, D)
+        intermediates of the gradient stay bounded at any N."""
+        if self.inference == "map" and self.em_iterations > 0:
             return {
                 "steps": 200,
                 "lr": 0.005,
                 "early_stopping": 2,
                 "min_delta": self.tol,
+                "restore_best": True,
+                "micro_batch_size": MICRO_BATCH_ROWS,
+            }
+        if self.inference == "map":
+            return {
+                "steps": 2000,
+                "lr": 0.05,
+                "early_stopping": 50,
+                "min_delta": 1e-6,
                 "restore_best": True,
                 "micro_batch_size": MICRO_BATCH_ROWS,
             }
@@ -224,7 +245,9 @@ class GaussianMixture(GenerativeModel):
         """Create parameters and prior buffers for D = ``n_features`` (values set later)."""
         self.n_features = n_features
         self.register_buffer("data_loc", torch.zeros(n_features))
-        self.register_buffer("data_scale", torch.ones(n_features))
+        # NaN until setup (or set_parameters) sets it: the priors are scaled to the data, and
+        # a model run without that scale must fail loudly, not use a unit-scale prior.
+        self.register_buffer("data_scale", torch.full((n_features,), math.nan))
         for site in self._global_sites():
             neutral = _neutral_value(site)
             unconstrained = biject_to(site.support).inv(neutral)
@@ -240,21 +263,44 @@ class GaussianMixture(GenerativeModel):
                 "(or pass n_features=...)"
             )
 
+    @property
+    def has_prior_scale(self) -> bool:
+        """Whether the priors' data mean and scale are set (by :meth:`setup`, a fit,
+        :meth:`set_parameters` or a loaded state)."""
+        return self.n_features is not None and bool(torch.isfinite(self.data_scale).all())
+
+    def _require_prior_scale(self) -> None:
+        if not self.has_prior_scale:
+            raise RuntimeError(
+                "GaussianMixture: the priors are scaled to the data, whose mean and standard "
+                "deviation are not set yet: call setup(x) (or fit(x)) before running model() "
+                "or guide() with Pyro"
+            )
+
     # --- Pyro programs ------------------------------------------------------------------
-    def _prior(self, site: _GlobalSite) -> dist.Distribution:
+    def _prior(
+        self,
+        site: _GlobalSite,
+        data_loc: torch.Tensor | None = None,
+        data_scale: torch.Tensor | None = None,
+    ) -> dist.Distribution:
+        """The prior of a global site; ``data_loc``/``data_scale`` (D,) replace the buffers
+        (the fit evaluates it in float64 on data centred by ``data_loc``)."""
+        data_loc = self.data_loc if data_loc is None else data_loc
+        data_scale = self.data_scale if data_scale is None else data_scale
         if site.name == WEIGHTS:
-            concentration = self.data_loc.new_full((self.n_components,), self.weight_concentration)
+            concentration = data_loc.new_full((self.n_components,), self.weight_concentration)
             return dist.Dirichlet(concentration)
         if site.name == LOCS:
-            return dist.Normal(self.data_loc, self.loc_prior_scale * self.data_scale).to_event(1)
+            return dist.Normal(data_loc, self.loc_prior_scale * data_scale).to_event(1)
         if site.name == SCALES:
-            log_scale = self.data_scale.log()
+            log_scale = data_scale.log()
             if self.covariance == "spherical":
                 log_scale = log_scale.mean().reshape(1)
             return dist.LogNormal(log_scale, self.scale_prior_width).to_event(1)
         # A tensor on the model's device: from a float, LKJCholesky builds CPU tensors that
         # its log_prob then multiplies with the (CUDA) value.
-        concentration = self.data_loc.new_tensor(self.correlation_concentration)
+        concentration = data_loc.new_tensor(self.correlation_concentration)
         return dist.LKJCholesky(self.n_features, concentration)
 
     def _sample_globals(self, sample_site) -> dict[str, torch.Tensor]:
@@ -281,6 +327,7 @@ class GaussianMixture(GenerativeModel):
             num_data: rows in the full data set when ``x`` is a minibatch.
         """
         self._require_setup()
+        self._require_prior_scale()
         values = self._sample_globals(lambda site: pyro.sample(site.name, self._prior(site)))
         with data_plate(x, num_data):
             assignment = pyro.sample(
@@ -387,11 +434,18 @@ class GaussianMixture(GenerativeModel):
             torch.as_tensor(covariances, dtype=dtype, device=device),
             self.covariance,
         )
+        if not self.has_prior_scale:
+            # The moments of the mixture stand in for the data's, which were not seen.
+            mean = params.weights @ params.locs
+            second = params.weights @ (_variances(params) + params.locs.square())
+            with torch.no_grad():
+                self.data_loc.copy_(mean)
+                self.data_scale.copy_((second - mean.square()).clamp(min=0).sqrt())
         self._assign(params, counts=None)
         return self
 
-    def _assign(self, params: MixtureParameters, counts: torch.Tensor | None) -> None:
-        """Write mixture parameters into the guide (and set its spreads when variational)."""
+    def _site_values(self, params: MixtureParameters) -> dict[str, torch.Tensor]:
+        """The global sites' values (see :meth:`point_estimates`) of a mixture."""
         values = {WEIGHTS: params.weights, LOCS: params.locs}
         if self.covariance in ("full", "tied"):
             tril = torch.linalg.cholesky(params.covariances)
@@ -403,6 +457,11 @@ class GaussianMixture(GenerativeModel):
         else:
             scales = params.covariances.sqrt()
             values[SCALES] = scales.unsqueeze(-1) if self.covariance == "spherical" else scales
+        return values
+
+    def _assign(self, params: MixtureParameters, counts: torch.Tensor | None) -> None:
+        """Write mixture parameters into the guide (and set its spreads when variational)."""
+        values = self._site_values(params)
         total = None if counts is None else counts.sum()
         with torch.no_grad():
             for site in self._global_sites():
@@ -424,9 +483,71 @@ class GaussianMixture(GenerativeModel):
                         spread = spread * self.data_scale
                     scale.copy_(spread.expand_as(scale).log())
 
+    # --- the fit: MAP-EM ----------------------------------------------------------------
+    def _log_prior(
+        self, data_scale: torch.Tensor
+    ) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        """log p(weights, locs, scales, corr) of site values on data centred at 0 (the locs'
+        prior is then centred at 0: the model's prior, translated with the data). The
+        priors are built once, for the many evaluations of an M-step."""
+        centre = torch.zeros_like(data_scale)
+        with pyro.validation_enabled(False):
+            priors = {
+                site.name: self._prior(site, centre, data_scale) for site in self._global_sites()
+            }
+
+        def log_prior(values: dict[str, torch.Tensor]) -> torch.Tensor:
+            return sum(prior.log_prob(values[name]).sum() for name, prior in priors.items())
+
+        return log_prior
+
+    def _map_m_step(
+        self, stats: Statistics, start: MixtureParameters, data_scale: torch.Tensor
+    ) -> MixtureParameters:
+        """The M-step of MAP-EM: the sites' values maximising the expected complete-data
+        log-likelihood plus the model's log-prior, by L-BFGS in the sites' unconstrained
+        coordinates from the closed-form likelihood M-step ``start`` (a few iterations: the
+        weak priors move it by O(1/N)). The problem has the size of the parameters, not of
+        the data."""
+        sites = self._global_sites()
+        transforms = {site.name: biject_to(site.support) for site in sites}
+        values = self._site_values(start)
+        free = [
+            transforms[name].inv(value).detach().requires_grad_() for name, value in values.items()
+        ]
+        optimizer = torch.optim.LBFGS(
+            free,
+            max_iter=_M_STEP_ITERATIONS,
+            tolerance_grad=_M_STEP_GRADIENT,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
+        n_rows = stats[0].sum()
+        log_prior = self._log_prior(data_scale)
+
+        def constrained() -> dict[str, torch.Tensor]:
+            return {name: transforms[name](u) for name, u in zip(values, free, strict=True)}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            current = constrained()
+            objective = expected_log_likelihood(stats, self.mixture_parameters(current))
+            loss = -(objective + log_prior(current)) / n_rows
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():  # detached: the identity transform of the locs returns its leaf
+            return self.mixture_parameters({k: v.detach() for k, v in constrained().items()})
+
     # --- data-dependent initialisation ----------------------------------------------------
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
-        """k-means++ (``n_init`` restarts) then EM; the start with the best ELBO is kept.
+        """Fit the MAP: ``n_init`` k-means++ starts, each followed by likelihood EM; the
+        one with the highest log joint continues by MAP-EM, whose M-step maximises the
+        expected log-likelihood plus the model's log-prior, until the mean log joint per row
+        gains less than ``tol``. A fixed point of MAP-EM is a stationary point of the model's
+        log joint (the gradient of the TraceEnum_ELBO loss is zero there). With
+        ``em_iterations=0``, only the best k-means start is set.
 
         Also sets the empirical-Bayes prior buffers (data mean and standard deviation).
 
@@ -454,31 +575,56 @@ class GaussianMixture(GenerativeModel):
         with torch.no_grad():
             self.data_loc.copy_(mean)
             self.data_scale.copy_(sd)
-        centred = work - mean
-        reg = 1e-6 * sd.square()
-        best_loss, best_state = math.inf, None
+        # The fit runs on standardised data (one common scale for spherical components,
+        # which must stay spherical): its MAP maps back exactly, since the likelihood and
+        # the priors (evaluated at data_scale / unit) change by constants only, and the
+        # optimisation is well conditioned whatever the units.
+        unit = sd if self.covariance != "spherical" else sd.log().mean().exp().expand_as(sd)
+        work = (work - mean) / unit
+        prior_scale = sd / unit
+        best = None
         generator = torch.Generator(device=x.device).manual_seed(seed)
         for _ in range(self.n_init):
-            centres = kmeans_plusplus(centred, self.n_components, generator)
-            labels = kmeans(centred, centres)
-            params = hard_assignment_parameters(
-                centred, labels, self.n_components, self.covariance, reg
-            )
-            if self.em_iterations > 0:
-                params = expectation_maximization(
-                    centred, params, max_iter=self.em_iterations, tol=self.tol, reg=reg
-                ).params
-            counts = params.weights * n_rows
-            params.locs = params.locs + mean
-            self._assign(params, counts)
-            if self.n_init == 1:
-                return
-            with torch.no_grad():
-                loss = self.loss.loss(self.model, self.guide, x)
-            if loss < best_loss:
-                best_loss = loss
-                best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        self.load_state_dict(best_state)
+            start = self._fit_start(work, prior_scale, generator)
+            if best is None or start.mean_log_likelihood > best.mean_log_likelihood:
+                best = start
+        params = best.params
+        if self.em_iterations > 0:
+            # The best start's likelihood EM continued to 100x tighter (cheap closed-form
+            # steps), then MAP-EM, whose first steps are then small moves to the mode.
+            reg = work.new_full((work.shape[1],), 1e-6)
+            params = expectation_maximization(
+                work, params, max_iter=self.em_iterations, tol=self.tol * 1e-2, reg=reg
+            ).params
+            params = expectation_maximization(
+                work,
+                params,
+                max_iter=self.em_iterations,
+                tol=self.tol,
+                maximize=lambda stats, start: self._map_m_step(stats, start, prior_scale),
+                log_prior=lambda p: self._log_prior(prior_scale)(self._site_values(p)).item(),
+            ).params
+        self._assign(_rescaled(params, mean, unit), params.weights * n_rows)
+
+    def _fit_start(
+        self, work: torch.Tensor, prior_scale: torch.Tensor, generator: torch.Generator
+    ) -> EMResult:
+        """One start on standardised data: k-means++, k-means, then maximum-likelihood EM
+        (cheap closed-form steps, stopped at ``tol``); scored by the mean log joint per row
+        (the model's objective), which MAP-EM then climbs from the best start."""
+        n_rows = work.shape[0]
+        centres = kmeans_plusplus(work, self.n_components, generator)
+        labels = kmeans(work, centres)
+        reg = work.new_full((work.shape[1],), 1e-6)
+        params = hard_assignment_parameters(work, labels, self.n_components, self.covariance, reg)
+        if self.em_iterations > 0:
+            params = expectation_maximization(
+                work, params, max_iter=self.em_iterations, tol=self.tol, reg=reg
+            ).params
+        log_joint = mixture_log_prob(work, params).sum() + self._log_prior(prior_scale)(
+            self._site_values(params)
+        )
+        return EMResult(params, log_joint.item() / n_rows, 0, False)
 
     def _prepare(self, x: Any) -> torch.Tensor:
         self._require_setup()
@@ -654,7 +800,7 @@ class GaussianMixture(GenerativeModel):
         from pyrogen.diagnostics import to_inference_data
         from pyrogen.infer.mcmc import run_nuts
 
-        if not self.is_setup:
+        if not self.has_prior_scale:
             self.setup(x, seed=seed)
         x = self._prepare(x)
         draws, stats = run_nuts(
@@ -710,6 +856,33 @@ def select_n_components(
         if best is None or scores[k] < scores[best.n_components]:
             best = model
     return best, scores
+
+
+def _rescaled(
+    params: MixtureParameters, mean: torch.Tensor, unit: torch.Tensor
+) -> MixtureParameters:
+    """A mixture fitted to (x - mean) / unit, in the units of x."""
+    if params.covariance_type in ("full", "tied"):
+        covariances = params.covariances * unit[:, None] * unit[None, :]
+    else:  # variances: per feature (diag), or one for all features (spherical)
+        factor = unit if params.covariance_type == "diag" else unit[0]
+        covariances = params.covariances * factor.square()
+    return MixtureParameters(
+        params.weights, params.locs * unit + mean, covariances, params.covariance_type
+    )
+
+
+def _variances(params: MixtureParameters) -> torch.Tensor:
+    """Each component's per-feature variances, shape (K, D)."""
+    kind, covariances = params.covariance_type, params.covariances
+    shape = params.locs.shape
+    if kind == "full":
+        return covariances.diagonal(dim1=-2, dim2=-1)
+    if kind == "tied":
+        return covariances.diagonal().expand(shape)
+    if kind == "spherical":
+        return covariances[:, None].expand(shape)
+    return covariances
 
 
 def _neutral_value(site: _GlobalSite) -> torch.Tensor:

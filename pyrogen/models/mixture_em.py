@@ -1,9 +1,11 @@
 """k-means++ and expectation-maximisation for Gaussian mixtures, in plain torch.
 
-These give :class:`~pyrogen.models.gmm.GaussianMixture` a data-dependent starting point
-close to a mode of its likelihood, so SVI refines a good solution instead of searching for
-one. Everything runs on the data's device, in float64, and streams over rows in chunks so
-that memory stays bounded for any number of rows.
+These give :class:`~pyrogen.models.gmm.GaussianMixture` its fit: k-means++ starts, EM for
+the likelihood, then EM whose M-step maximises the expected complete-data log-likelihood
+plus the model's log-prior (:func:`expected_log_likelihood` is that first term, from the
+E-step's sufficient statistics), which converges to a mode of the model's posterior.
+Everything runs on the data's device, in float64, and streams over rows in chunks so that
+memory stays bounded for any number of rows.
 
 Covariances are passed around in the natural shape of each covariance type:
 ``full`` (K, D, D), ``tied`` (D, D), ``diag`` (K, D) variances, ``spherical`` (K,) variances.
@@ -12,6 +14,7 @@ Covariances are passed around in the natural shape of each covariance type:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -254,6 +257,55 @@ def _statistics(x: torch.Tensor, responsibilities: torch.Tensor, covariance_type
     return counts, sums, second
 
 
+#: E-step sufficient statistics: counts (K,), sums (K, D), second moments ((K, D, D) full,
+#: (K, D) diag and spherical, unused for tied) and the data's x^T x (D, D).
+Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def expected_log_likelihood(stats: Statistics, params: MixtureParameters) -> torch.Tensor:
+    """sum_n sum_k r_nk log(w_k N(x_n | mu_k, Sigma_k)) from the E-step's statistics.
+
+    Differentiable in ``params``; its gradient at the parameters of the E-step equals the
+    log-likelihood's (the EM identity), so a maximiser of this plus the log-prior that
+    leaves the parameters unchanged is a stationary point of the log joint.
+
+    Args:
+        stats: :data:`Statistics` of responsibilities r_nk under any parameters.
+        params: the mixture to score.
+
+    Returns:
+        a scalar tensor, in nats (summed over rows).
+    """
+    counts, sums, second, outer = stats
+    locs, kind = params.locs, params.covariance_type
+    n_features = locs.shape[-1]
+    total = counts @ params.weights.log() - 0.5 * counts.sum() * n_features * math.log(2 * math.pi)
+    # Scatter about each mean: sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T, from the moments.
+    cross = locs[:, :, None] * sums[:, None, :]
+    if kind in ("full", "tied"):
+        tril = params.scale_tril
+        if tril is None:
+            tril = torch.linalg.cholesky(params.covariances)
+        own = counts[:, None, None] * locs[:, :, None] * locs[:, None, :]
+        if kind == "full":
+            scatter = second - cross - cross.transpose(-1, -2) + own
+            weight = counts
+        else:
+            scatter = outer - (cross + cross.transpose(-1, -2) - own).sum(0)
+            weight = counts.sum()
+        log_det = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        trace = (torch.cholesky_inverse(tril) * scatter).sum((-2, -1))
+        return total - 0.5 * (weight * log_det + trace).sum()
+    scatter = second - 2 * locs * sums + counts[:, None] * locs.square()  # (K, D)
+    variances = params.covariances
+    if kind == "spherical":
+        return (
+            total
+            - 0.5 * (counts * n_features * variances.log() + scatter.sum(-1) / variances).sum()
+        )
+    return total - 0.5 * (counts[:, None] * variances.log() + scatter / variances).sum()
+
+
 def hard_assignment_parameters(
     x: torch.Tensor,
     labels: torch.Tensor,
@@ -284,18 +336,26 @@ def expectation_maximization(
     max_iter: int = 100,
     tol: float = 1e-3,
     reg: torch.Tensor | None = None,
+    maximize: Callable[[Statistics, MixtureParameters], MixtureParameters] | None = None,
+    log_prior: Callable[[MixtureParameters], float] | None = None,
 ) -> EMResult:
-    """Maximum-likelihood EM from ``params`` until the mean log-likelihood gains < ``tol``.
+    """EM from ``params`` until the mean objective per row gains < ``tol``.
+
+    The objective is the log-likelihood, plus ``log_prior`` when given (MAP-EM).
 
     Args:
         x: data of shape (N, D), same dtype and device as ``params``.
         params: starting mixture.
         max_iter: most EM iterations.
-        tol: stop when the mean log-likelihood per row improves by less than this (nats).
-        reg: (D,) added to covariance diagonals for numerical safety.
+        tol: stop when the mean objective per row improves by less than this (nats).
+        reg: (D,) added to covariance diagonals of the closed-form M-step, for safety.
+        maximize: the M-step ``maximize(stats, start)``; ``start`` is the closed-form
+            maximum-likelihood M-step. Default: that closed form.
+        log_prior: log p(params), added to the objective (nats).
 
     Returns:
-        the fitted parameters and the mean log-likelihood per row they reach.
+        the fitted parameters and the mean objective per row (at the last E-step's
+        parameters).
     """
     n_rows, n_features = x.shape
     kind = params.covariance_type
@@ -323,7 +383,11 @@ def expectation_maximization(
                 else tuple(a + b for a, b in zip(stats, chunk_stats, strict=True))
             )
         mean_ll = total_ll.item() / n_rows
+        if log_prior is not None:
+            mean_ll += log_prior(params) / n_rows
         params = _m_step(stats, n_rows, kind, total_outer, reg)
+        if maximize is not None:
+            params = maximize((*stats, total_outer), params)
         if abs(mean_ll - previous) < tol:
             converged = True
             break

@@ -69,7 +69,9 @@ def log_prior(model: GaussianMixture, x: torch.Tensor) -> float:
 @pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
 def test_enumerated_elbo_equals_brute_force_sum(covariance):
     x = torch.tensor(blobs(4, seed=1), dtype=torch.float64)
-    model = GaussianMixture(3, covariance=covariance).double()
+    # k-means only: the identity holds at any parameters, and EM on 4 rows and 3 components
+    # would shrink single-row components towards degenerate covariances.
+    model = GaussianMixture(3, covariance=covariance, em_iterations=0).double()
     model.setup(x)
     elbo = -model.loss.loss(model.model, model.guide, x)
     # Sum over all 3**4 assignment vectors, one at a time, with scipy densities.
@@ -149,13 +151,74 @@ def test_select_n_components_picks_two_on_old_faithful():
 
 def test_raw_pyro_svi_trains_the_model():
     x = torch.as_tensor(blobs(300), dtype=torch.float32)
-    model = GaussianMixture(3)
+    model = GaussianMixture(3, em_iterations=0)  # from k-means: room for SVI to climb
     model.setup(x)
     svi = pyro.infer.SVI(model.model, model.guide, pyro.optim.Adam({"lr": 0.01}), model.loss)
     first = svi.step(x)
     for _ in range(20):
         last = svi.step(x)
     assert math.isfinite(first) and last <= first + 1e-3
+
+
+def test_raw_pyro_svi_needs_the_data_scale_of_the_priors():
+    # Built from n_features alone, the priors' empirical-Bayes scale is unknown: running the
+    # model must say so instead of using a unit-scale prior.
+    model = GaussianMixture(2, n_features=2)
+    svi = pyro.infer.SVI(model.model, model.guide, pyro.optim.Adam({"lr": 0.01}), model.loss)
+    with pytest.raises(RuntimeError, match=r"call setup\(x\)"):
+        svi.step(torch.zeros(5, 2))
+    model.setup(torch.as_tensor(blobs(50), dtype=torch.float32))
+    assert math.isfinite(svi.step(torch.as_tensor(blobs(50), dtype=torch.float32)))
+
+
+def log_joint_gradient(model: GaussianMixture, x: torch.Tensor) -> float:
+    """Largest |d log p(x, theta) / d u| per row over the unconstrained parameters u, by
+    Pyro: the negative TraceEnum_ELBO of the Delta guide is the log joint."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = model.loss.differentiable_loss(model.model, model.guide, x)
+    return max(g.abs().max().item() for g in torch.autograd.grad(loss, params)) / x.shape[0]
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+def test_map_fit_is_a_stationary_point_of_the_log_joint(covariance):
+    x = torch.as_tensor(blobs(300, seed=6), dtype=torch.float64)
+    model = GaussianMixture(3, covariance=covariance, tol=1e-8).double()
+    pyrogen.fit(model, x, progress=False)
+    ours = log_joint_gradient(model, x)
+    # The maximum-likelihood point (scikit-learn, converged) is not the MAP: the priors'
+    # gradient is left over there. Ours must be far smaller than that (float64; MAP-EM
+    # stops at 1e-8 nats per row, its M-step at gradients of 1e-6 per row).
+    reference = SklearnMixture(3, covariance_type=covariance, tol=1e-10, max_iter=1000)
+    reference.fit(x.numpy())
+    ml = GaussianMixture(3, covariance=covariance).double()
+    ml.setup(x)  # the priors' data scale
+    ml.set_parameters(reference.weights_, reference.means_, reference.covariances_)
+    assert ours < 1e-5 and log_joint_gradient(ml, x) > 10 * ours
+
+
+def test_map_fit_with_default_tolerance_is_near_the_mode():
+    x = torch.as_tensor(pyrogen.data.old_faithful(), dtype=torch.float64)
+    default = GaussianMixture(2).double()
+    pyrogen.fit(default, x, progress=False)
+    tight = GaussianMixture(2, tol=1e-9).double()
+    tight.setup(x)
+    loss = lambda m: m.loss.loss(m.model, m.guide, x) / x.shape[0]  # noqa: E731
+    # tol=1e-3 nats per row is EM's stopping rule; the objective is within it
+    assert loss(default) == pytest.approx(loss(tight), abs=1e-3)
+
+
+def test_svi_only_defaults_reach_the_map():
+    # Without EM the default SVI climbs from k-means to the mode MAP-EM finds (Old Faithful,
+    # float32 SVI against a float64 MAP-EM reference: 1e-4 nats per row covers float32).
+    x = pyrogen.data.old_faithful()
+    svi = GaussianMixture(2, em_iterations=0)
+    result = pyrogen.fit(svi, x, progress=False)
+    reference = GaussianMixture(2, tol=1e-9).double()
+    reference.setup(torch.as_tensor(x, dtype=torch.float64))
+    xd = torch.as_tensor(x, dtype=torch.float64)
+    best = reference.loss.loss(reference.model, reference.guide, xd) / x.shape[0]
+    assert result.best_step > 0
+    assert result.best_loss == pytest.approx(best, abs=1e-4)
 
 
 def test_sample_shapes_and_moments():
