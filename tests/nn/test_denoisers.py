@@ -174,6 +174,31 @@ def test_bad_mlp_arguments_are_named():
         MLPDenoiser((2,), num_classes=2.5)
     with pytest.raises(TypeError, match=r"^activation: expected an nn.Module class"):
         MLPDenoiser((2,), activation=nn.SiLU())
+    with pytest.raises(ValueError, match=r"^fourier_features: expected an int >= 0"):
+        MLPDenoiser((2,), fourier_features=-1)
+    with pytest.raises(ValueError, match=r"^fourier_scale: expected a positive number"):
+        MLPDenoiser((2,), fourier_features=4, fourier_scale=0.0)
+
+
+def test_fourier_features_are_sines_and_cosines_of_fixed_projections():
+    # The first layer sees [z, sin(z B), cos(z B), time embedding], B a saved buffer (D, F)
+    # with entries of sd fourier_scale; without features there is no buffer.
+    torch.manual_seed(0)
+    net = MLPDenoiser((3,), hidden=(16,), time_dim=8, fourier_features=500, fourier_scale=2.0)
+    assert net.fourier.shape == (3, 500) and "fourier" in net.state_dict()
+    # 1500 N(0, 4) entries: the sd's standard error is ~2% of it
+    assert net.fourier.std().item() == pytest.approx(2.0, rel=0.08)
+    seen = []
+    net.net[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    z, t = inputs((3,))
+    net(z, t)
+    projected = z @ net.fourier
+    assert torch.equal(seen[0][:, :3], z)
+    assert torch.allclose(seen[0][:, 3:503], projected.sin())
+    assert torch.allclose(seen[0][:, 503:1003], projected.cos())
+    assert seen[0].shape == (4, 3 + 1000 + 8)
+    plain = MLPDenoiser((3,), hidden=(16,), time_dim=8)
+    assert plain.fourier is None and "fourier" not in plain.state_dict()
 
 
 @pytest.mark.parametrize("kind, data_shape", [CASES[2], CASES[5]], ids=[IDS[2], IDS[5]])
