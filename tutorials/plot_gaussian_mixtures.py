@@ -116,10 +116,15 @@ print(trace.format_shapes())
 # :func:`pyrogen.fit` minimises is the negative **log joint** at the point,
 # :math:`-\frac1N [\log p(x \mid \hat\theta) + \log p(\hat\theta)]`: the exact
 # log-likelihood plus the log prior, not a bound. :meth:`~pyrogen.GaussianMixture.setup`
-# already ran k-means++ and EM, so SVI only polishes the estimate (with early stopping).
+# already climbed that log joint to its mode by MAP-EM (from the best of four k-means++
+# starts), so the SVI steps only check it: they stop early and ``best_step`` 0 says they
+# found nothing better.
 
 result_map = pyrogen.fit(gmm, x, steps=MAP_STEPS, seed=0, progress=False)
-print(f"{result_map.steps} steps, final loss {result_map.final_loss:.4f} nats per example")
+print(
+    f"{result_map.steps} steps, best at step {result_map.best_step}: "
+    f"loss {result_map.best_loss:.4f} nats per example"
+)
 print("weights", gmm.weights_)
 print("means", gmm.means_)
 plot_elbo(result_map)
