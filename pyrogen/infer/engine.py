@@ -29,6 +29,7 @@ from pyrogen import __version__
 from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.infer import distributed
 from pyrogen.infer.distributed import Cluster
+from pyrogen.infer.noise import RowNoise, step_seed
 from pyrogen.infer.precision import check_precision, mixed_precision
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 from pyrogen.models.base import GenerativeModel
@@ -153,12 +154,15 @@ def fit(
         progress: show a progress bar; default only when stderr is a terminal.
         micro_batch_size: most rows scored at once (per process): a larger batch (or the
             full data set, full-batch) is scored in pieces of this many rows whose gradients
-            add up to exactly the batch's, so memory stays bounded at any N; default from
+            add up to exactly the batch's (noise included), so memory stays bounded at any
+            N; default from
             ``model.fit_defaults``, else the whole batch at once.
         strategy: ``"ddp"`` trains data-parallel in ``devices * num_nodes`` processes (see
             :mod:`pyrogen.infer.distributed`): each scores its share of every global batch of
             ``batch_size`` rows and DistributedDataParallel averages the gradients, weighted
-            so that the steps are those of one process on the same global batches.
+            so that the steps are those of one process on the same global batches; each
+            row's noise is the one that one process draws for it (see
+            :mod:`pyrogen.infer.noise`), so this holds for stochastic objectives too.
             ``"auto"`` (default) is ``"ddp"`` when more than one process is asked for.
         devices: processes per node; with ``device="cuda"`` one per GPU (``cuda:0`` ...).
             Called from a plain process, fit spawns them, so model, data, ``optim`` and
@@ -271,9 +275,6 @@ def fit(
         if model.is_as_built:  # its initial values come from the seed, not from torch's state
             model.initialize(seed)
         model.setup(x, labels, seed=seed)
-    if where.world_size > 1:
-        # Same set-up everywhere (same seed), then each process its own noise: seed + rank.
-        pyro.set_rng_seed(seed + where.rank)
     x = x.to(dtype=_model_dtype(model, x.dtype))
     if held_out is not None:
         held_out = (held_out[0].to(dtype=x.dtype), held_out[1])
@@ -313,7 +314,8 @@ def fit(
                     )
                 index = state.permutation[position * batch_size : (position + 1) * batch_size]
                 index = index.to(device)
-            index, weight = _share_of(index, where)
+            batch_rows = len(index)
+            index, weight, offset = _share_of(index, where)
             if where.world_size > 1 and isinstance(trainer, _ELBOLoss):
                 first = _select(index[:micro_batch_size])
                 trainer = _data_parallel(trainer, x[first], _rows(labels, first), num_data, device)
@@ -321,16 +323,21 @@ def fit(
             size = micro_batch_size or len(index)
             pieces = [_select(index[start : start + size]) for start in range(0, len(index), size)]
             total = torch.zeros((), dtype=torch.float64, device=device)
+            noise_seed = step_seed(seed, state.step)
             for number, rows in enumerate(pieces):
                 # Each piece's loss g + (N / b_c) * sum_c, weighted by b_c / b, adds up to
                 # the share's g + (N / b) * sum: the gradients accumulate to the batch's own.
                 # Pyro's argument and support checks run on the first step of this call,
                 # where a user's mistake shows up; later steps skip them (a third of a
                 # small step's time). DDP exchanges gradients after the last piece only.
+                # Every piece starts from the step's random state and draws its rows' noise
+                # as one process scoring the whole batch would (pyrogen.infer.noise).
+                torch.manual_seed(noise_seed)
                 with (
                     pyro.validation_enabled(validate and state.step == first_step),
                     mixed_precision(model, precision),
                     _accumulating(trainer, last=number == len(pieces) - 1),
+                    _row_noise(offset + number * size, _count(rows), batch_rows),
                 ):
                     loss = _loss(trainer, model, x[rows], _rows(labels, rows), num_data, state.step)
                     loss = loss * (weight * _count(rows) / len(index))
@@ -450,15 +457,25 @@ def _accumulating(trainer: torch.nn.Module, last: bool) -> Any:
     return trainer.no_sync()
 
 
-def _share_of(index: torch.Tensor | range, where: Cluster) -> tuple[torch.Tensor | range, float]:
-    """This process's rows of a global batch (indices, or a range for full-batch steps) and
-    the weight of its loss (:func:`pyrogen.infer.distributed.shard_weight`)."""
+def _share_of(
+    index: torch.Tensor | range, where: Cluster
+) -> tuple[torch.Tensor | range, float, int]:
+    """This process's rows of a global batch (indices, or a range for full-batch steps), the
+    weight of its loss (:func:`pyrogen.infer.distributed.shard_weight`) and the position of
+    its first row in the batch."""
     if where.world_size == 1:
-        return index, 1.0
-    rows = index[distributed.shard(len(index), where)]
+        return index, 1.0, 0
+    share = distributed.shard(len(index), where)
+    rows = index[share]
     if len(rows) == 0:  # fewer rows than processes: score one row at weight 0, as DDP needs
-        return index[:1], 0.0
-    return rows, distributed.shard_weight(len(rows), len(index), where)
+        return index[:1], 0.0, 0
+    return rows, distributed.shard_weight(len(rows), len(index), where), share.start
+
+
+def _row_noise(offset: int, count: int, total: int) -> Any:
+    """:class:`~pyrogen.infer.noise.RowNoise` for a piece of a batch (nothing to do for the
+    whole batch at once)."""
+    return contextlib.nullcontext() if count == total else RowNoise(offset, count, total)
 
 
 def _fit_spawned(
