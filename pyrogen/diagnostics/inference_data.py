@@ -73,7 +73,8 @@ def to_inference_data(
     Raises:
         TypeError: ``source`` or ``model`` is of the wrong type.
         ValueError: ``data`` or (dict source) ``model`` is missing, the model is not
-            fitted, or the draws / statistics do not have shape (chain, draw, ...).
+            fitted, it has no global latent sites (a VAE, a flow: nothing to convert), or
+            the draws / statistics do not have shape (chain, draw, ...).
 
     Example:
         >>> import arviz, pyrogen
@@ -103,6 +104,14 @@ def to_inference_data(
         )
     x = as_tensor(data, name="data", ndim=None, dtype=_dtype_of(model)).to(model.device)
     sites, observed = _model_sites(model, x)
+    if not sites:
+        raise ValueError(
+            f"source: expected a model with global latent sites (a posterior to convert, as "
+            f"GaussianMixture's), got a {type(model).__name__}, whose latents are per row and "
+            "whose network weights are point estimates; score its rows with "
+            "pyrogen.diagnostics.score, or convert a plain Pyro model and guide with "
+            "pyrogen.from_pyro"
+        )
     if isinstance(source, Mapping):
         draws = {
             name: value.to(device=x.device, dtype=x.dtype) if value.is_floating_point() else value

@@ -172,3 +172,25 @@ def test_bad_input(fit_gmm, two_clusters):
         to_inference_data(model, two_clusters, num_samples=0)
     with pytest.raises(ValueError, match="x: expected 2 columns, got 3"):
         to_inference_data(model, torch.zeros(5, 3))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: pyrogen.VAE((2,), latent_dim=2, likelihood="gaussian", hidden=(8,)),
+        lambda: pyrogen.FlowDensity((2,), transforms=1, hidden=(8,)),
+    ],
+    ids=["vae", "flow"],
+)
+def test_families_without_global_latents_are_named(make, two_clusters):
+    result = pyrogen.fit(make(), two_clusters, steps=2, progress=False)
+    with pytest.raises(ValueError, match="source: expected a model with global latent sites"):
+        to_inference_data(result, two_clusters)
+    with pytest.raises(ValueError, match="got a (VAE|FlowDensity), whose latents are per row"):
+        to_inference_data({}, two_clusters, model=result.model)
+
+
+def test_from_pyro_is_at_the_top_level():
+    from pyrogen.diagnostics import from_pyro
+
+    assert pyrogen.from_pyro is from_pyro and "from_pyro" in pyrogen.__all__
