@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
+from matplotlib.ticker import MaxNLocator
 
 from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.infer.engine import FitResult
@@ -37,6 +38,12 @@ _MIN_SQUARE_SIDE = 4
 # away, short enough to follow the curve's shape.
 _RUNNING_MEAN_FRACTION = 0.02
 _MIN_RUNNING_MEAN = 5
+# The loss axis spans at least this many nats per example: a fit that starts converged (a
+# mixture's EM start, polished in a few steps) changes its loss by far less, and an axis
+# fitted to that change would draw rounding as a training curve.
+_MIN_LOSS_SPAN = 0.01
+# Fewer steps than this are drawn as points: too few for a curve.
+_MIN_CURVE_STEPS = 10
 #: Rows of :func:`plot_class_samples` at most (one per class or component).
 MAX_GRID_ROWS = 20
 
@@ -50,7 +57,10 @@ def plot_elbo(
     """The loss (negative ELBO, nats per example) at every step, its running mean and the best step.
 
     Minibatch and sampled-ELBO losses are noisy estimates, so a running mean over about 2%
-    of the steps (at least 5) is drawn on top of them.
+    of the steps (at least 5) is drawn on top of them. Fewer than 10 steps are drawn as
+    points, and the loss axis spans at least 0.01 nats per example: a fit that changed its
+    loss by less (one that started at a converged point, as a mixture's EM start) is drawn
+    flat and titled "converged" with its value, not stretched into a curve.
 
     Args:
         result_or_losses: a :class:`~pyrogen.FitResult` or a sequence of per-step losses.
@@ -85,6 +95,7 @@ def plot_elbo(
         color="C0",
         alpha=0.35 if window > 1 else 1.0,
         linewidth=0.8,
+        marker="o" if losses.size < _MIN_CURVE_STEPS else None,
         label="loss per step",
     )
     if window > 1:
@@ -109,11 +120,23 @@ def plot_elbo(
     if log_scale is None:
         positive = bool((losses > 0).all())
         log_scale = positive and losses.max() / losses.min() > 10
+    title = "negative ELBO" + (f" ({bound})" if bound else "")
+    flat = np.ptp(losses) < _MIN_LOSS_SPAN
     if log_scale:
         ax.set_yscale("log")
+    elif flat:
+        middle = (losses.max() + losses.min()) / 2
+        ax.set_ylim(middle - _MIN_LOSS_SPAN, middle + _MIN_LOSS_SPAN)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        title += (
+            f"\nconverged: {losses[-1]:.4f} at step {losses.size}, "
+            f"changing < {_MIN_LOSS_SPAN} over {losses.size} step(s)"
+        )
+    if losses.size < _MIN_CURVE_STEPS:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per example)")
-    ax.set_title("negative ELBO" + (f" ({bound})" if bound else ""))
+    ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
     return ax
 
@@ -255,7 +278,9 @@ def _ellipse_geometry(covariance: np.ndarray, n_std: float) -> tuple[float, floa
 def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -> Axes:
     """Posterior density of each mixing weight (a histogram per component).
 
-    A component whose draws do not vary (a MAP fit) is drawn as a vertical line.
+    A component whose draws do not vary is drawn as a vertical line; when no weight varies
+    (the draws of a MAP fit's point estimate) the plot says so in its title instead of
+    calling it a posterior.
 
     Args:
         idata: ``InferenceData`` whose posterior has ``weights`` (chain, draw, component).
@@ -287,7 +312,8 @@ def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -
     bins = np.linspace(draws.min(), draws.max(), 40) if np.ptp(draws) > 0 else 10
     for k in range(draws.shape[1]):
         values = draws[:, k]
-        label = f"component {k}: {values.mean():.3f} ± {values.std():.3f}"
+        spread = f" ± {values.std():.3f}" if np.ptp(draws) > 0 else ""
+        label = f"component {k}: {values.mean():.3f}{spread}"
         if np.ptp(values) > 0:
             ax.hist(
                 values,
@@ -301,8 +327,12 @@ def plot_weights_posterior(idata: arviz.InferenceData, ax: Axes | None = None) -
         else:
             ax.axvline(values[0], color=f"C{k % 10}", linewidth=2, label=label)
     ax.set_xlabel("mixing weight")
-    ax.set_ylabel("posterior density")
-    ax.set_title(f"posterior of the weights ({draws.shape[0]} draws)")
+    if np.ptp(draws) > 0:
+        ax.set_ylabel("posterior density")
+        ax.set_title(f"posterior of the weights ({draws.shape[0]} draws)")
+    else:  # every draw is the same: a MAP fit's point estimate, not a posterior
+        ax.set_yticks([])
+        ax.set_title("point estimate of the weights (no posterior spread)")
     ax.legend(loc="best", fontsize="small")
     return ax
 

@@ -151,6 +151,21 @@ def test_plot_elbo_from_losses_has_running_mean_and_log_scale():
         plot_elbo(["a"])
 
 
+def test_plot_elbo_of_a_fit_that_starts_converged_is_drawn_flat():
+    # Three steps changing the loss by 1e-4 nats per example, as a MAP mixture polished
+    # from its EM start: points on an axis at least 0.01 wide, titled with the value.
+    losses = [4.25874, 4.25889, 4.25875]
+    ax = plot_elbo(losses)
+    low, high = ax.get_ylim()
+    assert high - low >= 0.01
+    assert ax.get_lines()[0].get_marker() == "o"
+    assert "converged: 4.2588 at step 3" in ax.get_title()
+    # A real curve keeps its own axis and no such title.
+    curve = plot_elbo([5.0, 4.6, 4.4, 4.3])
+    assert "converged" not in curve.get_title()
+    assert curve.get_ylim()[0] > 4.2 and curve.get_ylim()[1] < 5.1
+
+
 def test_plot_weights_posterior(fit_gmm, two_clusters):
     model, result = fit_gmm("diag", "variational", steps=10)
     idata = to_inference_data(result, two_clusters, num_samples=50)
@@ -161,6 +176,8 @@ def test_plot_weights_posterior(fit_gmm, two_clusters):
     map_model, _ = fit_gmm("diag", "map", steps=5)
     ax = plot_weights_posterior(to_inference_data(map_model, two_clusters, num_samples=5))
     assert len(ax.get_lines()) == 2
+    assert ax.get_title() == "point estimate of the weights (no posterior spread)"
+    assert "posterior of the weights (50 draws)" in plot_weights_posterior(idata).get_title()
     with pytest.raises(ValueError, match=r"idata: expected a posterior group with a 'weights'"):
         plot_weights_posterior(arviz.from_dict(posterior={"a": np.zeros((1, 3))}))
 

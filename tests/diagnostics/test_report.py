@@ -111,6 +111,30 @@ def test_refuses_to_overwrite_a_run(tmp_path, fitted, two_clusters):
         write_run(run / "keep.txt", model=model, result=result, data=two_clusters)
 
 
+def test_a_map_mixture_run_says_point_estimate_and_converged(tmp_path, monkeypatch, two_clusters):
+    # The MAP mixture's default fit: an EM start, polished in a few steps that barely move
+    # the loss, and a posterior that is a point.
+    model = pyrogen.GaussianMixture(2)
+    result = pyrogen.fit(model, two_clusters, progress=False)
+    idata = to_inference_data(result, two_clusters)
+    titles = {}
+
+    def recording(plot):
+        def draw(*args, **kwargs):
+            ax = plot(*args, **kwargs)
+            titles[plot.__name__] = ax.get_title()
+            return ax
+
+        return draw
+
+    for name in ("plot_elbo", "plot_weights_posterior"):
+        monkeypatch.setattr(report, name, recording(getattr(report, name)))
+    write_run(tmp_path / "run", model=model, result=result, data=two_clusters, idata=idata)
+    assert titles["plot_weights_posterior"] == "point estimate of the weights (no posterior spread)"
+    if max(result.losses) - min(result.losses) < 0.01:
+        assert f"converged: {result.final_loss:.4f} at step {result.steps}" in titles["plot_elbo"]
+
+
 def test_a_failure_leaves_nothing_behind(tmp_path, monkeypatch, fitted, two_clusters):
     model, result, idata = fitted
 
