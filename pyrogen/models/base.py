@@ -10,6 +10,7 @@ directly; :func:`pyrogen.fit` adds minibatching, checkpoints and diagnostics on 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,6 +65,13 @@ class _RecordsConstruction(type(PyroModule)):
         object.__setattr__(instance, "_construction", (args, kwargs))
         object.__setattr__(instance, "_built_state", _fingerprint(instance))
         return instance
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        # inspect would otherwise report this __call__'s (*args, **kwargs) for every family;
+        # the command line and config checks read the constructor's own arguments.
+        signature = inspect.signature(cls.__init__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
 
 
 # One state entry's fingerprint: the dtype it was built in (None: a lazy parameter, drawn
