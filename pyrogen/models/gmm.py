@@ -74,6 +74,12 @@ MCMC_SAMPLES = 250
 # float64) at which it stops.
 _M_STEP_ITERATIONS = 20
 _M_STEP_GRADIENT = 1e-6
+# The block-wise M-step: most cycles of (locs | covariances, covariances | locs), most
+# Newton or fixed-point iterations within a block, and the change (standardised units) at
+# which both stop.
+_M_STEP_CYCLES = 10
+_M_STEP_INNER = 30
+_M_STEP_TOLERANCE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -508,10 +514,85 @@ class GaussianMixture(GenerativeModel):
         self, stats: Statistics, start: MixtureParameters, data_scale: torch.Tensor
     ) -> MixtureParameters:
         """The M-step of MAP-EM: the sites' values maximising the expected complete-data
-        log-likelihood plus the model's log-prior, by L-BFGS in the sites' unconstrained
-        coordinates from the closed-form likelihood M-step ``start`` (a few iterations: the
-        weak priors move it by O(1/N)). The problem has the size of the parameters, not of
-        the data."""
+        log-likelihood plus the model's log-prior. Weights have a closed form, locs given
+        the covariances too, and so do the covariances given the locs up to a 1-D Newton
+        solve (diag, spherical) or a fixed point (full, tied); the blocks are alternated
+        until they stop moving (a handful of cycles: the weak priors couple them by
+        O(1/N)). Where that fails (a Dirichlet concentration below 1, a nearly empty full
+        component), :meth:`_lbfgs_m_step` takes over from where it stopped."""
+        if self.weight_concentration >= 1:  # else the weights' mode may be on the boundary
+            params = self._conditional_m_step(stats, start, data_scale)
+            if params is not None:
+                return params
+        return self._lbfgs_m_step(stats, start, data_scale)
+
+    def _conditional_m_step(
+        self, stats: Statistics, start: MixtureParameters, data_scale: torch.Tensor
+    ) -> MixtureParameters | None:
+        """Block-wise exact MAP M-step (see :meth:`_map_m_step`); None if it fails."""
+        counts, sums, second, outer = stats
+        kind, k = self.covariance, self.n_components
+        alpha = self.weight_concentration
+        weights = (counts + alpha - 1) / (counts.sum() + k * (alpha - 1))
+        loc_variance = (self.loc_prior_scale * data_scale).square()  # (D,)
+        log_scale = data_scale.log()
+        if kind == "spherical":
+            log_scale = log_scale.mean()
+        width = self.scale_prior_width
+        covariances = start.covariances
+        locs = start.locs
+        covariance_prior = None
+        if kind in ("full", "tied"):
+            covariance_prior = self._covariance_log_prior(data_scale)
+        for _ in range(_M_STEP_CYCLES):
+            previous = locs
+            locs = _conditional_locs(counts, sums, covariances, kind, loc_variance)
+            if kind in ("diag", "spherical"):
+                scatter = second - 2 * locs * sums + counts[:, None] * locs.square()
+                if kind == "spherical":
+                    shape, scatter = counts * locs.shape[-1] + 1, scatter.sum(-1)
+                else:
+                    shape = counts[:, None] + 1
+                covariances = _log_normal_variance_mode(shape, scatter, log_scale, width)
+            else:
+                covariances = _fixed_point_covariance(
+                    counts, sums, second, outer, locs, covariances, kind, covariance_prior
+                )
+                if covariances is None:
+                    return None
+            if (locs - previous).abs().max() <= _M_STEP_TOLERANCE:
+                break
+        return MixtureParameters(weights, locs, covariances, kind)
+
+    def _covariance_log_prior(
+        self, data_scale: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """log p(scales) + log p(corr_cholesky) as a function of a (batch of) covariance
+        matrices (full: (K, D, D), tied: (D, D)), for its gradient."""
+        centre = torch.zeros_like(data_scale)
+        with pyro.validation_enabled(False):
+            priors = {
+                site.name: self._prior(site, centre, data_scale)
+                for site in self._global_sites()
+                if site.name in (SCALES, CORRELATION)
+            }
+
+        def log_prior(covariances: torch.Tensor) -> torch.Tensor:
+            scales = covariances.diagonal(dim1=-2, dim2=-1).sqrt()
+            total = priors[SCALES].log_prob(scales).sum()
+            if CORRELATION in priors:
+                tril = torch.linalg.cholesky(covariances)
+                total = total + priors[CORRELATION].log_prob(tril / scales.unsqueeze(-1)).sum()
+            return total
+
+        return log_prior
+
+    def _lbfgs_m_step(
+        self, stats: Statistics, start: MixtureParameters, data_scale: torch.Tensor
+    ) -> MixtureParameters:
+        """The MAP M-step by L-BFGS in the sites' unconstrained coordinates from ``start``
+        (the general fallback of :meth:`_map_m_step`). The problem has the size of the
+        parameters, not of the data."""
         sites = self._global_sites()
         transforms = {site.name: biject_to(site.support) for site in sites}
         values = self._site_values(start)
@@ -902,3 +983,87 @@ def _neutral_value(site: _GlobalSite) -> torch.Tensor:
     if site.support is constraints.positive:
         return torch.ones(site.shape)
     return torch.zeros(site.shape)
+
+
+def _conditional_locs(
+    counts: torch.Tensor,
+    sums: torch.Tensor,
+    covariances: torch.Tensor,
+    kind: str,
+    loc_variance: torch.Tensor,
+) -> torch.Tensor:
+    """The locs maximising the expected log-likelihood plus their Normal(0, loc_variance)
+    log-prior, given the covariances: (N_k + Sigma_k T^-1) mu_k = sum_n r_nk x_n."""
+    if kind in ("full", "tied"):
+        eye = torch.eye(sums.shape[-1], dtype=sums.dtype, device=sums.device)
+        system = counts[:, None, None] * eye + covariances / loc_variance  # (K, D, D)
+        return torch.linalg.solve(system, sums)
+    variances = covariances if kind == "diag" else covariances[:, None]
+    return sums / (counts[:, None] + variances / loc_variance)
+
+
+def _log_normal_variance_mode(
+    shape: torch.Tensor, scatter: torch.Tensor, log_scale: torch.Tensor, width: float
+) -> torch.Tensor:
+    """Variances s^2 maximising -shape log s - scatter / (2 s^2) + log N(log s | log_scale,
+    width) elementwise (the expected log-likelihood of diagonal or spherical Gaussians plus
+    a LogNormal prior on s, whose -log s is counted in ``shape``): Newton in t = log s on a
+    strictly concave function, from the root of its first two terms."""
+    scatter = scatter.clamp(min=0)
+    inverse_width = 1.0 / width**2
+    positive = scatter > 0
+    t = torch.where(
+        positive,
+        0.5 * (scatter.clamp(min=torch.finfo(scatter.dtype).tiny) / shape).log(),
+        log_scale - shape * width**2,
+    )
+    for _ in range(_M_STEP_INNER):
+        spread = scatter * torch.exp(-2 * t)
+        gradient = -shape + spread - (t - log_scale) * inverse_width
+        step = gradient / (2 * spread + inverse_width)
+        t = t + step
+        if step.abs().max() <= _M_STEP_TOLERANCE:
+            break
+    return torch.exp(2 * t)
+
+
+def _fixed_point_covariance(
+    counts: torch.Tensor,
+    sums: torch.Tensor,
+    second: torch.Tensor,
+    outer: torch.Tensor,
+    locs: torch.Tensor,
+    covariances: torch.Tensor,
+    kind: str,
+    log_prior: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor | None:
+    """Full or tied covariances maximising -n/2 log|Sigma| - tr(Sigma^-1 S)/2 + log p(Sigma)
+    given the locs (S: scatter about them, n: rows). Its stationarity condition
+    Sigma = (S + 2 Sigma G Sigma) / n, G the (symmetric) gradient of log p, is iterated to
+    its fixed point, a contraction by about |G Sigma| / n since the prior is weak. None
+    when it does not converge or leaves the positive definite matrices."""
+    cross = locs[:, :, None] * sums[:, None, :]
+    own = counts[:, None, None] * locs[:, :, None] * locs[:, None, :]
+    if kind == "full":
+        scatter = second - cross - cross.transpose(-1, -2) + own
+        rows = counts[:, None, None]
+    else:
+        scatter = outer - (cross + cross.transpose(-1, -2) - own).sum(0)
+        rows = counts.sum()
+    if bool((rows <= 0).any()):
+        return None
+    for _ in range(_M_STEP_INNER):
+        free = covariances.detach().requires_grad_()
+        with torch.enable_grad():
+            value = log_prior(0.5 * (free + free.transpose(-1, -2)))
+            (gradient,) = torch.autograd.grad(value, free)
+        updated = (scatter + 2 * covariances @ gradient @ covariances) / rows
+        updated = 0.5 * (updated + updated.transpose(-1, -2))
+        _, info = torch.linalg.cholesky_ex(updated)
+        if bool((info != 0).any()) or not bool(torch.isfinite(updated).all()):
+            return None
+        change = (updated - covariances).abs().max()
+        covariances = updated
+        if change <= _M_STEP_TOLERANCE * covariances.diagonal(dim1=-2, dim2=-1).max():
+            return covariances
+    return None

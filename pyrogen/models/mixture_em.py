@@ -222,6 +222,58 @@ def kmeans(
     return labels
 
 
+def _features(x: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """Per-row sufficient statistics [quadratic terms, x, 1]: x_i x_j (i <= j) for full and
+    tied covariances, x_d^2 for diag and spherical. Every component's log density is then
+    linear in them (:func:`_natural_parameters`), and so are the E-step's moments."""
+    if covariance_type in ("full", "tied"):
+        rows, cols = torch.triu_indices(x.shape[1], x.shape[1], device=x.device)
+        quadratic = x[:, rows] * x[:, cols]
+    else:
+        quadratic = x.square()
+    return torch.cat([quadratic, x, x.new_ones(x.shape[0], 1)], 1)
+
+
+def _natural_parameters(params: MixtureParameters) -> torch.Tensor:
+    """W of shape (F, K) with ``_features(x) @ W`` = log w_k + log N(x | mu_k, Sigma_k)."""
+    locs, kind = params.locs, params.covariance_type
+    n_components, n_features = locs.shape
+    precision = params.precision_cholesky()
+    constant = params.weights.log() - 0.5 * n_features * math.log(2 * math.pi)
+    if kind in ("full", "tied"):
+        inverse = precision @ precision.transpose(-1, -2)  # Sigma^-1: (K, D, D) or (D, D)
+        inverse = inverse.expand(n_components, n_features, n_features)
+        log_det = precision.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # -log|Sigma| / 2
+        rows, cols = torch.triu_indices(n_features, n_features, device=locs.device)
+        # -x^T L x / 2: the diagonal once, each off-diagonal pair twice
+        quadratic = -inverse[:, rows, cols] * torch.where(rows == cols, 0.5, 1.0).to(locs)
+        linear = torch.einsum("kde,ke->kd", inverse, locs)
+        offset = constant + log_det - 0.5 * (linear * locs).sum(-1)
+    else:
+        inv_sd = precision if kind == "diag" else precision.unsqueeze(-1).expand_as(locs)
+        inv_var = inv_sd.square()
+        quadratic = -0.5 * inv_var
+        linear = locs * inv_var
+        offset = constant + inv_sd.log().sum(-1) - 0.5 * (locs.square() * inv_var).sum(-1)
+    return torch.cat([quadratic, linear, offset.unsqueeze(-1)], 1).T
+
+
+def _unpack(moments: torch.Tensor, n_features: int, covariance_type: str):
+    """Counts, sums and second moments from ``responsibilities.T @ _features(x)``."""
+    counts, sums = moments[:, -1], moments[:, -1 - n_features : -1]
+    quadratic = moments[:, : -1 - n_features]
+    if covariance_type == "full":
+        rows, cols = torch.triu_indices(n_features, n_features, device=moments.device)
+        second = moments.new_zeros(moments.shape[0], n_features, n_features)
+        second[:, rows, cols] = quadratic
+        second[:, cols, rows] = quadratic
+    elif covariance_type == "tied":
+        second = moments.new_zeros(())
+    else:
+        second = quadratic
+    return counts, sums, second
+
+
 def _m_step(
     stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     n_rows: int,
@@ -362,26 +414,31 @@ def expectation_maximization(
     if reg is None:
         reg = torch.zeros(n_features, dtype=x.dtype, device=x.device)
     total_outer = x.T @ x
-    size = _chunk_size(params.locs.shape[0], n_features)
+    n_components = params.locs.shape[0]
+    width = _features(x[:1], kind).shape[1]
+    size = max(1, _CHUNK_ELEMENTS // (n_components + width))
+    # The features of every row, once, when they fit in a few chunks' worth of memory.
+    cached = _features(x, kind) if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
     previous = -math.inf
     mean_ll = -math.inf
     converged = False
     iteration = 0
     for iteration in range(1, max_iter + 1):  # noqa: B007 (returned as n_iter)
-        log_weights = params.weights.log()
-        stats = None
+        # One E-step: log w_k N(x_n | k) = features_n . W_k, one matrix product per chunk;
+        # the moments are one more.
+        natural = _natural_parameters(params)
+        moments = x.new_zeros(n_components, width)
         total_ll = x.new_zeros(())
         for start in range(0, n_rows, size):
-            chunk = x[start : start + size]
-            joint = component_log_density(chunk, params) + log_weights
+            if cached is None:
+                features = _features(x[start : start + size], kind)
+            else:
+                features = cached[start : start + size]
+            joint = features @ natural
             norm = torch.logsumexp(joint, -1, keepdim=True)
             total_ll += norm.sum()
-            chunk_stats = _statistics(chunk, (joint - norm).exp(), kind)
-            stats = (
-                chunk_stats
-                if stats is None
-                else tuple(a + b for a, b in zip(stats, chunk_stats, strict=True))
-            )
+            moments.addmm_(joint.sub_(norm).exp_().T, features)
+        stats = _unpack(moments, n_features, kind)
         mean_ll = total_ll.item() / n_rows
         if log_prior is not None:
             mean_ll += log_prior(params) / n_rows
