@@ -47,7 +47,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 import pyrogen
 from pyrogen.diagnostics import plot_image_grid
-from pyrogen.models.objectives import analytic_kl_elbo
+from pyrogen.models.objectives import SampledSteps, analytic_kl_elbo
 from pyrogen.nn.schedules import NoiseSchedule
 
 SMOKE = os.environ.get("PYROGEN_SMOKE") == "1"
@@ -62,6 +62,8 @@ MNIST_STEPS = 5 if SMOKE else 2_000
 MNIST_CHANNELS = 8 if SMOKE else 16
 EVAL_SAMPLES = 1 if SMOKE else 4  # drawn steps per test image in the MNIST bound
 DDIM_STEPS = 5 if SMOKE else 50
+CLUSTER_ROWS = 500 if SMOKE else 4000  # the 2-D cluster set, trained at the defaults' budget
+CLUSTER_EPOCHS = 2 if SMOKE else 300
 
 pyro.set_rng_seed(0)
 
@@ -229,9 +231,12 @@ fig.tight_layout()
 # default ``objective="elbo"`` estimates the *same* ELBO with one: each example draws its
 # own step :math:`t` uniformly from 1 to :math:`T`, a :math:`z_t \sim q(z_t \mid x)`, and
 # contributes :math:`T` times that step's KL; the reconstruction and prior terms need no
-# network and are always included. The estimate is unbiased. Its sites show how it is
-# written: ``t`` and ``z_t`` have the same distribution in model and guide (so they add
-# nothing to the bound), ``z_s`` is the step's :math:`z_{t-1}`, scaled by :math:`T`.
+# network and are always included. The estimate is unbiased. The programs stay the chain
+# (with no handler, ``pyro.infer.Predictive(toy.model, ...)(None, None, n)`` draws new
+# points through every step); the loss, ``SampledStepELBO``, traces them under the handler
+# ``SampledSteps``, which turns each chain into its first site ``z_T`` and one site
+# ``z_step``, the step's :math:`z_{t-1}` scaled by :math:`T`, with :math:`z_t` and
+# :math:`z_0` drawn from the guide's marginals :math:`q(z_t \mid x)`.
 #
 # ``objective="simple"`` reweights the steps so that the loss is DDPM's
 # :math:`\tfrac12 \lVert \epsilon - \hat\epsilon \rVert^2`, the loss most diffusion code
@@ -239,8 +244,9 @@ fig.tight_layout()
 
 toy = pyrogen.DiffusionVAE((2,), timesteps=TOY_T, hidden=TOY_HIDDEN)
 toy.setup(moons_train)
-sampled_trace = poutine.trace(toy.guide).get_trace(batch)
-print("sites of the sampled-step guide:", shorten(sample_sites(sampled_trace)))
+with SampledSteps():
+    sampled_trace = poutine.trace(toy.guide).get_trace(batch)
+print("sites of the guide under SampledSteps:", shorten(sample_sites(sampled_trace)))
 
 result = pyrogen.fit(
     toy, moons_train, steps=TOY_STEPS, batch_size=512, lr=2e-3, seed=0, progress=False
@@ -409,6 +415,37 @@ for name, points in drawn.items():
 # between or beyond the moons scores lower than the data themselves. In a full run both
 # samplers come within about half a nat per point of the data, ancestral sampling a
 # little closer than 20 DDIM steps.
+#
+# Clusters, with the defaults
+# ---------------------------
+# Well-separated clusters are harder: the denoiser must change sharply between clusters
+# much smaller than the data's spread. A plain MLP learns such fine structure of its input
+# slowly, so the default MLP for low-dimensional vectors also sees 32 random Fourier
+# features of :math:`z_t`. Here ``DiffusionVAE((2,))`` with every default, trained by
+# ``fit(epochs=300, batch_size=256)`` on 4000 points of a 5 x 3 grid of Gaussian clusters,
+# samples over held-out data (a full run puts the draws within 0.2 nats of the data's
+# mean log-density; without the features they smear between clusters, 1.6 nats below):
+
+grid = 4 * torch.cartesian_prod(torch.arange(5.0), torch.arange(3.0))
+clusters = torch.distributions.MixtureSameFamily(
+    torch.distributions.Categorical(torch.ones(len(grid))),
+    torch.distributions.Independent(torch.distributions.Normal(grid, 0.5), 1),
+)
+torch.manual_seed(0)
+cluster_train, cluster_test = clusters.sample((CLUSTER_ROWS,)), clusters.sample((CLUSTER_ROWS,))
+defaults = pyrogen.DiffusionVAE((2,), timesteps=TOY_T)
+pyrogen.fit(defaults, cluster_train, epochs=CLUSTER_EPOCHS, batch_size=256, progress=False)
+cluster_draws = defaults.sample(CLUSTER_ROWS)
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.scatter(*cluster_test.T, s=2, alpha=0.3, color="C0", label="held-out data")
+ax.scatter(*cluster_draws.T, s=2, alpha=0.3, color="C1", label="default draws")
+ax.set_aspect("equal")
+ax.legend(markerscale=5, loc="upper right")
+fig.tight_layout()
+gap = clusters.log_prob(cluster_draws).mean() - clusters.log_prob(cluster_test).mean()
+print(f"draws' mean true log-density minus held-out data's: {gap:+.3f} nats")
+
+# %%
 #
 # MNIST in bits per dimension
 # ---------------------------

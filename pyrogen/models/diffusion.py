@@ -17,15 +17,17 @@ is exactly the usual sum of terms, each a closed-form Gaussian KL at the sampled
            - KL(q(z_T | x) || N(0, I))                        (prior)
            - sum_t E KL(q(z_{t-1} | z_t, x) || p(z_{t-1} | z_t))  (diffusion)
 
-``objective="full"`` traces exactly that (T + 1 latent sites; exact, for small T and for
-checking). ``objective="elbo"`` (training) is an unbiased estimate of the same ELBO with one
-network pass per example: each row draws its own step t uniformly from 1..T (a site ``t``
-with the same uniform distribution in model and guide, so it adds nothing), z_t from
-q(z_t | x) (the site ``z_t`` has that same distribution in the model, for the same reason)
-and contributes T times its step's KL; the reconstruction and prior terms need no network
-and are always included. ``objective="simple"`` reweights each step's KL so that the loss is
-DDPM's ``||eps - eps_hat||^2 / 2`` (or its x / v analogue): the usual training loss, **not**
-an ELBO. The observation model p(x | z_0) is a Gaussian in the data's units (continuous
+The model program is that chain (:func:`~pyrogen.models.objectives.markov_chain`), so
+``Predictive(model.model)`` draws new data and ``render_model`` shows z_T -> ... -> z_0 -> x.
+``objective="full"`` trains with its full trace (T + 1 latent sites; exact, for small T and
+for checking). ``objective="elbo"`` (training) traces the same programs under
+:class:`~pyrogen.models.objectives.SampledSteps` (``SampledStepELBO``): an unbiased estimate
+of the same ELBO with one network pass per example, each row scoring one uniformly drawn
+step t with weight T, its input z_t and the chain's end z_0 drawn from the guide's marginals
+q(z_t | x); the reconstruction and prior terms need no network and are always included.
+``objective="simple"`` reweights each step's KL so that the loss is DDPM's
+``||eps - eps_hat||^2 / 2`` (or its x / v analogue): the usual training loss, **not** an
+ELBO. The observation model p(x | z_0) is a Gaussian in the data's units (continuous
 data), a Bernoulli (binary data) or the discretized Gaussian of VDM over L levels
 (8-bit images: ``likelihood="discretized"``), so ``elbo`` and ``bits_per_dim`` are bounds on
 the data's own log-likelihood.
@@ -95,6 +97,11 @@ class DiffusionVAE(GenerativeModel):
             so one network is also the unconditional model (classifier-free guidance).
         hidden: hidden widths of the default MLP denoiser.
         channels: base channels of the default UNet denoiser.
+        autoencoder: a trained :class:`pyrogen.VAE` whose codes to model (latent diffusion).
+        fourier_features: random Fourier features of z for the MLP denoiser (see
+            :class:`pyrogen.nn.MLPDenoiser`); None for 32 on vectors of at most 8 values
+            (where the denoiser must resolve clusters much finer than the data's spread)
+            and 0 otherwise.
 
     Shapes:
         x (N, ``*data_shape``); y (N,) labels.
@@ -456,6 +463,8 @@ class DiffusionVAE(GenerativeModel):
     ) -> dict[str, torch.Tensor]:
         """The ELBO per example and its three terms, in nats, each of shape (N,).
 
+        Read site by site off the traces of the guide and the model under
+        :class:`~pyrogen.models.objectives.SampledSteps`, the training estimator's handler.
         ``reconstruction`` = E log p(x | z_0) (``num_samples`` draws of z_0), ``prior`` =
         KL(q(z_T | x) || N(0, I)) (closed form), ``diffusion`` = sum over the T steps of
         E KL(q(z_{t-1} | z_t, x) || p(z_{t-1} | z_t)): with ``exact`` every step is scored
@@ -553,11 +562,13 @@ class DiffusionVAE(GenerativeModel):
         Returns:
             the mode of p(x | z_0): values for Gaussian data, 0/1 for Bernoulli data,
             levels k / (L - 1) for discretized data. At every step the estimate x_hat is
-            clipped to [-1, 1] for bounded data (DDPM's clipping) and to twice the largest
-            standardized training value for Gaussian data (``sample_bound``): x_hat from a
-            predicted noise divides its error by alpha_t, tiny near z_T, which can
+            clipped to [-1, 1] for bounded data (DDPM's clipping) and to each value's range
+            in the training data for Gaussian data (``sample_low``, ``sample_high``): the
+            true E[x | z_t] is an average of data, so it is never clipped, while x_hat from
+            a predicted noise divides its error by alpha_t, tiny near z_T, which can
             otherwise send DDIM's first steps far away (the cosine schedule's alpha_T is
-            about 5e-5).
+            about 5e-5). The default, ancestral, is the accurate sampler; DDIM trades
+            accuracy for speed.
         """
         check_int("n", n)
         check_choice("method", method, ("ancestral", "ddim"))
