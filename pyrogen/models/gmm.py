@@ -39,15 +39,13 @@ from pyrogen.data.validation import as_tensor, check_choice, check_int, float_dt
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
-    EMResult,
     GaussianComponents,
     MixtureParameters,
     Statistics,
+    batched_starts,
     component_log_density,
     expectation_maximization,
     expected_log_likelihood,
-    hard_assignment_parameters,
-    kmeans,
     kmeans_plusplus,
     mixture_log_prob,
 )
@@ -80,6 +78,11 @@ _M_STEP_GRADIENT = 1e-6
 _M_STEP_CYCLES = 10
 _M_STEP_INNER = 30
 _M_STEP_TOLERANCE = 1e-10
+# Starts: Lloyd iterations of k-means and EM iterations (at most) before they are ranked;
+# the best start's likelihood EM then runs to a tolerance of tol * _FINAL_TOL.
+_KMEANS_ITERATIONS = 10
+_START_ITERATIONS = 5
+_FINAL_TOL = 0.1
 
 
 @dataclass(frozen=True)
@@ -666,19 +669,33 @@ class GaussianMixture(GenerativeModel):
         unit = sd if self.covariance != "spherical" else sd.log().mean().exp().expand_as(sd)
         work = (work - mean) / unit
         prior_scale = sd / unit
-        best = None
         generator = torch.Generator(device=x.device).manual_seed(seed)
-        for _ in range(self.n_init):
-            start = self._fit_start(work, prior_scale, generator)
-            if best is None or start.mean_log_likelihood > best.mean_log_likelihood:
-                best = start
-        params = best.params
+        log_prior = self._log_prior(prior_scale)
+        # n_init starts at once (k-means++, k-means, a few EM iterations), ranked by the
+        # log joint (the model's objective); only the best runs on to convergence: short
+        # runs of EM already rank starts by where they end (Biernacki et al. 2003).
+        centres = torch.stack(
+            [kmeans_plusplus(work, self.n_components, generator) for _ in range(self.n_init)]
+        )
+        reg = work.new_full((work.shape[1],), 1e-6)
+        starts, mean_ll = batched_starts(
+            work,
+            centres,
+            self.covariance,
+            kmeans_iterations=_KMEANS_ITERATIONS,
+            em_iterations=min(self.em_iterations, _START_ITERATIONS),
+            reg=reg,
+        )
+        scores = [
+            ll.item() + log_prior(self._site_values(p)).item() / n_rows
+            for p, ll in zip(starts, mean_ll, strict=True)
+        ]
+        params = starts[max(range(self.n_init), key=scores.__getitem__)]
         if self.em_iterations > 0:
-            # The best start's likelihood EM continued to 100x tighter (cheap closed-form
+            # The best start's likelihood EM continued to convergence (cheap closed-form
             # steps), then MAP-EM, whose first steps are then small moves to the mode.
-            reg = work.new_full((work.shape[1],), 1e-6)
             params = expectation_maximization(
-                work, params, max_iter=self.em_iterations, tol=self.tol * 1e-2, reg=reg
+                work, params, max_iter=self.em_iterations, tol=self.tol * _FINAL_TOL, reg=reg
             ).params
             params = expectation_maximization(
                 work,
@@ -686,29 +703,9 @@ class GaussianMixture(GenerativeModel):
                 max_iter=self.em_iterations,
                 tol=self.tol,
                 maximize=lambda stats, start: self._map_m_step(stats, start, prior_scale),
-                log_prior=lambda p: self._log_prior(prior_scale)(self._site_values(p)).item(),
+                log_prior=lambda p: log_prior(self._site_values(p)).item(),
             ).params
         self._assign(_rescaled(params, mean, unit), params.weights * n_rows)
-
-    def _fit_start(
-        self, work: torch.Tensor, prior_scale: torch.Tensor, generator: torch.Generator
-    ) -> EMResult:
-        """One start on standardised data: k-means++, k-means, then maximum-likelihood EM
-        (cheap closed-form steps, stopped at ``tol``); scored by the mean log joint per row
-        (the model's objective), which MAP-EM then climbs from the best start."""
-        n_rows = work.shape[0]
-        centres = kmeans_plusplus(work, self.n_components, generator)
-        labels = kmeans(work, centres)
-        reg = work.new_full((work.shape[1],), 1e-6)
-        params = hard_assignment_parameters(work, labels, self.n_components, self.covariance, reg)
-        if self.em_iterations > 0:
-            params = expectation_maximization(
-                work, params, max_iter=self.em_iterations, tol=self.tol, reg=reg
-            ).params
-        log_joint = mixture_log_prob(work, params).sum() + self._log_prior(prior_scale)(
-            self._site_values(params)
-        )
-        return EMResult(params, log_joint.item() / n_rows, 0, False)
 
     def _prepare(self, x: Any) -> torch.Tensor:
         self._require_setup()

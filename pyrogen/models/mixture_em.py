@@ -450,3 +450,137 @@ def expectation_maximization(
             break
         previous = mean_ll
     return EMResult(params, mean_ll, iteration, converged)
+
+
+def _stack(starts: list[MixtureParameters]) -> MixtureParameters:
+    """S mixtures of K components as one of S * K (tied covariances repeated per component,
+    as full ones); each start's weights still sum to one."""
+    kind = starts[0].covariance_type
+    k = starts[0].locs.shape[0]
+    covariances = torch.stack([p.covariances for p in starts])
+    if kind == "tied":
+        covariances = covariances.repeat_interleave(k, 0)
+        kind = "full"
+    else:
+        covariances = covariances.flatten(0, 1)
+    return MixtureParameters(
+        torch.cat([p.weights for p in starts]),
+        torch.cat([p.locs for p in starts]),
+        covariances,
+        kind,
+    )
+
+
+def _stacked_m_step(
+    moments: torch.Tensor, n_starts: int, covariance_type: str, reg: torch.Tensor
+) -> list[MixtureParameters]:
+    """The closed-form likelihood M-step of each start from stacked moments (S * K, F)."""
+    n_features = reg.shape[0]
+    wide = "full" if covariance_type == "tied" else covariance_type
+    counts, sums, second = _unpack(moments, n_features, wide)
+    counts = counts + 10 * torch.finfo(counts.dtype).eps
+    locs = sums / counts[:, None]
+    if wide == "full":
+        scatter = second - counts[:, None, None] * locs[:, :, None] * locs[:, None, :]
+        covariances = scatter / counts[:, None, None] + torch.diag(reg)
+    else:
+        covariances = second / counts[:, None] - locs.square() + reg
+        if covariance_type == "spherical":
+            covariances = covariances.mean(-1)
+    counts = counts.reshape(n_starts, -1)
+    weights = counts / counts.sum(-1, keepdim=True)
+    locs = locs.reshape(n_starts, -1, n_features)
+    covariances = covariances.reshape(n_starts, -1, *covariances.shape[1:])
+    if covariance_type == "tied":
+        scatter = scatter.reshape(n_starts, -1, n_features, n_features).sum(1)
+        covariances = scatter / counts.sum(-1)[:, None, None] + torch.diag(reg)
+    return [
+        MixtureParameters(w, m, c, covariance_type)
+        for w, m, c in zip(weights, locs, covariances, strict=True)
+    ]
+
+
+def batched_starts(
+    x: torch.Tensor,
+    centres: torch.Tensor,
+    covariance_type: str,
+    *,
+    kmeans_iterations: int,
+    em_iterations: int,
+    reg: torch.Tensor,
+) -> tuple[list[MixtureParameters], torch.Tensor]:
+    """Several starts at once: Lloyd k-means from each set of ``centres`` (S, K, D), the
+    hard-assignment M-step, then ``em_iterations`` of likelihood EM, every step one matrix
+    product over all S * K components.
+
+    Returns:
+        each start's mixture and its mean log-likelihood per row, shape (S,).
+    """
+    n_rows, n_features = x.shape
+    n_starts, k, _ = centres.shape
+    threshold = reg.new_tensor(0.0) if n_rows < 2 else 1e-4 * x.var(0).mean()
+    wide = "full" if covariance_type == "tied" else covariance_type
+    width = _features(x[:1], wide).shape[1]
+    size = max(1, _CHUNK_ELEMENTS // (n_starts * k + width))
+    offsets = torch.arange(n_starts, device=x.device) * k
+
+    def nearest(centres: torch.Tensor) -> torch.Tensor:  # (N, S) labels
+        flat = centres.reshape(-1, n_features)
+        labels = [
+            torch.addmm(flat.square().sum(-1), x[i : i + size], flat.T, alpha=-2)
+            .reshape(-1, n_starts, k)
+            .argmin(-1)
+            for i in range(0, n_rows, size)
+        ]
+        return torch.cat(labels)
+
+    labels = nearest(centres)
+    for _ in range(kmeans_iterations):
+        counts = torch.zeros(n_starts * k, dtype=x.dtype, device=x.device)
+        sums = x.new_zeros(n_starts * k, n_features)
+        for s in range(n_starts):
+            index = labels[:, s] + offsets[s]
+            counts.index_add_(0, index, x.new_ones(n_rows))
+            sums.index_add_(0, index, x)
+        moved = torch.where(
+            counts[:, None] > 0,
+            sums / counts.clamp(min=1)[:, None],
+            centres.reshape(-1, n_features),
+        ).reshape(centres.shape)
+        shift = (moved - centres).square().sum((1, 2))
+        centres = moved
+        labels = nearest(centres)
+        if bool((shift <= threshold).all()):
+            break
+    features = _features(x, wide) if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
+
+    def chunks():
+        for i in range(0, n_rows, size):
+            yield (
+                i,
+                (
+                    features[i : i + size]
+                    if features is not None
+                    else _features(x[i : i + size], wide)
+                ),
+            )
+
+    moments = None
+    for i, chunk in chunks():
+        one_hot = torch.nn.functional.one_hot(labels[i : i + size] + offsets, n_starts * k)
+        part = one_hot.sum(1).to(x.dtype).T @ chunk
+        moments = part if moments is None else moments + part
+    starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
+    for iteration in range(em_iterations + 1):
+        natural = _natural_parameters(_stack(starts))
+        moments = x.new_zeros(natural.shape[1], natural.shape[0])
+        total = x.new_zeros(n_starts)
+        for _, chunk in chunks():
+            joint = (chunk @ natural).reshape(-1, n_starts, k)
+            norm = torch.logsumexp(joint, -1, keepdim=True)
+            total += norm.sum((0, 2))
+            if iteration < em_iterations:
+                moments.addmm_(joint.sub_(norm).exp_().reshape(-1, n_starts * k).T, chunk)
+        if iteration < em_iterations:
+            starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
+    return starts, total / n_rows
