@@ -567,8 +567,9 @@ def batched_starts(
 
     moments = None
     for i, chunk in chunks():
-        one_hot = torch.nn.functional.one_hot(labels[i : i + size] + offsets, n_starts * k)
-        part = one_hot.sum(1).to(x.dtype).T @ chunk
+        index = labels[i : i + size] + offsets
+        one_hot = x.new_zeros(index.shape[0], n_starts * k).scatter_(1, index, 1.0)
+        part = one_hot.T @ chunk
         moments = part if moments is None else moments + part
     starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
     for iteration in range(em_iterations + 1):
