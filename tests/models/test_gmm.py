@@ -302,3 +302,18 @@ def test_predict_with_one_component():
     x = blobs(30)
     model = GaussianMixture(1).fit(x, steps=2, progress=False)
     assert torch.equal(model.predict(x), torch.zeros(30, dtype=torch.long))
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+def test_block_wise_m_step_reaches_the_mode_without_the_lbfgs_fallback(covariance, monkeypatch):
+    # The closed forms (weights, locs), the Newton solve (diag/spherical scales) and the
+    # fixed point (full/tied covariances) alone must land on a stationary point of the
+    # model's log joint; the general L-BFGS M-step is only a fallback.
+    def fallback(*args, **kwargs):
+        raise AssertionError("the L-BFGS M-step ran")
+
+    monkeypatch.setattr(GaussianMixture, "_lbfgs_m_step", fallback)
+    x = torch.as_tensor(blobs(300, seed=7), dtype=torch.float64)
+    model = GaussianMixture(3, covariance=covariance, tol=1e-8).double()
+    model.setup(x)
+    assert log_joint_gradient(model, x) < 1e-5
