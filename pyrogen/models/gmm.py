@@ -106,9 +106,10 @@ class GaussianMixture(GenerativeModel):
         inference: ``"map"`` (point estimates; the ELBO is the log joint) or
             ``"variational"`` (mean-field posterior over weights, locs and covariances).
         n_features: D, if known in advance; otherwise set by :meth:`setup` from the data.
-        n_init: k-means++ starts in :meth:`setup`, each followed by likelihood EM; the one
-            with the highest log joint (the MAP objective) is kept, which on overlapping
-            clusters avoids most poor local optima of a single start.
+        n_init: k-means++ starts in :meth:`setup`, run side by side through k-means and a
+            few likelihood EM iterations; the one with the highest log joint (the MAP
+            objective) is kept and run to convergence, which on overlapping clusters avoids
+            most poor local optima of a single start.
         em_iterations: most EM iterations per phase (0: no EM, SVI climbs from k-means).
         tol: EM stops when the mean log joint per row improves by less (nats).
         weight_concentration: Dirichlet concentration alpha of the weights prior.
@@ -629,8 +630,9 @@ class GaussianMixture(GenerativeModel):
 
     # --- data-dependent initialisation ----------------------------------------------------
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
-        """Fit the MAP: ``n_init`` k-means++ starts, each followed by likelihood EM; the
-        one with the highest log joint continues by MAP-EM, whose M-step maximises the
+        """Fit the MAP: ``n_init`` k-means++ starts, each followed by k-means and a few
+        likelihood EM iterations; the one with the highest log joint continues by
+        likelihood EM to convergence, then MAP-EM, whose M-step maximises the
         expected log-likelihood plus the model's log-prior, until the mean log joint per row
         gains less than ``tol``. A fixed point of MAP-EM is a stationary point of the model's
         log joint (the gradient of the TraceEnum_ELBO loss is zero there). With
