@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from pyrogen import data  # noqa: E402
 from pyrogen.diagnostics import from_pyro, to_inference_data  # noqa: E402
 from pyrogen.guides import AutoFlow  # noqa: E402
-from pyrogen.infer import FitResult, fit  # noqa: E402
+from pyrogen.infer import FitResult, fit, neutra  # noqa: E402
 from pyrogen.models import (  # noqa: E402
     REGISTRY,
     VAE,
@@ -32,6 +32,7 @@ __all__ = [
     "data",
     "fit",
     "from_pyro",
+    "neutra",
     "load",
     "select_n_components",
     "to_inference_data",
