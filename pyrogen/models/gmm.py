@@ -83,6 +83,16 @@ _M_STEP_TOLERANCE = 1e-10
 _KMEANS_ITERATIONS = 10
 _START_ITERATIONS = 5
 _FINAL_TOL = 0.1
+# Floors on degenerate data (identical rows, a constant column, more components than
+# distinct rows, a component that loses its rows), as scikit-learn's reg_covar: variances
+# (eigenvalues of full and tied covariances) at least _REG_COVAR in standardised units,
+# and _WEIGHT_FLOOR rows added to each component's count before the weights are formed.
+# The MAP is then the mode subject to these bounds, the unconstrained mode on any data
+# whose variances are not that small.
+_REG_COVAR = 1e-6
+_WEIGHT_FLOOR = 10 * torch.finfo(torch.float64).eps
+# Rows (expected) below which a full component counts as empty in the M-step.
+_EMPTY_ROWS = 1e-10
 
 
 @dataclass(frozen=True)
@@ -528,7 +538,11 @@ class GaussianMixture(GenerativeModel):
             params = self._conditional_m_step(stats, start, data_scale)
             if params is not None:
                 return params
-        return self._lbfgs_m_step(stats, start, data_scale)
+        try:
+            params = self._lbfgs_m_step(stats, start, data_scale)
+        except (ValueError, RuntimeError):  # a step left the supports (degenerate data)
+            return start
+        return _bounded(params, start, stats[0].sum())
 
     def _conditional_m_step(
         self, stats: Statistics, start: MixtureParameters, data_scale: torch.Tensor
@@ -537,7 +551,9 @@ class GaussianMixture(GenerativeModel):
         counts, sums, second, outer = stats
         kind, k = self.covariance, self.n_components
         alpha = self.weight_concentration
-        weights = (counts + alpha - 1) / (counts.sum() + k * (alpha - 1))
+        weights = (counts + _WEIGHT_FLOOR + alpha - 1) / (
+            counts.sum() + k * (_WEIGHT_FLOOR + alpha - 1)
+        )
         loc_variance = (self.loc_prior_scale * data_scale).square()  # (D,)
         log_scale = data_scale.log()
         if kind == "spherical":
@@ -558,9 +574,13 @@ class GaussianMixture(GenerativeModel):
                 else:
                     shape = counts[:, None] + 1
                 covariances = _log_normal_variance_mode(shape, scatter, log_scale, width)
+                covariances = covariances.clamp(min=_REG_COVAR)
             else:
+                # An empty component's covariance is the prior's mode: LogNormal scales
+                # at exp(log_scale - width^2), uncorrelated.
+                mode = torch.diag((2 * (log_scale - width**2)).exp().clamp(min=_REG_COVAR))
                 covariances = _fixed_point_covariance(
-                    counts, sums, second, outer, locs, covariances, kind, covariance_prior
+                    counts, sums, second, outer, locs, covariances, kind, covariance_prior, mode
                 )
                 if covariances is None:
                     return None
@@ -600,8 +620,9 @@ class GaussianMixture(GenerativeModel):
         sites = self._global_sites()
         transforms = {site.name: biject_to(site.support) for site in sites}
         values = self._site_values(start)
-        free = [
-            transforms[name].inv(value).detach().requires_grad_() for name, value in values.items()
+        free = [  # copies: the identity transform of the locs returns start's own tensor
+            transforms[name].inv(value).detach().clone().requires_grad_()
+            for name, value in values.items()
         ]
         optimizer = torch.optim.LBFGS(
             free,
@@ -679,7 +700,7 @@ class GaussianMixture(GenerativeModel):
         centres = torch.stack(
             [kmeans_plusplus(work, self.n_components, generator) for _ in range(self.n_init)]
         )
-        reg = work.new_full((work.shape[1],), 1e-6)
+        reg = work.new_full((work.shape[1],), _REG_COVAR)
         starts, mean_ll = batched_starts(
             work,
             centres,
@@ -704,6 +725,7 @@ class GaussianMixture(GenerativeModel):
                 params,
                 max_iter=self.em_iterations,
                 tol=self.tol,
+                reg=reg,
                 maximize=lambda stats, start: self._map_m_step(stats, start, prior_scale),
                 log_prior=lambda p: log_prior(self._site_values(p)).item(),
             ).params
@@ -1035,22 +1057,28 @@ def _fixed_point_covariance(
     covariances: torch.Tensor,
     kind: str,
     log_prior: Callable[[torch.Tensor], torch.Tensor],
+    mode: torch.Tensor,
 ) -> torch.Tensor | None:
     """Full or tied covariances maximising -n/2 log|Sigma| - tr(Sigma^-1 S)/2 + log p(Sigma)
     given the locs (S: scatter about them, n: rows). Its stationarity condition
     Sigma = (S + 2 Sigma G Sigma) / n, G the (symmetric) gradient of log p, is iterated to
-    its fixed point, a contraction by about |G Sigma| / n since the prior is weak. None
-    when it does not converge or leaves the positive definite matrices."""
+    its fixed point, a contraction by about |G Sigma| / n since the prior is weak; each
+    iterate's eigenvalues are floored at _REG_COVAR (a singular scatter: identical rows, a
+    constant column), and an empty full component (n ~ 0) stays at ``mode`` (D, D), the
+    prior's. None when it does not converge or leaves the finite matrices."""
     cross = locs[:, :, None] * sums[:, None, :]
     own = counts[:, None, None] * locs[:, :, None] * locs[:, None, :]
     if kind == "full":
         scatter = second - cross - cross.transpose(-1, -2) + own
-        rows = counts[:, None, None]
+        empty = counts <= _EMPTY_ROWS
+        rows = torch.where(empty, 1.0, counts)[:, None, None]
+        covariances = torch.where(empty[:, None, None], mode, covariances)
     else:
         scatter = outer - (cross + cross.transpose(-1, -2) - own).sum(0)
+        empty = None
         rows = counts.sum()
-    if bool((rows <= 0).any()):
-        return None
+        if bool(rows <= _EMPTY_ROWS):
+            return None
     for _ in range(_M_STEP_INNER):
         free = covariances.detach().requires_grad_()
         with torch.enable_grad():
@@ -1058,11 +1086,45 @@ def _fixed_point_covariance(
             (gradient,) = torch.autograd.grad(value, free)
         updated = (scatter + 2 * covariances @ gradient @ covariances) / rows
         updated = 0.5 * (updated + updated.transpose(-1, -2))
-        _, info = torch.linalg.cholesky_ex(updated)
-        if bool((info != 0).any()) or not bool(torch.isfinite(updated).all()):
+        if empty is not None:
+            updated = torch.where(empty[:, None, None], mode, updated)
+        if not bool(torch.isfinite(updated).all()):
             return None
+        updated = _floor_eigenvalues(updated)
         change = (updated - covariances).abs().max()
         covariances = updated
         if change <= _M_STEP_TOLERANCE * covariances.diagonal(dim1=-2, dim2=-1).max():
             return covariances
     return None
+
+
+def _floor_eigenvalues(covariances: torch.Tensor) -> torch.Tensor:
+    """Symmetric (..., D, D) matrices with their eigenvalues below _REG_COVAR raised to it
+    (unchanged, by one Cholesky test, when none is)."""
+    eye = torch.eye(covariances.shape[-1], dtype=covariances.dtype, device=covariances.device)
+    _, info = torch.linalg.cholesky_ex(covariances - _REG_COVAR * eye)
+    if not bool((info != 0).any()):
+        return covariances
+    values, vectors = torch.linalg.eigh(covariances)
+    floored = (vectors * values.clamp(min=_REG_COVAR).unsqueeze(-2)) @ vectors.transpose(-1, -2)
+    floored = 0.5 * (floored + floored.transpose(-1, -2))
+    return torch.where((info != 0)[..., None, None], floored, covariances)
+
+
+def _bounded(
+    params: MixtureParameters, start: MixtureParameters, n_rows: torch.Tensor
+) -> MixtureParameters:
+    """``params`` within the bounds of the fit on degenerate data (weights of at least
+    _WEIGHT_FLOOR rows, variances or eigenvalues of at least _REG_COVAR); ``start`` (the
+    closed-form step, always finite) where they are not finite."""
+    kind = params.covariance_type
+    values = (params.weights, params.locs, params.covariances)
+    if not all(bool(torch.isfinite(v).all()) for v in values):
+        return start
+    weights = params.weights.clamp(min=_WEIGHT_FLOOR / n_rows)
+    weights = weights / weights.sum()
+    if kind in ("full", "tied"):
+        covariances = _floor_eigenvalues(params.covariances)
+    else:
+        covariances = params.covariances.clamp(min=_REG_COVAR)
+    return MixtureParameters(weights, params.locs, covariances, kind)

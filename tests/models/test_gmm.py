@@ -317,3 +317,34 @@ def test_block_wise_m_step_reaches_the_mode_without_the_lbfgs_fallback(covarianc
     model = GaussianMixture(3, covariance=covariance, tol=1e-8).double()
     model.setup(x)
     assert log_joint_gradient(model, x) < 1e-5
+
+
+def degenerate_data(case: str) -> torch.Tensor:
+    rng = np.random.default_rng(3)
+    if case == "identical rows":
+        x = np.tile([0.3, -1.2], (20, 1))
+    elif case == "constant column":
+        x = np.stack([rng.normal(size=30), np.zeros(30)], -1)
+    else:  # more components than distinct rows: two points, ten copies each
+        x = np.tile([[0.0, 0.0], [1.0, 2.0]], (10, 1))
+    return torch.tensor(x, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+@pytest.mark.parametrize("case", ["identical rows", "constant column", "k above distinct rows"])
+@pytest.mark.parametrize("weight_concentration", [1.0, 0.5])
+def test_degenerate_data_gives_valid_parameters(covariance, case, weight_concentration):
+    # As scikit-learn's reg_covar: variances (eigenvalues) floored, weights kept off the
+    # simplex's boundary, empty components at the prior's mode (the L-BFGS M-step of a
+    # concentration below 1 bounded the same way).
+    x = degenerate_data(case)
+    model = GaussianMixture(3, covariance, weight_concentration=weight_concentration).double()
+    model.setup(x)
+    params = model.mixture_parameters()
+    for value in (params.weights, params.locs, params.covariances):
+        assert torch.isfinite(value).all()
+    assert (params.weights > 0).all() and params.weights.sum().item() == pytest.approx(1.0)
+    full = torch.tensor(np.array(full_covariances(model)))
+    assert (torch.linalg.eigvalsh(full) > 0).all()
+    assert torch.isfinite(model.log_prob(x)).all()
+    assert torch.isfinite(model.log_prob(x + 0.5)).all()
