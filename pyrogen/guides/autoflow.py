@@ -227,7 +227,10 @@ class AutoFlow(AutoContinuous):
                 f"but the guide was built for {self.loc.shape[-1]}"
             )
         # Pyro's NeuTraReparam reads the plates, which the guide otherwise makes when it runs.
-        self._create_plates(*args, **kwargs)
+        # Blocked: a plate records its subsample site when made, and on the guide's first
+        # run (under SVI's trace) forward() makes them again, which would record it twice.
+        with poutine.block():
+            self._create_plates(*args, **kwargs)
         self._stale = False
 
     def _apply(self, fn, *args, **kwargs):

@@ -314,3 +314,18 @@ def test_unpack_and_fit_settings_are_checked():
         guide.optimizer(10, final_lr=0)
     with pytest.raises(ValueError, match="particles: expected a positive integer"):
         guide.fit(torch.randn(5, 2), particles=0)
+
+
+def test_fit_and_neutra_on_a_model_with_latents_in_a_plate():
+    # The plates made at set-up (for NeuTra) must not be recorded in the guide's first trace.
+    def model(y):
+        mu = pyro.sample("mu", pyro.distributions.Normal(0.0, 5.0))
+        with pyro.plate("groups", len(y)):
+            theta = pyro.sample("theta", pyro.distributions.Normal(mu, 1.0))
+            pyro.sample("obs", pyro.distributions.Normal(theta, 1.0), obs=y)
+
+    y = torch.tensor([1.0, -0.5, 2.0])
+    guide = AutoFlow(model, transforms=1, hidden=(8,))
+    losses = guide.fit(y, steps=3, particles=2)
+    assert len(losses) == 3
+    assert guide.sample_posterior(5)["theta"].shape == (5, 3)
