@@ -81,6 +81,8 @@ _M_STEP_TOLERANCE = 1e-10
 # Starts: Lloyd iterations of k-means and EM iterations (at most) before they are ranked;
 # the best start's likelihood EM then runs to a tolerance of tol * _FINAL_TOL.
 _KMEANS_ITERATIONS = 10
+# Rows (a random subsample of larger data) that k-means++ and k-means see.
+_SEED_ROWS = 2**14
 _START_ITERATIONS = 5
 _FINAL_TOL = 0.1
 # Floors on degenerate data (identical rows, a constant column, more components than
@@ -204,8 +206,9 @@ class GaussianMixture(GenerativeModel):
     def fit_defaults(self) -> dict[str, Any]:
         """MAP with EM (the default): :meth:`setup` has climbed the model's log joint to a
         mode by MAP-EM, so the SVI steps only check it: the objective being deterministic,
-        they stop once two steps gain less than ``tol`` and the best state is kept (the
-        result's ``best_step`` 0 says SVI found nothing better). MAP without EM
+        they stop at the first step that gains less than ``tol`` (two steps: the mode's
+        loss, then one update's) and the best state is kept (the result's ``best_step`` 0
+        says SVI found nothing better). MAP without EM
         (``em_iterations=0``): SVI climbs from the k-means start itself, at a larger step
         with a patience that lets it converge. Variational needs longer to fit its spreads,
         with a patience that tolerates sampled ELBOs. Full-batch steps score the rows in
@@ -215,7 +218,7 @@ class GaussianMixture(GenerativeModel):
             return {
                 "steps": 200,
                 "lr": 0.005,
-                "early_stopping": 2,
+                "early_stopping": 1,
                 "min_delta": self.tol,
                 "restore_best": True,
                 "micro_batch_size": MICRO_BATCH_ROWS,
@@ -697,9 +700,13 @@ class GaussianMixture(GenerativeModel):
         # n_init starts at once (k-means++, k-means, a few EM iterations), ranked by the
         # log joint (the model's objective); only the best runs on to convergence: short
         # runs of EM already rank starts by where they end (Biernacki et al. 2003).
-        centres = torch.stack(
-            [kmeans_plusplus(work, self.n_components, generator) for _ in range(self.n_init)]
-        )
+        # k-means++ and k-means see a random subsample of many rows (their centres only
+        # start EM, which sees every row).
+        sample = None
+        if n_rows > _SEED_ROWS:
+            sample = work[torch.randperm(n_rows, generator=generator, device=x.device)[:_SEED_ROWS]]
+        seeding = work if sample is None else sample
+        centres = kmeans_plusplus(seeding, self.n_components, generator, n_starts=self.n_init)
         reg = work.new_full((work.shape[1],), _REG_COVAR)
         starts, mean_ll = batched_starts(
             work,
@@ -708,6 +715,7 @@ class GaussianMixture(GenerativeModel):
             kmeans_iterations=_KMEANS_ITERATIONS,
             em_iterations=min(self.em_iterations, _START_ITERATIONS),
             reg=reg,
+            sample=sample,
         )
         scores = [
             ll.item() + log_prior(self._site_values(p)).item() / n_rows

@@ -158,40 +158,60 @@ def mixture_log_prob(x: torch.Tensor, params: MixtureParameters) -> torch.Tensor
     )
 
 
-def kmeans_plusplus(x: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans_plusplus(
+    x: torch.Tensor,
+    n_components: int,
+    generator: torch.Generator,
+    n_starts: int | None = None,
+) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with 2 + log K trials per pick).
+
+    With ``n_starts``, that many independent seedings run side by side: each pick draws
+    every start's candidates at once and scores them against all rows with one matrix
+    product (squared distances as |x|^2 + |c|^2 - 2 x.c).
 
     Args:
         x: data of shape (N, D).
         n_components: number of centres K.
         generator: torch random generator on ``x``'s device.
+        n_starts: independent seedings S; None for one, returned without the S axis.
 
     Returns:
-        centres of shape (K, D), rows of ``x``.
+        centres of shape (K, D), or (S, K, D) with ``n_starts``; rows of ``x``.
     """
     n_rows = x.shape[0]
+    starts = 1 if n_starts is None else n_starts
     trials = 2 + int(math.log(n_components))
-    first = torch.randint(n_rows, (1,), generator=generator, device=x.device)
-    centres = [x[first]]
-    closest = (x - centres[0]).square().sum(-1)
+    squared = x.square().sum(-1)  # (N,)
+
+    def distances(index: torch.Tensor) -> torch.Tensor:  # (S, T) rows -> (S, T, N)
+        centres = x[index.flatten()]
+        product = torch.addmm(squared[index.flatten(), None], centres, x.T, alpha=-2)
+        return (product + squared).clamp_(min=0).reshape(*index.shape, n_rows)
+
+    first = torch.randint(n_rows, (starts, 1), generator=generator, device=x.device)
+    chosen = [first[:, 0]]
+    closest = distances(first)[:, 0]  # (S, N)
+    lanes = torch.arange(starts, device=x.device)
     for _ in range(1, n_components):
-        total = closest.sum()
-        if total <= 0:  # every row already sits on a centre: pick any
-            candidates = torch.randint(n_rows, (trials,), generator=generator, device=x.device)
-        elif n_rows <= _MULTINOMIAL_CATEGORIES:
-            candidates = torch.multinomial(
-                closest / total, trials, replacement=True, generator=generator
-            )
+        total = closest.sum(-1, keepdim=True)
+        # A start whose rows all sit on its centres picks any row.
+        weights = torch.where(total > 0, closest, torch.ones_like(closest))
+        if n_rows <= _MULTINOMIAL_CATEGORIES:
+            candidates = torch.multinomial(weights, trials, replacement=True, generator=generator)
         else:  # beyond torch.multinomial's reach: invert the cumulative distribution
-            cumulative = closest.cumsum(0)
-            u = torch.rand(trials, generator=generator, device=x.device, dtype=cumulative.dtype)
-            candidates = torch.searchsorted(cumulative, u * cumulative[-1]).clamp_max(n_rows - 1)
-        distances = torch.cdist(x[candidates], x).square()  # (trials, N)
-        updated = torch.minimum(closest, distances)
-        best = updated.sum(-1).argmin()
-        closest = updated[best]
-        centres.append(x[candidates[best]].unsqueeze(0))
-    return torch.cat(centres)
+            cumulative = weights.cumsum(-1)
+            u = torch.rand(
+                starts, trials, generator=generator, device=x.device, dtype=cumulative.dtype
+            )
+            candidates = torch.searchsorted(cumulative, u * cumulative[:, -1:])
+            candidates = candidates.clamp_max(n_rows - 1)
+        updated = torch.minimum(closest.unsqueeze(1), distances(candidates))  # (S, T, N)
+        best = updated.sum(-1).argmin(-1)
+        closest = updated[lanes, best]
+        chosen.append(candidates[lanes, best])
+    centres = x[torch.stack(chosen, 1)]  # (S, K, D)
+    return centres[0] if n_starts is None else centres
 
 
 def kmeans(
@@ -434,10 +454,9 @@ def expectation_maximization(
                 features = _features(x[start : start + size], kind)
             else:
                 features = cached[start : start + size]
-            joint = features @ natural
-            norm = torch.logsumexp(joint, -1, keepdim=True)
-            total_ll += norm.sum()
-            moments.addmm_(joint.sub_(norm).exp_().T, features)
+            joint = natural.T @ features.T  # (K, rows): see _normalise_columns
+            total_ll += _normalise_columns(joint).sum()
+            moments.addmm_(joint, features)
         stats = _unpack(moments, n_features, kind)
         mean_ll = total_ll.item() / n_rows
         if log_prior is not None:
@@ -500,6 +519,17 @@ def _stacked_m_step(
     ]
 
 
+def _normalise_columns(joint: torch.Tensor) -> torch.Tensor:
+    """Responsibilities in place from log joints (..., K, n) (components along dim -2, each
+    row a contiguous column); returns each row's log normaliser (..., 1, n). The reductions
+    run across the K contiguous rows of length n, which vectorises far better than a
+    logsumexp over a short last dimension."""
+    peak = joint.amax(-2, keepdim=True)
+    total = joint.sub_(peak).exp_().sum(-2, keepdim=True)
+    joint.div_(total)
+    return total.log_().add_(peak)
+
+
 def batched_starts(
     x: torch.Tensor,
     centres: torch.Tensor,
@@ -508,40 +538,48 @@ def batched_starts(
     kmeans_iterations: int,
     em_iterations: int,
     reg: torch.Tensor,
+    sample: torch.Tensor | None = None,
 ) -> tuple[list[MixtureParameters], torch.Tensor]:
     """Several starts at once: Lloyd k-means from each set of ``centres`` (S, K, D), the
     hard-assignment M-step, then ``em_iterations`` of likelihood EM, every step one matrix
-    product over all S * K components.
+    product over all S * K components (laid out as (S * K, rows), so that reductions over
+    components run along contiguous rows).
+
+    ``sample`` (rows of ``x``, default all of them) are the rows k-means and the
+    hard-assignment M-step see; EM and the returned log-likelihoods use all of ``x``.
 
     Returns:
         each start's mixture and its mean log-likelihood per row, shape (S,).
     """
+    full = x
+    x = full if sample is None else sample
     n_rows, n_features = x.shape
     n_starts, k, _ = centres.shape
     threshold = reg.new_tensor(0.0) if n_rows < 2 else 1e-4 * x.var(0).mean()
     wide = "full" if covariance_type == "tied" else covariance_type
     width = _features(x[:1], wide).shape[1]
     size = max(1, _CHUNK_ELEMENTS // (n_starts * k + width))
-    offsets = torch.arange(n_starts, device=x.device) * k
+    offsets = (torch.arange(n_starts, device=x.device) * k)[:, None]
 
-    def nearest(centres: torch.Tensor) -> torch.Tensor:  # (N, S) labels
+    def nearest(centres: torch.Tensor) -> torch.Tensor:  # (S, N) labels
         flat = centres.reshape(-1, n_features)
+        squared = flat.square().sum(-1, keepdim=True)
         labels = [
-            torch.addmm(flat.square().sum(-1), x[i : i + size], flat.T, alpha=-2)
-            .reshape(-1, n_starts, k)
-            .argmin(-1)
+            torch.addmm(squared, flat, x[i : i + size].T, alpha=-2)
+            .reshape(n_starts, k, -1)
+            .min(1)  # its indices: much faster than argmin across a middle dimension
+            .indices
             for i in range(0, n_rows, size)
         ]
-        return torch.cat(labels)
+        return torch.cat(labels, 1)
 
     labels = nearest(centres)
     for _ in range(kmeans_iterations):
-        counts = torch.zeros(n_starts * k, dtype=x.dtype, device=x.device)
+        index = labels + offsets
+        counts = torch.bincount(index.flatten(), minlength=n_starts * k).to(x.dtype)
         sums = x.new_zeros(n_starts * k, n_features)
         for s in range(n_starts):
-            index = labels[:, s] + offsets[s]
-            counts.index_add_(0, index, x.new_ones(n_rows))
-            sums.index_add_(0, index, x)
+            sums.index_add_(0, index[s], x)
         moved = torch.where(
             counts[:, None] > 0,
             sums / counts.clamp(min=1)[:, None],
@@ -552,36 +590,39 @@ def batched_starts(
         labels = nearest(centres)
         if bool((shift <= threshold).all()):
             break
-    features = _features(x, wide) if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
 
-    def chunks():
-        for i in range(0, n_rows, size):
-            yield (
-                i,
-                (
-                    features[i : i + size]
-                    if features is not None
-                    else _features(x[i : i + size], wide)
-                ),
-            )
+    def chunked(x: torch.Tensor):
+        """The features of ``x`` in chunks of rows: computed once when they fit in a few
+        chunks' worth of memory, else per chunk on every pass."""
+        cached = _features(x, wide) if x.shape[0] * width <= 8 * _CHUNK_ELEMENTS else None
 
-    moments = None
-    for i, chunk in chunks():
-        index = labels[i : i + size] + offsets
-        one_hot = x.new_zeros(index.shape[0], n_starts * k).scatter_(1, index, 1.0)
-        part = one_hot.T @ chunk
-        moments = part if moments is None else moments + part
+        def chunks():
+            for i in range(0, x.shape[0], size):
+                yield (
+                    i,
+                    cached[i : i + size]
+                    if cached is not None
+                    else _features(x[i : i + size], wide),
+                )
+
+        return chunks
+
+    moments = x.new_zeros(n_starts * k, width)
+    for i, chunk in chunked(x)():
+        index = labels[:, i : i + size] + offsets
+        one_hot = x.new_zeros(n_starts * k, index.shape[1]).scatter_(0, index, 1.0)
+        moments.addmm_(one_hot, chunk)
+    chunks = chunked(full)
     starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
     for iteration in range(em_iterations + 1):
-        natural = _natural_parameters(_stack(starts))
+        natural = _natural_parameters(_stack(starts))  # (F, S * K)
         moments = x.new_zeros(natural.shape[1], natural.shape[0])
         total = x.new_zeros(n_starts)
         for _, chunk in chunks():
-            joint = (chunk @ natural).reshape(-1, n_starts, k)
-            norm = torch.logsumexp(joint, -1, keepdim=True)
-            total += norm.sum((0, 2))
+            joint = (natural.T @ chunk.T).reshape(n_starts, k, -1)
+            total += _normalise_columns(joint).sum((1, 2))
             if iteration < em_iterations:
-                moments.addmm_(joint.sub_(norm).exp_().reshape(-1, n_starts * k).T, chunk)
+                moments.addmm_(joint.reshape(n_starts * k, -1), chunk)
         if iteration < em_iterations:
             starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
-    return starts, total / n_rows
+    return starts, total / full.shape[0]
