@@ -29,6 +29,7 @@ flow's masks and orders are buffers in ``state_dict`` (Pyro issue #1839).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.stats import fit_generalized_pareto
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import AffineTransform, Transform, constraints
 from tqdm.auto import tqdm
@@ -142,7 +144,7 @@ class AutoFlow(AutoContinuous):
     def loss(self) -> Trace_ELBO:
         """The ELBO ``fit`` uses: ``Trace_ELBO`` with ``fit_defaults["particles"]`` draws,
         vectorized (for a model that cannot run on a batch of draws, give
-        ``Trace_ELBO(num_particles=16)`` to ``SVI`` instead)."""
+        ``Trace_ELBO(num_particles=1)`` to ``SVI`` instead, as ``fit`` does)."""
         return Trace_ELBO(num_particles=self.fit_defaults["particles"], vectorize_particles=True)
 
     def optimizer(
@@ -180,27 +182,38 @@ class AutoFlow(AutoContinuous):
         Returns:
             the loss of every step (negative ELBO in nats, for the whole data).
 
+        Warns:
+            UserWarning: the model cannot be run on a batch of particle draws. It is checked
+            once, at the start: the model's log density of a few particles drawn together
+            must equal that of each draw alone, else the particles are run one after
+            another, one per step unless ``particles`` is given (sticking the landing and the
+            decaying rate keep one draw accurate, at the cost of a vectorized step). A model
+            that raises fails the check, and so does one that broadcasts a draw's batch
+            dimension against another (``einsum("...d,nd->...n", w, x)``), which Pyro would
+            otherwise count, silently, once per particle.
+
         Raises:
             ValueError: a bad setting.
             FloatingPointError: the loss became NaN or infinite; the message names the step.
         """
         steps = check_int("steps", steps if steps is not None else self.fit_defaults["steps"])
+        explicit_particles = particles is not None
         particles = check_int(
             "particles", particles if particles is not None else self.fit_defaults["particles"]
         )
         if seed is not None:
             pyro.set_rng_seed(seed)
         optim = self.optimizer(steps, lr, final_lr)
-        elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True)
-        svi = SVI(self.model, self, optim, elbo)
-        try:
-            losses = [svi.step(*args, **kwargs)]
-        except (ValueError, RuntimeError):
-            # A model written for one draw at a time (X @ beta with a batched beta, say)
-            # breaks under vectorized particles: run them one after another instead.
+        if particles > 1 and not self._vectorizes(particles, args, kwargs):
+            # One draw per step unless told otherwise: 16 draws one after another cost 16
+            # times the time, and sticking the landing with the decaying rate keeps one
+            # draw accurate. An explicit ``particles`` is kept.
+            particles = particles if explicit_particles else 1
             elbo = Trace_ELBO(num_particles=particles)
-            svi = SVI(self.model, self, optim, elbo)
-            losses = [svi.step(*args, **kwargs)]
+        else:
+            elbo = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1)
+        svi = SVI(self.model, self, optim, elbo)
+        losses = [svi.step(*args, **kwargs)]
         for step in tqdm(range(1, steps), disable=not progress, desc="AutoFlow"):
             if not math.isfinite(losses[-1]):
                 raise FloatingPointError(f"AutoFlow.fit: the loss is {losses[-1]} at step {step}")
@@ -208,6 +221,104 @@ class AutoFlow(AutoContinuous):
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"AutoFlow.fit: the loss is {losses[-1]} at step {steps}")
         return losses
+
+    def _vectorizes(self, particles: int, args: tuple, kwargs: dict) -> bool:
+        """Whether the model scores a batch of ``particles`` draws as it scores each alone.
+
+        Run once per fit: the particles are drawn once, vectorized as ``Trace_ELBO`` does,
+        and the model's log density of each of a few of them (the vectorized trace summed
+        over all but the particle dimension) is compared with the model run on that
+        particle's draw alone. A model that raises fails, and so does one that broadcasts
+        a draw's batch dimension against another, which Pyro would count once per particle.
+        """
+        try:
+            with torch.no_grad(), poutine.block():
+                problem = self._vectorization_problem(particles, args, kwargs)
+        except (ValueError, RuntimeError) as error:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            problem = f"it raised {type(error).__name__}: {first_line}"
+        if problem is None:
+            return True
+        warnings.warn(
+            f"AutoFlow.fit: the model cannot be run on a batch of {particles} particle draws "
+            f"({problem}); the particles run one after another instead, one per step unless "
+            "fit(particles=...) is given. For vectorized particles, write the model so that "
+            "draws batched on the left broadcast against its plates: "
+            "dist.Normal(0.0, tau.unsqueeze(-1)).expand(tau.shape + (3,)) for a vector site "
+            "whose scale tau is a draw, (x * w).sum(-1) instead of x @ w, and no extra "
+            "dimension (an einsum over '...', an unsqueeze) left of the plates.",
+            stacklevel=3,
+        )
+        return False
+
+    def _vectorization_problem(self, particles: int, args: tuple, kwargs: dict) -> str | None:
+        # Plate depth as Pyro's ELBO guesses it, from one run without particles.
+        guide_trace = poutine.trace(self).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        dims = [
+            frame.dim
+            for trace in (guide_trace, model_trace)
+            for site in trace.nodes.values()
+            if site["type"] == "sample"
+            for frame in site["cond_indep_stack"]
+            if frame.vectorized and frame.dim is not None
+        ]
+        particle_dim = min(dims, default=0) - 1
+
+        def batched(fn):
+            def wrapped(*a, **k):
+                with pyro.plate("num_particles_vectorized", particles, dim=particle_dim):
+                    return fn(*a, **k)
+
+            return wrapped
+
+        guide_trace = poutine.trace(batched(self)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(
+            poutine.replay(batched(self.model), trace=guide_trace)
+        ).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob()
+        # What Trace_ELBO adds up, split by particle: a term without the particle
+        # dimension is counted once for all of them.
+        together = torch.zeros(particles, dtype=self.loc.dtype, device=self.loc.device)
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                log_p = site["log_prob"]
+                if log_p.dim() >= -particle_dim and log_p.shape[particle_dim] == particles:
+                    per_particle = log_p.movedim(particle_dim, 0).reshape(particles, -1)
+                    together = together + per_particle.sum(-1)
+                else:
+                    together = together + log_p.sum() / particles
+        # Each of a few particles alone, on its draw and the batch's subsamples.
+        latent = f"_{self._pyro_name}_latent"
+        draws = guide_trace.nodes[latent]["value"].reshape(particles, -1)
+        for i in range(min(particles, 4)):
+            replayed = poutine.Trace()
+            for name, site in guide_trace.nodes.items():
+                if site["type"] == "sample" and site_is_subsample(site):
+                    replayed.add_node(name, **site)
+            replayed.add_node(latent, **{**guide_trace.nodes[latent], "value": draws[i]})
+            alone_guide = poutine.trace(poutine.replay(self, trace=replayed)).get_trace(
+                *args, **kwargs
+            )
+            for name, site in model_trace.nodes.items():  # the model's own subsamples
+                if site["type"] == "sample" and site_is_subsample(site):
+                    if name not in alone_guide.nodes:
+                        alone_guide.add_node(name, **site)
+            alone = poutine.trace(poutine.replay(self.model, trace=alone_guide)).get_trace(
+                *args, **kwargs
+            )
+            alone.compute_log_prob()
+            terms = [s["log_prob"] for s in alone.nodes.values() if s["type"] == "sample"]
+            log_p = sum(float(t.sum()) for t in terms)
+            size = sum(float(t.abs().sum()) for t in terms)
+            if not abs(float(together[i]) - log_p) <= 1e-4 * size + 1e-3:
+                return (
+                    f"particle {i}'s log density is {float(together[i]):.6g} among the batch "
+                    f"and {log_p:.6g} alone"
+                )
+        return None
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)

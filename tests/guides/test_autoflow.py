@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -329,3 +331,73 @@ def test_fit_and_neutra_on_a_model_with_latents_in_a_plate():
     losses = guide.fit(y, steps=3, particles=2)
     assert len(losses) == 3
     assert guide.sample_posterior(5)["theta"].shape == (5, 3)
+
+
+# Hierarchical logistic regression written three ways: for one draw at a time (x @ w and
+# expand([3]) break on a batch of draws), with an einsum whose "..." puts the particle
+# dimension left of the plates (Pyro then broadcasts it against its own particle plate
+# and counts the likelihood once per particle, raising nothing), and for vectorized draws.
+def _logistic_data():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(150, 3, generator=gen)
+    logits = x @ torch.tensor([1.0, -0.5, 0.3]) + 0.2
+    return x, torch.bernoulli(torch.sigmoid(logits), generator=gen)
+
+
+def one_draw_model(x, y):
+    tau = pyro.sample("tau", dist.HalfCauchy(1.0))
+    w = pyro.sample("w", dist.Normal(0.0, tau).expand([3]).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 5.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Bernoulli(logits=x @ w + b), obs=y)
+
+
+def einsum_model(x, y):
+    tau = pyro.sample("tau", dist.HalfCauchy(1.0))
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), tau.unsqueeze(-1)).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 5.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Bernoulli(logits=torch.einsum("...d,nd->...n", w, x) + b), obs=y)
+
+
+def vectorized_model(x, y):
+    tau = pyro.sample("tau", dist.HalfCauchy(1.0))
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), tau.unsqueeze(-1)).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 5.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Bernoulli(logits=(x * w).sum(-1) + b), obs=y)
+
+
+def test_fit_of_a_model_written_for_one_draw_at_a_time_warns_and_trains():
+    x, y = _logistic_data()
+    guide = AutoFlow(one_draw_model, transforms=1, hidden=(8,))
+    with pytest.warns(UserWarning, match=r"one per step.*\(x \* w\)\.sum\(-1\) instead of x @ w"):
+        losses = guide.fit(x, y, steps=150)
+    # one draw per step: noisy, but the loss falls from the prior's start
+    assert np.mean(losses[-30:]) < np.mean(losses[:30]) - 10
+    assert guide.sample_posterior(10)["w"].shape == (10, 3)
+
+
+def test_fit_detects_a_model_that_counts_its_likelihood_once_per_particle():
+    x, y = _logistic_data()
+    pyro.set_rng_seed(0)
+    guide = AutoFlow(einsum_model, transforms=1, hidden=(8,))
+    frozen = pyro.optim.Adam({"lr": 0.0})
+    batched = SVI(
+        einsum_model, guide, frozen, Trace_ELBO(num_particles=16, vectorize_particles=True)
+    )
+    in_turn = SVI(einsum_model, guide, frozen, Trace_ELBO(num_particles=16))
+    # Pyro raises nothing, and its vectorized loss counts the 150 rows 16 times over
+    assert batched.step(x, y) > 5 * in_turn.step(x, y)
+    guide = AutoFlow(einsum_model, transforms=1, hidden=(8,))
+    with pytest.warns(UserWarning, match="among the batch and .* alone"):
+        losses = guide.fit(x, y, steps=5)
+    assert max(losses) < 2 * in_turn.step(x, y)  # the fallback counts the rows once
+
+
+def test_fit_of_a_vectorized_model_stays_vectorized_without_a_warning():
+    x, y = _logistic_data()
+    guide = AutoFlow(vectorized_model, transforms=1, hidden=(8,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guide.fit(x, y, steps=3)
