@@ -405,7 +405,7 @@ class AutoFlow(AutoContinuous):
         return self.unpack(self.get_posterior().dist.rsample((n,)))
 
     def unpack(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Constrained site values from n unconstrained vectors u: (n, D) -> site -> (n, *shape).
+        """Constrained site values of unconstrained vectors: ``(n, D)`` -> ``{site: (n, *shape)}``.
 
         The inverse of the guide's packing: each site's slice of u, reshaped and mapped to
         its support with ``biject_to``. Draws of u from NUTS on the flow-preconditioned

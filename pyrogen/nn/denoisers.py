@@ -65,7 +65,7 @@ class MLPDenoiser(nn.Module):
     Linear + activation) and, for a conditional network, a learned class embedding, and fed to
     an :class:`~pyrogen.nn.mlp.MLP` whose last layer starts at zero. With
     ``fourier_features=F`` the input also has random Fourier features of z (Tancik et al.,
-    2020), sin(z B) and cos(z B) for a fixed B (D, F) with N(0, ``fourier_scale``^2)
+    2020), sin(z B) and cos(z B) for a fixed B (D, F) with N(0, ``fourier_scale ** 2``)
     entries: a small MLP on z alone resolves structure much finer than z's spread only
     slowly (its spectral bias), and the denoiser of clustered low-dimensional data needs it
     at the clusters' scale.
