@@ -575,11 +575,10 @@ def batched_starts(
 
     labels = nearest(centres)
     for _ in range(kmeans_iterations):
-        index = labels + offsets
-        counts = torch.bincount(index.flatten(), minlength=n_starts * k).to(x.dtype)
-        sums = x.new_zeros(n_starts * k, n_features)
-        for s in range(n_starts):
-            sums.index_add_(0, index[s], x)
+        # every start's counts and sums at once: a (S * K, N) one-hot matrix product
+        one_hot = x.new_zeros(n_starts * k, n_rows).scatter_(0, labels + offsets, 1.0)
+        counts = one_hot.sum(1)
+        sums = one_hot @ x
         moved = torch.where(
             counts[:, None] > 0,
             sums / counts.clamp(min=1)[:, None],
