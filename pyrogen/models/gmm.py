@@ -81,7 +81,8 @@ _M_STEP_TOLERANCE = 1e-10
 # Starts: Lloyd iterations of k-means and EM iterations (at most) before they are ranked;
 # the best start's likelihood EM then runs to a tolerance of tol * _FINAL_TOL.
 _KMEANS_ITERATIONS = 10
-# Rows (a random subsample of larger data) that k-means++ and k-means see.
+# Rows (a random subsample of larger data) that the starts see: k-means++, k-means and the
+# EM iterations that rank them.
 _SEED_ROWS = 2**14
 _START_ITERATIONS = 5
 _FINAL_TOL = 0.1
@@ -700,22 +701,22 @@ class GaussianMixture(GenerativeModel):
         # n_init starts at once (k-means++, k-means, a few EM iterations), ranked by the
         # log joint (the model's objective); only the best runs on to convergence: short
         # runs of EM already rank starts by where they end (Biernacki et al. 2003).
-        # k-means++ and k-means see a random subsample of many rows (their centres only
-        # start EM, which sees every row).
-        sample = None
+        # The starts see a random subsample of many rows: only the best one goes on, by EM
+        # on every row.
+        seeding = work
         if n_rows > _SEED_ROWS:
-            sample = work[torch.randperm(n_rows, generator=generator, device=x.device)[:_SEED_ROWS]]
-        seeding = work if sample is None else sample
+            seeding = work[
+                torch.randperm(n_rows, generator=generator, device=x.device)[:_SEED_ROWS]
+            ]
         centres = kmeans_plusplus(seeding, self.n_components, generator, n_starts=self.n_init)
         reg = work.new_full((work.shape[1],), _REG_COVAR)
         starts, mean_ll = batched_starts(
-            work,
+            seeding,
             centres,
             self.covariance,
             kmeans_iterations=_KMEANS_ITERATIONS,
             em_iterations=min(self.em_iterations, _START_ITERATIONS),
             reg=reg,
-            sample=sample,
         )
         scores = [
             ll.item() + log_prior(self._site_values(p)).item() / n_rows

@@ -538,21 +538,15 @@ def batched_starts(
     kmeans_iterations: int,
     em_iterations: int,
     reg: torch.Tensor,
-    sample: torch.Tensor | None = None,
 ) -> tuple[list[MixtureParameters], torch.Tensor]:
     """Several starts at once: Lloyd k-means from each set of ``centres`` (S, K, D), the
     hard-assignment M-step, then ``em_iterations`` of likelihood EM, every step one matrix
     product over all S * K components (laid out as (S * K, rows), so that reductions over
     components run along contiguous rows).
 
-    ``sample`` (rows of ``x``, default all of them) are the rows k-means and the
-    hard-assignment M-step see; EM and the returned log-likelihoods use all of ``x``.
-
     Returns:
         each start's mixture and its mean log-likelihood per row, shape (S,).
     """
-    full = x
-    x = full if sample is None else sample
     n_rows, n_features = x.shape
     n_starts, k, _ = centres.shape
     threshold = reg.new_tensor(0.0) if n_rows < 2 else 1e-4 * x.var(0).mean()
@@ -606,12 +600,12 @@ def batched_starts(
 
         return chunks
 
+    chunks = chunked(x)
     moments = x.new_zeros(n_starts * k, width)
-    for i, chunk in chunked(x)():
+    for i, chunk in chunks():
         index = labels[:, i : i + size] + offsets
         one_hot = x.new_zeros(n_starts * k, index.shape[1]).scatter_(0, index, 1.0)
         moments.addmm_(one_hot, chunk)
-    chunks = chunked(full)
     starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
     for iteration in range(em_iterations + 1):
         natural = _natural_parameters(_stack(starts))  # (F, S * K)
@@ -624,4 +618,4 @@ def batched_starts(
                 moments.addmm_(joint.reshape(n_starts * k, -1), chunk)
         if iteration < em_iterations:
             starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
-    return starts, total / full.shape[0]
+    return starts, total / n_rows
