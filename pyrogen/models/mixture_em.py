@@ -84,8 +84,19 @@ class GaussianComponents(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         table = component_log_density(value.reshape(-1, value.shape[-1]), self.params)
+        assignment = self.assignment
+        if value.dim() == 2 and assignment.dim() >= 1:
+            if assignment.shape[-1] == 1 or assignment.stride(-1) == 0:
+                # One component for all rows per leading index (Pyro's enumeration, (K, 1)
+                # broadcast over rows): whole columns of the table, without a per-row gather
+                # and its scatter in the backward pass.
+                picked = assignment[..., 0]
+                columns = torch.arange(table.shape[1], device=table.device)
+                if picked.shape == columns.shape and torch.equal(picked, columns):
+                    return table.T  # every component in order: no copy at all
+                return table.T[picked]
         rows = torch.arange(table.shape[0], device=table.device).reshape(value.shape[:-1])
-        return table[rows, self.assignment]
+        return table[rows, assignment]
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         params, index = self.params, self.assignment

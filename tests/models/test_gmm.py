@@ -20,7 +20,11 @@ from sklearn.mixture import GaussianMixture as SklearnMixture
 
 import pyrogen
 from pyrogen.models.gmm import ASSIGNMENT, OBS, GaussianMixture, select_n_components
-from pyrogen.models.mixture_em import COVARIANCE_TYPES
+from pyrogen.models.mixture_em import (
+    COVARIANCE_TYPES,
+    GaussianComponents,
+    MixtureParameters,
+)
 
 
 def blobs(n: int = 300, seed: int = 0, dim: int = 2) -> np.ndarray:
@@ -348,3 +352,29 @@ def test_degenerate_data_gives_valid_parameters(covariance, case, weight_concent
     assert (torch.linalg.eigvalsh(full) > 0).all()
     assert torch.isfinite(model.log_prob(x)).all()
     assert torch.isfinite(model.log_prob(x + 0.5)).all()
+
+
+def test_component_log_prob_whole_columns_match_the_per_row_gather():
+    """Enumerated assignments ((K, 1), broadcast over rows) take whole columns of the
+    (N, K) table; they must equal the row-by-row lookup, in and out of order."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 2, generator=generator, dtype=torch.float64)
+    params = MixtureParameters(
+        torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64),
+        torch.randn(3, 2, generator=generator, dtype=torch.float64),
+        torch.rand(3, 2, generator=generator, dtype=torch.float64) + 0.5,
+        "diag",
+    )
+    for order in ([0, 1, 2], [2, 0, 1]):
+        enumerated = torch.tensor(order).reshape(3, 1)
+        expanded = enumerated.expand(3, 7)
+        reference = GaussianComponents(params, expanded.contiguous()).log_prob(x)
+        for assignment in (enumerated, expanded):
+            got = GaussianComponents(params, assignment).log_prob(x)
+            assert got.shape == (3, 7)
+            torch.testing.assert_close(got, reference)
+    sampled = torch.randint(3, (7,), generator=generator)
+    table = GaussianComponents(params, torch.arange(3).reshape(3, 1)).log_prob(x)
+    torch.testing.assert_close(
+        GaussianComponents(params, sampled).log_prob(x), table.T[torch.arange(7), sampled]
+    )
