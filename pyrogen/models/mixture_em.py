@@ -565,12 +565,16 @@ def batched_starts(
     width = _features(x[:1], wide).shape[1]
     size = max(1, _CHUNK_ELEMENTS // (n_starts * k + width))
     offsets = (torch.arange(n_starts, device=x.device) * k)[:, None]
+    # Rows as columns throughout: products with a contiguous (D, N) or (F, N) operand avoid
+    # BLAS copying a transposed one on every call. A row of ones below them makes the
+    # distances' |c|^2 term part of the product, not a broadcast added to its output.
+    columns = torch.cat([x.T, x.new_ones(1, n_rows)])
 
     def nearest(centres: torch.Tensor) -> torch.Tensor:  # (S, N) labels
         flat = centres.reshape(-1, n_features)
-        squared = flat.square().sum(-1, keepdim=True)
+        weights = torch.cat([-2 * flat, flat.square().sum(-1, keepdim=True)], 1)
         labels = [
-            torch.addmm(squared, flat, x[i : i + size].T, alpha=-2)
+            (weights @ columns[:, i : i + size])
             .reshape(n_starts, k, -1)
             .min(1)  # its indices: much faster than argmin across a middle dimension
             .indices
@@ -583,7 +587,7 @@ def batched_starts(
         # every start's counts and sums at once: a (S * K, N) one-hot matrix product
         one_hot = x.new_zeros(n_starts * k, n_rows).scatter_(0, labels + offsets, 1.0)
         counts = one_hot.sum(1)
-        sums = one_hot @ x
+        sums = (columns[:-1] @ one_hot.T).T
         moved = torch.where(
             counts[:, None] > 0,
             sums / counts.clamp(min=1)[:, None],
@@ -594,39 +598,32 @@ def batched_starts(
         labels = nearest(centres)
         if bool((shift <= threshold).all()):
             break
+    # The features as (F, rows) columns: computed once when they fit in a few chunks' worth
+    # of memory, else per chunk on every pass.
+    cached = _features(x, wide).T.contiguous() if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
 
-    def chunked(x: torch.Tensor):
-        """The features of ``x`` in chunks of rows: computed once when they fit in a few
-        chunks' worth of memory, else per chunk on every pass."""
-        cached = _features(x, wide) if x.shape[0] * width <= 8 * _CHUNK_ELEMENTS else None
+    def chunks():
+        for i in range(0, n_rows, size):
+            if cached is not None:
+                yield i, cached[:, i : i + size]
+            else:
+                yield i, _features(x[i : i + size], wide).T.contiguous()
 
-        def chunks():
-            for i in range(0, x.shape[0], size):
-                yield (
-                    i,
-                    cached[i : i + size]
-                    if cached is not None
-                    else _features(x[i : i + size], wide),
-                )
-
-        return chunks
-
-    chunks = chunked(x)
-    moments = x.new_zeros(n_starts * k, width)
+    moments = x.new_zeros(width, n_starts * k)  # transposed: (F, S * K)
     for i, chunk in chunks():
         index = labels[:, i : i + size] + offsets
         one_hot = x.new_zeros(n_starts * k, index.shape[1]).scatter_(0, index, 1.0)
-        moments.addmm_(one_hot, chunk)
-    starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
+        moments.addmm_(chunk, one_hot.T)
+    starts = _stacked_m_step(moments.T, n_starts, covariance_type, reg)
     for iteration in range(em_iterations + 1):
         natural = _natural_parameters(_stack(starts))  # (F, S * K)
-        moments = x.new_zeros(natural.shape[1], natural.shape[0])
+        moments = x.new_zeros(natural.shape)
         total = x.new_zeros(n_starts)
         for _, chunk in chunks():
-            joint = (natural.T @ chunk.T).reshape(n_starts, k, -1)
+            joint = (natural.T @ chunk).reshape(n_starts, k, -1)
             total += _normalise_columns(joint).sum((1, 2))
             if iteration < em_iterations:
-                moments.addmm_(joint.reshape(n_starts * k, -1), chunk)
+                moments.addmm_(chunk, joint.reshape(n_starts * k, -1).T)
         if iteration < em_iterations:
-            starts = _stacked_m_step(moments, n_starts, covariance_type, reg)
+            starts = _stacked_m_step(moments.T, n_starts, covariance_type, reg)
     return starts, total / n_rows
