@@ -448,8 +448,9 @@ def expectation_maximization(
     n_components = params.locs.shape[0]
     width = _features(x[:1], kind).shape[1]
     size = max(1, _CHUNK_ELEMENTS // (n_components + width))
-    # The features of every row, once, when they fit in a few chunks' worth of memory.
-    cached = _features(x, kind) if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
+    # The features of every row as (F, N) columns (see batched_starts), once, when they fit
+    # in a few chunks' worth of memory.
+    cached = _features(x, kind).T.contiguous() if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
     previous = -math.inf
     mean_ll = -math.inf
     converged = False
@@ -458,17 +459,17 @@ def expectation_maximization(
         # One E-step: log w_k N(x_n | k) = features_n . W_k, one matrix product per chunk;
         # the moments are one more.
         natural = _natural_parameters(params)
-        moments = x.new_zeros(n_components, width)
+        moments = x.new_zeros(width, n_components)
         total_ll = x.new_zeros(())
         for start in range(0, n_rows, size):
             if cached is None:
-                features = _features(x[start : start + size], kind)
+                features = _features(x[start : start + size], kind).T.contiguous()
             else:
-                features = cached[start : start + size]
-            joint = natural.T @ features.T  # (K, rows): see _normalise_columns
+                features = cached[:, start : start + size]
+            joint = natural.T @ features  # (K, rows): see _normalise_columns
             total_ll += _normalise_columns(joint).sum()
-            moments.addmm_(joint, features)
-        stats = _unpack(moments, n_features, kind)
+            moments.addmm_(features, joint.T)
+        stats = _unpack(moments.T, n_features, kind)
         mean_ll = total_ll.item() / n_rows
         if log_prior is not None:
             mean_ll += log_prior(params) / n_rows
