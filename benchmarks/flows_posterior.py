@@ -23,6 +23,15 @@ on three models whose posterior is known:
   (``pyrogen.neutra`` from that AutoFlow) and a second, independent plain NUTS run of
   NeuTra's length, with ESS and divergences for the samplers.
 
+* **funnel, NeuTra vs plain NUTS** (``--models funnel_neutra``, written to
+  ``results/flows_posterior_funnel_neutra.*``): Neal's funnel in 10 dims as above, sampled
+  by plain NUTS (JIT-compiled, tree depth up to 10) and by ``pyrogen.neutra`` from
+  ``AutoFlow(model).fit()`` with its defaults, both ``--chains`` x (``--warmup`` +
+  ``--neutra-draws``) per seed. Per seed: divergences, min ESS over the 10 values
+  (``arviz.ess``), ESS of y, the error of mean(y) and sd(y) against the truth (0, 3), the
+  lowest y reached (the neck: 1% of the prior lies below y = -7), the share of draws with
+  y < -3 (truth 0.159), and fit and sampling wall times.
+
 Per model and guide: the largest absolute error of the posterior means and of the posterior
 sds over all latent values, in units of the reference sd (from ``--draws`` guide draws, in
 the constrained space), PSIS k-hat (``pyrogen.guides.psis_khat``), the final ELBO from
@@ -73,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--elbo-particles", type=int, default=None, help="full 5000")
     parser.add_argument("--chains", type=int, default=None, help="NUTS chains (full 4)")
     parser.add_argument("--nuts-draws", type=int, default=None, help="per chain (full 1000)")
+    parser.add_argument("--warmup", type=int, default=None, help="funnel_neutra (full 500)")
+    parser.add_argument(
+        "--neutra-draws", type=int, default=None, help="funnel_neutra, per chain (full 500)"
+    )
     parser.add_argument("--guides", default=",".join(GUIDES))
     parser.add_argument("--models", default="conjugate,funnel,eight_schools")
     parser.add_argument(
@@ -82,9 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(RESULTS / "flows_posterior"))
     args = parser.parse_args(argv)
     full = {"steps": 800, "draws": 20_000, "khat_samples": 5000, "elbo_particles": 5000}
-    full |= {"chains": 4, "nuts_draws": 1000}
+    full |= {"chains": 4, "nuts_draws": 1000, "warmup": 500, "neutra_draws": 500}
     quick = {"steps": 60, "draws": 4000, "khat_samples": 500, "elbo_particles": 200}
-    quick |= {"chains": 2, "nuts_draws": 100}
+    quick |= {"chains": 2, "nuts_draws": 100, "warmup": 50, "neutra_draws": 50}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -576,20 +589,21 @@ HL_COLUMNS = [
 ]
 
 
-def main_hier_logistic(args) -> int:
+def _run_section(args, name: str, section, packages) -> tuple[list, dict, dict, Path]:
+    """Run one ``--models`` section over the seeds and write its JSON summary."""
     seeds = [int(s) for s in args.seeds.split(",") if s]
     started = time.perf_counter()
-    rows, extra = hier_logistic_section(args, seeds)
+    rows, extra = section(args, seeds)
     out = Path(args.out)
     if out.name == "flows_posterior":
-        out = out.with_name("flows_posterior_hier_logistic")
+        out = out.with_name(f"flows_posterior_{name}")
     summary = {
-        "benchmark": "flows_posterior (hier_logistic)",
+        "benchmark": f"flows_posterior ({name})",
         "timestamp": utc_timestamp(),
         "quick": args.quick,
         "settings": vars(args),
         "machine": machine_info(),
-        "versions": versions(("torch", "pyro", "zuko", "numpy", "pyrogen")),
+        "versions": versions(packages),
         "threads": thread_info(),
         "git": git_revision(),
         "rows": rows,
@@ -597,6 +611,13 @@ def main_hier_logistic(args) -> int:
         "total_s": time.perf_counter() - started,
     }
     write_json_atomic(out.with_suffix(".json"), summary)
+    return rows, extra, summary, out
+
+
+def main_hier_logistic(args) -> int:
+    rows, extra, summary, out = _run_section(
+        args, "hier_logistic", hier_logistic_section, ("torch", "pyro", "zuko", "numpy", "pyrogen")
+    )
     ref = extra["reference"]
     lines = [
         "Hierarchical logistic regression (tau ~ HalfCauchy(1), w ~ N(0, tau I_3), b ~ N(0, 5), "
@@ -620,6 +641,155 @@ def main_hier_logistic(args) -> int:
     return 0
 
 
+FUNNEL_DIMS = 10
+
+
+def funnel_neutra_model():
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    y = pyro.sample("y", dist.Normal(0.0, 3.0))
+    scale = (y / 2).exp().unsqueeze(-1)
+    pyro.sample("x", dist.Normal(torch.zeros(FUNNEL_DIMS - 1), scale).to_event(1))
+
+
+def _funnel_stats(y, x, divergences: int, seconds: float) -> dict:
+    """Sampler figures from draws y (chains, draws) and x (chains, draws, 9)."""
+    import arviz
+    import numpy as np
+
+    y, x = np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    ess_y = float(arviz.ess(y))
+    ess_x = min(float(arviz.ess(x[..., i])) for i in range(x.shape[-1]))
+    return {
+        "divergences": int(divergences),
+        "ess": min(ess_y, ess_x),
+        "ess_y": ess_y,
+        "mean_y_err": abs(float(y.mean())) / 3.0,
+        "sd_y": float(y.std(ddof=1)),
+        "sd_y_err": abs(float(y.std(ddof=1)) - 3.0) / 3.0,
+        "min_y": float(y.min()),
+        "below_minus_3": float((y < -3).mean()),
+        "sample_s": seconds,
+    }
+
+
+def funnel_neutra_section(args, seeds) -> tuple[list, dict]:
+    """Plain NUTS and NeuTra on the 10-dim funnel (see the module docstring)."""
+    import numpy as np
+    import pyro
+    from pyro.infer import MCMC, NUTS
+
+    import pyrogen
+
+    chains, warmup, draws = args.chains, args.warmup, args.neutra_draws
+    plain_runs, neutra_runs = [], []
+    for seed in seeds:
+        ys, xs, divergences = [], [], 0
+        started = time.perf_counter()
+        for chain in range(chains):
+            pyro.set_rng_seed(seed + chain)
+            kernel = NUTS(funnel_neutra_model, jit_compile=True, ignore_jit_warnings=True)
+            mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, disable_progbar=True)
+            mcmc.run()
+            got = mcmc.get_samples()
+            ys.append(got["y"].numpy())
+            xs.append(got["x"].numpy())
+            divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
+        plain = {"seed": seed} | _funnel_stats(
+            np.stack(ys), np.stack(xs), divergences, time.perf_counter() - started
+        )
+        plain["fit_s"] = 0.0
+        plain_runs.append(plain)
+        pyro.clear_param_store()
+        guide = pyrogen.AutoFlow(funnel_neutra_model)
+        started = time.perf_counter()
+        guide.fit(steps=args.steps if args.quick else None, seed=seed)
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        idata = pyrogen.neutra(
+            funnel_neutra_model,
+            guide,
+            num_samples=draws,
+            warmup=warmup,
+            num_chains=chains,
+            seed=seed,
+        )
+        nt = {"seed": seed} | _funnel_stats(
+            idata.posterior["y"].values,
+            idata.posterior["x"].values,
+            int(idata.sample_stats["diverging"].values.sum()),
+            time.perf_counter() - started,
+        )
+        nt["fit_s"] = fit_s
+        neutra_runs.append(nt)
+        for label, run in (("NUTS  ", plain), ("NeuTra", nt)):
+            print(
+                f"funnel seed {seed} {label}: {run['divergences']} divergences, "
+                f"min ESS {run['ess']:.0f}, mean(y) err {run['mean_y_err']:.3f}, "
+                f"sd(y) {run['sd_y']:.2f}, min y {run['min_y']:.2f}, "
+                f"fit {run['fit_s']:.1f} s, sampling {run['sample_s']:.1f} s",
+                flush=True,
+            )
+    rows = []
+    for label, mine in (("NUTS", plain_runs), ("NeuTra (AutoFlow defaults)", neutra_runs)):
+        for run in mine:
+            rows.append({"method": label} | run)
+        total = {"method": label, "seed": "median"}
+        for key in mine[0]:
+            if key != "seed":
+                total[key] = statistics.median(run[key] for run in mine)
+        total["divergences_total"] = sum(run["divergences"] for run in mine)
+        rows.append(total)
+    return rows, {"runs": {"nuts": plain_runs, "neutra": neutra_runs}}
+
+
+FN_COLUMNS = [
+    ("method", "method"),
+    ("seed", "seed"),
+    ("divergences", "divergences", ".0f"),
+    ("ess", "min ESS", ".0f"),
+    ("ess_y", "ESS(y)", ".0f"),
+    ("mean_y_err", "|mean(y)| / 3", ".3f"),
+    ("sd_y", "sd(y) (truth 3)", ".2f"),
+    ("min_y", "min y", ".2f"),
+    ("below_minus_3", "P(y < -3) (truth 0.159)", ".3f"),
+    ("fit_s", "fit s", ".1f"),
+    ("sample_s", "sampling s", ".1f"),
+]
+
+
+def main_funnel_neutra(args) -> int:
+    rows, extra, summary, out = _run_section(
+        args,
+        "funnel_neutra",
+        funnel_neutra_section,
+        ("torch", "pyro", "zuko", "numpy", "arviz", "pyrogen"),
+    )
+    fit = f"{args.steps} steps" if args.quick else "its defaults"
+    lines = [
+        "Neal's funnel in 10 dims (y ~ N(0, 3), x_i ~ N(0, exp(y / 2)), i = 1..9, no data: "
+        "the posterior is the prior). Plain NUTS (JIT-compiled, max tree depth 10) vs "
+        f"`pyrogen.neutra` from `AutoFlow(model).fit()` ({fit}), both "
+        f"{args.chains} chains x ({args.warmup} warm-up + {args.neutra_draws} draws) per seed, "
+        f"seeds {args.seeds}, 1 thread"
+        + (" (quick mode: smoke test)" if args.quick else "")
+        + ". min ESS: `arviz.ess` over the 10 values; divergences summed over chains; "
+        "NeuTra runs its potential eagerly (Pyro cannot JIT the reparameterized model).",
+        "",
+        markdown_table(rows, FN_COLUMNS),
+        "",
+    ]
+    for label in ("NUTS", "NeuTra (AutoFlow defaults)"):
+        total = next(r for r in rows if r["method"] == label and r["seed"] == "median")
+        lines.append(f"* {label}: {total['divergences_total']} divergences over all seeds.")
+    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print(text_table(rows, FN_COLUMNS))
+    print(f"total {summary['total_s']:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     limiter = set_threads(args.threads)  # noqa: F841
@@ -628,6 +798,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.models == "hier_logistic":
         return main_hier_logistic(args)
+    if args.models == "funnel_neutra":
+        return main_funnel_neutra(args)
     problems = {
         "conjugate": conjugate_problem,
         "funnel": funnel_problem,
