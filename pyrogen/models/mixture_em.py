@@ -179,7 +179,7 @@ def kmeans_plusplus(
 
     With ``n_starts``, that many independent seedings run side by side: each pick draws
     every start's candidates at once and scores them against all rows with one matrix
-    product (squared distances as |x|^2 + |c|^2 - 2 x.c).
+    product (squared distances as ``|x|^2 + |c|^2 - 2 x.c``).
 
     Args:
         x: data of shape (N, D).
