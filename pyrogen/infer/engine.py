@@ -29,7 +29,7 @@ from pyrogen import __version__
 from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
 from pyrogen.infer import distributed
 from pyrogen.infer.distributed import Cluster
-from pyrogen.infer.noise import RowNoise, step_seed
+from pyrogen.infer.noise import RowNoise, seed_device, step_seed
 from pyrogen.infer.precision import check_precision, mixed_precision
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 from pyrogen.models.base import GenerativeModel
@@ -332,7 +332,7 @@ def fit(
                 # small step's time). DDP exchanges gradients after the last piece only.
                 # Every piece starts from the step's random state and draws its rows' noise
                 # as one process scoring the whole batch would (pyrogen.infer.noise).
-                torch.manual_seed(noise_seed)
+                seed_device(noise_seed, device)
                 with (
                     pyro.validation_enabled(validate and state.step == first_step),
                     mixed_precision(model, precision),

@@ -46,6 +46,24 @@ def step_seed(seed: int, step: int) -> int:
     return (int(high) << 32 | int(low)) >> 1
 
 
+def seed_device(seed: int, device: torch.device) -> None:
+    """Set the random state of the generator that draws on ``device`` (and the CPU's).
+
+    Called at every training step: ``torch.manual_seed`` seeds every backend's generators,
+    about 0.1 ms on the CPU alone, where one generator's ``manual_seed`` takes about 1 us.
+
+    Args:
+        seed: e.g. :func:`step_seed`'s value.
+        device: the device the step's draws are made on.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)
+
+
 class RowNoise(Messenger):
     """Latent sample sites inside the data plate draw the noise of the whole batch's
     ``total`` rows and keep rows ``offset .. offset + count`` (this piece's).

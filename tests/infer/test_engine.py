@@ -391,3 +391,15 @@ def test_fit_on_cuda():
     result = pyrogen.fit(model, x, steps=20, device="cuda", progress=False)
     assert result.device.startswith("cuda") and model.device.type == "cuda"
     assert model.log_prob(x).device.type == "cuda"
+
+
+def test_seed_device_draws_as_torch_manual_seed_does():
+    # The engine seeds each step's generator alone (torch.manual_seed seeds every backend,
+    # ~100x slower): the CPU draws that follow must be the same numbers.
+    from pyrogen.infer.noise import seed_device
+
+    torch.manual_seed(123)
+    expected = torch.randn(5)
+    torch.manual_seed(7)
+    seed_device(123, torch.device("cpu"))
+    assert torch.equal(torch.randn(5), expected)
