@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import itertools
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +27,9 @@ from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 
 #: Name of the plate over data rows in every family.
 DATA_PLATE = "data"
+
+#: K, the importance samples per example of the log-likelihood bound when scoring.
+DEFAULT_IW_SAMPLES = 100
 
 # Each instance gets its own prefix in Pyro's global param store, so two models of the same
 # family in one process never share parameters by accident.
@@ -163,11 +167,173 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         """
         return torch.randperm(num_rows, generator=generator)
 
+    # --- evaluation and reporting: what a family reports, declared once -------------------
+    #: Named parts of the ELBO the family reports per example beside it (keys of
+    #: :meth:`score_examples`), e.g. ``("reconstruction", "prior", "diffusion")``.
+    elbo_terms_reported: ClassVar[tuple[str, ...]] = ()
+    #: What ``num_samples`` of :meth:`score_examples` counts, as the option that sets it:
+    #: ``"iw_samples"`` (importance samples of the bound L_K) or ``"step_samples"``.
+    score_samples_name: ClassVar[str] = "iw_samples"
+    #: The ``num_samples`` scoring uses when none is given.
+    default_score_samples: ClassVar[int] = DEFAULT_IW_SAMPLES
+
     @property
     def exact_likelihood(self) -> bool:
         """Whether ``log_prob(x)`` is the exact log-likelihood; otherwise the family
         reports bounds (``elbo`` and the importance-weighted ``log_likelihood``)."""
         return False
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """The plots a run report draws for this model, by file stem (``"elbo"``,
+        ``"clusters"``, ``"weights_posterior"``, ``"samples"``, ``"class_samples"``,
+        ``"component_samples"``, ``"completions"``, ``"reconstructions"``, ``"latent"``);
+        the report draws those its data allow (image plots only for image data)."""
+        return ("elbo",)
+
+    @property
+    def conditions_on_labels(self) -> bool:
+        """Whether the likelihood is conditional on labels y (log p(x | y)), so that
+        scoring it and drawing from it need them."""
+        return False
+
+    @property
+    def given_mask(self) -> torch.Tensor | None:
+        """The values of each example the model is given rather than generating (True =
+        given), shape ``data_shape``; None where it generates every value."""
+        return None
+
+    @property
+    def predicts(self) -> str | None:
+        """What ``predict(x)`` (N,) returns: ``"class"`` (scored by accuracy against
+        labels), ``"component"`` (scored by clustering accuracy), or None (no predict)."""
+        return None
+
+    @property
+    def label_count(self) -> int | None:
+        """How many values the label y of ``sample(n, y)`` takes (classes, or mixture
+        components); None where ``sample`` takes no label."""
+        return None
+
+    @property
+    def label_kind(self) -> str:
+        """What a label of ``sample(n, y)`` is: ``"class"`` or ``"component"``."""
+        return "class"
+
+    @property
+    def likelihood_target(self) -> str:
+        """What the log-likelihood (and its bounds) is of, e.g. ``"log p(x | y)"``."""
+        labels = ", y" if self.conditions_on_labels else ""
+        if self.given_mask is not None:
+            return f"log p(x_missing | x_given{labels})"
+        return "log p(x | y)" if labels else "log p(x)"
+
+    @property
+    def elbo_description(self) -> str:
+        """How this family's ELBO is computed, for reports (what the bound is made of)."""
+        return "ELBO E_q[log p(x | z) + log p(z) - log q(z | x)]"
+
+    def values_per_example(self, x: torch.Tensor) -> int:
+        """D, the values of one example (N, ...) that are scored: bits per dimension divide
+        by it. Values the model is given are not scored."""
+        given = self.given_mask
+        values = math.prod(x.shape[1:])
+        return values if given is None else values - int(given.sum())
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact log-likelihood per example (nats), shape (N,), where
+        :attr:`exact_likelihood`; otherwise the family reports bounds."""
+        raise NotImplementedError(
+            f"{self.family}: has no exact log-likelihood (exact_likelihood is False); use "
+            "elbo or log_likelihood"
+        )
+
+    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The evidence lower bound per example (nats), shape (N,)."""
+        raise NotImplementedError(f"{self.family}: has no elbo")
+
+    def log_likelihood(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, num_samples: int = 1
+    ) -> torch.Tensor:
+        """The family's best estimate of the log-likelihood per example (nats), shape (N,):
+        the exact ``log_prob`` where there is one, else a bound (see :meth:`score_examples`)."""
+        if self.exact_likelihood:
+            return self.log_prob(x, y) if self.conditions_on_labels else self.log_prob(x)
+        raise NotImplementedError(f"{self.family}: has no log_likelihood")
+
+    def bits_per_dim(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, num_samples: int = 1
+    ) -> torch.Tensor:
+        """-log_likelihood / (D ln 2) per example, shape (N,), D = :meth:`values_per_example`:
+        bits per value (an upper bound in expectation where log_likelihood is a lower bound)."""
+        x = torch.as_tensor(x)
+        log_likelihood = self.log_likelihood(x, y, num_samples=num_samples)
+        return -log_likelihood / (self.values_per_example(x) * math.log(2))
+
+    def score_examples(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, num_samples: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Everything the family reports of each example, the one place scoring is done.
+
+        Args:
+            x: examples (N, *data_shape).
+            y: labels (N,) of a model conditioned on them (:attr:`conditions_on_labels`),
+                else None.
+            num_samples: what :attr:`score_samples_name` names (importance samples K of the
+                bound L_K, or diffusion steps drawn per example); None:
+                :attr:`default_score_samples`. Unused where the likelihood is exact.
+
+        Returns:
+            per-example tensors, each (N,): ``log_likelihood`` (exact, or the tightest bound
+            computed); for families with bounds ``elbo`` and the terms named in
+            :attr:`elbo_terms_reported`; ``predicted`` (int64) where :attr:`predicts`.
+            :meth:`score_descriptions` says what each one is.
+        """
+        samples = self.default_score_samples if num_samples is None else num_samples
+        condition = (y,) if self.conditions_on_labels else ()
+        if self.exact_likelihood:
+            scores = {"log_likelihood": self.log_prob(x, *condition)}
+        else:
+            scores = {
+                "elbo": self.elbo(x, *condition),
+                "log_likelihood": self.log_likelihood(x, *condition, num_samples=samples),
+            }
+        if self.predicts is not None:
+            scores["predicted"] = self.predict(x)
+        return scores
+
+    def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
+        """What each number of :meth:`score_examples` is (a bound of what, estimated how),
+        keyed as there, plus ``bits_per_dim``.
+
+        Args:
+            num_samples: the ``num_samples`` the scores were computed with.
+            values: D of :meth:`values_per_example`.
+        """
+        target = self.likelihood_target
+        if self.exact_likelihood:
+            return {"log_likelihood": f"exact {target}"}
+        missing = " (the missing ones)" if self.given_mask is not None else ""
+        return {
+            "elbo": f"{self.elbo_description}: a lower bound on {target}",
+            "log_likelihood": f"IWAE bound L_K with K = {num_samples} importance samples: "
+            f"below {target} in expectation",
+            "bits_per_dim": f"-log_likelihood_per_example / (D ln 2), D = {values} values per "
+            f"example{missing}: an upper bound in expectation",
+        }
+
+    def fit_statistics(
+        self, x: torch.Tensor, log_likelihood: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Family-specific statistics of a fit on ``x`` (N, ...) for summaries (e.g. a
+        mixture's BIC, weights and means), JSON-serialisable; ``log_likelihood`` (N,) is
+        each row's exact log-likelihood where the caller has it already."""
+        return {}
+
+    def report_samples(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``n`` samples (n, *data_shape) a run report shows: draws from the model
+        (families whose draws read poorly, e.g. binary pixels, show their means)."""
+        return self.sample(n) if y is None else self.sample(n, y)
 
     @property
     def is_setup(self) -> bool:

@@ -163,6 +163,40 @@ class ConditionalVAE(VAE):
             )
         return as_labels(y, rows, self.num_classes).to(self._prior_loc.device)
 
+    # --- reporting (the contract of GenerativeModel) ---------------------------------------
+    @property
+    def conditions_on_labels(self) -> bool:
+        """True with ``num_classes``: the likelihood is of x given its label."""
+        return self.num_classes is not None
+
+    @property
+    def given_mask(self) -> torch.Tensor | None:
+        """The ``observed`` values of each example (True = given), shape ``data_shape``."""
+        return self._given_mask
+
+    @property
+    def label_count(self) -> int | None:
+        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
+        return self.num_classes
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """Completions of the missing values where some are given; otherwise as the VAE's;
+        one row of samples per class with labels."""
+        if self.given_mask is not None:
+            plots = ("elbo", "completions", "latent")
+        else:
+            plots = super().report_plots
+        return plots + (("class_samples",) if self.num_classes is not None else ())
+
+    @property
+    def elbo_description(self) -> str:
+        """The conditional ELBO at beta = 1, its KL analytic."""
+        return (
+            "ELBO E_q[log p(x | z, c)] - KL(q(z | x, c) || p(z | c)) at beta = 1 (analytic KL), "
+            "c the condition (the one-hot label and/or the given values)"
+        )
+
     # --- generation ---------------------------------------------------------------------
     @torch.no_grad()
     def sample(

@@ -528,8 +528,61 @@ class DiffusionVAE(GenerativeModel):
     ) -> torch.Tensor:
         """-ELBO / (D log 2) per example, shape (N,): bits per value, as VDM reports it (D
         the values of what is modelled: the codes, for latent diffusion)."""
-        dims = math.prod(self.shape)
-        return -self.elbo(x, y, num_samples=num_samples, exact=exact) / (dims * math.log(2))
+        elbo = self.elbo(x, y, num_samples=num_samples, exact=exact)
+        return -elbo / (self.values_per_example(x) * math.log(2))
+
+    # --- reporting (the contract of GenerativeModel) -------------------------------------
+    elbo_terms_reported = ("reconstruction", "prior", "diffusion")
+    score_samples_name = "step_samples"
+    default_score_samples = 1
+
+    @property
+    def conditions_on_labels(self) -> bool:
+        """True with ``num_classes``: the model is of x given its label."""
+        return self.num_classes is not None
+
+    @property
+    def label_count(self) -> int | None:
+        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
+        return self.num_classes
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """The loss and samples, one row per class with labels."""
+        return ("elbo", "samples") + (("class_samples",) if self.num_classes else ())
+
+    @property
+    def elbo_description(self) -> str:
+        return "ELBO = reconstruction - prior - diffusion"
+
+    def values_per_example(self, x: torch.Tensor) -> int:
+        """D, the values of what is modelled: of x, or of its codes for latent diffusion."""
+        return math.prod(self.shape)
+
+    def score_examples(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, num_samples: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The ELBO (also ``log_likelihood``: no tighter bound is computed) and its three
+        terms per example, each (N,), the diffusion term from ``num_samples`` drawn steps."""
+        samples = self.default_score_samples if num_samples is None else num_samples
+        terms = self.elbo_terms(x, y, num_samples=samples)
+        return {"elbo": terms["elbo"], "log_likelihood": terms["elbo"]} | {
+            term: terms[term] for term in self.elbo_terms_reported
+        }
+
+    def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
+        """The ELBO and what each of its terms is."""
+        target = self.likelihood_target
+        return {
+            "elbo": f"{self.elbo_description}: a lower bound on {target}, its diffusion term "
+            f"estimated from {num_samples} uniformly drawn step(s) per example (unbiased)",
+            "log_likelihood": "the ELBO (no tighter bound is computed)",
+            "reconstruction": "E_q log p(x | z_0)",
+            "prior": "KL(q(z_T | x) || N(0, I)), closed form",
+            "diffusion": "sum over the T steps of E_q KL(q(z_{t-1} | z_t, x) || p(z_{t-1} | z_t))",
+            "bits_per_dim": f"-ELBO / (D ln 2), D = {values} values per example: an upper "
+            "bound in expectation",
+        }
 
     # --- sampling -------------------------------------------------------------------------
     @torch.no_grad()

@@ -157,6 +157,30 @@ class FlowDensity(GenerativeModel):
         """True for continuous data; quantized data get bounds (``elbo``, ``log_likelihood``)."""
         return self.dequantize is None
 
+    # --- reporting (the contract of GenerativeModel) ---------------------------------------
+    @property
+    def conditions_on_labels(self) -> bool:
+        """True with ``num_classes``: the density is of x given its label."""
+        return self.num_classes is not None
+
+    @property
+    def label_count(self) -> int | None:
+        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
+        return self.num_classes
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """The loss, and one row of samples per class with labels."""
+        return ("elbo", "class_samples") if self.num_classes is not None else ("elbo",)
+
+    @property
+    def elbo_description(self) -> str:
+        """Uniform dequantization's bound."""
+        return (
+            "ELBO of uniform dequantization E_q[log p(y)] - D log L, y uniform in the bin of "
+            "each value"
+        )
+
     @property
     def loss(self) -> Trace_ELBO:
         """``Trace_ELBO``: the exact log-likelihood, or the dequantization bound."""

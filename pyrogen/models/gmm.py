@@ -804,6 +804,36 @@ class GaussianMixture(GenerativeModel):
         assignment = dist.Categorical(values[WEIGHTS]).sample((n,))
         return self._component_distribution(values, assignment).sample()
 
+    # --- reporting (the contract of GenerativeModel) ---------------------------------------
+    @property
+    def predicts(self) -> str | None:
+        """``predict(x)`` is the most probable component."""
+        return "component"
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """The loss, the clusters, and the weights' posterior where MCMC drew one."""
+        return ("elbo", "clusters", "weights_posterior")
+
+    def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
+        """The exact log-likelihood, at the point estimates."""
+        return {"log_likelihood": f"exact {self.likelihood_target}, at the point estimates"}
+
+    def fit_statistics(
+        self, x: torch.Tensor, log_likelihood: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """``n_components``; ``bic`` and ``aic``; ``weights`` (K,) and ``means`` (K, D)."""
+        x = self._prepare(x)
+        total = (self.log_prob(x) if log_likelihood is None else log_likelihood).sum()
+        params = self.mixture_parameters()
+        return {
+            "n_components": int(self.n_components),
+            "bic": float(-2 * total + self.n_parameters() * math.log(x.shape[0])),
+            "aic": float(-2 * total + 2 * self.n_parameters()),
+            "weights": params.weights.detach().cpu().tolist(),
+            "means": params.locs.detach().cpu().tolist(),
+        }
+
     def n_parameters(self) -> int:
         """Free parameters of the mixture (as counted for BIC/AIC)."""
         self._require_setup()

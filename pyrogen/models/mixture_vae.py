@@ -180,6 +180,34 @@ class GaussianMixtureVAE(VAE):
         self.component_log_scales.copy_(0.5 * variances.log())
         return self
 
+    # --- reporting (the contract of GenerativeModel) ---------------------------------------
+    @property
+    def predicts(self) -> str | None:
+        """``predict(x)`` is the most probable mixture component."""
+        return "component"
+
+    @property
+    def label_count(self) -> int | None:
+        """``n_components``: ``sample(n, y)`` draws from the components y."""
+        return self.n_components
+
+    @property
+    def label_kind(self) -> str:
+        return "component"
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """As the VAE's, with one row of samples per component."""
+        return super().report_plots + ("component_samples",)
+
+    @property
+    def elbo_description(self) -> str:
+        """Monte Carlo KL against the mixture prior."""
+        return (
+            "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (Monte Carlo KL against "
+            "the mixture prior, its component summed out)"
+        )
+
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples; y (n,) picks their components (drawn from pi when None).

@@ -326,6 +326,30 @@ class SemiSupervisedVAE(VAE):
                 rows.append(torch.where(labels >= 0, picked, unlabelled))
         return torch.cat(rows)
 
+    # --- reporting (the contract of GenerativeModel) ---------------------------------------
+    @property
+    def predicts(self) -> str | None:
+        """``predict(x)`` is the classifier's most probable class."""
+        return "class"
+
+    @property
+    def label_count(self) -> int | None:
+        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
+        return self.num_classes
+
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """As the VAE's, with one row of samples per class."""
+        return super().report_plots + ("class_samples",)
+
+    @property
+    def elbo_description(self) -> str:
+        """U(x): the label summed out exactly."""
+        return (
+            "ELBO U(x) = E_q(y | x)[L(x, y) - log q(y | x)] at beta = 1, the label summed out "
+            "exactly (analytic KL of z)"
+        )
+
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples with labels y (n,), drawn from p(y) when None: (n, ``*data_shape``)."""

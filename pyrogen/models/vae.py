@@ -444,6 +444,26 @@ class VAE(GenerativeModel):
         dims = math.prod(self.data_shape)
         return -self.log_likelihood(x, y, num_samples=num_samples) / (dims * math.log(2))
 
+    # --- reporting (the contract of GenerativeModel) ---------------------------------------
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """The loss, samples, reconstructions and the latent space."""
+        return ("elbo", "samples", "reconstructions", "latent")
+
+    @property
+    def elbo_description(self) -> str:
+        """The ELBO at beta = 1, its KL analytic for a Gaussian q(z | x)."""
+        if self.posterior != "gaussian":
+            return (
+                "ELBO E_q[log p(x | z) + log p(z) - log q(z | x)] at beta = 1, q(z | x) a "
+                f"{self.posterior} flow (Monte Carlo KL)"
+            )
+        return "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (analytic KL)"
+
+    def report_samples(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's means of n draws of z: binary pixels read better as means."""
+        return self.sample(n, mean=True) if y is None else self.sample(n, y, mean=True)
+
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples, z ~ p(z) then x ~ p(x | z) (or its mean): (n, ``*data_shape``)."""
