@@ -221,6 +221,12 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         return "class"
 
     @property
+    def label_names(self) -> list[str]:
+        """How a report names each of the :attr:`label_count` labels (rows of a grid of
+        samples): ``"0"``, ``"1"``, ... unless the family says more (e.g. their weights)."""
+        return [str(k) for k in range(self.label_count or 0)]
+
+    @property
     def likelihood_target(self) -> str:
         """What the log-likelihood (and its bounds) is of, e.g. ``"log p(x | y)"``."""
         labels = ", y" if self.conditions_on_labels else ""

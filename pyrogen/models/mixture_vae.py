@@ -196,6 +196,12 @@ class GaussianMixtureVAE(VAE):
         return "component"
 
     @property
+    def label_names(self) -> list[str]:
+        """Each component with its weight, e.g. ``"3 (0.12)"``."""
+        weights = self.mixture().weights.detach().cpu()
+        return [f"{k} ({float(weights[k]):.2f})" for k in range(self.n_components)]
+
+    @property
     def report_plots(self) -> tuple[str, ...]:
         """As the VAE's, with one row of samples per component."""
         return super().report_plots + ("component_samples",)
