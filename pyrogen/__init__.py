@@ -1,12 +1,15 @@
 """pyrogen: generative models as first-class Pyro model/guide pairs."""
 
-__version__ = "0.1.0"
+# First: modules below that still read the version from the package face find it set.
+from pyrogen.version import __version__
 
-from pyrogen import data  # noqa: E402
-from pyrogen.diagnostics import from_pyro, to_inference_data  # noqa: E402
-from pyrogen.guides import AutoFlow  # noqa: E402
-from pyrogen.infer import FitResult, fit, neutra  # noqa: E402
-from pyrogen.models import (  # noqa: E402
+# isort: split
+from pyrogen import data
+from pyrogen.diagnostics import from_pyro, to_inference_data
+from pyrogen.guides import AutoFlow
+from pyrogen.infer import FitResult, fit, neutra
+from pyrogen.infer.mixtures import mixture_nuts, select_n_components
+from pyrogen.models import (
     REGISTRY,
     VAE,
     ConditionalVAE,
@@ -16,7 +19,6 @@ from pyrogen.models import (  # noqa: E402
     GaussianMixtureVAE,
     SemiSupervisedVAE,
     load,
-    select_n_components,
 )
 
 __all__ = [
@@ -29,11 +31,13 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixtureVAE",
     "SemiSupervisedVAE",
+    "__version__",
     "data",
     "fit",
     "from_pyro",
-    "neutra",
     "load",
+    "mixture_nuts",
+    "neutra",
     "select_n_components",
     "to_inference_data",
     "VAE",

@@ -202,7 +202,8 @@ faithful = pyrogen.data.old_faithful()
 order = torch.randperm(len(faithful), generator=torch.Generator().manual_seed(0))
 faithful_train, faithful_test = faithful[order[:200]], faithful[order[200:]]
 
-gmm = pyrogen.GaussianMixture(2).fit(faithful_train, seed=0, progress=False)
+gmm = pyrogen.GaussianMixture(2)
+pyrogen.fit(gmm, faithful_train, seed=0, progress=False)
 gmm_test = gmm.log_prob(faithful_test).mean().item()
 
 # The held-out log-likelihood after every 50 steps, from a callback.

@@ -8,7 +8,7 @@ ways, all on the same Pyro model:
 
 * **MAP**: point estimates of the mixture parameters (a ``Delta`` guide);
 * **variational**: a mean-field posterior over them (a ``Normal`` guide per site);
-* **NUTS**: draws from the exact posterior, with :meth:`~pyrogen.GaussianMixture.mcmc`.
+* **NUTS**: draws from the exact posterior, with :func:`pyrogen.infer.mixture_nuts`.
 
 Along the way it shows why the assignments are *enumerated* rather than sampled, what each
 reported number is a bound on, how label switching is undone, how to choose the number of
@@ -216,12 +216,12 @@ print(f"variational: {gmm_vi.log_prob(x).mean():.4f} nats per example")
 # %%
 # NUTS, and label switching
 # -------------------------
-# :meth:`~pyrogen.GaussianMixture.mcmc` runs NUTS on the *same* ``model``. NUTS needs a
+# :func:`pyrogen.infer.mixture_nuts` runs NUTS on the *same* ``model``. NUTS needs a
 # continuous state, and it has one because Pyro sums the assignments out (collapsed
 # sampling). Chains start at the MAP estimate.
 
-idata_nuts = gmm.mcmc(
-    x, num_samples=NUTS_SAMPLES, warmup=NUTS_WARMUP, num_chains=NUTS_CHAINS, seed=0
+idata_nuts = pyrogen.infer.mixture_nuts(
+    gmm, x, num_samples=NUTS_SAMPLES, warmup=NUTS_WARMUP, num_chains=NUTS_CHAINS, seed=0
 )
 print(idata_nuts)
 

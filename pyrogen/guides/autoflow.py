@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from zuko.distributions import NormalizingFlow
 from zuko.transforms import ComposedTransform
 
-from pyrogen.data.validation import check_int
+from pyrogen.checks import check_int
 from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
 
 

@@ -1,9 +1,10 @@
-"""Inference: the SVI engine (:func:`fit`), collapsed NUTS (:func:`run_nuts`) and NUTS
-preconditioned by a flow guide (:func:`neutra`)."""
+"""Inference: the SVI engine (:func:`fit`) and its callbacks, collapsed NUTS
+(:func:`run_nuts`) and NUTS preconditioned by a flow guide (:func:`neutra`)."""
 
-from pyrogen.infer.engine import FitResult, fit
+from pyrogen.infer.callbacks import Callback, MetricsLogger
+from pyrogen.infer.engine import FitConfig, FitResult, dynamic_binarization, fit
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["Callback", "FitConfig", "FitResult", "MetricsLogger", "dynamic_binarization", "fit"]
 from pyrogen.infer.mcmc import run_nuts  # noqa: E402
 
 __all__ += ["run_nuts"]

@@ -15,7 +15,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
 
-from pyrogen.data.validation import check_int
+from pyrogen.checks import check_int
 from pyrogen.models.base import GenerativeModel
 
 

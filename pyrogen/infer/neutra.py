@@ -19,7 +19,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.reparam import NeuTraReparam
 
-from pyrogen.data.validation import check_int
+from pyrogen.checks import check_int
 from pyrogen.guides.autoflow import AutoFlow
 
 

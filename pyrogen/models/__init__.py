@@ -6,7 +6,7 @@ from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
 from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.diffusion import DiffusionVAE
 from pyrogen.models.flow import FlowDensity
-from pyrogen.models.gmm import GaussianMixture, select_n_components
+from pyrogen.models.gmm import GaussianMixture
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
 from pyrogen.models.semisupervised_vae import SemiSupervisedVAE
 from pyrogen.models.vae import VAE
@@ -38,5 +38,4 @@ __all__ = [
     "VAE",
     "data_plate",
     "load",
-    "select_n_components",
 ]

@@ -22,8 +22,8 @@ from pyro.infer import ELBO
 from pyro.nn import PyroModule
 from torch.nn.parameter import UninitializedTensorMixin
 
-from pyrogen import __version__
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
+from pyrogen.version import __version__
 
 #: Name of the plate over data rows in every family.
 DATA_PLATE = "data"
@@ -340,6 +340,44 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         """The ``n`` samples (n, *data_shape) a run report shows: draws from the model
         (families whose draws read poorly, e.g. binary pixels, show their means)."""
         return self.sample(n) if y is None else self.sample(n, y)
+
+    # --- posteriors over global sites (ArviZ conversion) ---------------------------------
+    @property
+    def posterior_dims(self) -> dict[str, tuple[str, ...]]:
+        """ArviZ dim names of the leading dims of global latent sites, by site name (after
+        ``chain`` and ``draw``), e.g. ``{"locs": ("component",)}`` for sites whose first
+        dim indexes mixture components; sites not named get ArviZ's default names."""
+        return {}
+
+    def derived_posterior(
+        self, draws: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, tuple[str, ...]]]:
+        """Quantities computed from posterior draws that a posterior summary shows beside the
+        sites (e.g. a mixture's covariances from its scales and correlations).
+
+        Args:
+            draws: site name -> tensor (S, *site_shape), S draws of the global latent sites.
+
+        Returns:
+            name -> (tensor (S, ...), ArviZ dim names of its leading dims after the draw);
+            empty by default.
+        """
+        return {}
+
+    def pointwise_log_likelihood(
+        self, x: torch.Tensor, draws: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """log p(x_n | theta_s) of every row under every posterior draw, for ``arviz.loo``
+        and ``arviz.waic``.
+
+        Args:
+            x: data (N, ...).
+            draws: site name -> tensor (S, *site_shape), S draws of the global latent sites.
+
+        Returns:
+            (S, N) in nats, or None where the family has no posterior over global sites.
+        """
+        return None
 
     @property
     def is_setup(self) -> bool:

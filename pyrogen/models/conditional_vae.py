@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrogen.data.validation import as_labels, check_int
+from pyrogen.checks import as_labels, check_int
 from pyrogen.models.vae import VAE, check_data_shape
 from pyrogen.nn import build_encoder
 

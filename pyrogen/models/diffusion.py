@@ -48,7 +48,7 @@ from pyro.nn import pyro_method
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrogen.data.validation import as_examples, as_labels, check_choice, check_int
+from pyrogen.checks import as_examples, as_labels, check_choice, check_int
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate
 from pyrogen.models.objectives import (
     AnalyticKLELBO,

@@ -34,7 +34,7 @@ from torch.distributions import transforms as T
 from zuko.distributions import NormalizingFlow
 from zuko.transforms import ComposedTransform
 
-from pyrogen.data.validation import as_examples, as_labels, as_tensor, check_int
+from pyrogen.checks import as_examples, as_labels, as_tensor, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.vae import check_data_shape
 from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow

@@ -16,15 +16,17 @@ for the variational guide; ``infer_discrete`` recovers the assignments afterward
 Guides: ``inference="map"`` puts a Delta on every global site; ``inference="variational"``
 is mean-field, a Normal in each site's unconstrained space pushed through ``biject_to``
 (stick-breaking for weights, exp for scales, the LKJ Cholesky bijection for correlations).
-:meth:`GaussianMixture.mcmc` runs collapsed NUTS on the same model.
+:func:`pyrogen.infer.mixture_nuts` runs collapsed NUTS on the same model, and
+:func:`pyrogen.select_n_components` picks K by BIC; both sit above the models, in
+:mod:`pyrogen.infer.mixtures`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -35,7 +37,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.nn import PyroParam, pyro_method
 from torch.distributions import biject_to
 
-from pyrogen.data.validation import as_tensor, check_choice, check_int, float_dtype_of
+from pyrogen.checks import as_tensor, check_choice, check_int, float_dtype_of
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
@@ -50,9 +52,6 @@ from pyrogen.models.mixture_em import (
     mixture_log_prob,
 )
 
-if TYPE_CHECKING:
-    import arviz
-
 # Site names, shared by model and guide.
 WEIGHTS = "weights"
 LOCS = "locs"
@@ -61,13 +60,13 @@ CORRELATION = "corr_cholesky"
 ASSIGNMENT = "assignment"
 OBS = "obs"
 COMPONENT_PLATE = "components"
+#: ArviZ dim of per-component posterior quantities, and the name of the derived covariances.
+COMPONENT_DIM = "component"
+COVARIANCE = "covariance"
 
 INFERENCE_METHODS = ("map", "variational")
 #: Rows scored at once in a training step (pyrogen.fit's ``micro_batch_size``).
 MICRO_BATCH_ROWS = 2**17
-#: Default draws kept (and warm-up steps) per chain of :meth:`GaussianMixture.mcmc`: enough
-#: for posterior means and intervals of a few parameters, at a quarter of 2 x (500 + 500).
-MCMC_SAMPLES = 250
 # MAP-EM's M-step: L-BFGS iterations at most, and the largest gradient entry (nats per row,
 # float64) at which it stops.
 _M_STEP_ITERATIONS = 20
@@ -133,7 +132,8 @@ class GaussianMixture(GenerativeModel):
     Example:
         >>> import pyrogen
         >>> x = pyrogen.data.old_faithful()
-        >>> gmm = pyrogen.GaussianMixture(2).fit(x, progress=False)
+        >>> gmm = pyrogen.GaussianMixture(2)
+        >>> result = pyrogen.fit(gmm, x, progress=False)
         >>> gmm.log_prob(x).shape
         torch.Size([272])
     """
@@ -286,7 +286,8 @@ class GaussianMixture(GenerativeModel):
     def _require_setup(self) -> None:
         if self.n_features is None:
             raise RuntimeError(
-                "GaussianMixture has no parameters yet: call fit(x) or setup(x) first "
+                "GaussianMixture has no parameters yet: call pyrogen.fit(model, x) or setup(x) "
+                "first "
                 "(or pass n_features=...)"
             )
 
@@ -300,7 +301,8 @@ class GaussianMixture(GenerativeModel):
         if not self.has_prior_scale:
             raise RuntimeError(
                 "GaussianMixture: the priors are scaled to the data, whose mean and standard "
-                "deviation are not set yet: call setup(x) (or fit(x)) before running model() "
+                "deviation are not set yet: call setup(x) (or pyrogen.fit(model, x)) before "
+                "running model() "
                 "or guide() with Pyro"
             )
 
@@ -747,14 +749,7 @@ class GaussianMixture(GenerativeModel):
             raise ValueError(f"x: expected {self.n_features} columns, got {x.shape[1]}")
         return x.to(self.device)
 
-    # --- sklearn-style conveniences -------------------------------------------------------
-    def fit(self, x: Any, **kwargs: Any) -> GaussianMixture:
-        """Shorthand for ``pyrogen.fit(self, x, **kwargs)``; returns the fitted model."""
-        from pyrogen.infer.engine import fit  # the engine sits one layer above the models
-
-        fit(self, x, **kwargs)
-        return self
-
+    # --- scoring ------------------------------------------------------------------------
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact marginal log density log sum_k w_k N(x_n | mu_k, Sigma_k), in nats.
 
@@ -855,6 +850,28 @@ class GaussianMixture(GenerativeModel):
         """Akaike information criterion -2 log L + 2 p (lower is better)."""
         return float(-2 * self.log_prob(x).sum() + 2 * self.n_parameters())
 
+    # --- posteriors over global sites (the contract of GenerativeModel) -------------------
+    @property
+    def posterior_dims(self) -> dict[str, tuple[str, ...]]:
+        """``("component",)`` for the weights and every per-component site (a tied
+        covariance is shared, so its sites have none)."""
+        self._require_setup()
+        return {
+            site.name: (COMPONENT_DIM,)
+            for site in self._global_sites()
+            if site.per_component or site.name == WEIGHTS
+        }
+
+    def derived_posterior(
+        self, draws: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, tuple[str, ...]]]:
+        """``covariance`` of every draw: (S, K, D, D) full, (S, K, D) diag, (S, K)
+        spherical, or (S, D, D) tied (shared: no component dim)."""
+        with torch.no_grad():
+            covariances = torch.stack([p.covariances for p in self._draw_parameters(draws)])
+        dims = () if self.covariance == "tied" else (COMPONENT_DIM,)
+        return {COVARIANCE: (covariances, dims)}
+
     def pointwise_log_likelihood(
         self, x: torch.Tensor, draws: dict[str, torch.Tensor]
     ) -> torch.Tensor:
@@ -868,11 +885,16 @@ class GaussianMixture(GenerativeModel):
             Tensor of shape (S, N).
         """
         x = self._prepare(x)
-        rows = []
-        for s in range(draws[WEIGHTS].shape[0]):
-            values = {name: value[s].to(x) for name, value in draws.items()}
-            rows.append(mixture_log_prob(x, self.mixture_parameters(values)))
-        return torch.stack(rows)
+        draws = {name: value.to(x) for name, value in draws.items()}
+        return torch.stack([mixture_log_prob(x, p) for p in self._draw_parameters(draws)])
+
+    def _draw_parameters(self, draws: dict[str, torch.Tensor]) -> list[MixtureParameters]:
+        """The mixture of each of S draws (site name -> (S, *site_shape))."""
+        count = next(iter(draws.values())).shape[0]
+        return [
+            self.mixture_parameters({name: value[s] for name, value in draws.items()})
+            for s in range(count)
+        ]
 
     def relabel(self, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Undo label switching in posterior draws.
@@ -911,100 +933,6 @@ class GaussianMixture(GenerativeModel):
                 permuted = value.reshape(-1, k, *event_shape)[index, permutation]
                 relabelled[site.name] = permuted.reshape(value.shape)
         return relabelled
-
-    def mcmc(
-        self,
-        x: Any,
-        num_samples: int = MCMC_SAMPLES,
-        warmup: int = MCMC_SAMPLES,
-        num_chains: int = 2,
-        *,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> arviz.InferenceData:
-        """Collapsed NUTS on :meth:`model` (assignments enumerated out), relabelled.
-
-        Chains start at the current point estimates (call :meth:`fit` first for a good
-        start; an unfitted model is set up from ``x``); label switching is undone by
-        :meth:`relabel`.
-
-        Cost: every NUTS iteration scores all N rows many times (one gradient per leapfrog
-        step); on Old Faithful (272 rows, K=2, full) an iteration takes about 0.15 s on one
-        CPU thread, so the defaults (2 chains of 250 warm-up + 250 kept) take a few
-        minutes. Raise ``num_samples`` for tail quantiles.
-
-        Args:
-            x: data of shape (N, D).
-            num_samples: draws kept per chain.
-            warmup: adaptation steps per chain.
-            num_chains: chains (run one after another).
-            seed: random seed.
-            progress: show a progress bar.
-
-        Returns:
-            ArviZ ``InferenceData`` with posterior (chain, draw, ...), log_likelihood
-            (``obs``: chain, draw, N), observed_data and sample_stats (``diverging``).
-        """
-        # Deferred imports: inference and diagnostics sit above the model layer.
-        from pyrogen.diagnostics import to_inference_data
-        from pyrogen.infer.mcmc import run_nuts
-
-        if not self.has_prior_scale:
-            self.setup(x, seed=seed)
-        x = self._prepare(x)
-        draws, stats = run_nuts(
-            self,
-            x,
-            num_samples=num_samples,
-            warmup=warmup,
-            num_chains=num_chains,
-            seed=seed,
-            progress=progress,
-            init_values=self.point_estimates(),
-        )
-        return to_inference_data(self.relabel(draws), model=self, data=x, sample_stats=stats)
-
-
-def select_n_components(
-    x: Any,
-    candidates: Iterable[int] = range(1, 7),
-    *,
-    criterion: str = "bic",
-    seed: int = 0,
-    **options: Any,
-) -> tuple[GaussianMixture, dict[int, float]]:
-    """Fit one mixture per candidate K and keep the one with the lowest BIC (or AIC).
-
-    Args:
-        x: data of shape (N, D).
-        candidates: numbers of components to try.
-        criterion: ``"bic"`` or ``"aic"``.
-        seed: passed to every fit.
-        **options: constructor arguments (``covariance=...``) and ``pyrogen.fit`` options.
-
-    Returns:
-        the best fitted model and ``{K: criterion value}`` for every candidate.
-    """
-    from pyrogen.infer.engine import fit
-
-    if criterion not in ("bic", "aic"):
-        raise ValueError(f"criterion: expected 'bic' or 'aic', got {criterion!r}")
-    x = as_tensor(x, name="x", ndim=2)
-    candidates = sorted({int(k) for k in candidates if int(k) <= x.shape[0]})
-    if not candidates:
-        raise ValueError(f"candidates: expected at least one K <= n_samples={x.shape[0]}")
-    init_names = set(GaussianMixture.__init__.__code__.co_varnames)
-    model_options = {k: v for k, v in options.items() if k in init_names}
-    fit_options = {k: v for k, v in options.items() if k not in init_names}
-    scores: dict[int, float] = {}
-    best: GaussianMixture | None = None
-    for k in candidates:
-        model = GaussianMixture(k, **model_options)
-        fit(model, x, seed=seed, **fit_options)
-        scores[k] = getattr(model, criterion)(x)
-        if best is None or scores[k] < scores[best.n_components]:
-            best = model
-    return best, scores
 
 
 def _rescaled(

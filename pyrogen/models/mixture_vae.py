@@ -26,7 +26,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
-from pyrogen.data.validation import as_labels, check_int
+from pyrogen.checks import as_labels, check_int
 from pyrogen.models.mixture_em import GaussianComponents, MixtureParameters, component_log_density
 from pyrogen.models.vae import LATENT, VAE
 

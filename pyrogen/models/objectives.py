@@ -37,7 +37,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import effectful
 from pyro.poutine.util import prune_subsample_sites
 
-from pyrogen.data.validation import check_int
+from pyrogen.checks import check_int
 
 PARTICLE_PLATE = "iwae_particles"
 

@@ -32,7 +32,7 @@ from pyro.infer import TraceEnum_ELBO
 from pyro.nn import pyro_method
 from torch import nn
 
-from pyrogen.data.validation import as_labels, check_int
+from pyrogen.checks import as_labels, check_int
 from pyrogen.models.vae import LATENT, OBS, VAE
 from pyrogen.nn import MLP
 

@@ -46,7 +46,7 @@ from torch import nn
 from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.flows import LazyInverse
 
-from pyrogen.data.validation import as_examples, as_tensor, check_choice, check_int
+from pyrogen.checks import as_examples, as_tensor, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
 from pyrogen.nn import FlowDistribution, build_decoder, build_encoder, build_flow

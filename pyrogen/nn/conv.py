@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyrogen.nn._checks import check_int, check_ints, check_trailing_shape, join_context
+from pyrogen.checks import check_int, check_ints, check_trailing_shape
+from pyrogen.nn.context import join_context
 from pyrogen.nn.mlp import MLP, _describe, loc_scale
 
 # Each convolution halves H and W (rounding down); each transposed convolution doubles them.

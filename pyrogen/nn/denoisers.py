@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrogen.nn._checks import check_int, check_ints
+from pyrogen.checks import check_int, check_ints
 from pyrogen.nn.conv import _image_shape
 from pyrogen.nn.mlp import MLP
 

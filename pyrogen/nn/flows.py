@@ -17,7 +17,7 @@ from pyro.contrib.zuko import ZukoToPyro
 from pyro.distributions import constraints
 from torch import nn
 
-from pyrogen.nn._checks import check_int, check_ints
+from pyrogen.checks import check_int, check_ints
 
 #: Flows known by name: neural spline (autoregressive), masked autoregressive (affine),
 #: RealNVP (affine coupling), inverse autoregressive (affine, fast to sample).

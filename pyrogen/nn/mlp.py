@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrogen.nn._checks import check_int, check_ints, check_trailing_shape, join_context
+from pyrogen.checks import check_int, check_ints, check_trailing_shape
+from pyrogen.nn.context import join_context
 
 #: Floor added to every encoder scale (see :func:`loc_scale`).
 MIN_SCALE = 1e-5

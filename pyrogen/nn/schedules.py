@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrogen.nn._checks import check_int
+from pyrogen.checks import check_int
 
 #: Schedules known by name.
 SCHEDULES = ("linear", "cosine", "learned")

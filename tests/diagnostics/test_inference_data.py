@@ -14,8 +14,15 @@ from scipy.stats import norm
 
 import pyrogen
 from pyrogen.diagnostics import to_inference_data
+from pyrogen.infer import mixture_nuts
 
 COVARIANCES = ("full", "diag", "spherical", "tied")
+
+
+def fitted(model, x, **options):
+    """``model`` after ``pyrogen.fit(model, x, **options)``."""
+    pyrogen.fit(model, x, **options)
+    return model
 
 
 def _loo(idata: arviz.InferenceData) -> arviz.ELPDData:
@@ -74,8 +81,8 @@ def test_variational_model_source_with_posterior_predictive(fit_gmm, two_cluster
 
 
 def test_mcmc_draws(two_clusters):
-    model = pyrogen.GaussianMixture(2, "diag").fit(two_clusters, steps=30, progress=False)
-    idata = model.mcmc(two_clusters, num_samples=20, warmup=20, num_chains=2)
+    model = fitted(pyrogen.GaussianMixture(2, "diag"), two_clusters, steps=30, progress=False)
+    idata = mixture_nuts(model, two_clusters, num_samples=20, warmup=20, num_chains=2)
 
     assert {"posterior", "log_likelihood", "observed_data", "sample_stats"} <= set(idata.groups())
     assert idata.posterior["locs"].shape == (2, 20, 2, 2)
@@ -89,7 +96,7 @@ def test_mcmc_draws(two_clusters):
 def test_pointwise_log_likelihood_is_exact_draw_by_draw(two_clusters):
     # Hand-made draws of a diagonal mixture, different in every (chain, draw), checked
     # against scipy: catches both a wrong density and a (chain, draw) mix-up in reshaping.
-    model = pyrogen.GaussianMixture(2, "diag").fit(two_clusters, steps=5, progress=False)
+    model = fitted(pyrogen.GaussianMixture(2, "diag"), two_clusters, steps=5, progress=False)
     chains, per_chain = 2, 3
     shift = torch.arange(chains * per_chain, dtype=torch.float32).reshape(chains, per_chain)
     base = model.point_estimates()
@@ -127,7 +134,7 @@ def test_pointwise_log_likelihood_is_exact_draw_by_draw(two_clusters):
 def test_covariance_variable_and_component_dims(covariance, two_clusters):
     # D == K == 2 on purpose: a tied covariance's sites have 2 entries too, yet are shared
     # by the components and must not get the "component" dim.
-    model = pyrogen.GaussianMixture(2, covariance).fit(two_clusters, steps=5, progress=False)
+    model = fitted(pyrogen.GaussianMixture(2, covariance), two_clusters, steps=5, progress=False)
     idata = to_inference_data(model, two_clusters, num_samples=3)
     posterior = idata.posterior
     np.testing.assert_allclose(posterior["covariance"][0, 1], model.covariances_, rtol=1e-6)

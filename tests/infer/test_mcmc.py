@@ -10,6 +10,12 @@ import pyrogen
 from pyrogen.infer import run_nuts
 
 
+def fitted(model, x, **options):
+    """``model`` after ``pyrogen.fit(model, x, **options)``."""
+    pyrogen.fit(model, x, **options)
+    return model
+
+
 def test_nuts_weights_posterior_is_the_dirichlet_count_posterior():
     # Two clusters 10 sds apart: every assignment is certain, so with a Dirichlet(1, 1)
     # prior the weight of the small cluster is exactly Beta(1 + 10, 1 + 30) a posteriori,
@@ -17,7 +23,7 @@ def test_nuts_weights_posterior_is_the_dirichlet_count_posterior():
     rng = np.random.default_rng(0)
     small, large = rng.normal(-5.0, 1.0, 10), rng.normal(5.0, 1.0, 30)
     x = torch.as_tensor(np.concatenate([small, large])[:, None], dtype=torch.float32)
-    model = pyrogen.GaussianMixture(2, covariance="diag").fit(x, progress=False)
+    model = fitted(pyrogen.GaussianMixture(2, covariance="diag"), x, progress=False)
     draws, stats = run_nuts(
         model,
         x,

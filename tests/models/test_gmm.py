@@ -19,12 +19,18 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SklearnMixture
 
 import pyrogen
-from pyrogen.models.gmm import ASSIGNMENT, OBS, GaussianMixture, select_n_components
+from pyrogen.models.gmm import ASSIGNMENT, OBS, GaussianMixture
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
     GaussianComponents,
     MixtureParameters,
 )
+
+
+def fitted(model, x, **options):
+    """``model`` after ``pyrogen.fit(model, x, **options)``."""
+    pyrogen.fit(model, x, **options)
+    return model
 
 
 def blobs(n: int = 300, seed: int = 0, dim: int = 2) -> np.ndarray:
@@ -128,7 +134,7 @@ def test_fit_recovers_clusters(covariance, inference):
 
 def test_map_fit_is_at_least_as_good_as_sklearn_on_held_out_data():
     train, test = blobs(2000, seed=3), blobs(2000, seed=4)
-    model = GaussianMixture(3).fit(train, progress=False)
+    model = fitted(GaussianMixture(3), train, progress=False)
     reference = SklearnMixture(3, random_state=0).fit(train)
     ours = model.log_prob(test).mean().item()
     assert ours >= reference.score(test) - 0.005
@@ -145,12 +151,6 @@ def test_n_init_keeps_the_best_start():
         several.loss.loss(several.model, several.guide, xt)
         <= single.loss.loss(single.model, single.guide, xt) + 1e-3
     )
-
-
-def test_select_n_components_picks_two_on_old_faithful():
-    best, scores = select_n_components(pyrogen.data.old_faithful(), range(1, 5), progress=False)
-    assert best.n_components == 2
-    assert min(scores, key=scores.get) == 2
 
 
 def test_raw_pyro_svi_trains_the_model():
@@ -225,16 +225,6 @@ def test_svi_only_defaults_reach_the_map():
     assert result.best_loss == pytest.approx(best, abs=1e-4)
 
 
-def test_mcmc_defaults_are_the_documented_cheaper_ones():
-    # 2 chains x (500 + 500) iterations took ~13 minutes on Old Faithful; the defaults are
-    # 2 x (250 + 250) (about 0.15 s an iteration there, as the docstring says).
-    import inspect
-
-    defaults = inspect.signature(GaussianMixture.mcmc).parameters
-    assert (defaults["num_samples"].default, defaults["warmup"].default) == (250, 250)
-    assert defaults["num_chains"].default == 2
-
-
 def test_sample_shapes_and_moments():
     model = GaussianMixture(2, covariance="diag", n_features=3)
     model.set_parameters(
@@ -279,17 +269,17 @@ def test_bad_constructor_arguments(kwargs, message):
 
 def test_bad_data():
     with pytest.raises(ValueError, match="n_components: expected at most n_samples=3"):
-        GaussianMixture(5).fit(np.zeros((3, 2)), progress=False)
+        fitted(GaussianMixture(5), np.zeros((3, 2)), progress=False)
     bad = blobs(50)
     bad[7, 1] = np.nan
     with pytest.raises(ValueError, match="row 7"):
-        GaussianMixture(2).fit(bad, progress=False)
+        fitted(GaussianMixture(2), bad, progress=False)
     with pytest.raises(ValueError, match=r"2-D"):
         GaussianMixture(2).setup(np.arange(10.0))
-    fitted = GaussianMixture(2).fit(blobs(50), steps=2, progress=False)
+    model = fitted(GaussianMixture(2), blobs(50), steps=2, progress=False)
     with pytest.raises(ValueError, match="x: expected 2 columns, got 3"):
-        fitted.log_prob(np.zeros((4, 3)))
-    with pytest.raises(RuntimeError, match="call fit"):
+        model.log_prob(np.zeros((4, 3)))
+    with pytest.raises(RuntimeError, match=r"call pyrogen\.fit\(model, x\)"):
         GaussianMixture(2).log_prob(np.zeros((4, 2)))
 
 
@@ -297,14 +287,14 @@ def test_one_feature_and_one_component():
     x = np.random.default_rng(0).normal(size=(1000, 1))
     expected = multivariate_normal(x.mean(), x.var()).logpdf(x[:, 0])
     for covariance in COVARIANCE_TYPES:
-        model = GaussianMixture(1, covariance=covariance).fit(x, steps=5, progress=False)
+        model = fitted(GaussianMixture(1, covariance=covariance), x, steps=5, progress=False)
         # The fit is MAP, not maximum likelihood: the weak priors shift it by O(1/N).
         assert model.log_prob(x).mean().item() == pytest.approx(expected.mean(), abs=2e-3)
 
 
 def test_predict_with_one_component():
     x = blobs(30)
-    model = GaussianMixture(1).fit(x, steps=2, progress=False)
+    model = fitted(GaussianMixture(1), x, steps=2, progress=False)
     assert torch.equal(model.predict(x), torch.zeros(30, dtype=torch.long))
 
 

@@ -212,17 +212,20 @@ def test_build_rejects_unknown_or_mismatched_kinds(build, match):
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: MLP(0, [8], 3), r"in_features: expected a positive int, got 0"),
+        (lambda: MLP(0, [8], 3), r"in_features: expected a positive integer, got 0"),
         (
             lambda: MLP(4, [8, -1], 3),
             r"hidden: expected a sequence .* got \[8, -1\]",
         ),
-        (lambda: MLP(4, 8, 3), r"hidden: expected a sequence of positive ints, got 8"),
-        (lambda: MLP(4, [8], True), r"out_features: expected a positive int, got True"),
+        (lambda: MLP(4, 8, 3), r"hidden: expected a sequence of positive integers, got 8"),
+        (lambda: MLP(4, [8], True), r"out_features: expected a positive integer, got True"),
         (lambda: GaussianEncoder((), LATENT), r"data_shape: expected a non-empty sequence"),
-        (lambda: GaussianEncoder((784,), 0), r"latent_dim: expected a positive int, got 0"),
+        (lambda: GaussianEncoder((784,), 0), r"latent_dim: expected a positive integer, got 0"),
         (lambda: MLPDecoder(LATENT, (0, 5)), r"data_shape: expected a non-empty .* got \(0, 5\)"),
-        (lambda: MLPDecoder(LATENT, (784,), context_dim=-1), r"context_dim: expected an int >= 0"),
+        (
+            lambda: MLPDecoder(LATENT, (784,), context_dim=-1),
+            r"context_dim: expected a non-negative integer",
+        ),
         (lambda: ConvEncoder((784,), LATENT), r"data_shape: expected \(C, H, W\), got \(784,\)"),
         (lambda: ConvDecoder(LATENT, (1, 28, 28), channels=()), r"channels: expected a non-empty"),
         (lambda: ConvDecoder(LATENT, (1, 28, 28), hidden=2.5), r"hidden: expected a positive int"),

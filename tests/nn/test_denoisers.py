@@ -174,7 +174,7 @@ def test_bad_mlp_arguments_are_named():
         MLPDenoiser((2,), num_classes=2.5)
     with pytest.raises(TypeError, match=r"^activation: expected an nn.Module class"):
         MLPDenoiser((2,), activation=nn.SiLU())
-    with pytest.raises(ValueError, match=r"^fourier_features: expected an int >= 0"):
+    with pytest.raises(ValueError, match=r"^fourier_features: expected a non-negative integer"):
         MLPDenoiser((2,), fourier_features=-1)
     with pytest.raises(ValueError, match=r"^fourier_scale: expected a positive number"):
         MLPDenoiser((2,), fourier_features=4, fourier_scale=0.0)
