@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pyrogen.data.validation import check_int
+from pyrogen.checks import check_int
 
 #: Accepted ``strategy`` values: ``"auto"`` is one process unless ``devices`` or
 #: ``num_nodes`` ask for more; ``"ddp"`` is DistributedDataParallel.
@@ -227,7 +227,8 @@ def spawn(
                 raise
             raise ValueError(
                 "devices: each process gets its own copy of the model, data and options (an "
-                f"optimizer factory, callbacks), and one does not pickle ({error}); use "
+                f"optimizer factory, callbacks, an epoch_transform), and one does not pickle "
+                f"({error}); use "
                 "module-level functions, not lambdas or local functions"
             ) from error
         return load_checkpoint(result)
@@ -330,8 +331,8 @@ def sample(
     Example:
         >>> import torch, pyrogen
         >>> from pyrogen.infer import distributed
-        >>> gmm = pyrogen.GaussianMixture(2).fit(pyrogen.data.old_faithful(), steps=5,
-        ...                                      progress=False)
+        >>> gmm = pyrogen.GaussianMixture(2)
+        >>> _ = pyrogen.fit(gmm, pyrogen.data.old_faithful(), steps=5, progress=False)
         >>> distributed.sample(gmm, 5, seed=1).shape
         torch.Size([5, 2])
     """
@@ -347,81 +348,112 @@ def sample(
 
 def evaluate(
     model: Any,
-    data: Any,
-    method: str = "log_likelihood",
-    *,
+    x: Any,
     y: Any = None,
+    *,
+    num_samples: int | None = None,
     devices: int = 1,
     num_nodes: int = 1,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     seed: int | None = 0,
-    **options: Any,
-) -> torch.Tensor:
-    """Score every row of ``data`` with ``getattr(model, method)``, the rows split over
-    ``devices * num_nodes`` processes.
+) -> dict[str, torch.Tensor]:
+    """Score every row of ``x`` with ``model.score_examples``, the rows split over
+    ``devices * num_nodes`` processes; returns what one process's
+    ``model.score_examples(x, y, num_samples=num_samples)`` returns.
 
-    Process ``r`` calls ``getattr(model, method)(rows_r, **options)`` (with ``y=y_r`` when
-    ``y`` is given) on its contiguous share of the rows, without gradients, seeded with
-    ``seed + r``; the per-row results are concatenated in rank order. For deterministic
-    methods (``log_prob`` of a mixture or a flow, ``log_likelihood`` of a continuous flow,
-    ``predict``) the result equals one call on all rows up to float rounding; Monte Carlo
-    ones (a VAE's ``elbo``, ``log_likelihood``, ``bits_per_dim``) are the same for the same
-    ``seed`` and process count. Processes are found or started as by :func:`sample`.
+    Process ``r`` calls ``model.score_examples(x_r, y_r, num_samples=num_samples)`` on its
+    contiguous share of the rows (:func:`shard`), without gradients, seeded with
+    ``seed + r``; each per-row score is concatenated over the processes in row order. So
+    exact scores (a flow's or a mixture's log-likelihood, predictions) equal one process's
+    up to float rounding, and Monte Carlo ones (bounds) are the same for the same ``seed``
+    and process count. Processes are found or started as by :func:`sample`.
 
-    Only methods that return one value per row can be split: a tensor of shape (N_r, ...)
-    for N_r rows, such as ``log_prob``, ``log_likelihood``, ``elbo``, ``bits_per_dim``,
-    ``ood_score``, ``predict`` or ``predict_proba``; a diffusion model's ``elbo_terms``
-    (a dict) is not one of them.
+    Compatibility: with the name of a model method in ``y``'s place (``evaluate(model, x,
+    "log_prob")``) it returns that method's per-row tensor, computed the same way; only the
+    command line still calls this form, and it will go.
 
     Args:
-        model: a pyrogen model.
-        data: rows of shape (N, ...) (a tensor, numpy array or nested list).
-        method: name of the model's method to call.
-        y: labels or contexts (N, ...) of the rows, split like them and passed as ``y=``.
+        model: a pyrogen model (``score_examples(x, y, num_samples=...)`` returning a dict
+            of per-row tensors, each (N_r, ...) for N_r rows).
+        x: rows of shape (N, ...) (a tensor, numpy array or nested list).
+        y: labels or contexts (N, ...) of the rows, split like them; None for none.
+        num_samples: what ``score_examples`` draws per row (e.g. importance samples); None:
+            the model's default.
         devices: processes per node; with ``device="cuda"`` one per GPU.
         num_nodes: machines; run the same call on each, with ``MASTER_ADDR``,
             ``MASTER_PORT`` and ``NODE_RANK`` set.
         device: where each process computes (``"cuda"``: the GPU of its local rank); the
-            model is moved there.
+            model is moved there. None: the model's device.
         seed: process ``r`` is seeded with ``seed + r`` (as ``pyro.set_rng_seed``); None
             draws from the current random state here (and from a seed drawn from it for
             spawned processes).
-        **options: further keywords of the method (e.g. ``num_samples``), the same in
-            every process.
 
     Returns:
-        the per-row results, shape (N, ...), on the CPU, in the rows' order.
+        score name -> per-row tensor (N, ...), on the CPU, in the rows' order.
 
     Raises:
-        ValueError: a bad ``data``, ``method``, ``y``, ``devices``, ``num_nodes`` or
-            ``device`` (named); a method that does not return one value per row; or the
-            model's own error from any process.
+        ValueError: a bad ``x``, ``y``, ``num_samples``, ``devices``, ``num_nodes`` or
+            ``device`` (named); scores that are not one value per row; or the model's own
+            error from any process.
 
     Example:
         >>> import torch, pyrogen
         >>> from pyrogen.infer import distributed
         >>> x = pyrogen.data.old_faithful()
-        >>> gmm = pyrogen.GaussianMixture(2).fit(x, steps=5, progress=False)
-        >>> distributed.evaluate(gmm, x, "log_prob").shape
+        >>> gmm = pyrogen.GaussianMixture(2)
+        >>> _ = pyrogen.fit(gmm, x, steps=5, progress=False)
+        >>> scores = distributed.evaluate(gmm, x, num_samples=1)
+        >>> scores["log_likelihood"].shape
         torch.Size([272])
     """
-    rows = _as_rows(data, "data")
-    if not isinstance(method, str):
-        raise ValueError(f"method: expected the name of a method, got {method!r}")
-    _check_method(model, method, "method")
+    if isinstance(y, str):  # the command line's form: a method name, one tensor back
+        options = {} if num_samples is None else {"num_samples": num_samples}
+        return _evaluate_method(model, x, y, devices, num_nodes, device, seed, options)
+    rows = _as_rows(x, "x")
+    if num_samples is not None:
+        check_int("num_samples", num_samples)
+    _check_method(model, "score_examples", "model")
     per_row = {} if y is None else {"y": _as_rows(y, "y", rows=rows.shape[0])}
-    job = _Job("evaluate", method, rows.shape[0], rows, per_row, options)
-    return _run_sharded(model, job, devices, num_nodes, device, seed)
+    options = {"num_samples": num_samples}
+    job = _Job("score", "score_examples", rows.shape[0], rows, per_row, options)
+    return _run_sharded(model, job, devices, num_nodes, _device_of(model, device), seed)
+
+
+def _evaluate_method(
+    model: Any,
+    data: Any,
+    method: str,
+    devices: int,
+    num_nodes: int,
+    device: str | torch.device | None,
+    seed: int | None,
+    options: dict[str, Any],
+) -> torch.Tensor:
+    """``getattr(model, method)`` on every row, split like :func:`evaluate`'s scores: the
+    per-row tensor (N, ...) of a method that returns one value per row."""
+    rows = _as_rows(data, "data")
+    _check_method(model, method, "method")
+    job = _Job("evaluate", method, rows.shape[0], rows, {}, options)
+    return _run_sharded(model, job, devices, num_nodes, _device_of(model, device), seed)
+
+
+def _device_of(model: Any, device: str | torch.device | None) -> str | torch.device:
+    """``device``, or the device of the model's first parameter (the CPU without any)."""
+    if device is not None:
+        return device
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return "cpu" if first is None else first.device
 
 
 @dataclass(frozen=True)
 class _Job:
     """What :func:`sample` or :func:`evaluate` asks every process to do (it must pickle)."""
 
-    kind: str  # "sample" or "evaluate"
+    kind: str  # "sample", "score" (score_examples) or "evaluate" (a named method)
     method: str
     rows: int  # N, split by shard()
-    data: torch.Tensor | None  # evaluate: the rows (N, ...)
+    data: torch.Tensor | None  # score / evaluate: the rows (N, ...)
     per_row: dict[str, torch.Tensor]  # keyword -> (N, ...), split like the rows
     options: dict[str, Any]  # keywords for every process as they are
 
@@ -433,7 +465,7 @@ def _run_sharded(
     num_nodes: Any,
     device: Any,
     seed: int | None,
-) -> torch.Tensor:
+) -> Any:
     """Run ``job`` here, in the current (or a launcher's) process group, or spawned."""
     devices = check_int("devices", devices)
     num_nodes = check_int("num_nodes", num_nodes)
@@ -484,43 +516,12 @@ def _sharded_process(model: Any, job: _Job, device: str, seed: int) -> dict[str,
         return {"error": _error_record(error)}
 
 
-def _run_job(
-    model: Any, job: _Job, device: torch.device, seed: int | None, where: Cluster
-) -> torch.Tensor:
+def _run_job(model: Any, job: _Job, device: torch.device, seed: int | None, where: Cluster) -> Any:
     """This process's share of ``job``, then every process's rows in rank order (CPU)."""
-
-    def share() -> torch.Tensor | None:
-        model.to(process_device(device, where))
-        if seed is not None:
-            pyro.set_rng_seed(seed + where.rank)
-        part = shard(job.rows, where)
-        count = part.stop - part.start
-        if count == 0:  # fewer rows than processes
-            return None
-        keywords = {**job.options, **{name: v[part] for name, v in job.per_row.items()}}
-        with torch.no_grad():
-            if job.kind == "sample":
-                result = model.sample(count, **keywords)
-            else:
-                result = getattr(model, job.method)(job.data[part], **keywords)
-        if not (isinstance(result, torch.Tensor) and result.dim() >= 1 and len(result) == count):
-            got = (
-                f"shape {tuple(result.shape)}"
-                if isinstance(result, torch.Tensor)
-                else f"a {type(result).__name__}"
-            )
-            name = "model" if job.kind == "sample" else "method"
-            raise ValueError(
-                f"{name}: {type(model).__name__}.{job.method} returned {got} for {count} rows; "
-                f"only methods that return one value per row, a tensor of shape ({count}, ...), "
-                "can be split over processes"
-            )
-        return result.detach().cpu()
-
     if where.world_size == 1:
-        return share()
+        return _share_of_job(model, job, device, seed, where)
     try:
-        value, failure = share(), None
+        value, failure = _share_of_job(model, job, device, seed, where), None
     except Exception as error:  # every process must reach the gather, or the others wait
         value, failure = None, _error_record(error)
     parts = all_gather_objects((value, failure), where)
@@ -532,7 +533,55 @@ def _run_job(
                 f"in process {rank} of {where.world_size}, on rows {rows.start}..{rows.stop - 1}"
             )
             raise _rebuilt_error(kind, f"{message} ({place} of {job.rows})")
-    return torch.cat([part for part, _ in parts if part is not None])
+    return _concatenated([part for part, _ in parts if part is not None])
+
+
+def _share_of_job(
+    model: Any, job: _Job, device: torch.device, seed: int | None, where: Cluster
+) -> torch.Tensor | dict[str, torch.Tensor] | None:
+    """This process's rows of ``job`` (None when it has none), on the CPU."""
+    model.to(process_device(device, where))
+    if seed is not None:
+        pyro.set_rng_seed(seed + where.rank)
+    part = shard(job.rows, where)
+    count = part.stop - part.start
+    if count == 0:  # fewer rows than processes
+        return None
+    keywords = {**job.options, **{name: v[part] for name, v in job.per_row.items()}}
+    with torch.no_grad():
+        if job.kind == "sample":
+            result = model.sample(count, **keywords)
+        else:
+            result = getattr(model, job.method)(job.data[part], **keywords)
+    if job.kind == "score" and isinstance(result, dict):
+        return {name: _per_row(value, count, job, model, name) for name, value in result.items()}
+    return _per_row(result, count, job, model)
+
+
+def _per_row(value: Any, count: int, job: _Job, model: Any, key: str | None = None) -> torch.Tensor:
+    """``value`` on the CPU, checked to be one value per row: a tensor (count, ...)."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 1 and len(value) == count:
+        return value.detach().cpu()
+    got = (
+        f"shape {tuple(value.shape)}"
+        if isinstance(value, torch.Tensor)
+        else f"a {type(value).__name__}"
+    )
+    name = {"sample": "model", "score": "model"}.get(job.kind, "method")
+    what = f"{type(model).__name__}.{job.method}" + ("" if key is None else f"[{key!r}]")
+    raise ValueError(
+        f"{name}: {what} returned {got} for {count} rows; only methods that return one value "
+        f"per row, a tensor of shape ({count}, ...), can be split over processes"
+    )
+
+
+def _concatenated(
+    parts: list[torch.Tensor] | list[dict[str, torch.Tensor]],
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The processes' per-row results in rank order: tensors, or dicts of them key by key."""
+    if isinstance(parts[0], dict):
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+    return torch.cat(parts)
 
 
 def _as_rows(value: Any, name: str, rows: int | None = None) -> torch.Tensor:

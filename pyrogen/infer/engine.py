@@ -1,5 +1,13 @@
 """``pyrogen.fit``: stochastic variational inference for any family, with the chores done.
 
+:func:`fit` checks its options once into a :class:`FitConfig` and runs a
+:class:`TrainingLoop`: per epoch it orders the rows (``model.minibatch_order``) and applies
+``epoch_transform``; per step it draws the batch, adds up the gradients of its pieces
+(processes and micro-batches, each row with the noise one process would draw for it) and
+steps the optimizer. Everything else -- the NaN guard, held-out validation, early stopping,
+the progress bar, checkpoints and the user's callbacks -- is a callback on the loop's hooks
+(:mod:`pyrogen.infer.callbacks`).
+
 The engine differentiates ``model.loss`` (a Pyro ELBO) of ``model.model`` / ``model.guide``
 and steps a plain ``torch.optim`` optimizer over ``model.parameters()``. Using a torch
 optimizer rather than ``pyro.optim`` keeps the optimizer state independent of Pyro's global
@@ -11,10 +19,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,21 +29,40 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
-from tqdm.auto import tqdm
 
-from pyrogen import __version__
-from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
+from pyrogen.checks import as_tensor, check_int, float_dtype_of
 from pyrogen.infer import distributed
+from pyrogen.infer.callbacks import (
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    HeldOutValidation,
+    NanGuard,
+    ProgressBar,
+    StepFunction,
+    as_callback,
+)
 from pyrogen.infer.distributed import Cluster
-from pyrogen.infer.noise import RowNoise, seed_device, step_seed
+from pyrogen.infer.noise import RowNoise, epoch_seed, seed_device, step_seed
 from pyrogen.infer.precision import check_precision, mixed_precision
-from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
 from pyrogen.models.base import GenerativeModel
 
-#: A callback gets (step, loss in nats per example, model); returning True stops training.
-Callback = Callable[[int, float, GenerativeModel], Any]
+__all__ = [
+    "Callback",
+    "EpochTransform",
+    "FitConfig",
+    "FitResult",
+    "StepFunction",
+    "TrainingLoop",
+    "TrainingState",
+    "dynamic_binarization",
+    "fit",
+]
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+#: ``epoch_transform(x, epoch, generator)``: the rows (N, ...) an epoch trains on, made from
+#: the original training rows x (N, ...); ``generator`` is seeded from ``seed`` and ``epoch``.
+EpochTransform = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -76,110 +102,360 @@ class FitResult:
         return self.losses[-1] if self.losses else math.nan
 
 
-_UNSET = object()
-# Held-out rows scored at once.
-_HELD_OUT_ROWS = 4096
+def dynamic_binarization(x: torch.Tensor, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """An ``epoch_transform`` that draws binary rows with probabilities ``x`` (values in
+    [0, 1], any shape (N, ...)) each epoch: dynamic binarization of grey images.
+
+    A module-level function, so that it pickles for ``devices > 1``.
+    """
+    return torch.bernoulli(x, generator=generator)
 
 
-def fit(
-    model: GenerativeModel,
-    data: Any,
-    y: Any = None,
-    *,
-    steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    optim: OptimizerFactory | None = None,
-    lr: float | None = None,
-    clip_norm: float | None = None,
-    validation: Any = None,
-    validation_y: Any = None,
-    early_stopping: int | None | object = _UNSET,
-    min_delta: float | None = None,
-    restore_best: bool | object = _UNSET,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    callbacks: Sequence[Callback] = (),
-    checkpoint: PathLike | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    progress: bool | None = None,
-    micro_batch_size: int | None = None,
-    strategy: str = "auto",
-    devices: int = 1,
-    num_nodes: int = 1,
-    precision: str = "32",
-) -> FitResult:
+# --- the options, checked once -----------------------------------------------------------------
+@dataclass(frozen=True)
+class FitConfig:
+    """The options of :func:`fit`, checked and with every default applied.
+
+    The keyword arguments of :func:`fit` and what they become here:
+
+    * ``steps``: optimisation steps in total (resumed ones included); exclusive with
+      ``epochs``, which gives ``steps = epochs * steps_per_epoch``. Default from
+      ``model.fit_defaults``, else 1000.
+    * ``batch_size``: rows per step; default from ``model.fit_defaults``, else (and for a
+      batch of all N rows or more: None here) the full data set every step. Minibatches are
+      scaled by the data plate to stand for all N rows, so the ELBO is unbiased.
+      ``steps_per_epoch`` is ``ceil(len(model.minibatch_order(...)) / batch_size)``, 1
+      full-batch (a family may define its epoch otherwise).
+    * ``optim``: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
+    * ``lr``: learning rate; default from ``model.fit_defaults`` or 1e-3.
+    * ``clip_norm``: clip the gradient norm to this value (None: no clipping).
+    * ``validation`` / ``validation_y``: held-out rows shaped like ``data`` (M, ...) and
+      their labels (M, ...), when ``y`` is given. After every epoch (every step,
+      full-batch) their negative ELBO per row, ``model.loss`` on all M rows, is the
+      monitored loss: early stopping and ``restore_best`` (then True by default) follow it
+      instead of the training loss, which a flexible model can drive down while it overfits.
+    * ``early_stopping``: stop after this many epochs (steps, full-batch) without the
+      monitored loss improving by ``min_delta``; None never stops early. Default from
+      ``model.fit_defaults``.
+    * ``min_delta``: smallest improvement (nats per example) that resets the patience;
+      default from ``model.fit_defaults``, else 1e-4.
+    * ``restore_best``: leave the model in the state with the lowest monitored loss. Safe
+      for deterministic objectives (MAP) and held-out losses; with sampled training ELBOs
+      the lowest value is partly luck, so the default (True with ``validation``, else from
+      ``model.fit_defaults``, else False) keeps the last.
+    * ``device``: ``"cpu"``, ``"cuda"``, ...; default the data's device.
+    * ``seed``: seeds Pyro, torch, numpy, the minibatch order, the noise and
+      ``epoch_transform``'s generator, and, for a model that still has the values its
+      constructor gave it, its initial values
+      (:meth:`~pyrogen.models.base.GenerativeModel.initialize`): the same call on a newly
+      built model gives the same result. A trained, loaded, resumed or hand-set model keeps
+      its values.
+    * ``callbacks``: :class:`~pyrogen.infer.callbacks.Callback` objects, or functions
+      ``callback(step, loss, model)`` of which one returning True stops training.
+    * ``checkpoint``: file to save training state to (atomically) every
+      ``checkpoint_every`` steps and at the end; also a model file for
+      :func:`pyrogen.load`. ``resume``: continue from it if it exists (parameters,
+      optimizer, random state and step), so an interrupted run continues exactly.
+    * ``progress``: show a progress bar; default only when stderr is a terminal.
+    * ``micro_batch_size``: most rows scored at once (per process): a larger batch is scored
+      in pieces whose gradients add up to exactly the batch's (noise included), so memory
+      stays bounded at any N; default from ``model.fit_defaults``, else the whole batch.
+    * ``strategy``: ``"ddp"`` trains data-parallel in ``devices * num_nodes`` processes
+      (:mod:`pyrogen.infer.distributed`): each scores its share of every global batch and
+      DistributedDataParallel averages the gradients, weighted so that the steps are those
+      of one process on the same global batches; each row's noise is the one one process
+      draws for it (:mod:`pyrogen.infer.noise`), so this holds for stochastic objectives
+      too. ``"auto"`` (default) is ``"ddp"`` when more than one process is asked for.
+    * ``devices``: processes per node; with ``device="cuda"`` one per GPU. Called from a
+      plain process, fit spawns them, so model, data, ``optim``, callbacks and
+      ``epoch_transform`` must pickle (module-level functions, not lambdas), and a script
+      must guard its entry point with ``if __name__ == "__main__":``. Under ``torchrun``
+      the launched processes are used instead. ``num_nodes``: machines; run the same call
+      on each, with ``MASTER_ADDR``, ``MASTER_PORT`` and ``NODE_RANK`` set.
+    * ``precision``: ``"32"`` or ``"bf16-mixed"``: the model's linear and convolution
+      layers run under bfloat16 autocast while every log-density and KL stays in full
+      precision (:func:`pyrogen.infer.precision.mixed_precision`).
+    * ``epoch_transform``: see :func:`fit`.
+    """
+
+    steps: int
+    steps_per_epoch: int
+    batch_size: int | None
+    lr: float
+    optim: OptimizerFactory
+    clip_norm: float | None
+    early_stopping: int | None
+    min_delta: float
+    restore_best: bool
+    device: torch.device
+    seed: int
+    callbacks: tuple[Callback, ...]
+    checkpoint: Path | None
+    checkpoint_every: int | None
+    resume: bool
+    progress: bool
+    micro_batch_size: int | None
+    strategy: str
+    devices: int
+    num_nodes: int
+    precision: str
+    epoch_transform: EpochTransform | None
+
+    @property
+    def world_size(self) -> int:
+        """Processes asked for: ``devices * num_nodes``."""
+        return self.devices * self.num_nodes
+
+    @classmethod
+    def from_options(
+        cls, model: GenerativeModel, data: TrainingData, options: dict[str, Any]
+    ) -> FitConfig:
+        """Check ``options`` (the keyword arguments of :func:`fit`) against ``model`` and
+        ``data``, applying the defaults.
+
+        Raises:
+            TypeError: an option :func:`fit` does not have.
+            ValueError: a bad option, naming it and what was expected.
+        """
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+        defaults, get = model.fit_defaults, options.get
+        batch_size, steps_per_epoch, steps = _schedule(model, data, options)
+        lr = float(get("lr") if get("lr") is not None else defaults.get("lr", 1e-3))
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr: expected a positive number, got {lr!r}")
+        early_stopping, min_delta, restore_best = _monitoring(defaults, data, options)
+        checkpoint_every = _positive_int_or_none("checkpoint_every", get("checkpoint_every"))
+        micro = get("micro_batch_size", defaults.get("micro_batch_size"))
+        micro_batch_size = _positive_int_or_none("micro_batch_size", micro)
+        if get("resume", False) and get("checkpoint") is None:
+            raise ValueError(
+                "resume: expected a checkpoint path to resume from, got checkpoint=None"
+            )
+        return cls(
+            steps=steps,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size,
+            lr=lr,
+            optim=get("optim") or torch.optim.Adam,
+            clip_norm=get("clip_norm"),
+            early_stopping=early_stopping,
+            min_delta=min_delta,
+            restore_best=restore_best,
+            checkpoint_every=checkpoint_every,
+            micro_batch_size=micro_batch_size,
+            **_placement(model, data, options),
+            seed=get("seed", 0),
+            callbacks=tuple(as_callback(c) for c in get("callbacks") or ()),
+            checkpoint=None if get("checkpoint") is None else Path(get("checkpoint")),
+            resume=bool(get("resume", False)),
+            progress=sys.stderr.isatty() if get("progress") is None else bool(get("progress")),
+            epoch_transform=_checked_transform(get("epoch_transform")),
+        )
+
+
+_OPTION_NAMES = frozenset(
+    (
+        "steps epochs batch_size optim lr clip_norm validation validation_y early_stopping "
+        "min_delta restore_best device seed callbacks checkpoint checkpoint_every resume "
+        "progress micro_batch_size strategy devices num_nodes precision epoch_transform"
+    ).split()
+)
+
+
+def _schedule(
+    model: GenerativeModel, data: TrainingData, options: dict[str, Any]
+) -> tuple[int | None, int, int]:
+    """``batch_size`` (None: full-batch), steps per epoch and steps in total."""
+    defaults, num_data = model.fit_defaults, data.num_data
+    batch_size = options.get("batch_size", defaults.get("batch_size"))
+    batch_size = _positive_int_or_none("batch_size", batch_size)
+    if batch_size is not None and batch_size >= num_data:
+        batch_size = None
+    steps_per_epoch = 1
+    if batch_size is not None:
+        # The family decides what an epoch is; its length fixes the steps per epoch.
+        order = model.minibatch_order(
+            num_data, batch_size, data.labels, torch.Generator().manual_seed(0)
+        )
+        steps_per_epoch = math.ceil(len(order) / batch_size)
+    steps, epochs = options.get("steps"), options.get("epochs")
+    if steps is not None and epochs is not None:
+        raise ValueError("steps, epochs: expected at most one of them, got both")
+    if epochs is not None:
+        return batch_size, steps_per_epoch, check_int("epochs", epochs) * steps_per_epoch
+    total = check_int("steps", steps if steps is not None else defaults.get("steps", 1000))
+    return batch_size, steps_per_epoch, total
+
+
+def _monitoring(
+    defaults: dict[str, Any], data: TrainingData, options: dict[str, Any]
+) -> tuple[int | None, float, bool]:
+    """``early_stopping`` (patience), ``min_delta`` and ``restore_best``."""
+    patience = options.get("early_stopping", defaults.get("early_stopping"))
+    patience = _positive_int_or_none("early_stopping", patience)
+    min_delta = options.get("min_delta")
+    min_delta = float(min_delta if min_delta is not None else defaults.get("min_delta", 1e-4))
+    if not (math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta: expected a non-negative number, got {min_delta!r}")
+    restore_best = options.get("restore_best")
+    if "restore_best" not in options:
+        restore_best = data.validation is not None or defaults.get("restore_best", False)
+    return patience, min_delta, bool(restore_best)
+
+
+def _placement(
+    model: GenerativeModel, data: TrainingData, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``strategy``, ``devices``, ``num_nodes``, ``precision`` and ``device``, checked."""
+    strategy, devices, num_nodes = distributed.check_scale_out(
+        options.get("strategy", "auto"), options.get("devices", 1), options.get("num_nodes", 1)
+    )
+    precision = check_precision(options.get("precision", "32"))
+    with mixed_precision(model, precision):  # a model without layers to speed up says so now
+        pass
+    device = options.get("device")
+    device = torch.device(device) if device is not None else data.x.device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
+    return {
+        "strategy": strategy,
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "precision": precision,
+        "device": device,
+    }
+
+
+def _checked_transform(transform: Any) -> EpochTransform | None:
+    if transform is not None and not callable(transform):
+        raise ValueError(
+            "epoch_transform: expected a function (x, epoch, generator) -> rows shaped like "
+            f"x, got {type(transform).__name__}"
+        )
+    return transform
+
+
+def _positive_int_or_none(name: str, value: Any) -> int | None:
+    return None if value is None else check_int(name, value)
+
+
+# --- the data --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingData:
+    """The training rows and held-out rows of :func:`fit`, checked.
+
+    Attributes:
+        x: training rows (N, ...), floating point.
+        labels: their labels (N, ...) or None.
+        validation: held-out rows (M, ...) shaped like ``x``'s rows, or None.
+        validation_labels: their labels (M, ...), given exactly when ``labels`` is.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor | None = None
+    validation: torch.Tensor | None = None
+    validation_labels: torch.Tensor | None = None
+
+    @property
+    def num_data(self) -> int:
+        """N, the training rows."""
+        return self.x.shape[0]
+
+    @classmethod
+    def from_arguments(cls, data: Any, y: Any, validation: Any, validation_y: Any) -> TrainingData:
+        """Check ``fit``'s data arguments (array-likes accepted).
+
+        Raises:
+            ValueError: naming the argument whose shape or values are wrong.
+        """
+        x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
+        labels = _as_labels(y, x.shape[0])
+        if validation is None:
+            if validation_y is not None:
+                raise ValueError("validation_y: given without validation rows")
+            return cls(x, labels)
+        rows = as_tensor(validation, name="validation", ndim=None, dtype=float_dtype_of(validation))
+        if rows.dim() == 0 or rows.shape[0] == 0 or rows.shape[1:] != x.shape[1:]:
+            expected = ", ".join(map(str, x.shape[1:])) if x.dim() > 1 else ""
+            raise ValueError(
+                f"validation: expected rows shaped like data, (M, {expected}), "
+                f"got shape {tuple(rows.shape)}"
+            )
+        if (labels is None) != (validation_y is None):
+            raise ValueError(
+                "validation_y: expected labels for the validation rows, since y was given"
+                if labels is not None
+                else "validation_y: given, but the training data have no y"
+            )
+        held_labels = None
+        if validation_y is not None:
+            held_labels = _as_labels(validation_y, rows.shape[0], name="validation_y")
+            if held_labels.shape[1:] != labels.shape[1:]:
+                raise ValueError(
+                    f"validation_y: expected shape (M, *{tuple(labels.shape[1:])}) like y, "
+                    f"got {tuple(held_labels.shape)}"
+                )
+        return cls(x, labels, rows, held_labels)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TrainingData:
+        """The same data on ``device``, rows (not labels) in ``dtype`` when given."""
+
+        def move(rows: torch.Tensor | None, floating: bool) -> torch.Tensor | None:
+            if rows is None:
+                return None
+            return rows.to(device, dtype=dtype if floating else None)
+
+        return TrainingData(
+            move(self.x, True),
+            move(self.labels, False),
+            move(self.validation, True),
+            move(self.validation_labels, False),
+        )
+
+
+def _as_labels(y: Any, num_rows: int, name: str = "y") -> torch.Tensor | None:
+    if y is None:
+        return None
+    labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    if labels.dim() == 0 or labels.shape[0] != num_rows:
+        raise ValueError(
+            f"{name}: expected {num_rows} rows like "
+            f"{'data' if name == 'y' else 'validation'}, got shape {tuple(labels.shape)}"
+        )
+    return labels
+
+
+# --- fit -------------------------------------------------------------------------------------
+def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> FitResult:
     """Train ``model`` by SVI on ``data``.
 
     Args:
         model: any pyrogen family (see :mod:`pyrogen.models`).
         data: array-like of shape (N, ...); numpy arrays and torch tensors are accepted.
         y: optional labels of shape (N, ...), passed to ``model.model`` / ``model.guide``.
-        steps: optimisation steps in total (resumed ones included). Exclusive with ``epochs``.
-        epochs: passes over the data; ``steps = epochs * ceil(N / batch_size)`` (a family
-            may define its epoch otherwise: see ``GenerativeModel.minibatch_order``).
-        batch_size: rows per step; default from ``model.fit_defaults``, else the full data
-            set every step. Minibatches are scaled by the data plate to stand for all N rows,
-            so the ELBO is unbiased.
-        optim: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
-        lr: learning rate; default from ``model.fit_defaults`` or 1e-3.
-        clip_norm: clip the gradient norm to this value (``None``: no clipping).
-        validation: held-out rows shaped like ``data`` (M, ...). After every epoch (every
-            step, full-batch) their negative ELBO per row, ``model.loss`` on all M rows, is
-            the monitored loss: early stopping and ``restore_best`` (then True by default)
-            follow it instead of the training loss, which a flexible model can drive down
-            while it overfits.
-        validation_y: the validation rows' labels or contexts (M, ...), when ``y`` is given.
-        early_stopping: stop after this many epochs (steps, full-batch) without the
-            monitored loss improving by ``min_delta``; ``None`` never stops early.
-        min_delta: smallest improvement (nats per example) that resets the patience;
-            default from ``model.fit_defaults``, else 1e-4.
-        restore_best: leave the model in the state with the lowest monitored loss. Safe for
-            deterministic objectives (MAP) and held-out losses; with sampled training ELBOs
-            the lowest value is partly luck, so the default (True with ``validation``, else
-            from ``model.fit_defaults``, else False) keeps the last.
-        device: ``"cpu"``, ``"cuda"``, ...; default the data's device.
-        seed: seeds Pyro, torch, numpy, the minibatch order and the noise, and, for a
-            model that still has the values its constructor gave it, its initial values
-            (:meth:`~pyrogen.models.base.GenerativeModel.initialize`): the same call on a
-            newly built model gives the same result. A trained, loaded, resumed or
-            hand-set model keeps its values.
-        callbacks: ``callback(step, loss, model)``; a callback returning True stops training.
-        checkpoint: file to save training state to (atomically) every ``checkpoint_every``
-            steps and at the end; it is also a model file for :func:`pyrogen.load`.
-        checkpoint_every: steps between checkpoints (default: only at the end).
-        resume: continue from ``checkpoint`` if it exists: parameters, optimizer, random
-            state and step, so an interrupted run continues exactly.
-        progress: show a progress bar; default only when stderr is a terminal.
-        micro_batch_size: most rows scored at once (per process): a larger batch (or the
-            full data set, full-batch) is scored in pieces of this many rows whose gradients
-            add up to exactly the batch's (noise included), so memory stays bounded at any
-            N; default from
-            ``model.fit_defaults``, else the whole batch at once.
-        strategy: ``"ddp"`` trains data-parallel in ``devices * num_nodes`` processes (see
-            :mod:`pyrogen.infer.distributed`): each scores its share of every global batch of
-            ``batch_size`` rows and DistributedDataParallel averages the gradients, weighted
-            so that the steps are those of one process on the same global batches; each
-            row's noise is the one that one process draws for it (see
-            :mod:`pyrogen.infer.noise`), so this holds for stochastic objectives too.
-            ``"auto"`` (default) is ``"ddp"`` when more than one process is asked for.
-        devices: processes per node; with ``device="cuda"`` one per GPU (``cuda:0`` ...).
-            Called from a plain process, fit spawns them, so model, data, ``optim`` and
-            callbacks must pickle (module-level functions, not lambdas), and a script must
-            guard its entry point with ``if __name__ == "__main__":``.
-            Under ``torchrun`` the launched processes are used instead.
-        num_nodes: machines; run the same call on each, with ``MASTER_ADDR``, ``MASTER_PORT``
-            and ``NODE_RANK`` set.
-        precision: ``"32"`` or ``"bf16-mixed"``: the model's linear and convolution layers
-            run under bfloat16 autocast while every log-density and KL stays in full
-            precision (see :func:`pyrogen.infer.precision.mixed_precision`).
+        **options: ``steps``, ``epochs``, ``batch_size``, ``optim``, ``lr``, ``clip_norm``,
+            ``validation``, ``validation_y``, ``early_stopping``, ``min_delta``,
+            ``restore_best``, ``device``, ``seed``, ``callbacks``, ``checkpoint``,
+            ``checkpoint_every``, ``resume``, ``progress``, ``micro_batch_size``,
+            ``strategy``, ``devices``, ``num_nodes``, ``precision`` (each explained in
+            :class:`FitConfig`) and ``epoch_transform``:
+        epoch_transform: ``epoch_transform(x, epoch, generator)`` is called at the start of
+            every epoch (every step, full-batch), epochs counted from 0, with the original
+            training rows ``x`` (N, ...) on the training device and a ``torch.Generator``
+            on that device seeded from ``seed`` and ``epoch``; the epoch trains on the
+            tensor it returns, of the same shape (N, ...). Draw from ``generator`` only:
+            then a resumed run redraws the interrupted epoch's rows exactly, and every
+            process of a data-parallel run draws the same rows for all N rows. E.g.
+            :func:`dynamic_binarization`, ``torch.bernoulli(x, generator=generator)``.
 
     Returns:
         a :class:`FitResult`.
 
     Raises:
-        ValueError: bad arguments or data.
+        TypeError: ``model`` is no pyrogen model, or an unknown option.
+        ValueError: bad options or data, naming the argument.
         FloatingPointError: the loss or a gradient became NaN/inf; the message names the
             step and the site or parameter responsible.
 
@@ -190,224 +466,363 @@ def fit(
         >>> len(result.losses) <= 20
         True
     """
-    arguments = dict(locals())
     started = time.perf_counter()
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model: expected a pyrogen model, got {type(model).__name__}")
-    defaults = model.fit_defaults
-    x = as_tensor(data, name="data", ndim=None, dtype=float_dtype_of(data))
-    labels = _as_labels(y, x.shape[0])
-    num_data = x.shape[0]
-    held_out = _validation_rows(validation, validation_y, x, labels)
-    if batch_size is None:
-        batch_size = defaults.get("batch_size")
-    batch_size = _check_positive_int("batch_size", batch_size, allow_none=True)
-    if batch_size is not None and batch_size >= num_data:
-        batch_size = None
-    steps_per_epoch = 1
-    if batch_size is not None:
-        # The family decides what an epoch is; its length fixes the steps per epoch.
-        epoch = model.minibatch_order(
-            num_data, batch_size, labels, torch.Generator().manual_seed(0)
-        )
-        steps_per_epoch = math.ceil(len(epoch) / batch_size)
-    if steps is not None and epochs is not None:
-        raise ValueError("steps, epochs: expected at most one of them, got both")
-    if epochs is not None:
-        total_steps = _check_positive_int("epochs", epochs) * steps_per_epoch
-    else:
-        total_steps = _check_positive_int(
-            "steps", steps if steps is not None else defaults.get("steps", 1000)
-        )
-    lr = float(lr if lr is not None else defaults.get("lr", 1e-3))
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: expected a positive number, got {lr!r}")
-    if early_stopping is _UNSET:
-        early_stopping = defaults.get("early_stopping")
-    early_stopping = _check_positive_int("early_stopping", early_stopping, allow_none=True)
-    min_delta = float(min_delta if min_delta is not None else defaults.get("min_delta", 1e-4))
-    if not (math.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(f"min_delta: expected a non-negative number, got {min_delta!r}")
-    if restore_best is _UNSET:
-        restore_best = held_out is not None or bool(defaults.get("restore_best", False))
-    checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every, allow_none=True)
-    if micro_batch_size is None:
-        micro_batch_size = defaults.get("micro_batch_size")
-    micro_batch_size = _check_positive_int("micro_batch_size", micro_batch_size, allow_none=True)
-    if resume and checkpoint is None:
-        raise ValueError("resume: expected a checkpoint path to resume from, got checkpoint=None")
-    strategy, devices, num_nodes = distributed.check_scale_out(strategy, devices, num_nodes)
-    precision = check_precision(precision)
-    with mixed_precision(model, precision):  # a model without layers to speed up says so now
-        pass
-
-    device = torch.device(device) if device is not None else x.device
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
+    training = TrainingData.from_arguments(
+        data, y, options.get("validation"), options.get("validation_y")
+    )
+    config = FitConfig.from_options(model, training, options)
     # Outside "ddp" a process trains alone, whatever group it may belong to.
-    where = distributed.join(devices * num_nodes, device.type) if strategy == "ddp" else Cluster()
-    if strategy == "ddp" and where.world_size == 1 and devices * num_nodes > 1:
-        return _fit_spawned(arguments, x, labels, held_out, devices, num_nodes, device, started)
-    device = distributed.process_device(device, where)
-    model.to(device)
-    x = x.to(device)
-    labels = None if labels is None else labels.to(device)
-    if held_out is not None:
-        held_out = tuple(None if t is None else t.to(device) for t in held_out)
-
-    pyro.set_rng_seed(seed)
-    # One order for all processes: they split the same global batches.
-    order_rng = torch.Generator().manual_seed(seed)
-    state = _TrainingState()
-    saved = None
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        saved = load_checkpoint(checkpoint, required=("state_dict", "optimizer", "step", "rng"))
-        if saved.get("family") != model.family:
-            raise ValueError(
-                f"checkpoint {str(checkpoint)!r}: expected family {model.family!r}, "
-                f"got {saved.get('family')!r}"
-            )
-        if not model.is_setup:
-            model.setup(x, labels, seed=seed)  # builds parameter shapes; values are replaced
-        model.load_state_dict(saved["state_dict"])
-        model.to(device)
+    if config.strategy != "ddp":
+        where = Cluster()
     else:
-        if model.is_as_built:  # its initial values come from the seed, not from torch's state
-            model.initialize(seed)
-        model.setup(x, labels, seed=seed)
-    x = x.to(dtype=_model_dtype(model, x.dtype))
-    if held_out is not None:
-        held_out = (held_out[0].to(dtype=x.dtype), held_out[1])
+        where = distributed.join(config.world_size, config.device.type)
+        if where.world_size == 1 and config.world_size > 1:
+            return _fit_spawned(model, training, config, started)
+    return TrainingLoop(model, training, config, where).run(started)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
-    optimizer = (optim or torch.optim.Adam)(params, lr=lr)
-    if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        state = _TrainingState.from_dict(saved)
-        by_rank = saved.get("rng_by_rank") or [saved["rng"]]
-        if len(by_rank) == where.world_size:  # else: a new process count, new noise streams
-            _set_rng_state(by_rank[where.rank])
-        order_rng.set_state(saved["order_rng"])
 
-    elbo = model.loss
-    trainer = _ELBOLoss(model, elbo)
-    validate, first_step = pyro.poutine.util.is_validation_enabled(), state.step
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(
-        total=total_steps,
-        initial=state.step,
-        disable=not (progress and where.is_main),
-        desc=model.family,
+def _fit_spawned(
+    model: GenerativeModel, data: TrainingData, config: FitConfig, started: float
+) -> FitResult:
+    """Train in ``config.devices`` new processes and load the result into ``model``."""
+    # Checked data go to the processes as CPU tensors (CUDA tensors do not pickle simply).
+    payload = distributed.spawn(
+        _fit_process,
+        (model, data.to("cpu"), config),
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        device_type=config.device.type,
     )
-    try:
-        while state.step < total_steps and not state.stopped_early:
-            position = state.step % steps_per_epoch
-            if batch_size is None:
-                index = range(num_data)  # rows by slices: views of the data, no copies
-            else:
-                if position == 0 or state.permutation is None:
-                    state.permutation = model.minibatch_order(
-                        num_data, batch_size, labels, order_rng
-                    )
-                index = state.permutation[position * batch_size : (position + 1) * batch_size]
-                index = index.to(device)
-            batch_rows = len(index)
-            index, weight, offset = _share_of(index, where)
-            if where.world_size > 1 and isinstance(trainer, _ELBOLoss):
-                first = _select(index[:micro_batch_size])
-                trainer = _data_parallel(trainer, x[first], _rows(labels, first), num_data, device)
-            optimizer.zero_grad(set_to_none=True)
-            size = micro_batch_size or len(index)
-            pieces = [_select(index[start : start + size]) for start in range(0, len(index), size)]
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            noise_seed = step_seed(seed, state.step)
-            for number, rows in enumerate(pieces):
-                # Each piece's loss g + (N / b_c) * sum_c, weighted by b_c / b, adds up to
-                # the share's g + (N / b) * sum: the gradients accumulate to the batch's own.
-                # Pyro's argument and support checks run on the first step of this call,
-                # where a user's mistake shows up; later steps skip them (a third of a
-                # small step's time). DDP exchanges gradients after the last piece only.
-                # Every piece starts from the step's random state and draws its rows' noise
-                # as one process scoring the whole batch would (pyrogen.infer.noise).
-                seed_device(noise_seed, device)
-                with (
-                    pyro.validation_enabled(validate and state.step == first_step),
-                    mixed_precision(model, precision),
-                    _accumulating(trainer, last=number == len(pieces) - 1),
-                    _row_noise(offset + number * size, _count(rows), batch_rows),
-                ):
-                    loss = _loss(trainer, model, x[rows], _rows(labels, rows), num_data, state.step)
-                    loss = loss * (weight * _count(rows) / len(index))
-                    loss.backward()
-                total += loss.detach()
-            # The global batch's loss: DDP averages the processes' gradients, so the mean.
-            value = distributed.all_sum(total, where).item() / (where.world_size * num_data)
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    _explain_nonfinite(model, x[rows], _rows(labels, rows), num_data, state.step)
-                )
-            if batch_size is None and held_out is None:
-                state.monitor(value, model, min_delta)  # the pre-update parameters scored `value`
-            if clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_norm)
-            optimizer.step()
-            state.step += 1
-            state.losses.append(value)
-            if held_out is not None and state.step % steps_per_epoch == 0:
-                held_out_loss = _held_out_loss(elbo, model, *held_out, state.step, where)
-                state.validation_losses.append((state.step, held_out_loss))
-                state.monitor(held_out_loss, model, min_delta)
-            elif batch_size is not None and state.step % steps_per_epoch == 0:
-                epoch_loss = float(np.mean(state.losses[-steps_per_epoch:]))
-                state.monitor(epoch_loss, model, min_delta)
-            if early_stopping is not None and state.bad_epochs >= early_stopping:
-                state.stopped_early = True
-            if where.is_main and any(
-                callback(state.step, value, model) is True for callback in callbacks
-            ):
-                state.stopped_early = True
-            if where.world_size > 1 and callbacks:  # a callback on the first process stops all
-                state.stopped_early = distributed.any_process(state.stopped_early, device, where)
-            bar.update(1)
-            if state.step % 10 == 0:
-                bar.set_postfix(loss=f"{value:.4f}")
-            if checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0:
-                _save(checkpoint, model, optimizer, state, order_rng, where)
-    finally:
-        bar.close()
-    # A NaN/inf gradient makes the parameters NaN/inf at once, which the next step's loss
-    # check reports by name; only the last step's update needs this look.
-    bad = _nonfinite_parameters(model)
-    if bad:
-        raise FloatingPointError(
-            f"step {state.step}: parameter(s) {bad} became NaN/inf in the last update (a "
-            "NaN/inf gradient); lower lr, set clip_norm, or check the data scale"
+    if not model.is_setup:
+        labels = None if data.labels is None else data.labels[:4096]
+        model.setup(data.x[:4096], labels)
+    model.load_state_dict(payload.pop("state_dict"))
+    model.to(config.device)
+    payload["validation_losses"] = [tuple(pair) for pair in payload["validation_losses"]]
+    return FitResult(model=model, **payload, time_s=time.perf_counter() - started)
+
+
+def _fit_process(model: GenerativeModel, data: TrainingData, config: FitConfig) -> dict[str, Any]:
+    """One process of a spawned run: train, and return what the parent needs."""
+    # Spawned processes receive CPU tensors in memory shared with the others (the data stay
+    # shared, read-only); the parameters must be this process's own, or every process's
+    # optimizer would step the same numbers.
+    model = copy.deepcopy(model)
+    result = TrainingLoop(model, data, config, distributed.cluster()).run(time.perf_counter())
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        "losses": result.losses,
+        "steps": result.steps,
+        "device": result.device,
+        "best_loss": result.best_loss,
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+        "validation_losses": [list(pair) for pair in result.validation_losses],
+        "world_size": result.world_size,
+    }
+
+
+# --- the loop ----------------------------------------------------------------------------------
+@dataclass
+class TrainingState:
+    """What the loop and its callbacks record; saved in checkpoints (format unchanged).
+
+    Attributes:
+        step: steps taken, resumed ones included.
+        losses: each step's loss (nats per example).
+        best_loss, best_step, best_state, bad_epochs: :class:`EarlyStopping`'s record.
+        stopped_early: a callback asked to stop.
+        validation_losses: (step, held-out loss) after every epoch, with ``validation``.
+        permutation: this epoch's row order (``model.minibatch_order``), so that a resume
+            mid-epoch sees the same batches.
+    """
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
+    permutation: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint entries of this state (tensors on the CPU)."""
+        best = None if self.best_state is None else {k: v.cpu() for k, v in self.best_state.items()}
+        return {
+            "step": self.step,
+            "losses": list(self.losses),
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "best_state": best,
+            "bad_epochs": self.bad_epochs,
+            "validation_losses": [list(pair) for pair in self.validation_losses],
+            "permutation": self.permutation,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainingState:
+        """The state of a checkpoint's entries (older checkpoints may lack some)."""
+        return cls(
+            step=int(saved["step"]),
+            losses=[float(v) for v in saved.get("losses", [])],
+            best_loss=float(saved.get("best_loss", math.inf)),
+            best_step=int(saved.get("best_step", 0)),
+            best_state=saved.get("best_state"),
+            bad_epochs=int(saved.get("bad_epochs", 0)),
+            validation_losses=[(int(k), float(v)) for k, v in saved.get("validation_losses", [])],
+            permutation=saved.get("permutation"),
         )
-    if checkpoint is not None:
-        _save(checkpoint, model, optimizer, state, order_rng, where)
-    if restore_best and state.best_state is not None:
-        model.load_state_dict(state.best_state)
-    return FitResult(
-        model=model,
-        losses=list(state.losses),
-        steps=state.step,
-        time_s=time.perf_counter() - started,
-        device=str(device),
-        best_loss=state.best_loss,
-        best_step=state.best_step,
-        stopped_early=state.stopped_early,
-        validation_losses=list(state.validation_losses),
-        world_size=where.world_size,
-    )
+
+
+class TrainingLoop:
+    """One process's training: :meth:`run` sets the model up (or resumes it), then takes
+    steps until ``config.steps`` or a stop, calling the callbacks' hooks (see
+    :mod:`pyrogen.infer.callbacks` for their order).
+
+    Args:
+        model: the model to train (set up here).
+        data: the checked training data (any device).
+        config: the checked options.
+        where: this process's place among the processes training together.
+
+    Attributes:
+        x: the rows of the current epoch (N, ...): ``data.x``, or ``epoch_transform``'s.
+        batch: the last scored piece's rows and labels (for the NaN guard's diagnosis).
+    """
+
+    def __init__(
+        self, model: GenerativeModel, data: TrainingData, config: FitConfig, where: Cluster
+    ) -> None:
+        self.model, self.data, self.config, self.where = model, data, config, where
+        self.device = distributed.process_device(config.device, where)
+        self.num_data = data.num_data
+        self.has_validation = data.validation is not None
+        self.state = TrainingState()
+        self.checkpoint = (
+            None
+            if config.checkpoint is None
+            else Checkpoint(config.checkpoint, config.checkpoint_every, config.resume)
+        )
+        self.x: torch.Tensor | None = None
+        self.batch: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def run(self, started: float) -> FitResult:
+        """Train; ``started`` is the ``time.perf_counter()`` that ``time_s`` counts from."""
+        self._start()
+        try:
+            self.dispatch("on_fit_start")
+            while self.state.step < self.config.steps and not self.state.stopped_early:
+                self._step()
+            self.dispatch("on_fit_end")
+        except BaseException as error:
+            replacement = self._notify_failure(error)
+            if replacement is not None:
+                raise replacement from error
+            raise
+        return FitResult(
+            model=self.model,
+            losses=list(self.state.losses),
+            steps=self.state.step,
+            time_s=time.perf_counter() - started,
+            device=str(self.device),
+            best_loss=self.state.best_loss,
+            best_step=self.state.best_step,
+            stopped_early=self.state.stopped_early,
+            validation_losses=list(self.state.validation_losses),
+            world_size=self.where.world_size,
+        )
+
+    def request_stop(self) -> None:
+        """End training after the current step (in every process, under DDP)."""
+        self.state.stopped_early = True
+
+    def dispatch(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` of every callback that runs in this process, in order."""
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None and (self.where.is_main or _all_processes(callback)):
+                method(self, *args)
+
+    # --- setup ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Set the model up (or load the checkpoint), make the optimizer and the callbacks."""
+        model, config, device = self.model, self.config, self.device
+        model.to(device)
+        data = self.data.to(device)
+        pyro.set_rng_seed(config.seed)
+        # One order for all processes: they split the same global batches.
+        self.order_rng = torch.Generator().manual_seed(config.seed)
+        saved = None if self.checkpoint is None else self.checkpoint.read(model.family)
+        if saved is not None:
+            if not model.is_setup:  # builds parameter shapes; values are replaced
+                model.setup(data.x, data.labels, seed=config.seed)
+            model.load_state_dict(saved["state_dict"])
+            model.to(device)
+        else:
+            if model.is_as_built:  # its initial values come from the seed, not torch's state
+                model.initialize(config.seed)
+            model.setup(data.x, data.labels, seed=config.seed)
+        self.data = data.to(device, dtype=_model_dtype(model, data.x.dtype))
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
+        self.optimizer = config.optim(self.params, lr=config.lr)
+        if saved is not None:
+            self.checkpoint.restore(self, saved)
+        self.elbo = model.loss
+        self.trainer: torch.nn.Module = _ELBOLoss(model, self.elbo)
+        self.validate, self.first_step = pyro.poutine.util.is_validation_enabled(), self.state.step
+        self.callbacks = self._callbacks()
+        self.stop_is_shared = any(not _all_processes(c) for c in self.callbacks)
+
+    def _callbacks(self) -> list[Callback]:
+        """Built-in and user callbacks in the order their hooks run (see the module
+        :mod:`pyrogen.infer.callbacks`)."""
+        config, data = self.config, self.data
+        callbacks: list[Callback] = [NanGuard()]
+        if data.validation is not None:
+            callbacks.append(HeldOutValidation(data.validation, data.validation_labels))
+        callbacks += [*config.callbacks, ProgressBar(config.progress)]
+        if self.checkpoint is not None:
+            callbacks.append(self.checkpoint)
+        callbacks.append(
+            EarlyStopping(config.early_stopping, config.min_delta, config.restore_best)
+        )
+        return callbacks
+
+    def _notify_failure(self, error: BaseException) -> Exception | None:
+        """Tell every callback; the first exception one raises replaces ``error``."""
+        replacement = None
+        for callback in self.callbacks if hasattr(self, "callbacks") else ():
+            method = getattr(callback, "on_exception", None)
+            if method is None or not (self.where.is_main or _all_processes(callback)):
+                continue
+            try:
+                method(self, error)
+            except Exception as raised:
+                replacement = replacement or raised
+        return replacement
+
+    # --- a step -------------------------------------------------------------------------------
+    def _step(self) -> None:
+        index = self._next_batch()
+        loss = self._train_on(index)
+        state, per_epoch = self.state, self.config.steps_per_epoch
+        state.step += 1
+        state.losses.append(loss)
+        if state.step % per_epoch == 0:
+            self.dispatch("on_epoch_end", (state.step - 1) // per_epoch)
+            validated = state.validation_losses and state.validation_losses[-1][0] == state.step
+            if validated:  # held-out validation ran at this epoch's end
+                self.dispatch("on_validation_end", state.validation_losses[-1][1])
+        self.dispatch("on_step_end", loss)
+        if self.where.world_size > 1 and self.stop_is_shared:  # a first-process stop stops all
+            state.stopped_early = distributed.any_process(
+                state.stopped_early, self.device, self.where
+            )
+
+    def _next_batch(self) -> torch.Tensor | range:
+        """The global batch's row indices; at an epoch's start, its rows and their order."""
+        config, state = self.config, self.state
+        epoch, position = divmod(state.step, config.steps_per_epoch)
+        if position == 0 or self.x is None:  # a resumed run redraws its epoch's rows
+            self.x = self._epoch_rows(epoch)
+        if config.batch_size is None:
+            index = range(self.num_data)  # rows by slices: views of the data, no copies
+        else:
+            if position == 0 or state.permutation is None:
+                state.permutation = self.model.minibatch_order(
+                    self.num_data, config.batch_size, self.data.labels, self.order_rng
+                )
+            size = config.batch_size
+            index = state.permutation[position * size : (position + 1) * size].to(self.device)
+        if position == 0:
+            self.dispatch("on_epoch_start", epoch)
+        return index
+
+    def _epoch_rows(self, epoch: int) -> torch.Tensor:
+        """The rows epoch ``epoch`` trains on: ``epoch_transform``'s, or the data."""
+        transform, x = self.config.epoch_transform, self.data.x
+        if transform is None:
+            return x
+        generator = torch.Generator(device=x.device).manual_seed(
+            epoch_seed(self.config.seed, epoch)
+        )
+        with torch.no_grad():
+            rows = transform(x, epoch, generator)
+        if not isinstance(rows, torch.Tensor) or rows.shape != x.shape:
+            got = f"shape {tuple(rows.shape)}" if isinstance(rows, torch.Tensor) else type(rows)
+            raise ValueError(
+                f"epoch_transform: expected a tensor of the data's shape {tuple(x.shape)} "
+                f"(epoch {epoch}), got {got}"
+            )
+        return rows.to(device=x.device, dtype=x.dtype)
+
+    def _train_on(self, index: torch.Tensor | range) -> float:
+        """One optimisation step on the global batch ``index``; returns its loss."""
+        config, where = self.config, self.where
+        batch_rows = len(index)
+        index, weight, offset = _share_of(index, where)
+        if where.world_size > 1 and isinstance(self.trainer, _ELBOLoss):
+            first = _select(index[: config.micro_batch_size])
+            first_y = _rows(self.data.labels, first)
+            self.trainer = _data_parallel(
+                self.trainer, self.x[first], first_y, self.num_data, self.device
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total = self._accumulate(index, weight, offset, batch_rows)
+        # The global batch's loss: DDP averages the processes' gradients, so the mean.
+        loss = distributed.all_sum(total, where).item() / (where.world_size * self.num_data)
+        self.dispatch("on_loss", loss)
+        if config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, config.clip_norm)
+        self.optimizer.step()
+        return loss
+
+    def _accumulate(
+        self, index: torch.Tensor | range, weight: float, offset: int, batch_rows: int
+    ) -> torch.Tensor:
+        """Backpropagate this process's share ``index`` of the batch in micro-batches;
+        returns the share's weighted loss (float64)."""
+        size = self.config.micro_batch_size or len(index)
+        pieces = [_select(index[start : start + size]) for start in range(0, len(index), size)]
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        noise_seed = step_seed(self.config.seed, self.state.step)
+        for number, rows in enumerate(pieces):
+            # Each piece's loss g + (N / b_c) * sum_c, weighted by b_c / b, adds up to the
+            # share's g + (N / b) * sum: the gradients accumulate to the batch's own. Pyro's
+            # argument and support checks run on the first step of this call, where a user's
+            # mistake shows up; later steps skip them (a third of a small step's time). DDP
+            # exchanges gradients after the last piece only. Every piece starts from the
+            # step's random state and draws its rows' noise as one process scoring the whole
+            # batch would (pyrogen.infer.noise).
+            seed_device(noise_seed, self.device)
+            self.batch = (self.x[rows], _rows(self.data.labels, rows))
+            with (
+                pyro.validation_enabled(self.validate and self.state.step == self.first_step),
+                mixed_precision(self.model, self.config.precision),
+                _accumulating(self.trainer, last=number == len(pieces) - 1),
+                _row_noise(offset + number * size, _count(rows), batch_rows),
+            ):
+                loss = self.trainer(*self.batch, self.num_data)
+                loss = loss * (weight * _count(rows) / len(index))
+                loss.backward()
+            total += loss.detach()
+        return total
+
+
+def _all_processes(callback: Any) -> bool:
+    return bool(getattr(callback, "all_processes", False))
 
 
 class _ELBOLoss(torch.nn.Module):
     """The model's differentiable negative ELBO as a module, which DDP can wrap."""
 
-    def __init__(self, model: GenerativeModel, elbo) -> None:
+    def __init__(self, model: GenerativeModel, elbo: pyro.infer.ELBO) -> None:
         super().__init__()
         self.model, self.elbo = model, elbo
 
@@ -418,7 +833,11 @@ class _ELBOLoss(torch.nn.Module):
 
 
 def _data_parallel(
-    trainer: _ELBOLoss, batch_x, batch_y, num_data: int, device: torch.device
+    trainer: _ELBOLoss,
+    batch_x: torch.Tensor,
+    batch_y: torch.Tensor | None,
+    num_data: int,
+    device: torch.device,
 ) -> torch.nn.parallel.DistributedDataParallel:
     """``trainer`` wrapped in DDP, told whether some parameter gets no gradient (a user's
     network may have such a layer); looked for once, on a first batch, with the noise
@@ -478,292 +897,8 @@ def _row_noise(offset: int, count: int, total: int) -> Any:
     return contextlib.nullcontext() if count == total else RowNoise(offset, count, total)
 
 
-def _fit_spawned(
-    arguments: dict[str, Any],
-    x: torch.Tensor,
-    labels: torch.Tensor | None,
-    held_out: tuple[torch.Tensor, torch.Tensor | None] | None,
-    devices: int,
-    num_nodes: int,
-    device: torch.device,
-    started: float,
-) -> FitResult:
-    """Train in ``devices`` new processes and load the result into ``arguments["model"]``."""
-    model = arguments.pop("model")
-    # The "not given" marker does not survive pickling; the processes apply the defaults.
-    arguments = {name: value for name, value in arguments.items() if value is not _UNSET}
-    # Checked data go to the processes, as CPU tensors (CUDA tensors do not pickle simply).
-    arguments.pop("data"), arguments.pop("y")
-    arguments["validation"] = None if held_out is None else held_out[0].cpu()
-    arguments["validation_y"] = (
-        None if held_out is None or held_out[1] is None else held_out[1].cpu()
-    )
-    arguments["device"] = str(device)
-    cpu_labels = None if labels is None else labels.cpu()
-    payload = distributed.spawn(
-        _fit_process,
-        (model, x.cpu(), cpu_labels, arguments),
-        devices=devices,
-        num_nodes=num_nodes,
-        device_type=device.type,
-    )
-    if not model.is_setup:
-        model.setup(x[: min(len(x), 4096)], None if labels is None else labels[:4096])
-    model.load_state_dict(payload.pop("state_dict"))
-    model.to(device)
-    payload["validation_losses"] = [tuple(pair) for pair in payload["validation_losses"]]
-    return FitResult(model=model, **payload, time_s=time.perf_counter() - started)
-
-
-def _fit_process(
-    model: GenerativeModel, x: torch.Tensor, labels: torch.Tensor | None, options: dict[str, Any]
-) -> dict[str, Any]:
-    """One process of a spawned run: train, and return what the parent needs."""
-    # Spawned processes receive CPU tensors in memory shared with the others (the data stay
-    # shared, read-only); the parameters must be this process's own, or every process's
-    # optimizer would step the same numbers.
-    model = copy.deepcopy(model)
-    result = fit(model, x, labels, **options)
-    return {
-        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-        "losses": result.losses,
-        "steps": result.steps,
-        "device": result.device,
-        "best_loss": result.best_loss,
-        "best_step": result.best_step,
-        "stopped_early": result.stopped_early,
-        "validation_losses": [list(pair) for pair in result.validation_losses],
-        "world_size": result.world_size,
-    }
-
-
-@dataclass
-class _TrainingState:
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-    best_loss: float = math.inf
-    best_step: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    validation_losses: list[tuple[int, float]] = field(default_factory=list)
-    # This epoch's row order (model.minibatch_order): kept in checkpoints so that a resume
-    # mid-epoch sees the same batches.
-    permutation: torch.Tensor | None = None
-
-    def monitor(self, loss: float, model: GenerativeModel, min_delta: float) -> None:
-        if loss < self.best_loss - min_delta:
-            self.bad_epochs = 0
-        else:
-            self.bad_epochs += 1
-        if loss < self.best_loss:
-            self.best_loss, self.best_step = loss, self.step
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        best = None if self.best_state is None else {k: v.cpu() for k, v in self.best_state.items()}
-        return {
-            "step": self.step,
-            "losses": list(self.losses),
-            "best_loss": self.best_loss,
-            "best_step": self.best_step,
-            "best_state": best,
-            "bad_epochs": self.bad_epochs,
-            "validation_losses": [list(pair) for pair in self.validation_losses],
-            "permutation": self.permutation,
-        }
-
-    @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> _TrainingState:
-        return cls(
-            step=int(saved["step"]),
-            losses=[float(v) for v in saved.get("losses", [])],
-            best_loss=float(saved.get("best_loss", math.inf)),
-            best_step=int(saved.get("best_step", 0)),
-            best_state=saved.get("best_state"),
-            bad_epochs=int(saved.get("bad_epochs", 0)),
-            validation_losses=[(int(k), float(v)) for k, v in saved.get("validation_losses", [])],
-            permutation=saved.get("permutation"),
-        )
-
-
-def _loss(trainer, model, batch_x, batch_y, num_data: int, step: int) -> torch.Tensor:
-    try:
-        return trainer(batch_x, batch_y, num_data)
-    except ValueError as error:
-        bad = _nonfinite_parameters(model)
-        if bad:
-            raise FloatingPointError(
-                f"step {step}: parameter(s) {bad} are NaN/inf, so the model could not be "
-                f"evaluated; lower lr or set clip_norm"
-            ) from error
-        raise
-
-
-def _nonfinite_parameters(model: GenerativeModel) -> list[str]:
-    return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-
-
-def _explain_nonfinite(model, batch_x, batch_y, num_data: int, step: int) -> str:
-    """Say which site (model or guide) and which parameters are NaN/inf."""
-    bad = _nonfinite_parameters(model)
-    message = f"step {step}: the loss is NaN/inf" + (
-        f"; parameter(s) {bad} are NaN/inf" if bad else ""
-    )
-    return message + _first_nonfinite_site(model, batch_x, batch_y, num_data)
-
-
-def _first_nonfinite_site(model, batch_x, batch_y, num_data: int) -> str:
-    kwargs = {"num_data": num_data}
-    try:
-        with torch.no_grad():
-            guide_trace = poutine.trace(model.guide).get_trace(batch_x, batch_y, **kwargs)
-            replayed = poutine.replay(model.model, trace=guide_trace)
-            model_trace = poutine.trace(replayed).get_trace(batch_x, batch_y, **kwargs)
-            for role, trace in (("model", model_trace), ("guide", guide_trace)):
-                for name, site in trace.nodes.items():
-                    if site["type"] != "sample":
-                        continue
-                    if not torch.isfinite(site["value"]).all():
-                        return f"; {role} site {name!r} has a NaN/inf value"
-                    if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
-                        return f"; {role} site {name!r} has a NaN/inf log-probability"
-    except Exception as error:  # the diagnosis must never hide the original problem
-        return f" (sites could not be inspected: {error})"
-    return ""
-
-
-def _as_labels(y: Any, num_rows: int, name: str = "y") -> torch.Tensor | None:
-    if y is None:
-        return None
-    labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
-    if labels.dim() == 0 or labels.shape[0] != num_rows:
-        raise ValueError(
-            f"{name}: expected {num_rows} rows like "
-            f"{'data' if name == 'y' else 'validation'}, got shape {tuple(labels.shape)}"
-        )
-    return labels
-
-
-def _validation_rows(
-    validation: Any, validation_y: Any, x: torch.Tensor, labels: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """The held-out rows (and labels), checked against the training data's shapes."""
-    if validation is None:
-        if validation_y is not None:
-            raise ValueError("validation_y: given without validation rows")
-        return None
-    rows = as_tensor(validation, name="validation", ndim=None, dtype=float_dtype_of(validation))
-    if rows.dim() == 0 or rows.shape[0] == 0 or rows.shape[1:] != x.shape[1:]:
-        expected = ", ".join(map(str, x.shape[1:])) if x.dim() > 1 else ""
-        raise ValueError(
-            f"validation: expected rows shaped like data, (M, {expected}), "
-            f"got shape {tuple(rows.shape)}"
-        )
-    if (labels is None) != (validation_y is None):
-        raise ValueError(
-            "validation_y: expected labels for the validation rows, since y was given"
-            if labels is not None
-            else "validation_y: given, but the training data have no y"
-        )
-    held_labels = None
-    if validation_y is not None:
-        held_labels = _as_labels(validation_y, rows.shape[0], name="validation_y")
-        if held_labels.shape[1:] != labels.shape[1:]:
-            raise ValueError(
-                f"validation_y: expected shape (M, *{tuple(labels.shape[1:])}) like y, "
-                f"got {tuple(held_labels.shape)}"
-            )
-    return rows, held_labels
-
-
-@torch.no_grad()
-def _held_out_loss(elbo, model, rows, labels, step: int, where: Cluster) -> float:
-    """Negative ELBO per held-out row, in chunks (each scored as itself: num_data = its rows);
-    several processes score one share of the rows each."""
-    total, share = 0.0, distributed.shard(rows.shape[0], where)
-    mine = rows[share], None if labels is None else labels[share]
-    for start in range(0, mine[0].shape[0], _HELD_OUT_ROWS):
-        chunk = mine[0][start : start + _HELD_OUT_ROWS]
-        chunk_y = None if labels is None else mine[1][start : start + _HELD_OUT_ROWS]
-        with pyro.validation_enabled(False):
-            total += elbo.loss(model.model, model.guide, chunk, chunk_y, num_data=chunk.shape[0])
-    total = distributed.all_sum(torch.tensor(total, dtype=torch.float64, device=rows.device), where)
-    value = total.item() / rows.shape[0]
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"step {step}: the held-out loss is {value}; the model gives the validation "
-            "rows no probability (are they from the training data's range?)"
-        )
-    return value
-
-
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    return check_int(name, value)
-
-
 def _model_dtype(model: GenerativeModel, default: torch.dtype) -> torch.dtype:
     for tensor in model.parameters():
         if tensor.is_floating_point():
             return tensor.dtype
     return default
-
-
-def _get_rng_state() -> dict[str, Any]:
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "random": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["random"]))
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _on_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {key: _on_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_on_cpu(item) for item in value)
-    return value
-
-
-def _save(path: PathLike, model, optimizer, state: _TrainingState, order_rng, where) -> None:
-    # Every process's noise stream, so that a resume with as many processes is exact.
-    by_rank = distributed.all_gather_objects(_get_rng_state(), where)
-    if not where.is_main:
-        torch.distributed.barrier()
-        return
-    payload = {
-        "pyrogen_version": __version__,
-        "family": model.family,
-        "config": model.config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        # On the CPU like the parameters, so that a machine without the GPU can read it.
-        "optimizer": _on_cpu(optimizer.state_dict()),
-        "rng": by_rank[0],
-        "rng_by_rank": by_rank,
-        "order_rng": order_rng.get_state(),
-        **state.to_dict(),
-    }
-    save_checkpoint(path, payload)
-    if where.world_size > 1:  # no process reads the file before it is written
-        torch.distributed.barrier()

@@ -42,7 +42,29 @@ def step_seed(seed: int, step: int) -> int:
     Returns:
         a 63-bit integer, a hash of (seed, step), for ``torch.manual_seed``.
     """
-    high, low = np.random.SeedSequence([seed, step]).generate_state(2)
+    return _hashed_seed(seed, step)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the generator that ``fit(epoch_transform=...)`` gets in epoch ``epoch``:
+    the same in every process and for a resumed run, and no step's seed.
+
+    Args:
+        seed: the run's seed (``fit(seed=...)``).
+        epoch: the epoch's number, 0 for the first.
+
+    Returns:
+        a 63-bit integer, a hash of (seed, epoch), for ``torch.Generator.manual_seed``.
+    """
+    return _hashed_seed(seed, epoch, _EPOCH_STREAM)
+
+
+# Tells an epoch's seed from a step's: (seed, n) is step n, (seed, n, 1) epoch n.
+_EPOCH_STREAM = 1
+
+
+def _hashed_seed(*words: int) -> int:
+    high, low = np.random.SeedSequence(list(words)).generate_state(2)
     return (int(high) << 32 | int(low)) >> 1
 
 

@@ -22,8 +22,18 @@ from torch import nn
 #: Accepted ``precision`` values (PyTorch Lightning's names).
 PRECISIONS = ("32", "bf16-mixed")
 
-# Layers whose matrix products autocast speeds up (zuko's own Linear is no nn.Linear).
-_AUTOCAST_LAYERS = (nn.Linear, zuko.nn.Linear, nn.modules.conv._ConvNd)
+# Layers whose matrix products autocast speeds up (zuko's own Linear is no nn.Linear; the
+# lazy convolutions are subclasses of these).
+_AUTOCAST_LAYERS = (
+    nn.Linear,
+    zuko.nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 
 
 def check_precision(precision: Any) -> str:

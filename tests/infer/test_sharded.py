@@ -1,6 +1,12 @@
 """Sharded sampling and evaluation (``distributed.sample`` / ``distributed.evaluate``) in 2 CPU
 processes (gloo) against one process.
 
+``evaluate(model, x, y, num_samples=...)`` returns ``model.score_examples``'s dict of per-row
+scores; :class:`Scored`, a small model with scores of each kind (exact, Monte Carlo, a
+prediction from the labels), stands for the families. The compatibility form with a method
+name, ``evaluate(model, x, "log_prob")``, which the command line still calls, is checked on
+the families themselves.
+
 Deterministic scores are compared in float64, where the only difference between one call on
 all rows and two calls on halves is float rounding. Monte Carlo scores and draws are compared
 exactly with what the two processes would compute one after the other in this process:
@@ -19,6 +25,7 @@ import torch
 import pyrogen
 from pyrogen.infer import distributed
 from pyrogen.infer.distributed import Cluster
+from pyrogen.models.base import GenerativeModel
 
 ROWS = 7  # split 4 + 3
 SHARES = [distributed.shard(ROWS, Cluster(rank=r, world_size=2)) for r in range(2)]
@@ -48,15 +55,84 @@ def completing_cvae() -> pyrogen.ConditionalVAE:
     return pyrogen.ConditionalVAE((4, 4), latent_dim=2, num_classes=3, observed="left")
 
 
-def in_turn(seed: int, draw) -> torch.Tensor:
+class Scored(GenerativeModel):
+    """A model contract's ``score_examples`` in small: per-row scores of every kind."""
+
+    family = "scored"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.tensor([0.5, -0.5], dtype=torch.float64))
+
+    def score_examples(self, x, y=None, *, num_samples=None):
+        if y is not None and (y > 2).any():
+            row = int((y > 2).nonzero()[0])
+            raise ValueError(f"y: expected labels 0..2, got {int(y[row])} at row {row}")
+        exact = -(x - self.shift).pow(2).sum(-1)
+        noise = torch.randn(x.shape[0], num_samples or 4, dtype=x.dtype).mean(-1)
+        scores = {"elbo": exact - noise.abs(), "log_likelihood": exact + noise}
+        if y is not None:
+            scores["predicted"] = (y + 1) % 3
+        return scores
+
+
+class Unsplittable(Scored):
+    def score_examples(self, x, y=None, *, num_samples=None):
+        return {"log_likelihood": x.sum()}
+
+
+def in_turn(seed: int, draw) -> torch.Tensor | dict[str, torch.Tensor]:
     """What the 2 processes compute, one after the other here: ``draw(share)`` seeded with
-    seed + r for process r."""
+    seed + r for process r (a tensor, or a dict of them)."""
     parts = []
     for rank, share in enumerate(SHARES):
         pyro.set_rng_seed(seed + rank)
         with torch.no_grad():
             parts.append(draw(share))
+    if isinstance(parts[0], dict):
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
     return torch.cat(parts)
+
+
+def test_scores_of_two_processes_are_one_process_scores_of_each_share_in_turn():
+    model, x, y = Scored(), rows(), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    two = distributed.evaluate(model, x, y, num_samples=3, devices=2, seed=11)
+    expected = in_turn(11, lambda share: model.score_examples(x[share], y[share], num_samples=3))
+    assert set(two) == {"elbo", "log_likelihood", "predicted"}
+    for name, value in expected.items():
+        assert two[name].shape == (ROWS,) and two[name].device.type == "cpu"
+        assert torch.equal(two[name], value), name  # Monte Carlo ones too: same seeds
+    with torch.no_grad():  # and the exact ones are one call's on all rows
+        one = model.score_examples(x, y, num_samples=3)
+    assert torch.equal(two["predicted"], one["predicted"])
+
+
+def test_one_process_scores_are_score_examples_seeded_with_seed():
+    model, x = Scored(), rows()
+    pyro.set_rng_seed(4)
+    with torch.no_grad():
+        expected = model.score_examples(x, num_samples=2)
+    scores = distributed.evaluate(model, x.numpy(), num_samples=2, seed=4)  # array-likes too
+    assert scores.keys() == expected.keys()
+    assert all(torch.equal(scores[name], expected[name]) for name in expected)
+
+
+@pytest.mark.skipif(
+    not hasattr(GenerativeModel, "score_examples"), reason="the model contract has no scores"
+)
+def test_a_family_scored_in_two_processes_is_scored_as_in_one():
+    model, x = vae(), rows()
+    two = distributed.evaluate(model, x, num_samples=3, devices=2, seed=5)
+    expected = in_turn(5, lambda share: model.score_examples(x[share], num_samples=3))
+    assert two.keys() == expected.keys()
+    assert all(torch.equal(two[name], expected[name]) for name in expected)
+    # Labels go with their rows; exact scores are one call's on all rows.
+    model, y = flow(num_classes=3), torch.tensor([2, 1, 0, 0, 1, 2, 2])
+    two = distributed.evaluate(model, x, y, num_samples=1, devices=2)
+    with torch.no_grad():
+        one = model.score_examples(x, y, num_samples=1)
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_shares_are_4_and_3():
@@ -72,7 +148,7 @@ def test_exact_log_likelihood_per_row_matches_one_process():
     torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-12)
 
 
-def test_monte_carlo_scores_are_each_process_share_with_its_seed():
+def test_monte_carlo_method_scores_are_each_process_share_with_its_seed():
     model, x = vae(), rows()
     two = distributed.evaluate(model, x, "log_likelihood", devices=2, seed=11, num_samples=3)
     expected = in_turn(11, lambda share: model.log_likelihood(x[share], num_samples=3))
@@ -106,33 +182,26 @@ def test_labels_and_given_values_are_split_with_the_rows():
     assert torch.equal(draws, expected)  # and each its own label, in rank order
 
 
-def test_labels_of_evaluated_rows_are_split_with_them():
-    model, x = flow(num_classes=3), rows()
-    y = torch.tensor([2, 1, 0, 0, 1, 2, 2])
-    two = distributed.evaluate(model, x, "log_prob", y=y, devices=2)
-    with torch.no_grad():
-        one = model.log_prob(x, y)
-    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-12)
-
-
 def test_one_process_runs_here_seeded_with_seed():
     model, x = vae(), rows()
     pyro.set_rng_seed(4)
     with torch.no_grad():
         expected = model.log_likelihood(x, num_samples=3)
-    assert torch.equal(distributed.evaluate(model, x, seed=4, num_samples=3), expected)
+    scores = distributed.evaluate(model, x, "log_likelihood", seed=4, num_samples=3)
+    assert torch.equal(scores, expected)
     pyro.set_rng_seed(4)
     expected = model.sample(3)
     assert torch.equal(distributed.sample(model, 3, seed=4), expected)
-    gmm = pyrogen.GaussianMixture(2).fit(pyrogen.data.old_faithful(), steps=3, progress=False)
+    gmm = pyrogen.GaussianMixture(2)
+    pyrogen.fit(gmm, pyrogen.data.old_faithful(), steps=3, progress=False)
     data = pyrogen.data.old_faithful().numpy()  # array-likes are accepted
     torch.testing.assert_close(distributed.evaluate(gmm, data, "log_prob"), gmm.log_prob(data))
 
 
-def shard_in_group(model, x, y):
+def shard_in_group(model, scored, x, y):
     """Run inside a process group of 2: every process's results, stacked."""
     where = distributed.cluster()
-    scores = distributed.evaluate(model, x, "log_prob", y=y)  # devices=1: the group's
+    scores = distributed.evaluate(scored, x, y, num_samples=2)["log_likelihood"]  # the group's
     draws = distributed.sample(model, ROWS, y=y, seed=9, devices=2)
     everyone = distributed.all_gather_objects((scores, draws), where)
     return {
@@ -144,14 +213,14 @@ def shard_in_group(model, x, y):
 
 def test_inside_a_process_group_every_process_gets_every_row():
     model, x, y = flow(num_classes=3), rows(), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    scored = Scored()
     result = distributed.spawn(
-        shard_in_group, (model, x, y), devices=2, num_nodes=1, device_type="cpu"
+        shard_in_group, (model, scored, x, y), devices=2, num_nodes=1, device_type="cpu"
     )
     assert result["world_size"] == 2
-    with torch.no_grad():
-        one = model.log_prob(x, y)
+    one = in_turn(0, lambda share: scored.score_examples(x[share], y[share], num_samples=2))
     for scores in result["scores"]:
-        torch.testing.assert_close(scores, one, rtol=1e-12, atol=1e-12)
+        assert torch.equal(scores, one["log_likelihood"])
     expected = in_turn(9, lambda share: model.sample(len(y[share]), y[share]))
     assert torch.equal(result["draws"][0], expected) and torch.equal(result["draws"][1], expected)
 
@@ -162,13 +231,17 @@ def test_an_error_in_one_process_is_raised_here_naming_the_argument():
     with pytest.raises(
         ValueError, match=r"^y: .*got 5 at row 2 \(in process 1 of 2, on rows 4\.\.6 of 7\)$"
     ):
-        distributed.evaluate(flow(num_classes=3), rows(), "log_prob", y=y, devices=2)
+        distributed.evaluate(Scored(), rows(), y, num_samples=1, devices=2)
 
 
 def test_a_method_without_one_value_per_row_is_refused():
     model = pyrogen.DiffusionVAE((2,), timesteps=5, hidden=(8,))
     with pytest.raises(ValueError, match=r"method: DiffusionVAE.elbo_terms returned a dict"):
         distributed.evaluate(model, rows().float(), "elbo_terms")
+    with pytest.raises(
+        ValueError, match=r"model: Unsplittable.score_examples\['log_likelihood'\] returned sh"
+    ):
+        distributed.evaluate(Unsplittable(), rows(), num_samples=1)
 
 
 def unpicklable_option():
@@ -186,12 +259,14 @@ def unpicklable_option():
         (lambda: distributed.sample(object(), 3), "model: object has no method 'sample'"),
         (lambda: distributed.sample(flow(), 3, device="gpu"), "device: expected a device"),
         (lambda: distributed.evaluate(flow(), rows(), "nope"), "method: .* no method 'nope'"),
-        (lambda: distributed.evaluate(flow(), rows(), 3), "method: expected the name"),
-        (lambda: distributed.evaluate(flow(), rows()[:0]), r"data: expected shape \(N, "),
-        (lambda: distributed.evaluate(flow(), 1.0), r"data: expected shape \(N, \.\.\.\)"),
-        (lambda: distributed.evaluate(flow(), ["a", "b"]), "data: expected numbers"),
+        (lambda: distributed.evaluate(Scored(), rows(), num_samples=0), "num_samples: expec"),
+        (lambda: distributed.evaluate(object(), rows()), "model: object has no method 'score_"),
+        (lambda: distributed.evaluate(Scored(), rows()[:0]), r"x: expected shape \(N, "),
+        (lambda: distributed.evaluate(Scored(), 1.0), r"x: expected shape \(N, \.\.\.\)"),
+        (lambda: distributed.evaluate(Scored(), ["a", "b"]), "x: expected numbers"),
+        (lambda: distributed.evaluate(flow(), rows()[:0], "log_prob"), r"data: expected shape"),
         (
-            lambda: distributed.evaluate(flow(), rows(), y=torch.zeros(6)),
+            lambda: distributed.evaluate(Scored(), rows(), y=torch.zeros(6)),
             r"y: expected shape \(7, \.\.\.\), got \(6,\)",
         ),
         (
