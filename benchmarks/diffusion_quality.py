@@ -28,78 +28,27 @@ to ``results/diffusion_quality_2d.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
-import os
-import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-from benchmarks.common import (  # noqa: E402
-    markdown_table,
-    run_header,
-    set_threads,
-    text_table,
-    write_json_atomic,
-    write_text_atomic,
-)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA_ROOT = Path(
-    os.environ.get("PYROGEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-DATASETS = ("mnist", "binarized-mnist")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test (< 1 min)")
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--timesteps", type=int, default=1000)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=None, help="training steps (full 1500)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train", type=int, default=None, help="training images (full 10000)")
-    parser.add_argument("--test", type=int, default=None, help="test images (full 1000)")
-    parser.add_argument("--eval-samples", type=int, default=4, help="step draws per image")
-    parser.add_argument("--data", type=Path, default=DATA_ROOT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="results path without suffix")
-    parser.add_argument("--sets", choices=("mnist", "2d"), default="mnist")
-    args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = str(
-            RESULTS / ("diffusion_quality" if args.sets == "mnist" else "diffusion_quality_2d")
-        )
-    full = {"steps": 1500, "train": 10_000, "test": 1000}
-    quick = {"steps": 10, "train": 256, "test": 64}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.quick:
-        args.timesteps, args.channels, args.eval_samples = 50, 8, 1
-    return args
+import pyrogen
+from benchmarks import harness
 
 
 def load(dataset: str, args):
     """Training and test images (N, 1, 28, 28) in [0, 1], and the likelihood they need."""
-    import torch
-
-    import pyrogen
 
     if dataset == "mnist":
-        train, _ = pyrogen.data.mnist(args.data / "mnist", "train")
-        test, _ = pyrogen.data.mnist(args.data / "mnist", "test")
+        train, _, _ = harness.mnist(args, "train")
+        test, _, _ = harness.mnist(args, "test")
         likelihood = "discretized"
     else:
-        train = pyrogen.data.binarized_mnist(args.data / "binarized_mnist", "train")
-        test = pyrogen.data.binarized_mnist(args.data / "binarized_mnist", "test")
+        train = pyrogen.data.binarized_mnist(Path(args.data_dir) / "binarized_mnist", "train")
+        test = pyrogen.data.binarized_mnist(Path(args.data_dir) / "binarized_mnist", "test")
         likelihood = "bernoulli"
     generator = torch.Generator().manual_seed(args.seed)
     train = train[torch.randperm(len(train), generator=generator)[: args.train]]
@@ -109,7 +58,6 @@ def load(dataset: str, args):
 
 def train_reference(network, gamma, x, args) -> float:
     """The DDPM loop on ``network``; batches as ``pyrogen.fit`` draws them. Returns seconds."""
-    import torch
 
     T = args.timesteps
     alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
@@ -135,10 +83,6 @@ def train_reference(network, gamma, x, args) -> float:
 
 
 def run_dataset(dataset: str, args) -> dict:
-    import torch
-
-    import pyrogen
-
     train, test, likelihood = load(dataset, args)
     torch.manual_seed(args.seed)
     model = pyrogen.DiffusionVAE(
@@ -204,7 +148,6 @@ COLUMNS = [
 def clusters(layout: str):
     """The true density of a 2-D set: a 5 x 3 grid (spacing 4, sd 0.5) or a ring of 8
     (radius 4, sd 0.35) of equally weighted Gaussian clusters."""
-    import torch
 
     if layout == "grid15":
         centers, sd = 4 * torch.cartesian_prod(torch.arange(5.0), torch.arange(3.0)), 0.5
@@ -219,22 +162,21 @@ def clusters(layout: str):
 
 def run_clusters(layout: str, args) -> dict:
     """Default diffusion model on one 2-D set: the draws' and the ELBO's gaps to held-out data."""
-    import torch
-
-    import pyrogen
 
     truth = clusters(layout)
-    rows = 1000 if args.quick else 4000
+    rows = 100 if args.quick else 4000
     torch.manual_seed(args.seed)
     x, held_out = truth.sample((rows,)), truth.sample((rows,))
     reference = truth.log_prob(held_out).mean().item()
-    model = pyrogen.DiffusionVAE((2,))
+    model = pyrogen.DiffusionVAE((2,), args.timesteps)
     started = time.perf_counter()
-    epochs = 5 if args.quick else 300
+    epochs = args.epochs
     pyrogen.fit(model, x, epochs=epochs, batch_size=256, seed=args.seed, progress=False)
     row = {"set": layout, "rows": rows, "epochs": epochs, "train_s": time.perf_counter() - started}
     for name, options in SAMPLERS.items():
         torch.manual_seed(args.seed + 1)
+        if "steps" in options:  # at most T steps (--quick uses a short chain)
+            options = {**options, "steps": min(options["steps"], args.timesteps)}
         row[name] = truth.log_prob(model.sample(rows, **options)).mean().item() - reference
     torch.manual_seed(args.seed + 2)
     row["elbo"] = model.elbo(held_out, num_samples=args.eval_samples).mean().item() - reference
@@ -258,80 +200,64 @@ COLUMNS_2D = [
 ]
 
 
-def main_2d(args) -> int:
-    started = time.perf_counter()
-    rows = []
-    for layout in ("grid15", "ring8"):
-        rows.append(run_clusters(layout, args))
-        print(text_table(rows[-1:], COLUMNS_2D), flush=True)
-    summary = {**run_header("diffusion_quality_2d", args), "rows": rows}
-    summary["total_s"] = time.perf_counter() - started
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), summary)
-    met = all(r["ancestral"] >= -0.25 for r in rows)
-    text = [
-        "Defaults (`DiffusionVAE((2,))`, T = 1000, MLP denoiser with Fourier features) trained "
-        f"by `fit(epochs={rows[0]['epochs']}, batch_size=256)`; nats per row, mean true "
-        "log-density of the model's draws (or its ELBO) minus that of held-out data: 0 is "
-        f"perfect, goal within 0.25 for the default sampler; {args.threads} torch thread(s)"
-        + (" (quick mode: smoke test)" if args.quick else "")
-        + ".",
-        "",
-        markdown_table(rows, COLUMNS_2D),
-        "",
-        f"* default draws {'within' if met else 'NOT within'} 0.25 nats on every set",
-    ]
-    write_text_atomic(out.with_suffix(".md"), "\n".join(text) + "\n")
-    return 0
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    limiter = set_threads(args.threads)  # noqa: F841
-    import torch
-
-    torch.set_num_threads(args.threads)
+    options = harness.parser(__doc__)
+    options.add_argument("--sets", choices=("mnist", "2d"), default="mnist")
+    options.add_argument("--datasets", default="mnist,binarized-mnist")
+    options.add_argument("--timesteps", type=int, default=None, help="1000")
+    options.add_argument("--channels", type=int, default=None, help="16")
+    options.add_argument("--steps", type=int, default=None, help="training steps (1500)")
+    options.add_argument("--epochs", type=int, default=None, help="2-D sets (300)")
+    options.add_argument("--batch-size", type=int, default=64)
+    options.add_argument("--lr", type=float, default=1e-3)
+    options.add_argument("--train", type=int, default=None, help="training rows (10000)")
+    options.add_argument("--test", type=int, default=None, help="test rows (1000)")
+    options.add_argument("--eval-samples", type=int, default=None, help="step draws (4)")
+    run = harness.start(
+        lambda a: "diffusion_quality" if a.sets == "mnist" else "diffusion_quality_2d",
+        options,
+        argv,
+        full={"timesteps": 1000, "channels": 16, "steps": 1500, "train": 10_000, "test": 1000}
+        | {"eval_samples": 4, "epochs": 300},
+        quick={"timesteps": 20, "channels": 4, "steps": 3, "train": 64, "test": 8}
+        | {"eval_samples": 1, "epochs": 1},
+    )
+    args = run.args
     if args.sets == "2d":
-        return main_2d(args)
-    loads = [list(os.getloadavg())]
-    started = time.perf_counter()
+        rows = [run_clusters(layout, args) for layout in ("grid15", "ring8")]
+        met = all(r["ancestral"] >= -0.25 for r in rows)
+        run.write(
+            "DiffusionVAE sample quality on 2-D clusters",
+            [harness.Table(rows, COLUMNS_2D)],
+            notes=[
+                f"Defaults (`DiffusionVAE((2,))`) trained by `fit(epochs={args.epochs}, "
+                "batch_size=256)`; nats per row, mean true log-density of the model's draws (or "
+                "its ELBO) minus that of held-out data: 0 is perfect. Default draws "
+                f"{'within' if met else 'NOT within'} 0.25 nats on every set."
+            ],
+        )
+        return 0
     rows = []
     for dataset in args.datasets.split(","):
         rows += run_dataset(dataset, args)
-        print(text_table(rows[-2:], COLUMNS), flush=True)
-    loads.append(list(os.getloadavg()))
-    summary = {
-        **run_header("diffusion_quality", args),
-        "load_averages": loads,
-        "rows": rows,
-        "total_s": time.perf_counter() - started,
-    }
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), summary)
-    verdicts = []
-    for r in rows:
-        if "elbo_minus_reference" in r:
-            same = r["elbo_minus_reference"] + 2 * r["se"] >= 0  # within 2 standard errors
-            verdicts.append(
-                f"{r['dataset']}: pyrogen {'same or better' if same else 'worse'} "
-                f"({r['elbo_minus_reference']:+.2f} +- {r['se']:.2f} nats per image)"
-            )
-    text = [
-        f"UNet (channels {args.channels}), T = {args.timesteps}, linear schedule, {args.steps} "
-        f"steps of batch {args.batch_size}, Adam {args.lr}, {args.train} training and "
-        f"{args.test} test images, ELBO with {args.eval_samples} step draws per test image; "
-        f"{args.threads} torch thread(s), load average {loads[0][0]:.1f} / {loads[-1][0]:.1f}"
-        + (" (quick mode: smoke test)" if args.quick else "")
-        + ". -ELBO in bits/dim for 8-bit MNIST, nats per image for binarized MNIST; lower is "
-        "better.",
-        "",
-        markdown_table(rows, COLUMNS),
-        "",
-        *[f"* {v}" for v in verdicts],
+    verdicts = [
+        f"{r['dataset']}: pyrogen "
+        f"{'same or better' if r['elbo_minus_reference'] + 2 * r['se'] >= 0 else 'worse'} "
+        f"({harness.plus_minus(r['elbo_minus_reference'], r['se'])} nats per image)."
+        for r in rows
+        if "elbo_minus_reference" in r
     ]
-    write_text_atomic(out.with_suffix(".md"), "\n".join(text) + "\n")
-    print("\n".join(verdicts))
-    print(f"total {summary['total_s']:.0f} s")
+    run.write(
+        "DiffusionVAE ELBO: pyrogen.fit against the classic DDPM loop",
+        [harness.Table(rows, COLUMNS)],
+        notes=[
+            f"UNet (channels {args.channels}), T = {args.timesteps}, {args.steps} steps of batch "
+            f"{args.batch_size}, Adam {args.lr}, {args.train} training and {args.test} test "
+            f"images, ELBO with {args.eval_samples} step draws per test image. -ELBO in "
+            "bits/dim for 8-bit MNIST, nats per image for binarized MNIST; lower is better.",
+            " ".join(verdicts),
+        ],
+    )
     return 0
 
 

@@ -26,69 +26,20 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
-import os
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from benchmarks.common import (  # noqa: E402
-    git_revision,
-    machine_info,
-    markdown_table,
-    set_threads,
-    text_table,
-    thread_info,
-    utc_timestamp,
-    versions,
-    write_json_atomic,
-    write_text_atomic,
-)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MNIST = Path(os.environ.get("PYROGEN_DATA", REPO.parent / "shared" / "data")) / "mnist"
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test (< 1 min)")
-    parser.add_argument("--mnist", default=str(DEFAULT_MNIST))
-    parser.add_argument("--faithful-steps", type=int, default=None, help="full 1500")
-    parser.add_argument("--mnist-train", type=int, default=None, help="images (full 10000)")
-    parser.add_argument("--mnist-test", type=int, default=None, help="images (full 1000)")
-    parser.add_argument("--mnist-steps", type=int, default=None, help="full 800")
-    parser.add_argument("--mnist-transforms", type=int, default=5)
-    parser.add_argument("--mnist-hidden", default="256,256")
-    parser.add_argument("--mnist-k", default="1,10", help="mixture sizes for MNIST")
-    parser.add_argument("--num-samples", type=int, default=16, help="dequantization draws")
-    parser.add_argument(
-        "--patience", type=int, default=100, help="early-stopping steps on Old Faithful"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS / "flows_density"))
-    args = parser.parse_args(argv)
-    full = {"faithful_steps": 1500, "mnist_train": 10_000, "mnist_test": 1000}
-    full |= {"mnist_steps": 800}
-    quick = {"faithful_steps": 200, "mnist_train": 1000, "mnist_test": 200, "mnist_steps": 30}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+import pyrogen
+from benchmarks import harness
+from pyrogen.data import old_faithful
 
 
 def faithful(args) -> list[dict]:
-    import torch
-
-    import pyrogen
-    from pyrogen.data import old_faithful
-
     x = old_faithful()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
     cut = int(round(0.8 * len(x)))
@@ -148,16 +99,12 @@ def faithful(args) -> list[dict]:
 
 def dequantize(x, gen):
     """One uniform dequantization of levels k / 255: (k + u) / 256, u ~ U(0, 1)."""
-    import torch
-
     levels = (x * 255).round()
     return (levels + torch.rand(x.shape, generator=gen, dtype=x.dtype)) / 256
 
 
 def mixture_bits_per_dim(log_prob, x, num_samples: int, gen) -> float:
     """Bits/dim of 8-bit images x under a density log_prob on [0, 1]^D (see the docstring)."""
-    import torch
-
     d = x.shape[1]
     draws = torch.stack([log_prob(dequantize(x, gen)) for _ in range(num_samples)])
     bound = torch.logsumexp(draws, 0) - math.log(num_samples) - d * math.log(256)
@@ -165,15 +112,8 @@ def mixture_bits_per_dim(log_prob, x, num_samples: int, gen) -> float:
 
 
 def mnist_rows(args) -> list[dict]:
-    import numpy as np
-    import torch
-    from sklearn.mixture import GaussianMixture as SkGaussianMixture
-
-    import pyrogen
-    from pyrogen.data import mnist
-
-    train_images, _ = mnist(args.mnist, "train")
-    test_images, _ = mnist(args.mnist, "test")
+    train_images, _, _ = harness.mnist(args, "train")
+    test_images, _, _ = harness.mnist(args, "test")
     gen = torch.Generator().manual_seed(args.seed)
     train = train_images[torch.randperm(len(train_images), generator=gen)[: args.mnist_train]]
     test = test_images[torch.randperm(len(test_images), generator=gen)[: args.mnist_test]]
@@ -265,58 +205,49 @@ MNIST_COLUMNS = [
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    limiter = set_threads(args.threads)  # noqa: F841
-    summary = {
-        "benchmark": "flows_density",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": vars(args),
-        "machine": machine_info(),
-        "versions": versions(("torch", "pyro", "zuko", "sklearn", "numpy", "pyrogen")),
-        "threads": thread_info(),
-        "git": git_revision(),
-    }
-    started = time.perf_counter()
+    options = harness.parser(__doc__)
+    options.add_argument("--faithful-steps", type=int, default=None, help="1500")
+    options.add_argument("--mnist-train", type=int, default=None, help="images (10,000)")
+    options.add_argument("--mnist-test", type=int, default=None, help="images (1000)")
+    options.add_argument("--mnist-steps", type=int, default=None, help="800")
+    options.add_argument("--mnist-transforms", type=int, default=None, help="5")
+    options.add_argument("--mnist-hidden", default=None, help="256,256")
+    options.add_argument("--mnist-k", default=None, help="mixture sizes for MNIST (1,10)")
+    options.add_argument("--num-samples", type=int, default=None, help="dequantizations (16)")
+    options.add_argument("--patience", type=int, default=100, help="early stopping, steps")
+    run = harness.start(
+        "flows_density",
+        options,
+        argv,
+        full={"faithful_steps": 1500, "mnist_train": 10_000, "mnist_test": 1000}
+        | {"mnist_steps": 800, "num_samples": 16, "mnist_k": "1,10", "mnist_transforms": 5}
+        | {"mnist_hidden": "256,256"},
+        quick={"faithful_steps": 20, "mnist_train": 200, "mnist_test": 20, "mnist_steps": 3}
+        | {"mnist_k": "1", "mnist_transforms": 2, "mnist_hidden": "32", "num_samples": 2},
+    )
+    args = run.args
     faithful_rows = faithful(args)
-    print(text_table(faithful_rows, FAITHFUL_COLUMNS), flush=True)
     mnist_table = mnist_rows(args)
-    print(text_table(mnist_table, MNIST_COLUMNS), flush=True)
-    summary["faithful"] = faithful_rows
-    summary["mnist"] = mnist_table
     best_gmm = max(r["test_ll"] for r in faithful_rows if r["model"].startswith("Gaussian"))
     best_flow = max(r["test_ll"] for r in faithful_rows if r["model"].startswith("Flow"))
     flow_bpd = mnist_table[0]["test_bpd_iw"]
     gmm_bpd = min(r["test_bpd_iw"] for r in mnist_table[1:])
-    summary["comparison"] = {
-        "faithful_flow_minus_best_gmm_nats": best_flow - best_gmm,
-        "mnist_flow_minus_best_gmm_bpd": flow_bpd - gmm_bpd,
-    }
-    summary["total_s"] = time.perf_counter() - started
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), summary)
-    quick = " (quick mode: smoke test)" if args.quick else ""
-    text = [
-        f"Old Faithful, seeded 80/20 split, FlowDensity trained for at most "
-        f"{args.faithful_steps} full-batch steps (with early stopping: on 3/4 of the training "
-        f"rows, patience {args.patience} steps on the other quarter, best state kept)"
-        f"{quick}; higher is better.",
-        "",
-        markdown_table(faithful_rows, FAITHFUL_COLUMNS),
-        "",
-        f"MNIST, {args.mnist_train} training images, {args.mnist_test} test images, flow "
-        f"trained for {args.mnist_steps} steps of batch 256{quick}; bits/dim of the 8-bit "
-        f"images (uniform dequantization bound; K = {args.num_samples} draws in the "
-        "importance-weighted column); lower is better.",
-        "",
-        markdown_table(mnist_table, MNIST_COLUMNS),
-        "",
-        f"Best flow minus best mixture: Old Faithful "
-        f"{summary['comparison']['faithful_flow_minus_best_gmm_nats']:+.3f} nats/row, MNIST "
-        f"{summary['comparison']['mnist_flow_minus_best_gmm_bpd']:+.3f} bits/dim.",
-    ]
-    write_text_atomic(out.with_suffix(".md"), "\n".join(text) + "\n")
-    print(f"total {summary['total_s']:.0f} s")
+    run.write(
+        "FlowDensity against Gaussian mixtures: held-out likelihood",
+        [
+            harness.Table(faithful_rows, FAITHFUL_COLUMNS, "Old Faithful (nats per row)"),
+            harness.Table(mnist_table, MNIST_COLUMNS, "MNIST (bits/dim)"),
+        ],
+        notes=[
+            f"Old Faithful: seeded 80/20 split, at most {args.faithful_steps} full-batch steps "
+            f"(early stopping: 3/4 of the training rows, patience {args.patience} on the other "
+            "quarter); higher is better. MNIST: the flow trained for "
+            f"{args.mnist_steps} steps; bits/dim of the 8-bit images (uniform dequantization "
+            f"bound, K = {args.num_samples} draws in the importance-weighted column); lower is "
+            f"better. Best flow minus best mixture: Old Faithful {best_flow - best_gmm:+.3f} "
+            f"nats/row, MNIST {flow_bpd - gmm_bpd:+.3f} bits/dim."
+        ],
+    )
     return 0
 
 

@@ -40,78 +40,33 @@ the constrained space), PSIS k-hat (``pyrogen.guides.psis_khat``), the final ELB
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.transforms import biject_to
+from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from benchmarks.common import (  # noqa: E402
-    git_revision,
-    machine_info,
-    markdown_table,
-    set_threads,
-    text_table,
-    thread_info,
-    utc_timestamp,
-    versions,
-    write_json_atomic,
-    write_text_atomic,
-)
+import pyrogen
+from benchmarks import harness
+from pyrogen.guides import psis_khat
 
-RESULTS = Path(__file__).resolve().parent / "results"
-GUIDES = ("AutoFlow(nsf)", "AutoFlow(iaf)", "AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal")
+GUIDES = "AutoFlow(nsf),AutoFlow(iaf),AutoNormal,AutoMultivariateNormal,AutoIAFNormal"
 
 # Eight schools (Rubin 1981).
 SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
 SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test (< 1 min)")
-    parser.add_argument("--steps", type=int, default=None, help="SVI steps (full 800)")
-    parser.add_argument("--particles", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.03)
-    parser.add_argument("--draws", type=int, default=None, help="guide draws (full 20000)")
-    parser.add_argument("--khat-samples", type=int, default=None, help="full 5000")
-    parser.add_argument("--elbo-particles", type=int, default=None, help="full 5000")
-    parser.add_argument("--chains", type=int, default=None, help="NUTS chains (full 4)")
-    parser.add_argument("--nuts-draws", type=int, default=None, help="per chain (full 1000)")
-    parser.add_argument("--warmup", type=int, default=None, help="funnel_neutra (full 500)")
-    parser.add_argument(
-        "--neutra-draws", type=int, default=None, help="funnel_neutra, per chain (full 500)"
-    )
-    parser.add_argument("--guides", default=",".join(GUIDES))
-    parser.add_argument("--models", default="conjugate,funnel,eight_schools")
-    parser.add_argument(
-        "--seeds", default="0,1,2", help="comma-separated; the table shows medians over seeds"
-    )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS / "flows_posterior"))
-    args = parser.parse_args(argv)
-    full = {"steps": 800, "draws": 20_000, "khat_samples": 5000, "elbo_particles": 5000}
-    full |= {"chains": 4, "nuts_draws": 1000, "warmup": 500, "neutra_draws": 500}
-    quick = {"steps": 60, "draws": 4000, "khat_samples": 500, "elbo_particles": 200}
-    quick |= {"chains": 2, "nuts_draws": 100, "warmup": 50, "neutra_draws": 50}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
-
-
 # --- models and exact references ----------------------------------------------------------
 
 
 def conjugate_problem(seed: int):
-    import pyro
-    import pyro.distributions as dist
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     d, n = 5, 10
     a = torch.randn(d, d, generator=gen, dtype=torch.float64)
@@ -149,10 +104,6 @@ def conjugate_problem(seed: int):
 
 
 def funnel_problem(seed: int):
-    import pyro
-    import pyro.distributions as dist
-    import torch
-
     k = 9
 
     def model():
@@ -170,9 +121,6 @@ def funnel_problem(seed: int):
 
 
 def schools_model(y, sigma):
-    import pyro
-    import pyro.distributions as dist
-
     mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = pyro.sample("tau", dist.HalfCauchy(5.0))
     with pyro.plate("schools", len(y)):
@@ -181,9 +129,6 @@ def schools_model(y, sigma):
 
 
 def schools_noncentered(y, sigma):
-    import pyro
-    import pyro.distributions as dist
-
     mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = pyro.sample("tau", dist.HalfCauchy(5.0))
     with pyro.plate("schools", len(y)):
@@ -194,7 +139,6 @@ def schools_noncentered(y, sigma):
 
 def schools_quadrature(grid: int = 200_001):
     """Exact posterior moments and log Z of the eight-schools model by quadrature over tau."""
-    import numpy as np
 
     y, s2 = np.array(SCHOOLS_Y), np.array(SCHOOLS_SIGMA) ** 2
     prior_var = 25.0
@@ -240,10 +184,6 @@ def schools_quadrature(grid: int = 200_001):
 
 def schools_nuts(chains: int, draws: int, seed: int):
     """NUTS on the non-centered model: chains run one after another; split r-hat."""
-    import pyro
-    import torch
-    from pyro.infer import MCMC, NUTS
-    from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
     y, sigma = torch.tensor(SCHOOLS_Y), torch.tensor(SCHOOLS_SIGMA)
     samples: dict[str, list] = {"mu": [], "tau": [], "theta": []}
@@ -276,8 +216,6 @@ def schools_nuts(chains: int, draws: int, seed: int):
 
 
 def schools_problem(seed: int):
-    import torch
-
     return (
         schools_model,
         (torch.tensor(SCHOOLS_Y), torch.tensor(SCHOOLS_SIGMA)),
@@ -289,10 +227,6 @@ def schools_problem(seed: int):
 
 
 def make_guide(name: str, model):
-    from pyro.infer import autoguide
-
-    import pyrogen
-
     if name == "AutoFlow(nsf)":
         return pyrogen.AutoFlow(model, flow="nsf")
     if name == "AutoFlow(iaf)":
@@ -312,8 +246,6 @@ def guide_draws(guide, n: int, sites) -> dict:
     Drawn the same way for every guide (Pyro's ``AutoNormal`` has no joint posterior):
     from the guide's distribution of the unconstrained values, unpacked site by site.
     """
-    import torch
-    from pyro.distributions.transforms import biject_to
 
     draws = {}
     with torch.no_grad():
@@ -338,7 +270,6 @@ def guide_draws(guide, n: int, sites) -> dict:
 
 def errors(means: dict, sds: dict, reference: dict) -> dict:
     """Largest mean error (in reference sds) and sd error (relative) over all values."""
-    import torch
 
     mean_err, sd_err, worst = 0.0, 0.0, {}
     for site, ref_mean in reference["mean"].items():
@@ -354,12 +285,6 @@ def errors(means: dict, sds: dict, reference: dict) -> dict:
 
 
 def run_one(model_name, model, model_args, reference, guide_name, args, seed: int) -> dict:
-    import pyro
-    import torch
-    from pyro.infer import SVI, Trace_ELBO
-
-    from pyrogen.guides import psis_khat
-
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     guide = make_guide(guide_name, model)
@@ -407,8 +332,6 @@ COLUMNS = [
 
 
 def hier_logistic_data(seed: int = 0, n: int = 150, d: int = 3):
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=gen)
     w = torch.randn(d, generator=gen)
@@ -417,10 +340,6 @@ def hier_logistic_data(seed: int = 0, n: int = 150, d: int = 3):
 
 
 def hier_logistic(x, y=None):
-    import pyro
-    import pyro.distributions as dist
-    import torch
-
     tau = pyro.sample("tau", dist.HalfCauchy(1.0))
     # tau[..., None]: a batch of draws of tau (vectorized particles) broadcasts correctly.
     w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), tau.unsqueeze(-1)).to_event(1))
@@ -443,10 +362,6 @@ def _draw_stats(draws: dict) -> tuple[dict, dict]:
 
 def _nuts_hl(x, y, chains: int, draws: int, seed: int) -> dict:
     """Plain NUTS on the hierarchical logistic model: draws (chains, draws, k), ESS, time."""
-    import pyro
-    import torch
-    from pyro.infer import MCMC, NUTS
-    from pyro.ops.stats import effective_sample_size
 
     out: dict[str, list] = {k: [] for k in HL_SITES}
     divergences = 0
@@ -471,11 +386,6 @@ def _nuts_hl(x, y, chains: int, draws: int, seed: int) -> dict:
 
 def hier_logistic_section(args, seeds) -> tuple[list, dict]:
     """Rows for the hierarchical logistic regression (see the module docstring)."""
-    import pyro
-    import torch
-    from pyro.ops.stats import effective_sample_size
-
-    import pyrogen
 
     x, y = hier_logistic_data()
     ref_run = _nuts_hl(x, y, args.chains, args.nuts_draws, seed=1000)
@@ -510,7 +420,7 @@ def hier_logistic_section(args, seeds) -> tuple[list, dict]:
         pyro.clear_param_store()
         guide = pyrogen.AutoFlow(hier_logistic)
         started = time.perf_counter()
-        steps = 60 if args.quick else None
+        steps = args.steps if args.quick else None
         guide.fit(x, y, steps=steps, seed=seed)
         fit_s = time.perf_counter() - started
         pyro.set_rng_seed(seed + 1)
@@ -589,66 +499,10 @@ HL_COLUMNS = [
 ]
 
 
-def _run_section(args, name: str, section, packages) -> tuple[list, dict, dict, Path]:
-    """Run one ``--models`` section over the seeds and write its JSON summary."""
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    started = time.perf_counter()
-    rows, extra = section(args, seeds)
-    out = Path(args.out)
-    if out.name == "flows_posterior":
-        out = out.with_name(f"flows_posterior_{name}")
-    summary = {
-        "benchmark": f"flows_posterior ({name})",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": vars(args),
-        "machine": machine_info(),
-        "versions": versions(packages),
-        "threads": thread_info(),
-        "git": git_revision(),
-        "rows": rows,
-        **extra,
-        "total_s": time.perf_counter() - started,
-    }
-    write_json_atomic(out.with_suffix(".json"), summary)
-    return rows, extra, summary, out
-
-
-def main_hier_logistic(args) -> int:
-    rows, extra, summary, out = _run_section(
-        args, "hier_logistic", hier_logistic_section, ("torch", "pyro", "zuko", "numpy", "pyrogen")
-    )
-    ref = extra["reference"]
-    lines = [
-        "Hierarchical logistic regression (tau ~ HalfCauchy(1), w ~ N(0, tau I_3), b ~ N(0, 5), "
-        "150 rows drawn from the model); reference: "
-        f"{ref['method']} (min ESS {ref['min_ess']:.0f}, {ref['time_s']:.0f} s)"
-        + (" (quick mode: smoke test)" if args.quick else "")
-        + ".",
-        f"AutoNormal / AutoIAFNormal: {args.steps} steps of ClippedAdam (lr {args.lr}, "
-        f"decayed 100-fold), {args.particles} particles. AutoFlow: `guide.fit(x, y)` with its "
-        "defaults. NeuTra: `pyrogen.neutra(model, guide, x, y)` from that guide; NUTS: plain "
-        "NUTS of the same length. Errors: largest |method - reference| over the 5 latent "
-        "values (constrained), means in reference sds, sds relative to the reference sd; "
-        f"medians over seeds {args.seeds}; wall s: fit or sampling time, 1 thread.",
-        "",
-        markdown_table(rows, HL_COLUMNS),
-        "",
-    ]
-    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(text_table(rows, HL_COLUMNS))
-    print(f"total {summary['total_s']:.0f} s")
-    return 0
-
-
 FUNNEL_DIMS = 10
 
 
 def funnel_neutra_model():
-    import pyro
-    import pyro.distributions as dist
-    import torch
-
     y = pyro.sample("y", dist.Normal(0.0, 3.0))
     scale = (y / 2).exp().unsqueeze(-1)
     pyro.sample("x", dist.Normal(torch.zeros(FUNNEL_DIMS - 1), scale).to_event(1))
@@ -657,7 +511,6 @@ def funnel_neutra_model():
 def _funnel_stats(y, x, divergences: int, seconds: float) -> dict:
     """Sampler figures from draws y (chains, draws) and x (chains, draws, 9)."""
     import arviz
-    import numpy as np
 
     y, x = np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)
     ess_y = float(arviz.ess(y))
@@ -677,11 +530,6 @@ def _funnel_stats(y, x, divergences: int, seconds: float) -> dict:
 
 def funnel_neutra_section(args, seeds) -> tuple[list, dict]:
     """Plain NUTS and NeuTra on the 10-dim funnel (see the module docstring)."""
-    import numpy as np
-    import pyro
-    from pyro.infer import MCMC, NUTS
-
-    import pyrogen
 
     chains, warmup, draws = args.chains, args.warmup, args.neutra_draws
     plain_runs, neutra_runs = [], []
@@ -760,46 +608,39 @@ FN_COLUMNS = [
 ]
 
 
-def main_funnel_neutra(args) -> int:
-    rows, extra, summary, out = _run_section(
-        args,
-        "funnel_neutra",
-        funnel_neutra_section,
-        ("torch", "pyro", "zuko", "numpy", "arviz", "pyrogen"),
-    )
-    fit = f"{args.steps} steps" if args.quick else "its defaults"
-    lines = [
-        "Neal's funnel in 10 dims (y ~ N(0, 3), x_i ~ N(0, exp(y / 2)), i = 1..9, no data: "
-        "the posterior is the prior). Plain NUTS (JIT-compiled, max tree depth 10) vs "
-        f"`pyrogen.neutra` from `AutoFlow(model).fit()` ({fit}), both "
-        f"{args.chains} chains x ({args.warmup} warm-up + {args.neutra_draws} draws) per seed, "
-        f"seeds {args.seeds}, 1 thread"
-        + (" (quick mode: smoke test)" if args.quick else "")
-        + ". min ESS: `arviz.ess` over the 10 values; divergences summed over chains; "
-        "NeuTra runs its potential eagerly (Pyro cannot JIT the reparameterized model).",
-        "",
-        markdown_table(rows, FN_COLUMNS),
-        "",
-    ]
-    for label in ("NUTS", "NeuTra (AutoFlow defaults)"):
-        total = next(r for r in rows if r["method"] == label and r["seed"] == "median")
-        lines.append(f"* {label}: {total['divergences_total']} divergences over all seeds.")
-    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(text_table(rows, FN_COLUMNS))
-    print(f"total {summary['total_s']:.0f} s")
-    return 0
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    limiter = set_threads(args.threads)  # noqa: F841
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if args.models == "hier_logistic":
-        return main_hier_logistic(args)
-    if args.models == "funnel_neutra":
-        return main_funnel_neutra(args)
+    options = harness.parser(__doc__)
+    options.add_argument("--models", default="conjugate,funnel,eight_schools")
+    options.add_argument("--guides", default=GUIDES)
+    options.add_argument("--seeds", default=None, help="medians over them (0,1,2)")
+    options.add_argument("--steps", type=int, default=None, help="SVI steps (800)")
+    options.add_argument("--particles", type=int, default=16)
+    options.add_argument("--lr", type=float, default=0.03)
+    options.add_argument("--draws", type=int, default=None, help="guide draws (20000)")
+    options.add_argument("--khat-samples", type=int, default=None, help="5000")
+    options.add_argument("--elbo-particles", type=int, default=None, help="5000")
+    options.add_argument("--chains", type=int, default=None, help="NUTS chains (4)")
+    options.add_argument("--nuts-draws", type=int, default=None, help="per chain (1000)")
+    options.add_argument("--warmup", type=int, default=None, help="funnel_neutra (500)")
+    options.add_argument("--neutra-draws", type=int, default=None, help="funnel_neutra (500)")
+    full = {"seeds": "0,1,2", "steps": 800, "draws": 20_000, "khat_samples": 5000}
+    full |= {"elbo_particles": 5000, "chains": 4, "nuts_draws": 1000, "warmup": 500}
+    quick = {"seeds": "0", "steps": 10, "draws": 200, "khat_samples": 50, "elbo_particles": 20}
+    quick |= {"chains": 1, "nuts_draws": 20, "warmup": 20, "neutra_draws": 20}
+    bench = harness.start(
+        lambda a: f"flows_posterior_{a.models}" if a.models in SECTIONS else "flows_posterior",
+        options,
+        argv,
+        full=full | {"neutra_draws": 500},
+        quick=quick,
+    )
+    args = bench.args
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.models in SECTIONS:
+        title, section, columns = SECTIONS[args.models]
+        rows, extra = section(args, seeds)
+        bench.write(title, [harness.Table(rows, columns)], data=extra)
+        return 0
     problems = {
         "conjugate": conjugate_problem,
         "funnel": funnel_problem,
@@ -808,7 +649,6 @@ def main(argv=None) -> int:
     guides = [g for g in args.guides.split(",") if g]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     runs, rows, references = [], [], {}
-    started = time.perf_counter()
     nuts = None
     for model_name in args.models.split(","):
         # One data set and reference per model (seed 0); the seeds vary the training.
@@ -863,36 +703,13 @@ def main(argv=None) -> int:
             "lowest_error": best_flow["err"] <= best_other["err"],
             "khat_below_0.7": best_flow["khat"] < 0.7,
         }
-    summary = {
-        "benchmark": "flows_posterior",
-        "timestamp": utc_timestamp(),
-        "quick": args.quick,
-        "settings": vars(args),
-        "machine": machine_info(),
-        "versions": versions(("torch", "pyro", "zuko", "numpy", "pyrogen")),
-        "threads": thread_info(),
-        "git": git_revision(),
-        "references": references,
-        "rows": rows,
-        "runs": runs,
-        "targets": targets,
-        "total_s": time.perf_counter() - started,
-    }
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), summary)
     lines = [
-        f"Settings: {args.steps} steps of ClippedAdam (lr {args.lr}, decayed 100-fold), "
-        f"Trace_ELBO with {args.particles} vectorized particles, {args.draws} guide draws, "
-        f"k-hat from {args.khat_samples} draws, ELBO from {args.elbo_particles} particles"
-        + (" (quick mode: smoke test)" if args.quick else "")
-        + ".",
-        "Errors: largest |guide - reference| over all latent values, means in units of the "
-        "reference sd, sds relative to the reference sd; error = the larger of the two. "
-        f"Every guide is trained with seeds {args.seeds}; the table shows medians over "
-        "seeds and the worst seed's error.",
-        "",
-        markdown_table(rows, COLUMNS),
-        "",
+        f"{args.steps} steps of ClippedAdam (lr {args.lr}, decayed 100-fold), Trace_ELBO with "
+        f"{args.particles} vectorized particles, {args.draws} guide draws, k-hat from "
+        f"{args.khat_samples} draws, ELBO from {args.elbo_particles} particles. Errors: largest "
+        "|guide - reference| over all latent values, means in reference sds, sds relative to "
+        f"the reference sd; error = the larger of the two; medians over seeds {args.seeds} "
+        "and the worst seed's error."
     ]
     if nuts is not None:
         lines.append(
@@ -909,11 +726,27 @@ def main(argv=None) -> int:
             f"{'met' if t['lowest_error'] else 'NOT met'}; k-hat < 0.7 "
             f"{'met' if t['khat_below_0.7'] else 'NOT met'}."
         )
-    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(text_table(rows, COLUMNS))
-    print("\n".join(lines[-len(targets) :]))
-    print(f"total {summary['total_s']:.0f} s")
+    bench.write(
+        "Posterior accuracy: AutoFlow against Pyro's autoguides",
+        [harness.Table(rows, COLUMNS)],
+        notes=["\n".join(lines)],
+        data={"references": references, "runs": runs, "targets": targets},
+    )
     return 0
+
+
+SECTIONS = {
+    "hier_logistic": (
+        "Hierarchical logistic regression: guides and NeuTra against a NUTS reference",
+        hier_logistic_section,
+        HL_COLUMNS,
+    ),
+    "funnel_neutra": (
+        "Neal's funnel in 10 dims: NeuTra against plain NUTS",
+        funnel_neutra_section,
+        FN_COLUMNS,
+    ),
+}
 
 
 if __name__ == "__main__":
