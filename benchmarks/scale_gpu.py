@@ -84,7 +84,7 @@ def run_family(family: str, images, run: harness.Run) -> list[dict]:
     args = run.args
     calls, built, first_losses = {}, {}, {}
     options = {"batch_size": args.batch_size, "seed": args.seed}
-    for precision in args.precision.split(","):
+    for precision in args.precision.replace("both", "32,bf16-mixed").split(","):
         s = built[precision] = build(family, precision, images, args, run.device)
         extra = {"precision": precision} if precision != "32" else {}
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         __doc__, threads=0, device="cuda" if torch.cuda.is_available() else "cpu"
     )
     options.add_argument("--families", default=None, help=FAMILIES)
-    options.add_argument("--precision", default=None, help="comma-separated: 32, bf16-mixed")
+    options.add_argument("--precision", default=None, help="32, bf16-mixed, or both")
     options.add_argument("--batch-size", type=int, default=None, help="128")
     options.add_argument("--fit-steps", type=int, default=None, help="steps per call (100)")
     options.add_argument("--fit-repeats", type=int, default=None, help="timed calls (5)")
