@@ -1,5 +1,14 @@
 """Diagnostics: ArviZ conversion (SVI and MCMC), plots, held-out scores, run reports and
-metrics against known answers."""
+metrics against known answers.
+
+Modules: :mod:`~pyrogen.diagnostics.scoring` (:func:`score`, :func:`summarize`),
+:mod:`~pyrogen.diagnostics.report` (:func:`write_run`: a run folder),
+:mod:`~pyrogen.diagnostics.run_plots` (which plots a run draws, keyed by
+``model.report_plots``), :mod:`~pyrogen.diagnostics.plots` (each plot),
+:mod:`~pyrogen.diagnostics.metrics`, :mod:`~pyrogen.diagnostics.inference_data` and
+:mod:`~pyrogen.diagnostics.pyro_models` (ArviZ). Everything here knows a model only
+through the model contract, :class:`~pyrogen.models.GenerativeModel`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +26,9 @@ from pyrogen.diagnostics.plots import (
     plot_weights_posterior,
 )
 from pyrogen.diagnostics.pyro_models import from_pyro
-from pyrogen.diagnostics.report import figure_writer, score, summarize, write_run
+from pyrogen.diagnostics.report import write_run
+from pyrogen.diagnostics.run_plots import figure_writer
+from pyrogen.diagnostics.scoring import reduce_scores, score, summarize
 
 __all__ = [
     "clustering_accuracy",
@@ -32,6 +43,7 @@ __all__ = [
     "plot_latent",
     "plot_reconstructions",
     "plot_weights_posterior",
+    "reduce_scores",
     "score",
     "summarize",
     "to_inference_data",

@@ -8,7 +8,6 @@ it, so plots compose into the caller's figures and into run reports.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -101,13 +100,7 @@ def plot_elbo(
     if window > 1:
         running = np.convolve(losses, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1 :], running, color="C0", label=f"running mean ({window} steps)")
-    best = int(np.argmin(losses))
-    if isinstance(result_or_losses, FitResult) and math.isfinite(result_or_losses.best_loss):
-        # The engine's best is what it restored (an epoch mean for minibatches).
-        best = min(result_or_losses.best_step, losses.size - 1)
-        best_loss = result_or_losses.best_loss
-    else:
-        best_loss = float(losses[best])
+    best, best_loss = _best_step(result_or_losses, losses)
     ax.plot(
         [best],
         [best_loss],
@@ -117,6 +110,14 @@ def plot_elbo(
         linestyle="none",
         label=f"best: {best_loss:.4g} at step {best}",
     )
+    _loss_axes(ax, losses, log_scale, bound)
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def _loss_axes(ax: Axes, losses: np.ndarray, log_scale: bool | None, bound: str | None) -> None:
+    """Scale, labels and title of the loss plot: log for losses spanning more than a
+    factor of 10, and at least ``_MIN_LOSS_SPAN`` wide (titled "converged") when flat."""
     if log_scale is None:
         positive = bool((losses > 0).all())
         log_scale = positive and losses.max() / losses.min() > 10
@@ -137,8 +138,15 @@ def plot_elbo(
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per example)")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize="small")
-    return ax
+
+
+def _best_step(source: Any, losses: np.ndarray) -> tuple[int, float]:
+    """The best step and its loss: the engine's (what it restored, an epoch mean for
+    minibatches) for a FitResult, else the lowest loss."""
+    if isinstance(source, FitResult) and math.isfinite(source.best_loss):
+        return min(source.best_step, losses.size - 1), source.best_loss
+    best = int(np.argmin(losses))
+    return best, float(losses[best])
 
 
 def plot_clusters(
@@ -156,7 +164,8 @@ def plot_clusters(
     Gaussian over the two plotted features; crosses mark the means.
 
     Args:
-        model: a fitted mixture (with ``predict`` and ``mixture_parameters``).
+        model: a fitted mixture: a model that reports ``"clusters"`` among its
+            ``report_plots`` (it has ``predict`` and ``mixture_parameters``).
         x: data of shape (N, D), D >= 2.
         ax: axes to draw on; default a new figure's.
         dims: the two feature indices to plot, in ``[0, D)``.
@@ -167,7 +176,7 @@ def plot_clusters(
         the axes.
 
     Raises:
-        TypeError: ``model`` is not a mixture.
+        TypeError: ``model`` is not a mixture (reports no clusters).
         ValueError: D < 2, ``dims`` out of range or repeated, ``n_std`` not positive, or
             ``feature_names`` not of length D.
 
@@ -175,31 +184,20 @@ def plot_clusters(
         >>> import pyrogen
         >>> from pyrogen.diagnostics import plot_clusters
         >>> x = pyrogen.data.old_faithful()
-        >>> gmm = pyrogen.GaussianMixture(2).fit(x, steps=20, progress=False)
+        >>> gmm = pyrogen.GaussianMixture(2)
+        >>> _ = pyrogen.fit(gmm, x, steps=20, progress=False)
         >>> ax = plot_clusters(gmm, x, feature_names=["eruptions", "waiting"])
         >>> len(ax.patches)  # one ellipse per component
         2
     """
-    if not (hasattr(model, "mixture_parameters") and hasattr(model, "predict")):
+    if not reports(model, "clusters"):
         raise TypeError(
             f"model: expected a mixture with predict and mixture_parameters, got "
             f"{type(model).__name__}"
         )
     x = as_tensor(x, name="x", ndim=2)
-    n_features = x.shape[1]
-    if n_features < 2:
-        raise ValueError(f"x: expected at least 2 features to plot, got {n_features}")
-    first, second = _check_dims(dims, n_features)
-    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
-        raise ValueError(f"n_std: expected a positive number, got {n_std!r}")
-    if feature_names is not None and len(feature_names) != n_features:
-        raise ValueError(f"feature_names: expected {n_features} names, got {len(feature_names)}")
-    names = (
-        list(feature_names)
-        if feature_names is not None
-        else [f"feature {i}" for i in range(n_features)]
-    )
-
+    first, second = _check_dims(dims, x.shape[1])
+    names = _check_cluster_options(x.shape[1], n_std, feature_names)
     labels = model.predict(x).cpu().numpy()
     params = model.mixture_parameters()
     weights = params.weights.detach().cpu().numpy()
@@ -228,6 +226,19 @@ def plot_clusters(
     ax.set_title(f"{len(weights)} components, {n_std:g}-sd ellipses")
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+def _check_cluster_options(
+    n_features: int, n_std: Any, feature_names: Sequence[str] | None
+) -> list[str]:
+    """The names of the features, once ``n_std`` and ``feature_names`` are checked."""
+    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
+        raise ValueError(f"n_std: expected a positive number, got {n_std!r}")
+    if feature_names is None:
+        return [f"feature {i}" for i in range(n_features)]
+    if len(feature_names) != n_features:
+        raise ValueError(f"feature_names: expected {n_features} names, got {len(feature_names)}")
+    return list(feature_names)
 
 
 def _marginal_covariances(params: MixtureParameters, dims: tuple[int, int]) -> np.ndarray:
@@ -468,7 +479,8 @@ def plot_reconstructions(
     q(z | x).
 
     Args:
-        model: a fitted autoencoder (with ``reconstruct``), e.g. :class:`~pyrogen.VAE`.
+        model: a fitted autoencoder: a model that reports ``"reconstructions"`` among its
+            ``report_plots`` (it has ``reconstruct``), e.g. :class:`~pyrogen.VAE`.
         x: examples of shape ``(N, *model.data_shape)``.
         ax: axes to draw on; default a new figure's.
         n: how many examples to show (at most N).
@@ -481,7 +493,7 @@ def plot_reconstructions(
         the axes.
 
     Raises:
-        TypeError: ``model`` has no ``reconstruct``.
+        TypeError: ``model`` reports no reconstructions.
         ValueError: ``n`` is not a positive integer, or the examples are not images.
 
     Example:
@@ -489,7 +501,7 @@ def plot_reconstructions(
         >>> from pyrogen.diagnostics import plot_reconstructions
         >>> ax = plot_reconstructions(pyrogen.VAE((64,), latent_dim=2), torch.rand(10, 64))
     """
-    if not hasattr(model, "reconstruct"):
+    if not reports(model, "reconstructions"):
         raise TypeError(
             f"model: expected an autoencoder with reconstruct, got {type(model).__name__}"
         )
@@ -523,7 +535,8 @@ def plot_latent(
     explains); with one, a histogram.
 
     Args:
-        model: a fitted model with ``encode(x) -> (loc, scale)``, e.g. :class:`~pyrogen.VAE`.
+        model: a fitted model that reports ``"latent"`` among its ``report_plots`` (it has
+            ``encode(x) -> (loc, scale)``), e.g. :class:`~pyrogen.VAE`.
         x: examples of shape ``(N, *model.data_shape)``.
         labels: class labels (N,) to colour the points by (at most 10 classes get a legend,
             more a colour bar); None for one colour.
@@ -536,7 +549,7 @@ def plot_latent(
         the axes.
 
     Raises:
-        TypeError: ``model`` has no ``encode``.
+        TypeError: ``model`` reports no latent space.
         ValueError: ``labels`` is not of length N.
 
     Example:
@@ -547,7 +560,7 @@ def plot_latent(
         >>> ax.get_xlabel()
         'z[0] (posterior mean)'
     """
-    if not hasattr(model, "encode"):
+    if not reports(model, "latent"):
         raise TypeError(f"model: expected a model with encode, got {type(model).__name__}")
     x = _as_float_tensor(x)
     condition = {} if y is None else {"y": _first_labels(y, x.shape[0], model)}
@@ -562,29 +575,9 @@ def plot_latent(
         if classes.shape[0] != means.shape[0]:
             raise ValueError(f"labels: expected {means.shape[0]} labels, got {classes.shape[0]}")
     ax = _axes(ax)
-    latent_dim = means.shape[1]
-    if latent_dim == 1:
-        values = means[:, 0].numpy()
-        groups = [values] if classes is None else [values[classes == c] for c in np.unique(classes)]
-        names = None if classes is None else [str(c) for c in np.unique(classes)]
-        ax.hist(groups, bins=50, stacked=True, label=names)
-        ax.set_xlabel("z (posterior mean)")
-        ax.set_ylabel("examples")
-        if names is not None and len(names) <= 10:
-            ax.legend(title="label", fontsize="small")
-        ax.set_title(f"posterior means of {means.shape[0]} examples")
-        return ax
-    if latent_dim == 2:
-        points = means.numpy()
-        xlabel, ylabel = "z[0] (posterior mean)", "z[1] (posterior mean)"
-        how = ""
-    else:
-        centred = means - means.mean(0)
-        _, singular, vectors = torch.linalg.svd(centred, full_matrices=False)
-        points = (centred @ vectors[:2].T).numpy()
-        share = (singular**2 / (singular**2).sum()).numpy()
-        xlabel, ylabel = (f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
-        how = f",\nfirst 2 principal components of {latent_dim}"
+    if means.shape[1] == 1:
+        return _latent_histogram(means[:, 0].numpy(), classes, ax)
+    points, (xlabel, ylabel), how = _latent_plane(means)
     style = {"s": 4, "alpha": 0.6, "linewidths": 0, "rasterized": True}
     if classes is None:
         ax.scatter(points[:, 0], points[:, 1], color="C0", **style)
@@ -604,6 +597,32 @@ def plot_latent(
     return ax
 
 
+def _latent_histogram(values: np.ndarray, classes: np.ndarray | None, ax: Axes) -> Axes:
+    """A one-dimensional latent space: a histogram of the means, stacked by label."""
+    groups = [values] if classes is None else [values[classes == c] for c in np.unique(classes)]
+    names = None if classes is None else [str(c) for c in np.unique(classes)]
+    ax.hist(groups, bins=50, stacked=True, label=names)
+    ax.set_xlabel("z (posterior mean)")
+    ax.set_ylabel("examples")
+    if names is not None and len(names) <= 10:
+        ax.legend(title="label", fontsize="small")
+    ax.set_title(f"posterior means of {values.shape[0]} examples")
+    return ax
+
+
+def _latent_plane(means: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
+    """Points (N, 2) of the means: themselves in 2-D, else their first two principal
+    components; the axis labels, and how the title says so."""
+    if means.shape[1] == 2:
+        return means.numpy(), ("z[0] (posterior mean)", "z[1] (posterior mean)"), ""
+    centred = means - means.mean(0)
+    _, singular, vectors = torch.linalg.svd(centred, full_matrices=False)
+    share = (singular**2 / (singular**2).sum()).numpy()
+    labels = tuple(f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
+    how = f",\nfirst 2 principal components of {means.shape[1]}"
+    return (centred @ vectors[:2].T).numpy(), labels, how
+
+
 def plot_completions(
     model: GenerativeModel,
     x: Any,
@@ -619,8 +638,9 @@ def plot_completions(
     (bottom row: the given values, and the mean of p(x | z, c) elsewhere for z ~ p(z | c)).
 
     Args:
-        model: a fitted model with ``complete(x, y)``, e.g. a
-            :class:`~pyrogen.ConditionalVAE` built with ``observed``.
+        model: a fitted model that reports ``"completions"`` among its ``report_plots``
+            (it has ``complete(x, y)``), e.g. a :class:`~pyrogen.ConditionalVAE` built with
+            ``observed``.
         x: examples of shape ``(N, *model.data_shape)``.
         ax: axes to draw on; default a new figure's.
         given: boolean mask of ``model.data_shape``, True where a value is given (see
@@ -633,7 +653,7 @@ def plot_completions(
         the axes.
 
     Raises:
-        TypeError: ``model`` has no ``complete``.
+        TypeError: ``model`` reports no completions.
         ValueError: ``n`` is not a positive integer, ``given`` does not fit the examples, or
             they are not images.
 
@@ -644,7 +664,7 @@ def plot_completions(
         >>> cvae = pyrogen.ConditionalVAE((64,), latent_dim=2, observed="top")
         >>> ax = plot_completions(cvae, torch.rand(10, 64), given=observed_mask("top", (64,)))
     """
-    if not hasattr(model, "complete"):
+    if not reports(model, "completions"):
         raise TypeError(f"model: expected a model with complete, got {type(model).__name__}")
     check_int("n", n)
     originals = _as_float_tensor(x)[:n]
@@ -673,20 +693,6 @@ def plot_completions(
     )
 
 
-def grid_sample_options(model: GenerativeModel) -> tuple[dict[str, Any], str]:
-    """``sample`` keywords for a grid of a model's images, and how to name the draws.
-
-    Models with a decoder draw its means (smoother images); a diffusion model draws by DDIM
-    (deterministic, 50 steps or T if fewer), which is fast enough for a report.
-    """
-    parameters = inspect.signature(model.sample).parameters
-    if "mean" in parameters:
-        return {"mean": True}, "decoder means"
-    if "method" in parameters:
-        return {"method": "ddim"}, "DDIM"
-    return {}, "draws"
-
-
 def plot_class_samples(
     model: GenerativeModel,
     ax: Axes | None = None,
@@ -695,22 +701,23 @@ def plot_class_samples(
     observed: Any = None,
     shape: Sequence[int] | None = None,
 ) -> Axes:
-    """Samples (decoder means) of each class, or of each mixture component: one row each.
+    """Samples of each class, or of each mixture component: one row each.
 
-    Rows are ``model.sample(per_row, y=k)`` (decoder means; DDIM for a diffusion model, see
-    :func:`grid_sample_options`) for k = 0, 1, ... (at most
-    :data:`MAX_GRID_ROWS` rows): the classes of a model with ``num_classes`` (a
-    :class:`~pyrogen.ConditionalVAE` or :class:`~pyrogen.SemiSupervisedVAE`), else the
-    components of one with ``n_components`` (a :class:`~pyrogen.GaussianMixtureVAE`,
-    each row named with its weight). A model that completes given values draws, in every
-    row, the completions of the same ``observed`` examples under that row's label.
+    Rows are ``model.report_samples(per_row, y=k)`` (decoder means for the VAEs) for the
+    ``model.label_count`` labels k = 0, 1, ... (at most :data:`MAX_GRID_ROWS` rows): the
+    classes of a model with classes (a :class:`~pyrogen.ConditionalVAE` or
+    :class:`~pyrogen.SemiSupervisedVAE`), or the components of a
+    :class:`~pyrogen.GaussianMixtureVAE`, each row named by ``model.label_names`` (a
+    component with its weight). A model that completes given values draws, in every
+    row, the completions (``model.complete``) of the same ``observed`` examples under that
+    row's label.
 
     Args:
-        model: a fitted model whose ``sample`` takes ``y``.
+        model: a fitted model whose ``sample`` takes a label (``model.label_count``).
         ax: axes to draw on; default a new figure's.
         per_row: samples per row.
         observed: examples (``per_row``, ``*model.data_shape``) whose given values condition
-            every row (models with ``observed`` only).
+            every row (models with given values only).
         shape: how to draw one example (see :func:`plot_image_grid`).
 
     Returns:
@@ -718,7 +725,8 @@ def plot_class_samples(
 
     Raises:
         TypeError: ``model`` has neither classes nor components.
-        ValueError: ``per_row`` is not a positive integer, or the samples are not images.
+        ValueError: ``per_row`` is not a positive integer, ``observed`` is given to a model
+            without given values or does not fit, or the samples are not images.
 
     Example:
         >>> import pyrogen
@@ -728,39 +736,56 @@ def plot_class_samples(
         ['0', '1', '2']
     """
     check_int("per_row", per_row)
-    classes = getattr(model, "num_classes", None)
-    if classes is not None:
-        count, what = int(classes), "class"
-    elif hasattr(model, "n_components"):
-        count, what = int(model.n_components), "component"
-    else:
+    count = model.label_count if isinstance(model, GenerativeModel) else None
+    if count is None:
         raise TypeError(
             f"model: expected a model with num_classes or n_components, got {type(model).__name__}"
         )
+    what = model.label_kind
     rows = min(count, MAX_GRID_ROWS)
     labels = torch.arange(rows).repeat_interleave(per_row).to(model.device)
-    options, drawn = grid_sample_options(model)
-    if observed is not None:
-        given = _as_float_tensor(observed)[:per_row]
-        if given.shape[0] != per_row:
-            raise ValueError(f"observed: expected {per_row} examples, got {given.shape[0]}")
-        options["observed"] = given.to(model.device).repeat(rows, *[1] * (given.dim() - 1))
+    given = None if observed is None else _repeated_rows(model, observed, per_row, rows)
     with torch.no_grad():
-        images = model.sample(rows * per_row, labels, **options).cpu()
-    names = [str(k) for k in range(rows)]
-    if what == "component" and hasattr(model, "mixture"):
-        weights = model.mixture().weights.detach().cpu()
-        names = [f"{k} ({float(weights[k]):.2f})" for k in range(rows)]
+        if given is None:
+            images = model.report_samples(rows * per_row, labels).cpu()
+        else:
+            images = model.complete(given, labels).cpu()
     shown = "" if rows == count else f" (the first {rows} of {count})"
     if observed is not None:
         title = f"completions of {per_row} given parts under each label, one row per {what}"
     else:
-        title = f"samples ({drawn}), one row per {what}"
+        title = f"samples, one row per {what}"
         if what == "component":
             title += " (its weight)"
     return plot_image_grid(
-        images, ax, shape=shape, ncols=per_row, title=title + shown, row_labels=names
+        images,
+        ax,
+        shape=shape,
+        ncols=per_row,
+        title=title + shown,
+        row_labels=model.label_names[:rows],
     )
+
+
+def _repeated_rows(model: GenerativeModel, observed: Any, per_row: int, rows: int) -> torch.Tensor:
+    """The ``per_row`` examples whose given values every row completes, once per row."""
+    if model.given_mask is None:
+        raise ValueError(
+            f"observed: expected None for a {type(model).__name__} without given values, "
+            "got examples"
+        )
+    given = _as_float_tensor(observed)[:per_row]
+    if given.shape[0] != per_row:
+        raise ValueError(f"observed: expected {per_row} examples, got {given.shape[0]}")
+    return given.to(model.device).repeat(rows, *[1] * (given.dim() - 1))
+
+
+def reports(model: Any, plot: str) -> bool:
+    """Whether ``model`` follows the model contract and reports ``plot`` (a file stem of
+    ``model.report_plots``, e.g. ``"reconstructions"``): the plots drawn from methods only
+    some families have (``reconstruct``, ``encode``, ``complete``, ``mixture_parameters``)
+    ask this first."""
+    return isinstance(model, GenerativeModel) and plot in model.report_plots
 
 
 def _first_labels(y: Any, count: int, model: GenerativeModel) -> torch.Tensor:
@@ -834,6 +859,8 @@ def _axes(ax: Axes | None) -> Axes:
 
 
 def _check_dims(dims: Any, n_features: int) -> tuple[int, int]:
+    if n_features < 2:
+        raise ValueError(f"x: expected at least 2 features to plot, got {n_features}")
     valid = (
         isinstance(dims, (tuple, list))
         and len(dims) == 2

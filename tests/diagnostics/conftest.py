@@ -39,3 +39,32 @@ def fit_gmm(two_clusters):
         return model, result
 
     return make
+
+
+@pytest.fixture
+def variant():
+    """Factory: a small model of a VAE family on 16 values (4 x 4 "images"), seeded."""
+
+    def make(cls, **options):
+        torch.manual_seed(0)
+        return cls((16,), latent_dim=2, hidden=(8,), **options)
+
+    return make
+
+
+@pytest.fixture
+def binary_rows() -> tuple[torch.Tensor, torch.Tensor]:
+    """40 binary 4 x 4 "images" and labels 0..2."""
+    x = (torch.rand(40, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    return x, torch.arange(40) % 3
+
+
+@pytest.fixture
+def fitted_vae():
+    """A small VAE on 4 x 4 "images", fitted for a few steps, and held-out rows."""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(80, 16, generator=generator) > 0.5).float()
+    torch.manual_seed(0)
+    vae = pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
+    result = pyrogen.fit(vae, x[:60], steps=5, batch_size=20, progress=False)
+    return vae, result, x[:60], x[60:]

@@ -92,7 +92,8 @@ def test_cluster_ellipses_are_the_marginal_covariances(covariance):
 
 
 def test_clusters_on_a_fitted_model_and_new_axes(two_clusters):
-    model = pyrogen.GaussianMixture(2, "full").fit(two_clusters, steps=5, progress=False)
+    model = pyrogen.GaussianMixture(2, "full")
+    pyrogen.fit(model, two_clusters, steps=5, progress=False)
     ax = plot_clusters(model, two_clusters)
     assert isinstance(ax, Axes)
     colours = ax.collections[0].get_facecolors()
@@ -363,6 +364,10 @@ def test_class_samples_have_one_row_per_class_or_component():
         )
     with pytest.raises(TypeError, match="model: expected a model with num_classes or n_comp"):
         plot_class_samples(_vae())
+    with pytest.raises(ValueError, match="observed: expected None for a SemiSupervisedVAE"):
+        plot_class_samples(ssvae, per_row=3, observed=observed)
+    with pytest.raises(ValueError, match="observed: expected 3 examples, got 2"):
+        plot_class_samples(cvae, per_row=3, observed=observed[:2])
 
 
 def test_reconstructions_and_latent_of_a_model_conditioned_on_labels():

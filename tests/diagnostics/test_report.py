@@ -12,14 +12,7 @@ import pytest
 import torch
 
 import pyrogen
-from pyrogen.diagnostics import (
-    clustering_accuracy,
-    report,
-    score,
-    summarize,
-    to_inference_data,
-    write_run,
-)
+from pyrogen.diagnostics import plots, report, run_plots, score, to_inference_data, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_FILES = {
@@ -84,7 +77,8 @@ def test_write_run_writes_every_file(tmp_path, fitted, two_clusters):
 
 
 def test_write_run_with_mcmc_stats_and_into_an_empty_folder(tmp_path, two_clusters):
-    model = pyrogen.GaussianMixture(2, "diag").fit(two_clusters, steps=5, progress=False)
+    model = pyrogen.GaussianMixture(2, "diag")
+    pyrogen.fit(model, two_clusters, steps=5, progress=False)
     draws = {k: v.expand(2, 3, *v.shape) for k, v in model.point_estimates().items()}
     diverging = np.zeros((2, 3), dtype=bool)
     idata = to_inference_data(
@@ -128,7 +122,7 @@ def test_a_map_mixture_run_says_point_estimate_and_converged(tmp_path, monkeypat
         return draw
 
     for name in ("plot_elbo", "plot_weights_posterior"):
-        monkeypatch.setattr(report, name, recording(getattr(report, name)))
+        monkeypatch.setattr(plots, name, recording(getattr(plots, name)))
     write_run(tmp_path / "run", model=model, result=result, data=two_clusters, idata=idata)
     assert titles["plot_weights_posterior"] == "point estimate of the weights (no posterior spread)"
     if max(result.losses) - min(result.losses) < 0.01:
@@ -142,7 +136,7 @@ def test_a_failure_leaves_nothing_behind(tmp_path, monkeypatch, fitted, two_clus
         raise RuntimeError("disk full")
 
     # elbo.png is written before the clusters plot fails half way through the run.
-    monkeypatch.setattr(report, "plot_clusters", broken_plot)
+    monkeypatch.setattr(plots, "plot_clusters", broken_plot)
     with pytest.raises(RuntimeError, match="disk full"):
         write_run(tmp_path / "run", model=model, result=result, data=two_clusters, idata=idata)
     assert os.listdir(tmp_path) == []
@@ -176,16 +170,6 @@ def test_bad_arguments(tmp_path, fitted, two_clusters):
     assert os.listdir(tmp_path) == []
 
 
-def test_summarize(fit_gmm, two_clusters):
-    model, _ = fit_gmm("spherical", "map", steps=5)
-    summary = summarize(model, two_clusters)
-    assert summary["n_components"] == 2 and summary["n_features"] == 2
-    assert summary["log_likelihood_per_row"] == pytest.approx(
-        float(model.log_prob(two_clusters).mean()), rel=1e-6
-    )
-    assert json.loads(json.dumps(summary, allow_nan=False)) == summary
-
-
 # --- image models and held-out scores ---------------------------------------------------
 IMAGE_FILES = {
     "elbo.png",
@@ -195,17 +179,6 @@ IMAGE_FILES = {
     "summary.json",
     "model.pt",
 }
-
-
-@pytest.fixture
-def fitted_vae():
-    """A small VAE on 4 x 4 "images", fitted for a few steps, and held-out rows."""
-    generator = torch.Generator().manual_seed(0)
-    x = (torch.rand(80, 16, generator=generator) > 0.5).float()
-    torch.manual_seed(0)
-    vae = pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
-    result = pyrogen.fit(vae, x[:60], steps=5, batch_size=20, progress=False)
-    return vae, result, x[:60], x[60:]
 
 
 def test_write_run_of_an_image_model(tmp_path, fitted_vae):
@@ -264,103 +237,7 @@ def test_write_run_image_arguments_are_checked(tmp_path, fitted_vae):
     assert os.listdir(tmp_path) == []
 
 
-def test_score_of_a_latent_variable_model(fitted_vae):
-    vae, _, _, test = fitted_vae
-    state = torch.get_rng_state()
-    stats = score(vae, test, iw_samples=50, seed=0)
-    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is kept
-    assert stats == score(vae, test, iw_samples=50, seed=0)
-    assert stats != score(vae, test, iw_samples=50, seed=1)
-    torch.manual_seed(0)
-    np.testing.assert_allclose(stats["elbo_per_example"], float(vae.elbo(test).mean()), rtol=1e-6)
-    ll = stats["log_likelihood_per_example"]
-    assert stats["bits_per_dim"] == pytest.approx(-ll / (16 * np.log(2)), rel=1e-12)
-    # L_50 >= ELBO in expectation; each standard error covers its mean's noise, so their
-    # sum covers the difference's whatever the correlation (4 sigma: false alarms < 1e-4).
-    errors = stats["standard_errors"]
-    margin = 4 * (errors["elbo_per_example"] + errors["log_likelihood_per_example"])
-    assert stats["elbo_per_example"] <= ll + margin
-    assert set(stats["bounds"]) == {
-        "elbo_per_example",
-        "log_likelihood_per_example",
-        "bits_per_dim",
-    }
-    assert json.loads(json.dumps(stats, allow_nan=False)) == stats
-
-
-def test_score_of_an_exact_model_and_bad_arguments(fit_gmm, two_clusters):
-    model, _ = fit_gmm("full", "map", steps=5)
-    stats = score(model, two_clusters)
-    expected = float(model.log_prob(two_clusters).double().mean())
-    assert stats["log_likelihood_per_example"] == pytest.approx(expected, rel=1e-6)
-    assert (
-        "elbo_per_example" not in stats and "exact" in stats["bounds"]["log_likelihood_per_example"]
-    )
-    with pytest.raises(ValueError, match="iw_samples: expected a positive integer, got 0"):
-        score(model, two_clusters, iw_samples=0)
-    with pytest.raises(TypeError, match="model: expected a pyrogen GenerativeModel, got str"):
-        score("gmm", two_clusters)
-
-
 # --- the VAE variants -------------------------------------------------------------------
-def _variant(cls, **options):
-    torch.manual_seed(0)
-    return cls((16,), latent_dim=2, hidden=(8,), **options)
-
-
-@pytest.fixture
-def binary_rows():
-    """40 binary 4 x 4 "images" and labels 0..2."""
-    x = (torch.rand(40, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
-    return x, torch.arange(40) % 3
-
-
-def test_score_of_a_model_conditioned_on_labels(binary_rows):
-    x, y = binary_rows
-    cvae = _variant(pyrogen.ConditionalVAE, num_classes=3)
-    stats = score(cvae, x, labels=y, iw_samples=5, seed=0)
-    assert stats["quantity"] == "log p(x | y)"
-    assert "lower bound on log p(x | y)" in stats["bounds"]["elbo_per_example"]
-    torch.manual_seed(0)
-    np.testing.assert_allclose(stats["elbo_per_example"], float(cvae.elbo(x, y).mean()), rtol=1e-5)
-    assert "accuracy" not in stats  # a conditional model predicts nothing
-    with pytest.raises(ValueError, match=r"labels: expected the labels \(40,\) .* log p\(x \| y\)"):
-        score(cvae, x)
-    with pytest.raises(ValueError, match=r"labels: expected shape \(40,\), one per example"):
-        score(cvae, x, labels=y[:5])
-
-
-def test_score_of_a_completion_model_counts_only_the_missing_values(binary_rows):
-    x, y = binary_rows
-    cvae = _variant(pyrogen.ConditionalVAE, observed="top")
-    stats = score(cvae, x, iw_samples=5)
-    assert stats["quantity"] == "log p(x_missing | x_given)"
-    ll = stats["log_likelihood_per_example"]
-    assert stats["bits_per_dim"] == pytest.approx(-ll / (8 * np.log(2)), rel=1e-9)
-    assert "D = 8 values per example (the missing ones)" in stats["bounds"]["bits_per_dim"]
-    both = _variant(pyrogen.ConditionalVAE, num_classes=3, observed="top")
-    assert score(both, x, labels=y, iw_samples=2)["quantity"] == "log p(x_missing | x_given, y)"
-
-
-def test_score_of_a_classifier_and_of_a_clustering_model(binary_rows):
-    x, y = binary_rows
-    ssvae = _variant(pyrogen.SemiSupervisedVAE, num_classes=3)
-    partly = y.clone()
-    partly[:10] = -1  # unlabelled rows are left out of the accuracy
-    stats = score(ssvae, x, labels=partly, iw_samples=2)
-    expected = float((ssvae.predict(x[10:]) == y[10:]).double().mean())
-    assert stats["accuracy"] == pytest.approx(expected) and stats["labelled_rows"] == 30
-    assert stats["quantity"] == "log p(x)"  # the label summed out, whatever labels are given
-    assert stats["log_likelihood_per_example"] == pytest.approx(
-        score(ssvae, x, iw_samples=2)["log_likelihood_per_example"]
-    )
-    gmvae = _variant(pyrogen.GaussianMixtureVAE, n_components=4)
-    stats = score(gmvae, x, labels=y.numpy(), iw_samples=2)
-    assert stats["clustering_accuracy"] == pytest.approx(clustering_accuracy(y, gmvae.predict(x)))
-    assert "Monte Carlo KL" in stats["bounds"]["elbo_per_example"]
-    assert "best one-to-one matching" in stats["bounds"]["clustering_accuracy"]
-
-
 @pytest.mark.parametrize(
     ("cls", "options", "files"),
     [
@@ -386,9 +263,9 @@ def test_score_of_a_classifier_and_of_a_clustering_model(binary_rows):
         ),
     ],
 )
-def test_write_run_of_the_vae_variants(tmp_path, binary_rows, cls, options, files):
+def test_write_run_of_the_vae_variants(tmp_path, binary_rows, variant, cls, options, files):
     x, y = binary_rows
-    model = _variant(cls, **options)
+    model = variant(cls, **options)
     path = write_run(
         tmp_path / "run",
         model=model,
@@ -405,3 +282,27 @@ def test_write_run_of_the_vae_variants(tmp_path, binary_rows, cls, options, file
         with pytest.raises(ValueError, match="labels: expected the labels of the held-out"):
             write_run(tmp_path / "again", model=model, result=None, data=x, test_data=x[30:])
         assert not (tmp_path / "again").exists()
+
+
+def test_the_plots_of_a_run_are_those_the_model_reports(tmp_path, monkeypatch, fitted_vae):
+    vae, result, train, _ = fitted_vae
+    assert set(run_plots.REPORT_PLOTS) == {
+        "elbo",
+        "clusters",
+        "weights_posterior",
+        "samples",
+        "class_samples",
+        "component_samples",
+        "completions",
+        "reconstructions",
+        "latent",
+    }
+    monkeypatch.setattr(pyrogen.VAE, "report_plots", property(lambda self: ("latent",)))
+    path = write_run(tmp_path / "latent", model=vae, result=result, data=train)
+    assert {p.name for p in path.iterdir()} == {"latent.png", "summary.json", "model.pt"}
+    monkeypatch.setattr(pyrogen.VAE, "report_plots", property(lambda self: ("elbo", "violin")))
+    with pytest.raises(
+        ValueError, match=r"model.report_plots: expected stems among .*\['violin'\]"
+    ):
+        write_run(tmp_path / "odd", model=vae, result=result, data=train)
+    assert not (tmp_path / "odd").exists()
