@@ -415,7 +415,7 @@ def hier_logistic_section(args, seeds) -> tuple[list, dict]:
         rows.append(row)
         print(f"hier_logistic {name:24s} error {row['err']:.3f} ({row['train_s']:.1f} s)")
     flows, neutras, nuts_runs = [], [], []
-    chains, draws = 2, max(args.nuts_draws // 2, 50)
+    chains, draws = min(2, args.chains), max(args.nuts_draws // 2, 10)
     for seed in seeds:
         pyro.clear_param_store()
         guide = pyrogen.AutoFlow(hier_logistic)
@@ -611,7 +611,7 @@ FN_COLUMNS = [
 def main(argv=None) -> int:
     options = harness.parser(__doc__)
     options.add_argument("--models", default="conjugate,funnel,eight_schools")
-    options.add_argument("--guides", default=GUIDES)
+    options.add_argument("--guides", default=None, help=GUIDES)
     options.add_argument("--seeds", default=None, help="medians over them (0,1,2)")
     options.add_argument("--steps", type=int, default=None, help="SVI steps (800)")
     options.add_argument("--particles", type=int, default=16)
@@ -623,9 +623,16 @@ def main(argv=None) -> int:
     options.add_argument("--nuts-draws", type=int, default=None, help="per chain (1000)")
     options.add_argument("--warmup", type=int, default=None, help="funnel_neutra (500)")
     options.add_argument("--neutra-draws", type=int, default=None, help="funnel_neutra (500)")
-    full = {"seeds": "0,1,2", "steps": 800, "draws": 20_000, "khat_samples": 5000}
+    full = {"guides": GUIDES, "seeds": "0,1,2", "steps": 800, "draws": 20_000, "khat_samples": 5000}
     full |= {"elbo_particles": 5000, "chains": 4, "nuts_draws": 1000, "warmup": 500}
-    quick = {"seeds": "0", "steps": 10, "draws": 200, "khat_samples": 50, "elbo_particles": 20}
+    quick = {
+        "guides": "AutoFlow(iaf),AutoNormal",
+        "seeds": "0",
+        "steps": 10,
+        "draws": 200,
+        "khat_samples": 50,
+        "elbo_particles": 20,
+    }
     quick |= {"chains": 1, "nuts_draws": 20, "warmup": 20, "neutra_draws": 20}
     bench = harness.start(
         lambda a: f"flows_posterior_{a.models}" if a.models in SECTIONS else "flows_posterior",
