@@ -1,10 +1,12 @@
 """``pyrogen sample``: draw rows from a fitted model, as CSV, NPY or a PNG grid; of chosen
-classes or components for the VAE variants, and completions of given examples for a
-conditional VAE that generates only part of each image."""
+classes or components where the model takes labels, and completions of given examples for
+a model that generates only part of each example."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,26 +16,21 @@ import numpy as np
 import pyro
 import torch
 
-from pyrogen.cli.common import (
-    _add_scale_out_options,
-    _device,
-    _load_model,
-    _non_negative_int,
-    _positive_int,
+from pyrogen.cli.data import (
+    add_binarize_option,
+    add_data_dir_option,
+    add_labels_options,
+    images_for,
 )
-from pyrogen.cli.labels import _add_labels_options, _check_classes
-from pyrogen.cli.vae import DATASETS, _add_binarize_option, _add_data_dir_option, _images_for
-from pyrogen.diagnostics.plots import image_shape, plot_image_grid
-from pyrogen.diagnostics.report import (
-    conditions_on_labels,
-    figure_writer,
-    given_mask,
-    takes_argument,
-)
+from pyrogen.cli.fit import add_scale_out_options
+from pyrogen.cli.options import non_negative_int, positive_int
+from pyrogen.data import IMAGE_DATASETS, check_classes
+from pyrogen.diagnostics import figure_writer, image_shape, plot_image_grid
+from pyrogen.diagnostics.report import MODEL_FILE, SUMMARY_FILE
 from pyrogen.infer import distributed
 from pyrogen.infer.distributed import cluster
 from pyrogen.io import atomic_write
-from pyrogen.models import GenerativeModel
+from pyrogen.models import GenerativeModel, load
 
 #: ``pyrogen sample --out`` formats: tables (rows of numbers) and images.
 TABLE_FORMATS = (".csv", ".npy")
@@ -42,7 +39,7 @@ IMAGE_FORMATS = (".npy", ".png")
 SAMPLE_FIGURE = (6.0, 6.0)
 
 
-def _add_sample_command(commands: argparse._SubParsersAction) -> None:
+def add_sample_command(commands: argparse._SubParsersAction) -> None:
     """The ``sample`` sub-command, added to ``commands``."""
     sample = commands.add_parser(
         "sample",
@@ -51,119 +48,114 @@ def _add_sample_command(commands: argparse._SubParsersAction) -> None:
         f"--out FILE ({' or '.join(TABLE_FORMATS)}). Image models: --out FILE.npy (an array "
         "(N, *data_shape)) or FILE.png (a grid of the images).",
     )
+    add_model_argument(sample)
     sample.add_argument(
-        "model_path",
-        metavar="RUN_OR_MODEL_FILE",
-        type=Path,
-        help="a run folder (its model.pt is used) or a model file",
-    )
-    sample.add_argument(
-        "-n",
-        "--num-rows",
-        type=_positive_int,
-        required=True,
-        metavar="N",
+        "-n", "--num-rows", type=positive_int, required=True, metavar="N",
         help="number of rows (images) to draw",
-    )
+    )  # fmt: skip
+    sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(default cpu)")
     sample.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="device to draw on (default cpu)"
-    )
-    sample.add_argument(
-        "--out",
-        type=Path,
-        metavar="FILE",
+        "--out", type=Path, metavar="FILE",
         help=f"write to this file: {' or '.join(TABLE_FORMATS)} for tabular models, "
         f"{' or '.join(IMAGE_FORMATS)} for image models (required for those)",
-    )
+    )  # fmt: skip
     sample.add_argument(
-        "--mean",
-        action="store_true",
+        "--mean", action="store_true",
         help="draw the decoder's mean of p(x | z) rather than a sample of x (models with a "
         "decoder, e.g. vae); smoother images",
-    )
+    )  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     reverse = sample.add_argument_group("diffusion models")
     reverse.add_argument(
-        "--steps",
-        type=_positive_int,
-        metavar="S",
+        "--steps", type=positive_int, metavar="S",
         help="reverse steps: with --method ddim any number up to the model's T (default 50); "
         "ancestral sampling takes all T",
-    )
+    )  # fmt: skip
     reverse.add_argument(
-        "--method",
-        choices=("ancestral", "ddim"),
+        "--method", choices=("ancestral", "ddim"),
         help="ancestral (DDPM, all T steps) or ddim (deterministic, --steps steps); default "
         "ddim when --steps is given, else ancestral",
-    )
+    )  # fmt: skip
     reverse.add_argument(
-        "--guidance",
-        type=float,
-        metavar="S",
+        "--guidance", type=float, metavar="S",
         help="classifier-free guidance scale of a class-conditional model: 0 unconditional, "
         "1 conditional (default), above 1 sharper classes",
-    )
-    variants = sample.add_argument_group("VAE variants (cvae, ssvae, gmvae)")
+    )  # fmt: skip
+    variants = sample.add_argument_group("models with labels (cvae, ssvae, gmvae)")
     variants.add_argument(
-        "--label",
-        "--component",
-        dest="label",
-        type=_non_negative_int,
-        metavar="K",
+        "--label", "--component", dest="label", type=non_negative_int, metavar="K",
         help="draw every row from class K (cvae with labels, ssvae) or mixture component K "
         "(gmvae). Default: the classes in turn, 0, 1, ..., C-1, 0, ... (a PNG gets one "
         "column per class); a gmvae's components are drawn from the prior's weights; a "
         "cvae completing --data takes each example's own label",
-    )
+    )  # fmt: skip
     given = sample.add_argument_group(
         "examples to complete (cvae fitted with --observed: it generates only the missing "
         "part of given examples, so it needs them)"
     )
     given.add_argument(
-        "--data",
-        type=Path,
-        metavar="PATH",
+        "--data", type=Path, metavar="PATH",
         help="images whose first N rows are completed (NPY/NPZ/CSV, as for fit)",
-    )
-    _add_data_dir_option(given, "its first N test images are completed")
+    )  # fmt: skip
+    add_data_dir_option(given, "its first N test images are completed")
     given.add_argument(
-        "--dataset", choices=DATASETS, help="what --data-dir holds; default the run's, else mnist"
+        "--dataset", choices=IMAGE_DATASETS, help="what --data-dir holds; default the run's"
     )
-    _add_binarize_option(given, "Default the run's (same seed, so the same test images).")
-    _add_labels_options(given, "default for the completions' labels", num_classes=False)
-    _add_scale_out_options(
+    add_binarize_option(given, "Default the run's (same seed, so the same test images).")
+    add_labels_options(given, "default for the completions' labels", num_classes=False)
+    add_scale_out_options(
         sample,
         "processes that share the draw: process r draws its share of the rows seeded with "
         "--seed + r, so the rows differ from one process's draw (default 1)",
     )
-    sample.set_defaults(run=_run_sample)
+    sample.set_defaults(run=run_sample)
 
 
-def _is_main_process(args: argparse.Namespace) -> bool:
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional RUN_OR_MODEL_FILE of sample and evaluate."""
+    parser.add_argument(
+        "model_path", metavar="RUN_OR_MODEL_FILE", type=Path,
+        help="a run folder (its model.pt is used) or a model file",
+    )  # fmt: skip
+
+
+def load_run(path: Path) -> tuple[GenerativeModel, dict[str, Any]]:
+    """A model file, or a run folder's model.pt; with the run's summary (empty for a file)."""
+    if not path.is_dir():
+        return load(path), {}
+    if not (path / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{path}: expected a run folder holding {MODEL_FILE}, found none")
+    summary = path / SUMMARY_FILE
+    return load(path / MODEL_FILE), json.loads(summary.read_text()) if summary.is_file() else {}
+
+
+def is_main_process(args: argparse.Namespace) -> bool:
     """Whether this process writes or prints the result of a sharded command: the first
     process of a group, on the first machine."""
     return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")
 
 
-def _run_sample(args: argparse.Namespace) -> int:
-    model, run = _load_model(args.model_path)
-    device = _device(args.device)
+def check_device(name: str) -> torch.device:
+    """``--device``, where there is one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: expected an available device, got {name!r} (no CUDA)")
+    return torch.device(name)
+
+
+def takes(method: Any, argument: str) -> bool:
+    """Whether ``method`` takes ``argument``."""
+    return argument in inspect.signature(method).parameters
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Draw the rows and write or print them."""
+    model, run = load_run(args.model_path)
+    device = check_device(args.device)
     shape = _drawable(model, run)
-    formats = IMAGE_FORMATS if shape is not None else TABLE_FORMATS
-    kind = "an image model" if shape is not None else f"a tabular model ({model.family})"
-    suffix = None if args.out is None else args.out.suffix.lower()
-    if (args.out is None and shape is not None) or (suffix is not None and suffix not in formats):
-        got = (
-            "no --out (CSV on stdout is for tabular models)"
-            if suffix is None
-            else repr(str(args.out))
-        )
-        raise ValueError(
-            f"--out: expected a file ending in {' or '.join(formats)} for {kind}, got {got}"
-        )
-    options = {}
+    suffix = _check_out(args.out, model, shape)
+    options: dict[str, Any] = {}
     if args.mean:
-        if not takes_argument(model.sample, "mean"):
+        if not takes(model.sample, "mean"):
             raise ValueError(
                 f"--mean: expected a model with a decoder (e.g. vae), got {model.family}"
             )
@@ -172,43 +164,56 @@ def _run_sample(args: argparse.Namespace) -> int:
     columns_per_class = _conditions(args, model, run, options)
     if args.devices * args.num_nodes > 1:
         rows = distributed.sample(
-            model,
-            args.num_rows,
-            devices=args.devices,
-            num_nodes=args.num_nodes,
-            device=str(device),
-            seed=args.seed,
-            **options,
-        )
-        if not _is_main_process(args):
+            model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
+            device=str(device), seed=args.seed, **options,
+        )  # fmt: skip
+        if not is_main_process(args):
             return 0
     else:
         model.to(device)  # labels and given values follow the model's device
         pyro.set_rng_seed(args.seed)
         with torch.no_grad():
             rows = model.sample(args.num_rows, **options).detach().cpu()
+    _write(args, rows, shape, suffix, columns_per_class, run.get("columns"))
+    return 0
+
+
+def _check_out(out: Path | None, model: GenerativeModel, shape: Any) -> str | None:
+    """The suffix of ``--out``, checked against what the model draws."""
+    formats = IMAGE_FORMATS if shape is not None else TABLE_FORMATS
+    kind = "an image model" if shape is not None else f"a tabular model ({model.family})"
+    suffix = None if out is None else out.suffix.lower()
+    if (out is None and shape is not None) or (suffix is not None and suffix not in formats):
+        got = "no --out (CSV on stdout is for tabular models)" if out is None else repr(str(out))
+        raise ValueError(
+            f"--out: expected a file ending in {' or '.join(formats)} for {kind}, got {got}"
+        )
+    return suffix
+
+
+def _write(args, rows, shape, suffix, ncols, columns) -> None:
+    """The rows as a PNG grid, an NPY array or a CSV table (--out, else stdout)."""
     if suffix == ".png":
-        ncols = columns_per_class
-
-        def draw(ax: Any) -> Any:
-            return plot_image_grid(rows, ax, shape=shape, ncols=ncols)
-
+        draw = lambda ax: plot_image_grid(rows, ax, shape=shape, ncols=ncols)  # noqa: E731
         figure_writer(draw, SAMPLE_FIGURE)(args.out)
-        return 0
+        return
     if suffix == ".npy":
         with atomic_write(args.out) as handle:
             np.save(handle, rows.numpy())
-        return 0
+        return
     table = rows.numpy().reshape(rows.shape[0], -1)
-    columns = run.get("columns")
     if columns is None or len(columns) != table.shape[1]:
         columns = [f"x{i}" for i in range(table.shape[1])]
+
+    def write_csv(handle: Any) -> None:
+        # A header row, so `pyrogen evaluate --data` and pyrogen.data.load read it back.
+        np.savetxt(handle, table, delimiter=",", header=",".join(columns), comments="", fmt="%.8g")
+
     if args.out is None:
-        _write_csv(sys.stdout, table, columns)
+        write_csv(sys.stdout)
     else:
         with atomic_write(args.out, "w") as handle:
-            _write_csv(handle, table, columns)
-    return 0
+            write_csv(handle)
 
 
 def _conditions(
@@ -219,83 +224,64 @@ def _conditions(
     Returns:
         the columns of a PNG with one column per class, or None for a square grid.
     """
-    n = args.num_rows
-    classes = getattr(model, "num_classes", None)
-    if classes is None and hasattr(model, "n_components"):
-        classes = model.n_components
-    takes_y = takes_argument(model.sample, "y") and classes is not None
+    n, classes = args.num_rows, model.label_count
     if args.label is not None:
-        if not takes_y:
+        if classes is None:
             raise ValueError(
                 f"--label: expected a model with classes or components (cvae with labels, "
                 f"ssvae, gmvae), got {model.family}"
             )
         if args.label >= classes:
-            what = "component" if hasattr(model, "n_components") else "class"
-            raise ValueError(f"--label: expected a {what} in 0..{classes - 1}, got {args.label}")
-    given = given_mask(model)
-    data_options = [
-        f"--{name.replace('_', '-')}" for name in ("data", "data_dir") if getattr(args, name)
-    ]
-    ncols = None
-    if given is None:
-        if data_options:
             raise ValueError(
-                f"{', '.join(data_options)}: expected no examples for a {model.family} model "
+                f"--label: expected a {model.label_kind} in 0..{classes - 1}, got {args.label}"
+            )
+        options["y"] = torch.full((n,), args.label, dtype=torch.long)
+    given = [
+        name for name, value in (("--data", args.data), ("--data-dir", args.data_dir)) if value
+    ]
+    in_turn = args.label is None and classes is not None and model.label_kind == "class"
+    if model.given_mask is None:
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: expected no examples for a {model.family} model "
                 "that generates whole images, got some (only a cvae fitted with --observed "
                 "completes examples)"
             )
-        if args.label is not None:
-            options["y"] = torch.full((n,), args.label, dtype=torch.long)
-        elif takes_y and getattr(model, "num_classes", None) is not None:
-            options["y"] = torch.arange(n) % classes
-            ncols = classes
-        return ncols
-    if not data_options:
-        raise ValueError(
-            f"--data, --data-dir: a cvae given the {model.observed} half of each image "
-            "generates only the rest, so it needs examples to complete (--data FILE, or "
-            "--data-dir DIR for the test images); got neither"
-        )
-    # Binarized with the run's seed (--seed seeds only the draw), like the run's test rows.
-    examples = _images_for(argparse.Namespace(**{**vars(args), "seed": None}), model, run)
-    if n > examples.x.shape[0]:
-        raise ValueError(
-            f"-n: expected at most {examples.x.shape[0]}, the examples to complete in "
-            f"{examples.description}, got {n}"
-        )
-    options["observed"] = examples.x[:n]
-    if args.label is not None:
-        options["y"] = torch.full((n,), args.label, dtype=torch.long)
-    elif conditions_on_labels(model):
-        if examples.labels is not None:
-            labels = _check_classes(examples.labels, classes, examples.labels_source)
-            options["y"] = labels[:n]
-        else:
-            options["y"] = torch.arange(n) % classes
-            ncols = classes
-    return ncols
+    else:
+        if not given:
+            raise ValueError(
+                f"--data, --data-dir: a cvae given the {model.config['observed']} half of "
+                "each image generates only the rest, so it needs examples to complete "
+                "(--data FILE, or --data-dir DIR for the test images); got neither"
+            )
+        # Binarized with the run's seed (--seed seeds only the draw), like its test rows.
+        examples = images_for(argparse.Namespace(**{**vars(args), "seed": None}), model, run)
+        if n > examples.x.shape[0]:
+            raise ValueError(
+                f"-n: expected at most {examples.x.shape[0]}, the examples to complete in "
+                f"{examples.description}, got {n}"
+            )
+        options["observed"] = examples.x[:n]
+        if in_turn and model.conditions_on_labels and examples.labels is not None:
+            labels = check_classes(examples.labels, classes, examples.labels_source)
+            options["y"], in_turn = labels[:n], False
+    if in_turn:
+        options["y"] = torch.arange(n) % classes
+    return classes if in_turn else None
 
 
 def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -> dict:
     """--steps, --method and --guidance, for models that sample by a reverse process."""
-    given = {
-        flag: value
-        for flag, value in (
-            ("--steps", args.steps),
-            ("--method", args.method),
-            ("--guidance", args.guidance),
-        )
-        if value is not None
-    }
-    if not takes_argument(model.sample, "guidance"):
+    flags = (("--steps", args.steps), ("--method", args.method), ("--guidance", args.guidance))
+    given = [flag for flag, value in flags if value is not None]
+    if not takes(model.sample, "guidance"):
         if given:
             raise ValueError(f"{', '.join(given)}: expected a diffusion model, got {model.family}")
         return {}
     options: dict[str, Any] = {"steps": args.steps}
     options["method"] = args.method or ("ddim" if args.steps is not None else "ancestral")
     if args.guidance is not None:
-        if getattr(model, "num_classes", None) is None:
+        if model.label_count is None:
             raise ValueError(
                 "--guidance: expected a class-conditional model, got an unconditional one"
             )
@@ -307,10 +293,5 @@ def _drawable(model: GenerativeModel, run: dict[str, Any]) -> tuple[int, ...] | 
     """How to draw one example of an image model (from its run, else its data_shape)."""
     if run.get("image_shape"):
         return tuple(run["image_shape"])
-    data_shape = getattr(model, "data_shape", None)
+    data_shape = model.config.get("data_shape")
     return None if data_shape is None else image_shape(data_shape)
-
-
-def _write_csv(handle: Any, table: np.ndarray, columns: list[str]) -> None:
-    # A header row, so `pyrogen evaluate --data` and pyrogen.data.load read the file back.
-    np.savetxt(handle, table, delimiter=",", header=",".join(columns), comments="", fmt="%.8g")

@@ -1,8 +1,10 @@
-"""Data loading for pyrogen: validated tensors from arrays, files and named data sets."""
+"""Data loading for pyrogen: validated tensors from arrays, files and named data sets, and
+image data for training and scoring (splits, labels, binarization)."""
 
 from __future__ import annotations
 
 from pyrogen.data.datasets import (
+    BINARIZED_MNIST_FILE,
     BINARIZED_MNIST_SPLITS,
     DATASETS,
     MNIST_SPLITS,
@@ -13,6 +15,30 @@ from pyrogen.data.datasets import (
     load_dataset,
     mnist,
     old_faithful,
+)
+from pyrogen.data.images import (
+    BINARIZE_MODES,
+    BINARIZE_THRESHOLD,
+    IMAGE_DATASETS,
+    IMAGE_KEYS,
+    LABEL_KEYS,
+    TEST_FRACTION,
+    ImageSplit,
+    as_rows,
+    balanced_labels,
+    binarize,
+    check_classes,
+    check_unit_interval,
+    count_classes,
+    default_binarization,
+    describe_binarization,
+    describe_counts,
+    dynamic_binarization,
+    image_data_shape,
+    label_vector,
+    load_image_dataset,
+    read_labelled_array,
+    split_train_test,
 )
 from pyrogen.data.loaders import SUPPORTED_FORMATS, load, load_csv, load_idx, load_npy
 from pyrogen.data.validation import (
@@ -25,6 +51,29 @@ from pyrogen.data.validation import (
 )
 
 __all__ = [
+    "BINARIZED_MNIST_FILE",
+    "BINARIZE_MODES",
+    "BINARIZE_THRESHOLD",
+    "IMAGE_DATASETS",
+    "IMAGE_KEYS",
+    "LABEL_KEYS",
+    "TEST_FRACTION",
+    "ImageSplit",
+    "as_rows",
+    "balanced_labels",
+    "binarize",
+    "check_classes",
+    "check_unit_interval",
+    "count_classes",
+    "default_binarization",
+    "describe_binarization",
+    "describe_counts",
+    "dynamic_binarization",
+    "image_data_shape",
+    "label_vector",
+    "load_image_dataset",
+    "read_labelled_array",
+    "split_train_test",
     "BINARIZED_MNIST_SPLITS",
     "DATASETS",
     "MNIST_SPLITS",

@@ -1,0 +1,466 @@
+"""What ``pyrogen fit FAMILY`` needs to know of a family beyond its constructor's signature,
+keyed by family name: whether it reads images or a table, choices and aliases of its
+options, and its own workflow where it has one (the mixture's ``--components auto`` and
+NUTS, the labels of the VAE variants, the diffusion model's latent and conditional modes).
+A family missing here gets a working command from its signature alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyrogen.cli.data import as_option_errors
+from pyrogen.cli.options import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    share,
+)
+from pyrogen.data import (
+    ImageSplit,
+    balanced_labels,
+    check_classes,
+    count_classes,
+    describe_counts,
+)
+from pyrogen.infer.callbacks import Callback
+from pyrogen.infer.engine import fit
+from pyrogen.infer.inference_data import to_inference_data
+from pyrogen.infer.mixtures import mixture_nuts, select_n_components
+from pyrogen.models import REGISTRY, GenerativeModel, load
+from pyrogen.models import diffusion as diffusion_module
+from pyrogen.models import vae as vae_module
+from pyrogen.models.conditional_vae import HALVES
+from pyrogen.models.gmm import INFERENCE_METHODS
+from pyrogen.models.mixture_em import COVARIANCE_TYPES
+from pyrogen.nn import KINDS as NETWORKS
+from pyrogen.nn.flows import FLOWS
+from pyrogen.nn.schedules import SCHEDULES
+
+#: Largest K tried by ``pyrogen fit gmm --components auto``.
+MAX_AUTO_COMPONENTS = 8
+#: Chains of ``--inference nuts``: two, so that R-hat can compare them.
+NUTS_CHAINS = 2
+
+
+@dataclass
+class Setup:
+    """What a family's workflow makes of the labels: its constructor keywords, the labels
+    ``fit`` gets (-1: unlabelled), those of the test rows (for the report), entries of
+    summary.json and callbacks of the fit."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Any] = field(default_factory=list)
+
+
+def test_labels_only(args: argparse.Namespace, data: ImageSplit | None) -> Setup:
+    """Families trained without labels: test labels, where known, only colour latent.png."""
+    return Setup(test_labels=None if data is None else data.test_labels)
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A family's part of ``pyrogen fit`` that its constructor's signature cannot say.
+
+    Attributes:
+        images: it reads images (``--data-dir`` or ``--data``, split into training and test
+            rows, binarized, the test rows scored); otherwise one table, fitted whole.
+        default_epochs: epochs when neither ``--steps`` nor ``--epochs`` is given (None: the
+            family's ``fit_defaults``).
+        aliases: constructor argument -> another spelling of its option.
+        choices, types, defaults, helps: per constructor argument, where the signature's
+            type, default or docstring is not what the option takes or says.
+        hidden: constructor arguments without an option (the workflow sets them).
+        same_as: constructor argument -> the one whose value it takes when not given.
+        labels: what ``--labels`` does for it (None: no labels options).
+        add_options: the workflow's own options.
+        before_data: constructor keywords decided before the data are read (the likelihood
+            that decides the binarization).
+        configure: the labels' use, once the data are read.
+        train: replaces the one :func:`pyrogen.fit` call: ``train(args, family, options, x,
+            fit_options)`` returns the model, the FitResult, InferenceData and summary entries.
+    """
+
+    images: bool = False
+    default_epochs: int | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    types: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    helps: Mapping[str, str] = field(default_factory=dict)
+    hidden: tuple[str, ...] = ()
+    same_as: Mapping[str, str] = field(default_factory=dict)
+    labels: str | None = None
+    num_classes: bool = True
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None
+    before_data: Callable[[argparse.Namespace, str | None], dict[str, Any]] | None = None
+    configure: Callable[[argparse.Namespace, ImageSplit | None], Setup] = test_labels_only
+    train: Callable[..., tuple[GenerativeModel, Any, Any, dict[str, Any]]] | None = None
+
+
+# --- gmm ----------------------------------------------------------------------------------
+def _components(text: str) -> int | str:
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return text if text == "auto" else int(text)
+
+
+def _add_gmm_options(group: argparse.ArgumentParser) -> None:
+    group.add_argument(
+        "--num-samples", type=positive_int, default=500, metavar="N",
+        help="posterior draws (per chain for nuts; default 500)",
+    )  # fmt: skip
+    group.add_argument(
+        "--warmup", type=non_negative_int, default=500, metavar="N",
+        help="NUTS warm-up steps per chain (default 500)",
+    )  # fmt: skip
+
+
+def _train_gmm(
+    args: argparse.Namespace, family: type, options: dict[str, Any], x: torch.Tensor, fit_options
+) -> tuple[GenerativeModel, Any, Any, dict[str, Any]]:
+    """Choose K (BIC over MAP fits) if asked, fit, and get the posterior as InferenceData."""
+    extra: dict[str, Any] = {"inference": options.get("inference", "map")}
+    nuts = extra["inference"] == "nuts"
+    if nuts:  # NUTS starts from the MAP point
+        options["inference"] = "map"
+    if options.get("n_components", "auto") == "auto":
+        candidates = range(1, min(MAX_AUTO_COMPONENTS, x.shape[0]) + 1)
+        chosen = {**options, "inference": "map"}
+        chosen.pop("n_components", None)
+        best, scores = select_n_components(x, candidates, criterion="bic", **chosen, **fit_options)
+        options["n_components"] = best.n_components
+        extra["selection"] = {"criterion": "bic", "scores": {str(k): v for k, v in scores.items()}}
+    # The chosen K is fitted again with the same seed (a MAP refit reproduces the selected
+    # fit exactly) to get its FitResult.
+    model = family(**options)
+    result = fit(model, x, **fit_options)
+    if not nuts:
+        idata = to_inference_data(model, x, num_samples=args.num_samples, seed=args.seed)
+        return model, result, idata, extra
+    idata = mixture_nuts(
+        model, x, num_samples=args.num_samples, warmup=args.warmup, num_chains=NUTS_CHAINS,
+        seed=args.seed, progress=not args.quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    extra["mcmc"] = {
+        "num_chains": NUTS_CHAINS,
+        "num_samples": args.num_samples,
+        "warmup": args.warmup,
+        "divergences": int(idata.sample_stats["diverging"].sum()),
+    }
+    return model, result, idata, extra
+
+
+# --- the VAE variants ----------------------------------------------------------------------
+def _classes(args: argparse.Namespace, data: ImageSplit, *, unlabelled: bool = False):
+    """C and the training and test labels checked against it."""
+    source = data.labels_source
+    classes = count_classes([data.train_labels, data.test_labels], source, args.num_classes)
+    train = check_classes(data.train_labels, classes, source, unlabelled=unlabelled)
+    test = data.test_labels
+    if test is not None:
+        test = check_classes(test, classes, source, unlabelled=unlabelled)
+    return classes, train, test
+
+
+def _configure_cvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
+    if args.no_labels and (args.labels is not None or args.num_classes is not None):
+        given = "--labels" if args.labels is not None else "--num-classes"
+        raise ValueError(f"--no-labels, {given}: expected at most one of them, got both")
+    use = data.train_labels is not None and not args.no_labels
+    if not use and args.model_observed is None:
+        why = "--no-labels" if args.no_labels else (
+            "no labels in the data (MNIST --data-dir has them; with --data give --labels "
+            "FILE|KEY)"
+        )  # fmt: skip
+        raise ValueError(
+            "--observed, --labels: expected a condition (labels, or --observed "
+            f"{'|'.join(HALVES)}), got neither ({why})"
+        )
+    if args.num_classes is not None and data.train_labels is None:
+        raise ValueError(
+            f"--num-classes: expected labels to go with it (--labels), got none for "
+            f"{args.num_classes} classes"
+        )
+    if not use:
+        source = data.labels_source
+        extra = {"labels": f"{source}: not used (--no-labels)"} if source else {}
+        return Setup(test_labels=data.test_labels, extra=extra)
+    classes, train, test = _classes(args, data)
+    return Setup(
+        options={"num_classes": classes},
+        train_labels=train,
+        test_labels=test,
+        extra={"labels": f"{data.labels_source}: the condition y, classes 0..{classes - 1}"},
+    )
+
+
+def _add_cvae_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="ignore the data's labels (then --observed is needed); by default the model is "
+        "conditioned on them wherever the data have labels, and its bounds are of "
+        "log p(x | y)",
+    )
+
+
+def _add_ssvae_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--labelled",
+        type=positive_int,
+        metavar="N",
+        help="keep the labels of N training rows, as many of each class as the rows allow "
+        "(chosen at random with --seed), and train on every other row unlabelled; default: "
+        "the labels as the data give them (-1 = unlabelled), for MNIST all of them",
+    )
+
+
+def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
+    if data.train_labels is None:
+        raise ValueError(
+            "--labels: expected labels for the semi-supervised VAE (MNIST --data-dir has "
+            "them; with --data give --labels FILE|KEY, -1 for unlabelled rows), got none"
+        )
+    classes, train, test = _classes(args, data, unlabelled=True)
+    rows = train.shape[0]
+    if args.labelled is not None:
+        with as_option_errors():
+            train, counts = balanced_labels(train, args.labelled, classes, args.seed)
+        how = (
+            f"{args.labelled} of the {rows} training rows keep their labels "
+            f"({describe_counts(counts)}, chosen at random with seed {args.seed}); the "
+            f"other {rows - args.labelled} are unlabelled"
+        )
+    else:
+        known = int((train >= 0).sum())
+        if known == 0:
+            raise ValueError(
+                f"{data.labels_source}: expected some labelled training rows (labels >= 0), "
+                f"got none of {rows}"
+            )
+        how = f"{known} of the {rows} training rows labelled" + (
+            " (all of them: supervised; --labelled N keeps N)" if known == rows else ""
+        )
+    extra = {"labels": f"{data.labels_source}, classes 0..{classes - 1}: {how}"}
+    return Setup({"num_classes": classes}, train, test, extra)
+
+
+class ComponentStart(Callback):
+    """Starts a mixture prior's components from the codes of the training rows
+    (``init_components``) at the start of epoch ``warmup``; with ``warmup`` None, after one
+    epoch where the run is longer than that. Runs in every training process."""
+
+    all_processes = True
+
+    def __init__(self, warmup: int | None, seed: int) -> None:
+        self.warmup, self.seed, self.description = warmup, seed, ""
+
+    def on_fit_start(self, loop: Any) -> None:
+        per_epoch, steps = loop.config.steps_per_epoch, loop.config.steps
+        if self.warmup is not None and self.warmup * per_epoch >= steps:
+            raise ValueError(
+                f"--warmup-epochs: expected fewer epochs than the run's {steps / per_epoch:g} "
+                "(the components are initialised after the warm-up, then trained on), got "
+                f"{self.warmup}"
+            )
+        if self.warmup is None and per_epoch < steps:
+            self.warmup = 1
+        if self.warmup is None:
+            self.description = (
+                "not initialised from the codes (no warm-up in a run of one epoch; "
+                "--warmup-epochs 0 initialises them before training)"
+            )
+
+    @property
+    def summary(self) -> dict[str, str]:
+        """Its entry of summary.json: how the components started."""
+        return {"component_init": self.description}
+
+    def on_epoch_start(self, loop: Any, epoch: int) -> None:
+        if epoch == self.warmup:
+            loop.model.init_components(loop.x, seed=self.seed)
+            when = f"after {epoch} warm-up epoch(s)" if epoch else "before training"
+            self.description = (
+                "initialised from a diagonal Gaussian mixture fitted to the codes of the "
+                f"{loop.x.shape[0]} training rows {when}"
+            )
+
+
+def _add_gmvae_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--warmup-epochs",
+        type=non_negative_int,
+        metavar="E",
+        help="train E epochs, then start the components from a diagonal Gaussian mixture "
+        "fitted to the training rows' codes (init_components), then train on; 0 does it "
+        "before training. Default 1 when the run is longer, else the components keep their "
+        "random start",
+    )
+
+
+def _configure_gmvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
+    extra = {}
+    if data.labels_source is not None:
+        extra["labels"] = f"{data.labels_source}: not used in training; they score the clusters"
+    start = ComponentStart(args.warmup_epochs, args.seed)
+    return Setup(test_labels=data.test_labels, extra=extra, callbacks=[start])
+
+
+# --- diffusion ------------------------------------------------------------------------------
+def _add_diffusion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--autoencoder",
+        type=Path,
+        metavar="RUN",
+        help="latent diffusion: model the codes of this trained VAE (a `pyrogen fit vae` run "
+        "folder or model file), kept frozen; samples are decoded by it",
+    )
+    parser.add_argument(
+        "--conditional",
+        action="store_true",
+        help="condition on the data's labels (MNIST --data-dir has them; with --data give "
+        "--labels), dropping a share of them in training so that guidance works",
+    )
+
+
+def _diffusion_before_data(args: argparse.Namespace, dataset: str | None) -> dict[str, Any]:
+    """The likelihood (default from the data) and the frozen autoencoder of latent diffusion."""
+    options: dict[str, Any] = {}
+    likelihood = args.model_likelihood
+    if args.autoencoder is not None:
+        model_file = args.autoencoder
+        if model_file.is_dir():
+            model_file = model_file / "model.pt"
+        options["autoencoder"] = load(model_file)
+        options["data_shape"] = tuple(options["autoencoder"].data_shape)
+        if likelihood not in (None, "gaussian"):
+            raise ValueError(
+                f"--likelihood: the codes of --autoencoder are real vectors, expected gaussian, "
+                f"got {likelihood}"
+            )
+        likelihood = "gaussian"
+    elif likelihood is None:
+        binary = dataset == "binarized-mnist" or args.binarize not in (None, "none")
+        likelihood = "bernoulli" if binary else "discretized" if dataset == "mnist" else "gaussian"
+    if args.binarize not in (None, "none") and likelihood != "bernoulli" and not options:
+        raise ValueError(
+            f"--binarize: {args.binarize} gives 0/1 data, for --likelihood bernoulli; got "
+            f"{likelihood}"
+        )
+    return {**options, "likelihood": likelihood}
+
+
+def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
+    extra = {} if args.autoencoder is None else {"autoencoder": str(args.autoencoder)}
+    if not args.conditional:
+        return Setup(extra=extra)
+    if data.train_labels is None:
+        raise ValueError(
+            "--conditional: expected labels in the data (MNIST --data-dir has them; with "
+            "--data give --labels FILE|KEY), got none"
+        )
+    classes, train, test = _classes(args, data)
+    extra["labels"] = f"{data.labels_source}: the condition y, classes 0..{classes - 1}"
+    return Setup({"num_classes": classes}, train, test, extra)
+
+
+# --- the table --------------------------------------------------------------------------------
+_VAE_CHOICES = {
+    "likelihood": vae_module.LIKELIHOODS,
+    "encoder": NETWORKS,
+    "decoder": NETWORKS,
+    "classifier": NETWORKS,
+    "objective": vae_module.OBJECTIVES,
+    "posterior": vae_module.POSTERIORS,
+}
+_VAE = {
+    "images": True,
+    "default_epochs": 10,
+    "aliases": {"num_particles": "--particles"},
+    "choices": _VAE_CHOICES,
+    "types": {"beta": positive_float},
+    "same_as": {"decoder": "encoder"},
+}
+
+SPECS: dict[str, FamilySpec] = {
+    "gmm": FamilySpec(
+        aliases={"n_components": "--components"},
+        choices={"covariance": COVARIANCE_TYPES, "inference": (*INFERENCE_METHODS, "nuts")},
+        types={"n_components": _components},
+        defaults={"n_components": "auto"},
+        helps={
+            "n_components": f"number of components, or 'auto' to choose K in "
+            f"1..{MAX_AUTO_COMPONENTS} by BIC",
+            "inference": "map (point estimates), variational (mean-field posterior) or nuts "
+            f"(MAP, then collapsed NUTS with {NUTS_CHAINS} chains)",
+        },
+        add_options=_add_gmm_options,
+        train=_train_gmm,
+    ),
+    "vae": FamilySpec(**_VAE),
+    "cvae": FamilySpec(
+        **_VAE,
+        hidden=("num_classes",),
+        labels="the model is conditioned on them",
+        add_options=_add_cvae_options,
+        configure=_configure_cvae,
+    ),
+    "ssvae": FamilySpec(
+        **{**_VAE, "types": {"classifier_weight": non_negative_float, "labelled_share": share}},
+        hidden=("num_classes",),
+        labels="-1 marks an unlabelled row",
+        add_options=_add_ssvae_options,
+        configure=_configure_ssvae,
+    ),
+    "gmvae": FamilySpec(
+        **{**_VAE, "aliases": {"num_particles": "--particles", "n_components": "--components"}},
+        labels="only scored: the clustering accuracy of the test rows",
+        num_classes=False,
+        add_options=_add_gmvae_options,
+        configure=_configure_gmvae,
+    ),
+    "flow": FamilySpec(choices={"flow": FLOWS}, hidden=("num_classes", "context_dim")),
+    "diffusion": FamilySpec(
+        images=True,
+        default_epochs=10,
+        choices={
+            "schedule": SCHEDULES,
+            "prediction": diffusion_module.PREDICTIONS,
+            "likelihood": diffusion_module.LIKELIHOODS,
+            "objective": diffusion_module.OBJECTIVES,
+            "denoiser": ("mlp", "unet"),
+        },
+        helps={
+            "likelihood": "p(x | z_0): discretized (8-bit levels; default for --data-dir "
+            "mnist), bernoulli (0/1 data; default for binarized-mnist and with --binarize), "
+            "gaussian (real values; default for a --data file)",
+        },
+        hidden=("num_classes", "autoencoder"),
+        labels="the model is conditioned on them (with --conditional)",
+        add_options=_add_diffusion_options,
+        before_data=_diffusion_before_data,
+        configure=_configure_diffusion,
+    ),
+}
+
+
+def spec_of(family: str) -> FamilySpec:
+    """The family's spec; a family without one gets the signature's options alone."""
+    return SPECS.get(family, FamilySpec())
+
+
+def families() -> dict[str, type]:
+    """Every family ``pyrogen fit`` offers: those of :data:`pyrogen.models.REGISTRY`."""
+    return dict(REGISTRY)

@@ -1,0 +1,200 @@
+"""What the commands print: the summary of a fit and the numbers of a score, each named
+with the bound it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: How a line names each term of an ELBO a family reports beside it.
+_TERMS = {"reconstruction": "recon.", "prior": "prior KL", "diffusion": "diff. KLs"}
+
+
+def processes(training: dict[str, Any]) -> str:
+    """ ", in N processes" for a data-parallel run; nothing for one process."""
+    count = training.get("processes", 1)
+    return f", in {count} data-parallel processes" if count > 1 else ""
+
+
+def describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) -> str:
+    """The human summary of a fit: data, model, fit statistics, parameters, run folder."""
+    test = summary.get("test")
+    if test is None:
+        data = f"{summary.get('data', '?')}: {describe_shape(shape)}"
+        if summary.get("columns"):
+            data += f" ({', '.join(summary['columns'])})"
+        lines = [f"data            {data}"]
+    else:
+        lines = [
+            f"data            {summary.get('data', '?')}",
+            f"shapes          train {shape[0]} rows, test {test['n_rows']} rows of shape "
+            f"{tuple(shape[1:])}"
+            + (
+                f"; latent z ({summary['config']['latent_dim']},)"
+                if "latent_dim" in summary.get("config", {})
+                else ""
+            ),
+        ]
+    preprocessing = summary.get("preprocessing")
+    if preprocessing:
+        lines.append(
+            f"preprocessing   --binarize {preprocessing['binarize']}: "
+            f"{preprocessing['description']}"
+        )
+    if summary.get("labels"):
+        lines.append(f"labels          {summary['labels']}")
+    lines.append(f"model           {describe_model(summary)}")
+    training = summary.get("training")
+    if training and "epochs" in summary:
+        lines.append(
+            f"training        {summary['epochs']:g} epoch(s): {training['steps']} steps of up to "
+            f"{summary['batch_size']} rows, {training['time_s']:.1f} s on {training['device']}"
+            + processes(training)
+        )
+    selection = summary.get("selection")
+    if "n_components" in summary:
+        how = f" (chosen by {selection['criterion'].upper()})" if selection else ""
+        if summary.get("component_init"):
+            how += f"; {summary['component_init']}"
+        lines.append(f"components      {summary['n_components']}{how}")
+    if selection:
+        chosen = str(summary["n_components"])
+        for k, score_ in selection["scores"].items():
+            mark = "  <- chosen" if k == chosen else ""
+            lines.append(f"  K={k:<3} {selection['criterion'].upper()} {score_:12.2f}{mark}")
+    lines.extend(fit_statistics(summary))
+    if test is not None:
+        lines.extend(score_lines(test, prefix="test "))
+    if "mcmc" in summary:
+        mcmc = summary["mcmc"]
+        lines.append(
+            f"NUTS            {mcmc['num_chains']} chains x {mcmc['num_samples']} draws "
+            f"({mcmc['warmup']} warm-up), {mcmc['divergences']} divergences"
+        )
+    if "weights" in summary and "means" in summary:
+        lines.append("")
+        lines.extend(parameter_table(summary["weights"], summary["means"], summary.get("columns")))
+    lines.append("")
+    lines.append(f"run folder      {path}")
+    return "\n".join(lines)
+
+
+def fit_statistics(summary: dict[str, Any]) -> list[str]:
+    """Log-likelihood per row and the information criteria, where the model has them."""
+    lines = []
+    if "log_likelihood_per_row" in summary:
+        lines.append(
+            f"log-likelihood  {summary['log_likelihood_per_row']:.4f} nats per row "
+            "(exact, at the point estimates, mean over rows)"
+        )
+    for criterion in ("bic", "aic"):
+        if criterion in summary:
+            lines.append(f"{criterion.upper():<15} {summary[criterion]:.2f}")
+    return lines
+
+
+def score_lines(stats: dict[str, Any], prefix: str) -> list[str]:
+    """The numbers of :func:`~pyrogen.diagnostics.score`, each with the bound it is and the
+    quantity it bounds (log p(x), or a conditional one such as log p(x | y))."""
+    quantity = stats.get("quantity", "log p(x)")
+    lines = []
+    if "elbo_per_example" in stats:
+        lines.append(
+            label(f"{prefix}ELBO")
+            + f"{stats['elbo_per_example']:.4f} nats per example (a lower bound on {quantity})"
+        )
+    bounds = ("elbo_per_example", "log_likelihood_per_example")
+    terms = [key for key in stats if key.endswith("_per_example") and key not in bounds]
+    if terms:  # the ELBO's terms stand in for a tighter bound
+        for key in terms:
+            term = key.removesuffix("_per_example")
+            name = _TERMS.get(term, term)
+            lines.append(label(f"{prefix}{name}") + f"{stats[key]:.4f} nats per example")
+        lines.append(
+            label(f"{prefix}bits/dim")
+            + f"{stats['bits_per_dim']:.4f} (from the ELBO; {stats['step_samples']} step "
+            "draw(s) per example)"
+        )
+        return lines
+    bound = f"IWAE bound, K = {stats['iw_samples']}" if "iw_samples" in stats else "exact"
+    name, value = f"{prefix}{quantity}", f"{stats['log_likelihood_per_example']:.4f}"
+    if len(name) < 16:
+        lines.append(label(name) + f"{value} nats per example ({bound})")
+    else:  # a long conditional quantity goes after the number
+        lines.append(label(f"{prefix}log-lik.") + f"{value} nats per example: {quantity} ({bound})")
+    if "bits_per_dim" in stats:
+        lines.append(label(f"{prefix}bits/dim") + f"{stats['bits_per_dim']:.4f} (from the {bound})")
+    rows = stats.get("labelled_rows")
+    if "accuracy" in stats:
+        lines.append(
+            label(f"{prefix}accuracy")
+            + f"{stats['accuracy']:.4f} of {rows} labelled rows (predict: the most probable "
+            "class under the classifier q(y | x))"
+        )
+    if "clustering_accuracy" in stats:
+        lines.append(
+            label(f"{prefix}clustering")
+            + f"{stats['clustering_accuracy']:.4f} accuracy on {rows} labelled rows (each "
+            "component matched to one label, the best one-to-one matching)"
+        )
+    return lines
+
+
+def label(text: str) -> str:
+    """A line's name, padded to the column of values (16 characters)."""
+    return f"{text:<15} "
+
+
+def describe_model(summary: dict[str, Any]) -> str:
+    config = summary.get("config", {})
+    details = [f"{config['covariance']} covariance"] if "covariance" in config else []
+    if config.get("num_classes"):
+        details.append(f"{config['num_classes']} classes")
+    if "n_components" in config and "latent_dim" in config:  # a mixture prior (gmvae)
+        details.append(f"{config['n_components']} components")
+    observed = config.get("observed")
+    if observed is not None:
+        details.append(
+            f"given the {observed} half" if isinstance(observed, str) else "given a fixed mask"
+        )
+    for key in ("encoder", "likelihood", "objective"):
+        if key in config:
+            details.append(f"{config[key]} {key}")
+    if "classifier_weight" in config:
+        details.append(f"classifier weight {config['classifier_weight']:g}")
+        details.append(f"labelled share {config['labelled_share']:g}")
+    if config.get("beta", 1) != 1:
+        details.append(f"beta {config['beta']:g}")
+    if config.get("num_particles", 1) > 1:
+        details.append(f"{config['num_particles']} particles")
+    # A run's own record of its inference wins: a NUTS run's model is configured as MAP.
+    inference = summary.get("inference", config.get("inference"))
+    if inference is not None:
+        details.append(f"{inference} inference")
+    return ", ".join([summary["family"], *details])
+
+
+def describe_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) == 2:
+        return f"{shape[0]} rows x {shape[1]} columns"
+    return f"{shape[0]} rows of shape {tuple(shape[1:])}"
+
+
+def parameter_table(
+    weights: list[float], means: list[list[float]], columns: list[str] | None
+) -> list[str]:
+    """Weights and means, one row per component, as aligned text."""
+    n_features = len(means[0])
+    names = (
+        columns if columns and len(columns) == n_features else [f"x{i}" for i in range(n_features)]
+    )
+    header = ["component", "weight", *[f"mean {name}" for name in names]]
+    rows = [
+        [str(k), f"{weight:.4f}", *[f"{value:.4g}" for value in mean]]
+        for k, (weight, mean) in enumerate(zip(weights, means, strict=True))
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]

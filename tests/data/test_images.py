@@ -1,0 +1,205 @@
+"""Image data for training and scoring: data sets from a folder, arrays with labels, splits,
+binarization (also as the ``epoch_transform`` of :func:`pyrogen.fit`) and label checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyrogen
+from pyrogen.data import (
+    as_rows,
+    balanced_labels,
+    binarize,
+    check_classes,
+    count_classes,
+    default_binarization,
+    describe_binarization,
+    describe_counts,
+    dynamic_binarization,
+    image_data_shape,
+    load_image_dataset,
+    read_labelled_array,
+    split_train_test,
+)
+
+
+def test_dynamic_binarization_resamples_every_epoch():
+    """Each epoch trains on a fresh Bernoulli sample of the grey images."""
+    seen = []
+
+    def recording(x, epoch, generator):
+        rows = dynamic_binarization(x, epoch, generator)
+        seen.append(rows.clone())
+        return rows
+
+    grey = torch.full((40, 16), 0.5)
+    model = pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
+    result = pyrogen.fit(
+        model, grey, steps=8, batch_size=10, seed=0, epoch_transform=recording, progress=False
+    )
+    assert result.steps == 8 and len(result.losses) == 8 and len(seen) == 2
+    assert all(set(x.unique().tolist()) == {0.0, 1.0} for x in seen)
+    assert not torch.equal(seen[0], seen[1])
+
+
+def _vae() -> pyrogen.VAE:
+    torch.manual_seed(3)  # the same initial weights
+    return pyrogen.VAE((16,), latent_dim=2, hidden=(8,))
+
+
+def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_dynamic_binarization_of_binary_data_trains_as_without_it_and_resumes_exactly(tmp_path):
+    """With data that sampling cannot change (0s and 1s), the fit with the transform equals
+    one without it, step for step; one stopped and resumed from a checkpoint equals both."""
+    binary = (torch.rand(40, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    options = {"batch_size": 16, "seed": 2, "progress": False}
+    models = [_vae() for _ in range(3)]
+    whole = pyrogen.fit(models[0], binary, steps=10, **options)
+    sampled = pyrogen.fit(
+        models[1], binary, steps=10, epoch_transform=dynamic_binarization, **options
+    )
+    assert sampled.losses == whole.losses
+    _assert_same_state(models[0], models[1])
+
+    checkpoint = tmp_path / "training.pt"
+    resumable = {"epoch_transform": dynamic_binarization, "checkpoint": checkpoint, **options}
+    pyrogen.fit(models[2], binary, steps=4, **resumable)
+    resumed = pyrogen.fit(models[2], binary, steps=10, resume=True, **resumable)
+    assert resumed.losses == whole.losses
+    _assert_same_state(models[0], models[2])
+
+
+def test_a_resumed_dynamic_binarization_draws_the_same_samples(tmp_path):
+    seen: dict[str, list[torch.Tensor]] = {"whole": [], "resumed": []}
+
+    def recorder(key):
+        def record(x, epoch, generator):
+            rows = dynamic_binarization(x, epoch, generator)
+            seen[key].append(rows.clone())
+            return rows
+
+        return record
+
+    grey = torch.full((20, 16), 0.5)
+    options = {"batch_size": 10, "seed": 1, "progress": False}
+    pyrogen.fit(_vae(), grey, steps=6, epoch_transform=recorder("whole"), **options)
+    model, checkpoint = _vae(), tmp_path / "training.pt"
+    pyrogen.fit(model, grey, steps=2, checkpoint=checkpoint, epoch_transform=recorder("resumed"),
+                **options)  # fmt: skip
+    pyrogen.fit(model, grey, steps=6, checkpoint=checkpoint, resume=True,
+                epoch_transform=recorder("resumed"), **options)  # fmt: skip
+    assert len(seen["whole"]) == len(seen["resumed"]) == 3
+    for a, b in zip(seen["whole"], seen["resumed"], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_binarize_modes():
+    x = torch.tensor([[0.2, 0.5, 0.9]])
+    assert binarize(x, "none") is x
+    assert binarize(x, "threshold").tolist() == [[0.0, 0.0, 1.0]]
+    sample = binarize(torch.full((50, 20), 0.5), "dynamic", seed=3)
+    assert torch.equal(sample, binarize(torch.full((50, 20), 0.5), "dynamic", seed=3))
+    assert set(sample.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="binarize: expected one of"):
+        binarize(x, "banana")
+    assert default_binarization("mnist", "bernoulli") == "dynamic"
+    assert default_binarization("mnist", "gaussian") == "none"
+    assert default_binarization(None, "bernoulli") == "none"
+    grey = describe_binarization("none", seed=0, likelihood="bernoulli", x=x)
+    assert "binary cross-entropy" in grey
+    assert "seed 4" in describe_binarization("dynamic", seed=4, likelihood="bernoulli", x=x)
+
+
+def test_split_train_test_is_seeded_and_holds_out_a_tenth():
+    x, y = torch.arange(120.0).reshape(120, 1), torch.arange(120) % 3
+    split = split_train_test(x, y, seed=0, source="images.npy")
+    assert split.train.shape[0] == 108 and split.test.shape[0] == 12
+    assert "split at random (seed 0) into 108 training and 12 test rows" in split.description
+    assert torch.equal(split.train_labels, split.train[:, 0].long() % 3)
+    again = split_train_test(x, y, seed=0)
+    assert torch.equal(again.test, split.test)
+    assert not torch.equal(split_train_test(x, y, seed=1).test, split.test)
+    with pytest.raises(ValueError, match="expected at least 2 rows"):
+        split_train_test(x[:1], seed=0)
+
+
+def test_read_labelled_array_from_an_npz_or_a_labels_file(tmp_path):
+    images, labels = np.zeros((6, 2, 2), np.float32), np.array([0, 1, 2, 0, 1, 2])
+    npz = tmp_path / "classes.npz"
+    np.savez(npz, x=images, y=labels)
+    x, y, source = read_labelled_array(npz)
+    assert x.shape == (6, 2, 2) and y.tolist() == labels.tolist()
+    assert source == f"{npz}['y']"
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", labels)
+    x, y, source = read_labelled_array(tmp_path / "images.npy", labels=str(tmp_path / "labels.npy"))
+    assert y.dtype == torch.int64 and source == str(tmp_path / "labels.npy")
+    assert read_labelled_array(tmp_path / "images.npy")[1:] == (None, None)
+    with pytest.raises(ValueError, match=r"labels: expected a labels file or an array of .*"):
+        read_labelled_array(npz, labels="nope")
+    np.save(tmp_path / "short.npy", labels[:2])
+    with pytest.raises(ValueError, match="expected 6 labels, one per row of .*images.npy, got 2"):
+        read_labelled_array(tmp_path / "images.npy", labels=str(tmp_path / "short.npy"))
+    np.save(tmp_path / "halves.npy", labels + 0.5)
+    with pytest.raises(ValueError, match="expected integer class labels, got 0.5 at row 0"):
+        read_labelled_array(tmp_path / "images.npy", labels=str(tmp_path / "halves.npy"))
+    np.savez(tmp_path / "odd.npz", a=images, b=images, c=labels)
+    with pytest.raises(ValueError, match="data: expected an NPZ archive holding the images"):
+        read_labelled_array(tmp_path / "odd.npz")
+
+
+def test_class_counts_and_checks():
+    labels = torch.tensor([0, 1, 2, 2])
+    assert count_classes([labels, None], "y") == 3
+    assert count_classes([labels], "y", num_classes=5) == 5
+    with pytest.raises(ValueError, match=r"y: expected labels in 0..1 \(--num-classes 2\), got 2"):
+        count_classes([labels], "y", num_classes=2)
+    with pytest.raises(ValueError, match="expected labels of at least 2 classes"):
+        count_classes([torch.zeros(3, dtype=torch.long)], "y")
+    with pytest.raises(ValueError, match=r"y: expected labels in 0..2, got -1 in 1 row\(s\)"):
+        check_classes(torch.tensor([0, -1]), 3, "y")
+    assert check_classes(torch.tensor([0, -1]), 3, "y", unlabelled=True).tolist() == [0, -1]
+
+
+def test_balanced_labels():
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 2)
+    kept, counts = balanced_labels(labels, 12, 3, seed=0)
+    assert counts == [5, 5, 2]  # class 2 has only 2 rows: the others share the rest
+    assert int((kept >= 0).sum()) == 12 and bool((kept[kept >= 0] == labels[kept >= 0]).all())
+    _, counts = balanced_labels(labels, 4, 3, seed=1)
+    assert sorted(counts) == [1, 1, 2]
+    smaller, _ = balanced_labels(labels, 3, 3, seed=0)
+    assert bool((kept[smaller >= 0] >= 0).all())  # with one seed, the sets are nested
+    assert describe_counts([5, 5, 2]) == "2 to 5 per class" and describe_counts([3, 3]) == (
+        "3 per class"
+    )
+    with pytest.raises(ValueError, match=r"labelled: expected at most 22 \(the training rows"):
+        balanced_labels(labels, 100, 3, seed=0)
+
+
+def test_shapes_for_the_networks():
+    assert image_data_shape((28, 28), "mlp") == (784,)
+    assert image_data_shape((28, 28), "conv") == (1, 28, 28)
+    assert image_data_shape((3, 8, 8), "conv") == (3, 8, 8)
+    with pytest.raises(ValueError, match=r"encoder: expected images, .* got examples of shape"):
+        image_data_shape((5,), "conv")
+    assert as_rows(torch.zeros(4, 8, 8), (1, 8, 8)).shape == (4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"t.npy: expected examples of shape \(1, 8, 8\)"):
+        as_rows(torch.zeros(4, 5), (1, 8, 8), "t.npy")
+
+
+def test_load_image_dataset_from_the_shared_folder(shared_data):
+    split = load_image_dataset(shared_data / "mnist")
+    assert split.train.shape == (60_000, 28, 28) and split.test.shape == (10_000, 28, 28)
+    assert split.train_labels.shape == (60_000,) and split.test_labels.max() == 9
+    assert "train split (60000 rows) for training, test split (10000 rows)" in split.description
+    test_only = load_image_dataset(shared_data / "mnist", train=False)
+    assert test_only.train is None and test_only.dataset == "mnist"
+    with pytest.raises(FileNotFoundError):
+        load_image_dataset(shared_data / "nowhere")
