@@ -73,9 +73,33 @@ class _RecordsConstruction(type(PyroModule)):
     @property
     def __signature__(cls) -> inspect.Signature:
         # inspect would otherwise report this __call__'s (*args, **kwargs) for every family;
-        # the command line and config checks read the constructor's own arguments.
-        signature = inspect.signature(cls.__init__)
-        return signature.replace(parameters=list(signature.parameters.values())[1:])
+        # the command line and config read the constructor's arguments, with a subclass's
+        # **options resolved into the parent's arguments it passes them on to.
+        return inspect.Signature(_constructor_parameters(cls))
+
+
+def _constructor_parameters(cls: type) -> list[inspect.Parameter]:
+    """The arguments ``cls(...)`` takes: its ``__init__``'s, and where that ends in a
+    ``**options`` catch-all passed to the parent's ``__init__``, the parent's arguments it
+    does not name itself (keyword-only, since they can only reach it by keyword)."""
+    parameters: list[inspect.Parameter] = []
+    keyword_only = False
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        own = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        named = {p.name for p in parameters}
+        for parameter in own:
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            if parameter.name not in named:
+                kind = parameter.KEYWORD_ONLY if keyword_only else parameter.kind
+                parameters.append(parameter.replace(kind=kind))
+        if not any(p.kind is p.VAR_KEYWORD for p in own):
+            break
+        keyword_only = True
+    # Keyword-only arguments after the positional ones, as a signature requires (stable).
+    return sorted(parameters, key=lambda p: p.kind)
 
 
 # One state entry's fingerprint: the dtype it was built in (None: a lazy parameter, drawn
@@ -106,7 +130,8 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     """Base class of every family: the shared half of the model contract.
 
     Subclasses set ``family`` (the registry name), implement ``model``, ``guide``,
-    ``loss``, ``config`` and ``sample``, and may override ``setup`` for data-dependent
+    ``loss`` and ``sample``, store every constructor argument under its own name (that is
+    what :attr:`config` reads back), and may override ``setup`` for data-dependent
     initialisation and ``fit_defaults`` for the engine's defaults.
 
     Initial values follow one rule, in every family: the constructor draws them from
@@ -140,8 +165,34 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
 
     @property
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable constructor arguments: ``type(self)(**config)`` rebuilds it."""
-        raise NotImplementedError
+        """JSON-serialisable constructor arguments: ``type(self)(**config)`` rebuilds it.
+
+        Derived the same way for every family, from the constructor's signature (as
+        scikit-learn's ``get_params``): each argument named there (those a subclass passes
+        on through ``**options`` are resolved through its parent's signature, see
+        :meth:`config_names`) is read back from the attribute of the same name, which the
+        constructor sets to the value it resolved (a default of None replaced by what it
+        stands for). Where that attribute is the network built from the argument, the
+        argument itself is kept in ``<name>_kind`` (``"mlp"``, or ``"custom"`` for a module
+        passed in). Values are made JSON-serialisable: tuples and tensors become lists, a
+        pyrogen model becomes ``{"family": ..., "config": ...}``.
+        """
+        return {
+            name: _config_value(name, self._config_attribute(name)) for name in self.config_names()
+        }
+
+    @classmethod
+    def config_names(cls) -> list[str]:
+        """The constructor's argument names, in order; a ``**options`` catch-all stands for
+        the arguments of the parent's constructor that the subclass does not name itself."""
+        return [parameter.name for parameter in _constructor_parameters(cls)]
+
+    def _config_attribute(self, name: str) -> Any:
+        """The value the constructor stored for argument ``name`` (see :attr:`config`)."""
+        value = getattr(self, name)
+        if isinstance(value, torch.nn.Module) and not isinstance(value, GenerativeModel):
+            value = getattr(self, f"{name}_kind")
+        return value
 
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -268,12 +319,20 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         raise NotImplementedError(f"{self.family}: has no log_likelihood")
 
     def bits_per_dim(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, *, num_samples: int = 1
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, num_samples: int | None = None
     ) -> torch.Tensor:
         """-log_likelihood / (D ln 2) per example, shape (N,), D = :meth:`values_per_example`:
-        bits per value (an upper bound in expectation where log_likelihood is a lower bound)."""
+        bits per value (an upper bound in expectation where log_likelihood is a lower bound).
+
+        Args:
+            x: examples (N, *data_shape).
+            y: labels (N,) where the family takes them, else None.
+            num_samples: passed to :meth:`log_likelihood`; None: that method's own default
+                (e.g. K = 1000 importance samples for the VAEs).
+        """
         x = torch.as_tensor(x)
-        log_likelihood = self.log_likelihood(x, y, num_samples=num_samples)
+        options = {} if num_samples is None else {"num_samples": num_samples}
+        log_likelihood = self.log_likelihood(x, y, **options)
         return -log_likelihood / (self.values_per_example(x) * math.log(2))
 
     def score_examples(
@@ -450,6 +509,26 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         model = cls(**config)
         model.load_state_dict(state_dict)
         return model
+
+
+def _config_value(name: str, value: Any) -> Any:
+    """``value`` of constructor argument ``name`` as JSON (lists, dicts, numbers, strings)."""
+    if isinstance(value, GenerativeModel):
+        return {"family": value.family, "config": value.config}
+    if isinstance(value, torch.nn.Module):
+        return "custom"
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_config_value(name, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _config_value(name, item) for key, item in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"config: argument {name!r} holds a {type(value).__name__}, expected a value that "
+        "JSON can hold (numbers, strings, lists, None) or a module"
+    )
 
 
 def load(path: PathLike) -> GenerativeModel:

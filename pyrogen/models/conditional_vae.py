@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pyrogen.checks import as_labels, check_int
 from pyrogen.models.vae import VAE, check_data_shape
@@ -35,19 +34,19 @@ class ConditionalVAE(VAE):
 
     Args:
         data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
-        latent_dim: dimension L of z.
         num_classes: C, to condition on integer labels y in 0..C-1 (passed as ``y``).
         observed: the values of each example that are given: ``"top"``, ``"bottom"``,
             ``"left"`` or ``"right"`` half (rows and columns of the last two dims; a flat
             ``(D,)`` example is read as a square image for left/right, top = first half), or
             a boolean mask of ``data_shape`` (True = given). None: x is generated whole.
-        likelihood, encoder, decoder, hidden, beta, objective, num_particles: as for
-            :class:`~pyrogen.VAE`; custom modules must take the context as a second
-            argument, shape (B, ``context_dim``).
-        posterior, flow_transforms: as for :class:`~pyrogen.VAE` (a flow q(z | x, c)).
         conditional_prior: learn p(z | c) with a network (needed to generate from a partial
             observation, so the default is True exactly when ``observed`` is given) instead
             of the fixed N(0, I).
+        **vae_options: every other argument of :class:`~pyrogen.VAE` (``latent_dim``,
+            ``likelihood``, ``encoder``, ``decoder``, ``hidden``, ``beta``, ``objective``,
+            ``num_particles``, ``posterior``, ``flow_transforms``), passed to it as they are;
+            custom encoder and decoder modules take the context as a second argument,
+            shape (B, ``context_dim``), and a flow posterior is q(z | x, c).
 
     Shapes:
         x (N, ``*data_shape``); y (N,) integer labels; context (N, ``context_dim``) with
@@ -63,21 +62,12 @@ class ConditionalVAE(VAE):
 
     def __init__(
         self,
-        data_shape: Sequence[int] | int = (784,),
-        latent_dim: int = 50,
+        data_shape: Sequence[int] | int,
         num_classes: int | None = None,
         observed: str | Sequence[Any] | torch.Tensor | None = None,
-        likelihood: str = "bernoulli",
-        encoder: str | nn.Module = "mlp",
-        decoder: str | nn.Module = "mlp",
         *,
-        hidden: Sequence[int] = (400,),
-        beta: float = 1.0,
-        objective: str | None = None,
-        num_particles: int = 1,
-        posterior: str = "gaussian",
-        flow_transforms: int = 2,
         conditional_prior: bool | None = None,
+        **vae_options: Any,
     ) -> None:
         data_shape = check_data_shape(data_shape)
         if num_classes is None and observed is None:
@@ -88,21 +78,10 @@ class ConditionalVAE(VAE):
         given = None if observed is None else observed_mask(observed, data_shape)
         # Set before VAE.__init__, which sizes the networks by context_dim.
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes)
-        self.observed = observed if isinstance(observed, str) or observed is None else "mask"
+        # A mask is kept as the nested lists of bools that config writes.
+        self.observed = observed if given is None or isinstance(observed, str) else given.tolist()
         self.context_dim = (self.num_classes or 0) + (0 if given is None else int(given.sum()))
-        super().__init__(
-            data_shape,
-            latent_dim,
-            likelihood,
-            encoder,
-            decoder,
-            hidden=hidden,
-            beta=beta,
-            objective=objective,
-            num_particles=num_particles,
-            posterior=posterior,
-            flow_transforms=flow_transforms,
-        )
+        super().__init__(data_shape, **vae_options)
         if given is not None:
             # A float 0/1 buffer (not bool) so that .to(dtype) treats it like every other.
             self.register_buffer("_given", given.to(self._prior_loc.dtype))
@@ -110,19 +89,9 @@ class ConditionalVAE(VAE):
             given is not None if conditional_prior is None else bool(conditional_prior)
         )
         if self.conditional_prior:
-            self.prior_net = build_encoder("mlp", (self.context_dim,), latent_dim, hidden=hidden)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        observed = self.observed
-        if observed == "mask":
-            observed = self._given.bool().cpu().tolist()
-        return {
-            **super().config,
-            "num_classes": self.num_classes,
-            "observed": observed,
-            "conditional_prior": self.conditional_prior,
-        }
+            self.prior_net = build_encoder(
+                "mlp", (self.context_dim,), self.latent_dim, hidden=self.hidden
+            )
 
     # --- the hooks ----------------------------------------------------------------------
     @property
@@ -182,7 +151,8 @@ class ConditionalVAE(VAE):
     @property
     def report_plots(self) -> tuple[str, ...]:
         """Completions of the missing values where some are given; otherwise as the VAE's;
-        one row of samples per class with labels."""
+        one row of samples per class with labels (completions of the same given values
+        under each label where some are given)."""
         if self.given_mask is not None:
             plots = ("elbo", "completions", "latent")
         else:

@@ -97,7 +97,9 @@ class DiffusionVAE(GenerativeModel):
             so one network is also the unconditional model (classifier-free guidance).
         hidden: hidden widths of the default MLP denoiser.
         channels: base channels of the default UNet denoiser.
-        autoencoder: a trained :class:`pyrogen.VAE` whose codes to model (latent diffusion).
+        autoencoder: a trained :class:`pyrogen.VAE` whose codes to model (latent diffusion),
+            or the ``{"family": ..., "config": ...}`` that ``config`` holds for it (a VAE
+            built afresh, whose weights then come with ``load_state_dict``).
         fourier_features: random Fourier features of z for the MLP denoiser (see
             :class:`pyrogen.nn.MLPDenoiser`); None for 32 on vectors of at most 8 values
             (where the denoiser must resolve clusters much finer than the data's spread)
@@ -130,14 +132,14 @@ class DiffusionVAE(GenerativeModel):
         label_dropout: float = 0.1,
         hidden: Sequence[int] = (256, 256, 256),
         channels: int = 32,
-        autoencoder: VAE | None = None,
+        autoencoder: VAE | dict[str, Any] | None = None,
         fourier_features: int | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = check_data_shape(data_shape)
         self.autoencoder = _frozen_autoencoder(autoencoder, self.data_shape, likelihood)
         # The space the diffusion runs in: the data, or the autoencoder's codes.
-        self.shape = self.data_shape if autoencoder is None else (autoencoder.latent_dim,)
+        self.shape = self.data_shape if self.autoencoder is None else (self.autoencoder.latent_dim,)
         self.timesteps = check_int("timesteps", timesteps)
         check_choice("schedule", schedule, SCHEDULES)
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
@@ -161,6 +163,7 @@ class DiffusionVAE(GenerativeModel):
             low = math.prod(self.shape) <= FOURIER_MAX_VALUES
             fourier_features = DEFAULT_FOURIER_FEATURES if low else 0
         self.fourier_features = check_int("fourier_features", fourier_features, minimum=0)
+        self.schedule_kind = schedule  # config's; self.schedule is the module built from it
         self.schedule = NoiseSchedule(schedule, self.timesteps)
         self.denoiser_kind, self.denoiser = self._build_denoiser(denoiser)
         # Standardization of continuous data (set by setup); identity for bounded data.
@@ -197,27 +200,6 @@ class DiffusionVAE(GenerativeModel):
             )
         shape = self.shape if len(self.shape) == 3 else (1, *self.shape)
         return kind, UNetDenoiser(shape, channels=self.channels, num_classes=self.num_classes)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {
-            "data_shape": list(self.data_shape),
-            "timesteps": self.timesteps,
-            "schedule": self.schedule.kind,
-            "denoiser": self.denoiser_kind,
-            "prediction": self.prediction,
-            "likelihood": self.likelihood,
-            "levels": self.levels,
-            "objective": self.objective,
-            "num_classes": self.num_classes,
-            "label_dropout": self.label_dropout,
-            "hidden": list(self.hidden),
-            "channels": self.channels,
-            "fourier_features": self.fourier_features,
-            "autoencoder": None
-            if self.autoencoder is None
-            else {"family": self.autoencoder.family, "config": self.autoencoder.config},
-        }
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
@@ -695,10 +677,18 @@ class DiffusionVAE(GenerativeModel):
         return level.to(z_0.dtype) / (self.levels - 1)
 
 
-def _frozen_autoencoder(autoencoder: VAE | None, data_shape, likelihood: str) -> VAE | None:
-    """A trained VAE whose codes a latent diffusion model models, with its weights frozen."""
+def _frozen_autoencoder(
+    autoencoder: VAE | dict[str, Any] | None, data_shape, likelihood: str
+) -> VAE | None:
+    """A trained VAE whose codes a latent diffusion model models, with its weights frozen;
+    a ``{"family": ..., "config": ...}`` of ``config`` is built afresh (its weights come
+    with ``load_state_dict``)."""
     if autoencoder is None:
         return None
+    if isinstance(autoencoder, dict) and {"family", "config"} <= set(autoencoder):
+        from pyrogen.models import REGISTRY  # the registry imports this module
+
+        autoencoder = REGISTRY[autoencoder["family"]](**autoencoder["config"])
     if not isinstance(autoencoder, VAE) or autoencoder.context_dim:
         raise ValueError(
             "autoencoder: expected a trained pyrogen VAE without conditions (its encoder gives "

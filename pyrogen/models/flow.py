@@ -139,20 +139,6 @@ class FlowDensity(GenerativeModel):
         self.register_buffer("data_scale", torch.ones(features))
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {
-            "data_shape": list(self.data_shape),
-            "flow": self.flow_kind,
-            "transforms": self.transforms,
-            "hidden": list(self.hidden),
-            "num_classes": self.num_classes,
-            "context_dim": self.context_dim,
-            "dequantize": self.dequantize,
-            "logit": self.logit,
-            "standardize": self.standardize,
-        }
-
-    @property
     def exact_likelihood(self) -> bool:
         """True for continuous data; quantized data get bounds (``elbo``, ``log_likelihood``)."""
         return self.dequantize is None
@@ -340,11 +326,6 @@ class FlowDensity(GenerativeModel):
     def elbo(self, x: Any, y: Any = None) -> torch.Tensor:
         """The training bound per example (nats), shape (N,): log_likelihood with K = 1."""
         return self.log_likelihood(x, y, num_samples=1)
-
-    def bits_per_dim(self, x: Any, y: Any = None, *, num_samples: int = 1) -> torch.Tensor:
-        """-log_likelihood / (D log 2), shape (N,); for 8-bit data, in the usual units."""
-        dims = math.prod(self.data_shape)
-        return -self.log_likelihood(x, y, num_samples=num_samples) / (dims * math.log(2))
 
     @torch.no_grad()
     def ood_score(

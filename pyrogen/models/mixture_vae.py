@@ -39,13 +39,13 @@ class GaussianMixtureVAE(VAE):
 
     Args:
         data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
-        latent_dim: dimension L of z.
         n_components: K, the number of mixture components (clusters).
-        likelihood, encoder, decoder, hidden, beta, num_particles: as for
-            :class:`~pyrogen.VAE`. The objective is the ELBO with the component summed out
-            (``TraceEnum_ELBO``; the KL of z is a Monte Carlo estimate, as a mixture prior
-            has no closed-form KL).
-        posterior, flow_transforms: as for :class:`~pyrogen.VAE`.
+        latent_dim: dimension L of z (10 here: the clusters are read in a small space).
+        **vae_options: every other argument of :class:`~pyrogen.VAE` (``likelihood``,
+            ``encoder``, ``decoder``, ``hidden``, ``beta``, ``num_particles``,
+            ``posterior``, ``flow_transforms``), passed to it as they are. ``objective`` can
+            only be ``"elbo"``, the ELBO with the component summed out (``TraceEnum_ELBO``;
+            the KL of z is a Monte Carlo estimate, as a mixture prior has no closed-form KL).
 
     Shapes:
         x (N, ``*data_shape``); component weights (K,), means and scales (K, L).
@@ -62,32 +62,13 @@ class GaussianMixtureVAE(VAE):
 
     def __init__(
         self,
-        data_shape: Sequence[int] | int = (784,),
-        latent_dim: int = 10,
+        data_shape: Sequence[int] | int,
         n_components: int = 10,
-        likelihood: str = "bernoulli",
-        encoder: str | nn.Module = "mlp",
-        decoder: str | nn.Module = "mlp",
         *,
-        hidden: Sequence[int] = (400,),
-        beta: float = 1.0,
-        num_particles: int = 1,
-        posterior: str = "gaussian",
-        flow_transforms: int = 2,
+        latent_dim: int = 10,
+        **vae_options: Any,
     ) -> None:
-        super().__init__(
-            data_shape,
-            latent_dim,
-            likelihood,
-            encoder,
-            decoder,
-            hidden=hidden,
-            beta=beta,
-            objective="elbo",
-            num_particles=num_particles,
-            posterior=posterior,
-            flow_transforms=flow_transforms,
-        )
+        super().__init__(data_shape, latent_dim=latent_dim, **vae_options)
         self.n_components = check_int("n_components", n_components)
         # Means spread like draws from N(0, I) so that components start apart; unit scales.
         generator = torch.Generator().manual_seed(0)
@@ -96,12 +77,6 @@ class GaussianMixtureVAE(VAE):
             torch.randn(n_components, latent_dim, generator=generator)
         )
         self.component_log_scales = nn.Parameter(torch.zeros(n_components, latent_dim))
-
-    @property
-    def config(self) -> dict[str, Any]:
-        config = {**super().config, "n_components": self.n_components}
-        config.pop("objective")
-        return config
 
     @property
     def loss(self) -> TraceEnum_ELBO:

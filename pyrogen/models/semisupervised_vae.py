@@ -46,16 +46,20 @@ class SemiSupervisedVAE(VAE):
 
     Args:
         data_shape: shape of one example, e.g. ``(784,)`` (or 784) or ``(1, 28, 28)``.
-        latent_dim: dimension L of z.
         num_classes: C; labels are 0..C-1, and -1 marks an unlabelled example.
-        likelihood, encoder, decoder, hidden: as for :class:`~pyrogen.VAE` (custom modules
-            take the one-hot label as a second argument, (..., C)).
         classifier: ``"mlp"`` (hidden layers ``hidden``) or your own ``nn.Module`` mapping
             x (..., ``*data_shape``) to logits (..., C).
+        hidden: hidden layer widths of the MLP networks (wider than the VAE's default).
         classifier_weight: alpha, the weight of log q(y | x) per labelled example.
         labelled_share: fraction of each training minibatch drawn from the labelled
             examples (all of them when there are fewer).
-        num_particles: samples of z per example in the training objective.
+        **vae_options: every other argument of :class:`~pyrogen.VAE` (``latent_dim``,
+            ``likelihood``, ``encoder``, ``decoder``, ``beta``, ``num_particles``, ...),
+            passed to it as they are; custom encoder and decoder modules take the one-hot
+            label as a second argument, (..., C). ``beta`` weighs the KL of z. The label is
+            summed out of the ELBO exactly, which needs the KL of z per label in closed
+            form: ``objective`` can only be ``"elbo"`` and ``posterior`` only
+            ``"gaussian"`` (a ValueError names them otherwise).
 
     Shapes:
         x (N, ``*data_shape``); y (N,) with -1 for unlabelled rows.
@@ -68,37 +72,25 @@ class SemiSupervisedVAE(VAE):
 
     family = "ssvae"
     objectives = ("elbo",)
+    posteriors = ("gaussian",)
     # Tuned on MNIST with 100 labels (benchmarks/vae_semisupervised.py): a small labelled
     # share with a large classifier weight beat half-labelled batches by 5-9 points.
     fit_defaults = {**VAE.fit_defaults, "batch_size": 100, "lr": 3e-3}
 
     def __init__(
         self,
-        data_shape: Sequence[int] | int = (784,),
-        latent_dim: int = 50,
+        data_shape: Sequence[int] | int,
         num_classes: int = 10,
-        likelihood: str = "bernoulli",
-        encoder: str | nn.Module = "mlp",
-        decoder: str | nn.Module = "mlp",
         classifier: str | nn.Module = "mlp",
         *,
         hidden: Sequence[int] = (500,),
         classifier_weight: float = 250.0,
         labelled_share: float = 0.1,
-        num_particles: int = 1,
+        **vae_options: Any,
     ) -> None:
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
         self.context_dim = self.num_classes  # the one-hot label, set before VAE.__init__
-        super().__init__(
-            data_shape,
-            latent_dim,
-            likelihood,
-            encoder,
-            decoder,
-            hidden=hidden,
-            objective="elbo",
-            num_particles=num_particles,
-        )
+        super().__init__(data_shape, hidden=hidden, **vae_options)
         for name, value, low in (("classifier_weight", classifier_weight, 0.0),):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
                 raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
@@ -116,18 +108,6 @@ class SemiSupervisedVAE(VAE):
             )
         else:
             raise ValueError(f"classifier: expected 'mlp' or an nn.Module, got {classifier!r}")
-
-    @property
-    def config(self) -> dict[str, Any]:
-        config = {**super().config, "num_classes": self.num_classes}
-        for name in ("beta", "objective", "posterior", "flow_transforms"):
-            config.pop(name)
-        return {
-            **config,
-            "classifier": self.classifier_kind,
-            "classifier_weight": self.classifier_weight,
-            "labelled_share": self.labelled_share,
-        }
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
@@ -183,7 +163,8 @@ class SemiSupervisedVAE(VAE):
                     continue
                 with pyro.plate(plate, rows.shape[0], dim=-1):
                     label = pyro.sample(f"{LABEL}_{plate}", prior, obs=labels)
-                    z = pyro.sample(f"{LATENT}_{plate}", self._prior(rows.shape[:1], None))
+                    with poutine.scale(scale=self.beta):
+                        z = pyro.sample(f"{LATENT}_{plate}", self._prior(rows.shape[:1], None))
                     output = self.decoder(z, self._one_hot(label, rows))
                     pyro.sample(f"{OBS}_{plate}", self._likelihood(output), obs=rows)
                     if labels is not None and self.classifier_weight > 0:
@@ -200,7 +181,7 @@ class SemiSupervisedVAE(VAE):
             if x_known.shape[0]:
                 with pyro.plate(LABELLED, x_known.shape[0], dim=-1):
                     loc, scale = self.encoder(x_known, self._one_hot(y_known, x_known))
-                    pyro.sample(f"{LATENT}_{LABELLED}", dist.Normal(loc, scale).to_event(1))
+                    self._sample_posterior(LABELLED, loc, scale)
             if x_unknown.shape[0]:
                 with pyro.plate(UNLABELLED, x_unknown.shape[0], dim=-1):
                     label = pyro.sample(
@@ -209,7 +190,13 @@ class SemiSupervisedVAE(VAE):
                         infer={"enumerate": "parallel"},
                     )
                     loc, scale = self.encoder(x_unknown, self._one_hot(label, x_unknown))
-                    pyro.sample(f"{LATENT}_{UNLABELLED}", dist.Normal(loc, scale).to_event(1))
+                    self._sample_posterior(UNLABELLED, loc, scale)
+
+    def _sample_posterior(self, plate: str, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        """The guide's z site of ``plate``: q(z | x, y) = Normal(loc, scale), weighted by beta
+        as the model's p(z) is."""
+        with poutine.scale(scale=self.beta):
+            pyro.sample(f"{LATENT}_{plate}", dist.Normal(loc, scale).to_event(1))
 
     def minibatch_order(
         self, num_rows: int, batch_size: int, y: torch.Tensor | None, generator: torch.Generator

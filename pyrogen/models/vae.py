@@ -102,12 +102,14 @@ class VAE(GenerativeModel):
     context_dim: int = 0
     # Decoder outputs per importance sample in log_weights (memory of evaluation chunks).
     _decodes_per_sample: int = 1
+    #: Posteriors q(z | x) this class can use (subclasses narrow it).
+    posteriors: tuple[str, ...] = POSTERIORS
     # Whether p(z | c) is one Normal (from _prior_params), so that KLs can be analytic.
     _normal_prior: bool = True
 
     def __init__(
         self,
-        data_shape: Sequence[int] | int = (784,),
+        data_shape: Sequence[int] | int,
         latent_dim: int = 50,
         likelihood: str = "bernoulli",
         encoder: str | nn.Module = "mlp",
@@ -123,10 +125,10 @@ class VAE(GenerativeModel):
         super().__init__()
         data_shape = check_data_shape(data_shape)
         check_choice("likelihood", likelihood, LIKELIHOODS)
-        check_choice("posterior", posterior, POSTERIORS)
+        self._check_supported("posterior", posterior, self.posteriors, POSTERIORS)
         if objective is None:
             objective = self.objectives[0] if posterior == "gaussian" else "elbo"
-        check_choice("objective", objective, self.objectives)
+        self._check_supported("objective", objective, self.objectives, OBJECTIVES)
         if objective == "mean_field" and posterior != "gaussian":
             raise ValueError(
                 f"objective: 'mean_field' needs the analytic KL of a Gaussian posterior; use "
@@ -171,21 +173,17 @@ class VAE(GenerativeModel):
             self.log_scale = nn.Parameter(torch.zeros(()))
         self.register_buffer("_prior_loc", torch.zeros(latent_dim))
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return {
-            "data_shape": list(self.data_shape),
-            "latent_dim": self.latent_dim,
-            "likelihood": self.likelihood,
-            "encoder": self.encoder_kind,
-            "decoder": self.decoder_kind,
-            "hidden": list(self.hidden),
-            "beta": self.beta,
-            "objective": self.objective,
-            "num_particles": self.num_particles,
-            "posterior": self.posterior,
-            "flow_transforms": self.flow_transforms,
-        }
+    def _check_supported(
+        self, name: str, value: Any, supported: tuple[str, ...], every: tuple[str, ...]
+    ) -> None:
+        """A ValueError naming ``name`` unless ``value`` is one of ``supported``, which says
+        when the value is a VAE's that this variant cannot use."""
+        if value in every and value not in supported:
+            raise ValueError(
+                f"{name}: {type(self).__name__} supports {', '.join(map(repr, supported))} "
+                f"only, got {value!r} (see the {name} argument of {type(self).__name__})"
+            )
+        check_choice(name, value, supported)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> VAE:
@@ -438,11 +436,6 @@ class VAE(GenerativeModel):
                 total = torch.logaddexp(total, chunk)
             results.append(total - math.log(num_samples))
         return torch.cat(results)
-
-    def bits_per_dim(self, x: Any, y: Any = None, *, num_samples: int = 1000) -> torch.Tensor:
-        """-log_likelihood(x) / (D log 2): bits per dimension of each example, shape (N,)."""
-        dims = math.prod(self.data_shape)
-        return -self.log_likelihood(x, y, num_samples=num_samples) / (dims * math.log(2))
 
     # --- reporting (the contract of GenerativeModel) ---------------------------------------
     @property

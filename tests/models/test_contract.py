@@ -6,6 +6,7 @@ fails ``test_every_family_has_an_example``, so new families cannot skip the cont
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ def _cvae_example(data_shape: tuple[int, ...], **options):
 
 def _ssvae_example(data_shape: tuple[int, ...], **options):
     def make():
-        model = pyrogen.SemiSupervisedVAE(data_shape, 3, num_classes=3, hidden=(16,), **options)
+        model = pyrogen.SemiSupervisedVAE(
+            data_shape, latent_dim=3, num_classes=3, hidden=(16,), **options
+        )
         y = torch.tensor([0, 1, 2, -1, -1] * 8)  # labelled and unlabelled rows in one batch
         return Example(model, _binary(data_shape), y)
 
@@ -144,7 +147,16 @@ EXAMPLES = {
         "ssvae",
         _ssvae_example((1, 8, 8), likelihood="gaussian", encoder="conv", decoder="conv"),
     ),
+    "ssvae-beta-two-particles": ("ssvae", _ssvae_example((12,), beta=0.5, num_particles=2)),
+    "cvae-mask": (
+        "cvae",
+        _cvae_example((6,), observed=[True, False, True, False, False, False], beta=2.0),
+    ),
     "gmvae-mlp": ("gmvae", _vae_example((12,), family=pyrogen.GaussianMixtureVAE)),
+    "gmvae-iaf-posterior": (
+        "gmvae",
+        _vae_example((12,), family=pyrogen.GaussianMixtureVAE, posterior="iaf", n_components=3),
+    ),
     "flow-nsf": ("flow", _flow_example((3,), "nsf")),
     "flow-maf-labels": ("flow", _flow_example((3,), "maf", num_classes=3)),
     "flow-realnvp-dequantized-images": (
@@ -325,3 +337,239 @@ def test_same_seed_same_result_from_any_random_state(name):
     assert losses_1 == losses_2
     for (key, a), b in zip(state_1.items(), state_2.values(), strict=True):
         assert torch.equal(a, b), key
+
+
+# --- the constructor's arguments and config ---------------------------------------------------
+VAE_VARIANTS = (pyrogen.ConditionalVAE, pyrogen.SemiSupervisedVAE, pyrogen.GaussianMixtureVAE)
+
+
+def test_config_rebuilds_the_model(example):
+    model = example.model
+    config = json.loads(json.dumps(model.config))  # JSON as it is written to a checkpoint
+    assert list(config) == type(model).config_names()
+    rebuilt = type(model)(**config)
+    assert rebuilt.config == model.config
+    shapes = {name: value.shape for name, value in model.state_dict().items()}
+    assert {name: value.shape for name, value in rebuilt.state_dict().items()} == shapes
+
+
+@pytest.mark.parametrize("variant", VAE_VARIANTS, ids=lambda cls: cls.__name__)
+def test_vae_variants_take_every_vae_argument(variant):
+    # Every VAE argument reaches the variant, which names only data_shape and those whose
+    # default it changes itself: the rest pass through **vae_options.
+    own = inspect.signature(variant).parameters
+    listed = inspect.signature(variant.__init__).parameters
+    for name, parameter in inspect.signature(pyrogen.VAE).parameters.items():
+        assert name in own, f"{variant.__name__} does not take VAE's {name}"
+        if name in listed and name != "data_shape":
+            assert listed[name].default != parameter.default, f"{name} is re-listed as it is"
+        elif name not in listed:
+            assert own[name].default == parameter.default, name
+    assert any(p.kind is p.VAR_KEYWORD for p in listed.values())
+    assert set(variant.config_names()) == set(own)
+
+
+@pytest.mark.parametrize("variant", VAE_VARIANTS, ids=lambda cls: cls.__name__)
+def test_vae_arguments_reach_the_variants(variant):
+    options = {"num_classes": 3} if variant is not pyrogen.GaussianMixtureVAE else {}
+    passed = {
+        "latent_dim": 3,
+        "likelihood": "gaussian",
+        "hidden": (8, 4),
+        "beta": 0.5,
+        "num_particles": 2,
+        "flow_transforms": 3,
+    }
+    model = variant((5,), **options, **passed)
+    for name, value in passed.items():
+        assert getattr(model, name) == value, name
+        assert model.config[name] == (list(value) if isinstance(value, tuple) else value)
+    assert model.encoder.net[0].in_features == 5 + model.context_dim  # hidden reached it
+    assert model.encoder.net[0].out_features == 8
+
+
+def test_semisupervised_vae_weighs_the_kl_of_z_by_beta():
+    x = _binary((12,))
+    y = torch.tensor([0, 1, 2, -1, -1] * 8)
+    losses = {}
+    for beta in (1.0, 3.0):
+        torch.manual_seed(0)
+        model = pyrogen.SemiSupervisedVAE((12,), latent_dim=3, num_classes=3, beta=beta)
+        traces = []
+        for program in (model.guide, model.model):
+            pyro.set_rng_seed(0)
+            trace = poutine.trace(
+                program if not traces else poutine.replay(program, trace=traces[0])
+            ).get_trace(x, y)
+            traces.append(trace)
+        for trace in traces:
+            trace.compute_log_prob()
+        losses[beta] = {
+            name: traces[1].nodes[name]["scale"] for name in ("z_labelled", "z_unlabelled")
+        }
+    assert losses[1.0] == {"z_labelled": 1.0, "z_unlabelled": 1.0}
+    assert losses[3.0] == {"z_labelled": 3.0, "z_unlabelled": 3.0}
+
+
+@pytest.mark.parametrize(
+    "variant, options, message",
+    [
+        (
+            pyrogen.SemiSupervisedVAE,
+            {"posterior": "iaf"},
+            r"posterior: SemiSupervisedVAE supports 'gaussian' only, got 'iaf'",
+        ),
+        (
+            pyrogen.SemiSupervisedVAE,
+            {"objective": "iwae"},
+            r"objective: SemiSupervisedVAE supports 'elbo' only, got 'iwae'",
+        ),
+        (
+            pyrogen.GaussianMixtureVAE,
+            {"objective": "mean_field"},
+            r"objective: GaussianMixtureVAE supports 'elbo' only, got 'mean_field'",
+        ),
+        (pyrogen.ConditionalVAE, {"num_classes": 2, "beta": -1}, r"beta: expected a positive"),
+        (pyrogen.ConditionalVAE, {"num_classes": 2, "objective": "x"}, r"objective: expected one"),
+        (pyrogen.SemiSupervisedVAE, {"latent_dims": 3}, r"unexpected keyword argument"),
+    ],
+)
+def test_vae_variants_name_what_they_cannot_take(variant, options, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        variant((4,), **options)
+
+
+@pytest.mark.parametrize("family", [pyrogen.VAE, *VAE_VARIANTS], ids=lambda cls: cls.__name__)
+def test_vaes_need_a_data_shape(family):
+    with pytest.raises(TypeError, match="data_shape"):
+        family()
+
+
+# Configs as checkpoints written before config was derived from the constructor hold them:
+# the semi-supervised VAE without beta, objective, posterior and flow_transforms, the mixture
+# VAE without objective, the conditional VAE's mask as nested lists.
+OLD_CONFIGS = {
+    "ssvae": {
+        "data_shape": [4],
+        "latent_dim": 2,
+        "likelihood": "bernoulli",
+        "encoder": "mlp",
+        "decoder": "mlp",
+        "hidden": [8],
+        "num_particles": 1,
+        "num_classes": 3,
+        "classifier": "mlp",
+        "classifier_weight": 250.0,
+        "labelled_share": 0.1,
+    },
+    "gmvae": {
+        "data_shape": [4],
+        "latent_dim": 2,
+        "likelihood": "bernoulli",
+        "encoder": "mlp",
+        "decoder": "mlp",
+        "hidden": [8],
+        "beta": 1.0,
+        "num_particles": 1,
+        "posterior": "gaussian",
+        "flow_transforms": 2,
+        "n_components": 3,
+    },
+    "cvae": {
+        "data_shape": [4],
+        "latent_dim": 2,
+        "likelihood": "bernoulli",
+        "encoder": "mlp",
+        "decoder": "mlp",
+        "hidden": [8],
+        "beta": 1.0,
+        "objective": "mean_field",
+        "num_particles": 1,
+        "posterior": "gaussian",
+        "flow_transforms": 2,
+        "num_classes": None,
+        "observed": [True, False, True, False],
+        "conditional_prior": True,
+    },
+}
+
+
+@pytest.mark.parametrize("family", sorted(OLD_CONFIGS))
+def test_checkpoints_written_before_derived_configs_still_load(family, tmp_path):
+    from pyrogen.io import save_checkpoint
+
+    config = OLD_CONFIGS[family]
+    state = REGISTRY[family](**config).state_dict()
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {"family": family, "config": config, "state_dict": state})
+    loaded = pyrogen.load(path)
+    assert {key: loaded.config[key] for key in config} == config
+    for name, value in state.items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
+# --- evaluation and reporting -------------------------------------------------------------
+KNOWN_PLOTS = {
+    "elbo",
+    "clusters",
+    "weights_posterior",
+    "samples",
+    "class_samples",
+    "component_samples",
+    "completions",
+    "reconstructions",
+    "latent",
+}
+
+
+def _condition(example: Example) -> torch.Tensor | None:
+    return example.y if example.model.conditions_on_labels else None
+
+
+def test_score_examples_keys_shapes_and_descriptions(example):
+    model, x = example.model, example.x
+    scores = model.score_examples(x, _condition(example), num_samples=2)
+    expected = {"log_likelihood"}
+    if not model.exact_likelihood:
+        expected |= {"elbo", *model.elbo_terms_reported}
+    if model.predicts is not None:
+        expected |= {"predicted"}
+    assert set(scores) == expected
+    for name, value in scores.items():
+        assert value.shape == (x.shape[0],), name
+        assert torch.isfinite(value.double()).all(), name
+    if model.predicts is not None:
+        assert scores["predicted"].dtype == torch.int64
+    descriptions = model.score_descriptions(2, model.values_per_example(x))
+    assert set(scores) - {"predicted"} <= set(descriptions)
+    assert all(isinstance(text, str) and text for text in descriptions.values())
+
+
+def test_bits_per_dim_is_the_log_likelihood_in_bits_per_value(example):
+    model, x, y = example.model, example.x, _condition(example)
+    pyro.set_rng_seed(3)
+    torch.manual_seed(3)
+    bits = model.bits_per_dim(x, y, num_samples=2)
+    pyro.set_rng_seed(3)
+    torch.manual_seed(3)
+    log_likelihood = model.log_likelihood(x, y, num_samples=2)
+    expected = -log_likelihood / (model.values_per_example(x) * math.log(2))
+    torch.testing.assert_close(bits, expected)
+
+
+def test_report_plots_are_known(example):
+    plots = example.model.report_plots
+    assert plots and plots[0] == "elbo"
+    assert set(plots) <= KNOWN_PLOTS, set(plots) - KNOWN_PLOTS
+
+
+def test_labels_of_samples_are_declared(example):
+    model = example.model
+    count = model.label_count
+    assert model.label_kind in ("class", "component")
+    assert len(model.label_names) == (count or 0)
+    if {"class_samples", "component_samples"} & set(model.report_plots):
+        assert count, "a grid of samples by label needs label_count"
+    if count and model.given_mask is None:  # given values: the report draws completions
+        draws = model.report_samples(count, torch.arange(count))
+        assert draws.shape == (count, *example.x.shape[1:])
