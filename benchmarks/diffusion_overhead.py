@@ -43,7 +43,7 @@ def make_model(setting: str, objective: str, args, device):
     torch.manual_seed(args.seed)
     if setting == "unet-mnist":
         shape, likelihood, options = (1, 28, 28), "discretized", {"channels": args.channels}
-        x = torch.randint(0, 256, (64, *shape)) / 255
+        x = torch.randint(0, 256, (args.unet_batch, *shape)) / 255
     else:
         shape, likelihood, options = (2,), "gaussian", {"hidden": (256, 256, 256)}
         x = torch.randn(256, *shape)
@@ -90,14 +90,17 @@ def main(argv=None) -> int:
     options.add_argument("--objectives", default="simple,elbo")
     options.add_argument("--timesteps", type=int, default=1000)
     options.add_argument("--channels", type=int, default=None, help="UNet base channels (32)")
+    options.add_argument("--unet-batch", type=int, default=None, help="UNet batch (64)")
     options.add_argument("--repeats", type=int, default=None, help="timed blocks (9)")
     options.add_argument("--block-s", type=float, default=None, help="seconds per block (2)")
     run = harness.start(
         "diffusion_overhead",
         options,
         argv,
-        full={"settings": "unet-mnist,mlp-2d", "channels": 32, "repeats": 9, "block_s": 2.0},
-        quick={"settings": "unet-mnist,mlp-2d", "channels": 4, "repeats": 1, "block_s": 0.01},
+        full={"settings": "unet-mnist,mlp-2d", "channels": 32, "repeats": 9, "block_s": 2.0}
+        | {"unet_batch": 64},
+        quick={"settings": "unet-mnist,mlp-2d", "channels": 4, "repeats": 1, "block_s": 0.01}
+        | {"unet_batch": 4},
     )
     args = run.args
     rows = [

@@ -371,9 +371,6 @@ class Timing:
     def median_cpu(self) -> float:
         return statistics.median(self.cpu_times)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"times_s": list(self.times), "cpu_times_s": list(self.cpu_times)}
-
 
 def time_interleaved(
     fns: dict[str, Callable[[], Any]],

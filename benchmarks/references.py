@@ -311,11 +311,6 @@ def diffusion_loss(model: Any, objective: str) -> tuple[nn.Module, Callable]:
     return network, loss
 
 
-def ddpm_train(network: nn.Module, loss: Callable, x: torch.Tensor, *, steps, batch_size, seed):
-    """The classic DDPM loop (Adam, seeded shuffling) on ``loss`` from :func:`diffusion_loss`."""
-    return train_loop(network, loss, x, steps=steps, batch_size=batch_size, seed=seed)
-
-
 # --- mixed precision ------------------------------------------------------------------------------
 
 

@@ -141,9 +141,9 @@ def main(argv=None) -> int:
         "scale_gpu",
         options,
         argv,
-        full={"families": FAMILIES, "precision": "32,bf16-mixed", "batch_size": 128}
+        full={"families": FAMILIES, "precision": "both", "batch_size": 128}
         | {"fit_steps": 100, "fit_repeats": 5, "channels": 32},
-        quick={"families": FAMILIES, "precision": "32,bf16-mixed", "batch_size": 8}
+        quick={"families": "vae,flow,diffusion-elbo", "precision": "both", "batch_size": 4}
         | {"fit_steps": 2, "fit_repeats": 1, "channels": 4},
     )
     images = torch.rand(60_000, 28, 28, generator=torch.Generator().manual_seed(run.args.seed))
