@@ -198,7 +198,7 @@ def compare(setting: dict, covariance: str, args, run: harness.Run, **model_opti
     """Time and score both libraries on one setting (pyrogen with ``model_options``)."""
     x_train, x_test, k = setting["train"], setting["test"], setting["k"]
     x_sklearn = x_train[: args.sklearn_rows or None]
-    n_init = pyrogen.GaussianMixture(k, **model_options).n_init
+    n_init = getattr(pyrogen.GaussianMixture(k, **model_options), "n_init", 1)
     memory: dict = {}
     fns = {
         "sklearn": with_peak(lambda: fit_sklearn(x_sklearn, k, covariance, args), memory, "sk"),
