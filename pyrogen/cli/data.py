@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 
-from pyrogen.cli.options import at_least_two, flag, positive_int
+from pyrogen.cli.options import add_all, at_least_two, flag, positive_int
 from pyrogen.data import (
     BINARIZE_MODES,
     BINARIZED_MNIST_FILE,
     IMAGE_DATASETS,
     LABEL_KEYS,
-    OLD_FAITHFUL_COLUMNS,
     TEST_FRACTION,
     ImageSplit,
     as_rows,
@@ -27,9 +26,7 @@ from pyrogen.data import (
     check_unit_interval,
     default_binarization,
     describe_binarization,
-    load,
     load_image_dataset,
-    old_faithful,
     read_labelled_array,
     split_train_test,
 )
@@ -66,67 +63,36 @@ def as_option_errors(arguments: tuple[str, ...] = _OPTION_ARGUMENTS) -> Iterator
         raise ValueError(renamed) from error
 
 
-def add_data_dir_option(group: Any, use: str) -> None:
-    """``--data-dir``: a folder of MNIST or binarized MNIST."""
-    group.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        help="folder of the MNIST IDX files ({train,t10k}-{images-idx3,labels-idx1}-ubyte, "
-        "plain or .gz; get them with pyrogen.data.download_mnist), or with --dataset "
-        f"binarized-mnist the folder holding {BINARIZED_MNIST_FILE}; {use}",
-    )
-
-
-def add_binarize_option(group: Any, default: str) -> None:
-    """``--binarize``: how image values become 0/1."""
-    group.add_argument(
-        "--binarize",
-        choices=BINARIZE_MODES,
-        help="dynamic: training images are resampled as Bernoulli(pixel intensity) at the "
-        "start of every epoch and test images are sampled once with the seed; threshold: "
-        "values above 0.5 become 1, the others 0; none: values as they are. " + default,
-    )
+def add_image_options(group: Any, use: str, binarize_default: str, *, limit=False) -> None:
+    """--data-dir, --dataset and --binarize (and --limit) of the commands that read images."""
+    add_all(
+        group,
+        ("--data-dir", "folder of the MNIST IDX files ({train,t10k}-{images-idx3,labels-idx1}"
+         "-ubyte, plain or .gz; get them with pyrogen.data.download_mnist), or with --dataset "
+         f"binarized-mnist the folder holding {BINARIZED_MNIST_FILE}; {use}",
+         {"type": Path, "metavar": "DIR"}),
+        ("--dataset", "what --data-dir holds (default: the run's, else mnist); binarized-mnist "
+         "is the fixed binarization of Larochelle & Murray", {"choices": IMAGE_DATASETS}),
+        ("--binarize", "dynamic: training images are resampled as Bernoulli(pixel intensity) "
+         "every epoch, test images sampled once with the seed; threshold: values above 0.5 "
+         f"become 1, the others 0; none: values as they are. {binarize_default}",
+         {"choices": BINARIZE_MODES}),
+        *[("--limit", "train on the first N training rows only (quick runs); the test set is "
+           "whole", {"type": positive_int, "metavar": "N"})][: int(limit)],
+    )  # fmt: skip
 
 
 def add_labels_options(group: Any, use: str, *, num_classes: bool = True) -> None:
     """``--labels FILE|KEY`` (and ``--num-classes C``) for the examples of ``--data``."""
-    group.add_argument(
-        "--labels",
-        metavar="FILE|KEY",
-        help="labels of the --data rows, one integer class per row: a file (NPY, NPZ with "
-        "one array, or CSV/TSV with a header row and one column) or the name of an array of "
-        f"the --data NPZ archive (arrays named {' or '.join(LABEL_KEYS)} are read without "
-        f"this option; --data-dir MNIST has its own labels); {use}",
-    )
-    if num_classes:
-        group.add_argument(
-            "--num-classes",
-            type=at_least_two,
-            metavar="C",
-            help="number of classes, labels 0..C-1 (default: the largest label + 1)",
-        )
-
-
-def add_image_options(parser: argparse.ArgumentParser, name: str) -> None:
-    """--data-dir, --dataset, --binarize and --limit of a family fitted to images."""
-    data = parser.add_argument_group(f"{name} data")
-    add_data_dir_option(data, "trains on the train split and scores the test split")
-    data.add_argument(
-        "--dataset",
-        choices=IMAGE_DATASETS,
-        help="what --data-dir holds (default mnist); binarized-mnist is the fixed "
-        "binarization of Larochelle & Murray (its valid split is not used)",
-    )
-    add_binarize_option(
-        data, "Default dynamic for --dataset mnist with the bernoulli likelihood, else none."
-    )
-    data.add_argument(
-        "--limit",
-        type=positive_int,
-        metavar="N",
-        help="train on the first N training rows only (quick runs); the test set is whole",
-    )
+    add_all(
+        group,
+        ("--labels", "labels of the --data rows, one integer class per row: a file (NPY, NPZ "
+         "of one array, or CSV/TSV with a header row and one column) or the name of an array "
+         f"of the --data NPZ archive (arrays named {' or '.join(LABEL_KEYS)} are read without "
+         f"this option; --data-dir MNIST has its own labels); {use}", {"metavar": "FILE|KEY"}),
+        *[("--num-classes", "number of classes, labels 0..C-1 (default: the largest label + 1)",
+           {"type": at_least_two, "metavar": "C"})][: int(num_classes)],
+    )  # fmt: skip
 
 
 def dataset_of(args: argparse.Namespace, default: str | None = None) -> str | None:
@@ -194,26 +160,6 @@ def load_split(args: argparse.Namespace, dataset: str | None, seed: int | None) 
         split.train, split.test, split.train_labels, split.test_labels,
         split.description, None, source,
     )  # fmt: skip
-
-
-def load_table(path: Path | None, columns: str | None) -> tuple[torch.Tensor, str, list | None]:
-    """Rows to fit (``--data``, default the bundled Old Faithful), where they came from, and
-    their column names."""
-    names = None if columns is None else [name.strip() for name in columns.split(",")]
-    if path is not None:
-        return load(path, columns=names), str(path), names
-    if names is None:
-        return old_faithful(), "Old Faithful (bundled)", list(OLD_FAITHFUL_COLUMNS)
-    unknown = [name for name in names if name not in OLD_FAITHFUL_COLUMNS]
-    if unknown:
-        raise ValueError(
-            f"--columns: expected names from the bundled Old Faithful data "
-            f"({', '.join(OLD_FAITHFUL_COLUMNS)}), got unknown {unknown}"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"--columns: expected each column once, got {columns!r}")
-    index = [OLD_FAITHFUL_COLUMNS.index(name) for name in names]
-    return old_faithful()[:, index], "Old Faithful (bundled)", names
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,12 @@ from typing import Any
 
 import torch
 
-from pyrogen.cli.data import (
-    add_binarize_option,
-    add_data_dir_option,
-    add_labels_options,
-    images_for,
-)
+from pyrogen.cli.data import add_image_options, add_labels_options, images_for
 from pyrogen.cli.fit import add_scale_out_options
-from pyrogen.cli.options import positive_int
+from pyrogen.cli.options import add_all, positive_int
 from pyrogen.cli.output import describe_model, describe_shape, fit_statistics, score_lines
-from pyrogen.cli.sample import add_model_argument, check_device, is_main_process, load_run
-from pyrogen.data import IMAGE_DATASETS, check_classes, load
+from pyrogen.cli.sample import add_run_options, check_device, is_main_process, load_run
+from pyrogen.data import check_classes, load
 from pyrogen.diagnostics import score, summarize
 from pyrogen.models import GenerativeModel
 
@@ -41,40 +36,28 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "data have labels, also the accuracy of an ssvae's classifier and the clustering "
         "accuracy of a gmvae.",
     )
-    add_model_argument(evaluate)
-    evaluate.add_argument(
-        "--data", type=Path, metavar="PATH",
-        help="data file (CSV/TSV, NPY/NPZ or IDX); every row is scored",
-    )  # fmt: skip
-    evaluate.add_argument("--columns", metavar="A,B", help="columns of a CSV file to use")
-    latent = evaluate.add_argument_group("models without an exact log-likelihood")
-    add_data_dir_option(latent, "scores the test split")
-    latent.add_argument(
-        "--dataset", choices=IMAGE_DATASETS, help="what --data-dir holds; default the run's"
+    add_run_options(
+        evaluate, "seed of the Monte Carlo draws and of sampled binarization; default the run's"
     )
-    add_binarize_option(latent, "default the run's (same seed, so the same test images)")
-    latent.add_argument(
-        "--iw-samples", type=positive_int, metavar="K",
-        help="importance samples of the log-likelihood bound; default the run's, else the "
-        "family's",
-    )  # fmt: skip
-    latent.add_argument(
-        "--step-samples", type=positive_int, metavar="K",
-        help="diffusion models: draws of the diffusion step per example in the ELBO's "
-        "diffusion term; default the run's, else 1",
+    add_all(
+        evaluate,
+        ("--data", "data file (CSV/TSV, NPY/NPZ or IDX); every row is scored", {"type": Path}),
+        ("--columns", "columns of a CSV file to use", {"metavar": "A,B"}),
+    )
+    latent = evaluate.add_argument_group("models without an exact log-likelihood")
+    add_image_options(latent, "scores the test split", "Default the run's (the same images).")
+    add_all(
+        latent,
+        ("--iw-samples", "importance samples of the log-likelihood bound; default the run's, "
+         "else the family's", {"type": positive_int, "metavar": "K"}),
+        ("--step-samples", "diffusion models: draws of the diffusion step per example in the "
+         "ELBO's diffusion term; default the run's, else 1", {"type": positive_int}),
     )  # fmt: skip
     add_labels_options(
         latent,
         "the condition y of a cvae with labels (required), or scores an ssvae's classifier "
         "or a gmvae's clusters",
         num_classes=False,
-    )
-    latent.add_argument(
-        "--seed", type=int,
-        help="seed of the Monte Carlo draws and of sampled binarization; default the run's, else 0",
-    )  # fmt: skip
-    evaluate.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="device to score on (default cpu)"
     )
     add_scale_out_options(
         evaluate,

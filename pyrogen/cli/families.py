@@ -73,23 +73,17 @@ def test_labels_only(args: argparse.Namespace, data: ImageSplit | None) -> Setup
 class FamilySpec:
     """A family's part of ``pyrogen fit`` that its constructor's signature cannot say.
 
-    Attributes:
-        images: it reads images (``--data-dir`` or ``--data``, split into training and test
-            rows, binarized, the test rows scored); otherwise one table, fitted whole.
-        default_epochs: epochs when neither ``--steps`` nor ``--epochs`` is given (None: the
-            family's ``fit_defaults``).
-        aliases: constructor argument -> another spelling of its option.
-        choices, types, defaults, helps: per constructor argument, where the signature's
-            type, default or docstring is not what the option takes or says.
-        hidden: constructor arguments without an option (the workflow sets them).
-        same_as: constructor argument -> the one whose value it takes when not given.
-        labels: what ``--labels`` does for it (None: no labels options).
-        add_options: the workflow's own options.
-        before_data: constructor keywords decided before the data are read (the likelihood
-            that decides the binarization).
-        configure: the labels' use, once the data are read.
-        train: replaces the one :func:`pyrogen.fit` call: ``train(args, family, options, x,
-            fit_options)`` returns the model, the FitResult, InferenceData and summary entries.
+    ``images``: it reads images (``--data-dir``/``--data``, split, binarized, the test rows
+    scored), else one table fitted whole; ``default_epochs``: when neither ``--steps`` nor
+    ``--epochs`` is given. Per constructor argument: ``aliases`` (another spelling of its
+    option), ``choices``, ``types``, ``defaults``, ``helps`` (where the signature's say
+    otherwise), ``hidden`` (no option: the workflow sets it), ``same_as`` (takes another's
+    value when not given). The workflow: ``labels`` (what ``--labels`` does; None: no such
+    option), ``options`` (rows of :func:`~pyrogen.cli.options.add_all`), ``before_data``
+    (constructor keywords decided before the data are read), ``configure`` (what the labels
+    are for, once they are read) and ``train`` (replaces the one :func:`pyrogen.fit` call:
+    ``train(args, family, options, x, fit_options)`` -> model, FitResult, InferenceData and
+    summary entries).
     """
 
     images: bool = False
@@ -103,7 +97,7 @@ class FamilySpec:
     same_as: Mapping[str, str] = field(default_factory=dict)
     labels: str | None = None
     num_classes: bool = True
-    add_options: Callable[[argparse.ArgumentParser], None] | None = None
+    options: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     before_data: Callable[[argparse.Namespace, str | None], dict[str, Any]] | None = None
     configure: Callable[[argparse.Namespace, ImageSplit | None], Setup] = test_labels_only
     train: Callable[..., tuple[GenerativeModel, Any, Any, dict[str, Any]]] | None = None
@@ -114,17 +108,6 @@ def _components(text: str) -> int | str:
     if text != "auto" and not (text.isdigit() and int(text) > 0):
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
     return text if text == "auto" else int(text)
-
-
-def _add_gmm_options(group: argparse.ArgumentParser) -> None:
-    group.add_argument(
-        "--num-samples", type=positive_int, default=500, metavar="N",
-        help="posterior draws (per chain for nuts; default 500)",
-    )  # fmt: skip
-    group.add_argument(
-        "--warmup", type=non_negative_int, default=500, metavar="N",
-        help="NUTS warm-up steps per chain (default 500)",
-    )  # fmt: skip
 
 
 def _train_gmm(
@@ -163,15 +146,17 @@ def _train_gmm(
 
 
 # --- the VAE variants ----------------------------------------------------------------------
-def _classes(args: argparse.Namespace, data: ImageSplit, *, unlabelled: bool = False):
-    """C and the training and test labels checked against it."""
+def _labelled(args: argparse.Namespace, data: ImageSplit, unlabelled: bool = False) -> Setup:
+    """C (``--num-classes``, else from the labels) and the labels checked against it, as the
+    condition y."""
     source = data.labels_source
     classes = count_classes([data.train_labels, data.test_labels], source, args.num_classes)
-    train = check_classes(data.train_labels, classes, source, unlabelled=unlabelled)
-    test = data.test_labels
-    if test is not None:
-        test = check_classes(test, classes, source, unlabelled=unlabelled)
-    return classes, train, test
+    train, test = (
+        None if y is None else check_classes(y, classes, source, unlabelled=unlabelled)
+        for y in (data.train_labels, data.test_labels)
+    )
+    extra = {"labels": f"{source}: the condition y, classes 0..{classes - 1}"}
+    return Setup({"num_classes": classes}, train, test, extra)
 
 
 def _configure_cvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
@@ -197,34 +182,7 @@ def _configure_cvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
         source = data.labels_source
         extra = {"labels": f"{source}: not used (--no-labels)"} if source else {}
         return Setup(test_labels=data.test_labels, extra=extra)
-    classes, train, test = _classes(args, data)
-    return Setup(
-        options={"num_classes": classes},
-        train_labels=train,
-        test_labels=test,
-        extra={"labels": f"{data.labels_source}: the condition y, classes 0..{classes - 1}"},
-    )
-
-
-def _add_cvae_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-labels",
-        action="store_true",
-        help="ignore the data's labels (then --observed is needed); by default the model is "
-        "conditioned on them wherever the data have labels, and its bounds are of "
-        "log p(x | y)",
-    )
-
-
-def _add_ssvae_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--labelled",
-        type=positive_int,
-        metavar="N",
-        help="keep the labels of N training rows, as many of each class as the rows allow "
-        "(chosen at random with --seed), and train on every other row unlabelled; default: "
-        "the labels as the data give them (-1 = unlabelled), for MNIST all of them",
-    )
+    return _labelled(args, data)
 
 
 def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
@@ -233,8 +191,8 @@ def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
             "--labels: expected labels for the semi-supervised VAE (MNIST --data-dir has "
             "them; with --data give --labels FILE|KEY, -1 for unlabelled rows), got none"
         )
-    classes, train, test = _classes(args, data, unlabelled=True)
-    rows = train.shape[0]
+    setup = _labelled(args, data, unlabelled=True)
+    classes, train, rows = setup.options["num_classes"], setup.train_labels, len(data.train)
     if args.labelled is not None:
         with as_option_errors():
             train, counts = balanced_labels(train, args.labelled, classes, args.seed)
@@ -253,8 +211,9 @@ def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
         how = f"{known} of the {rows} training rows labelled" + (
             " (all of them: supervised; --labelled N keeps N)" if known == rows else ""
         )
-    extra = {"labels": f"{data.labels_source}, classes 0..{classes - 1}: {how}"}
-    return Setup({"num_classes": classes}, train, test, extra)
+    setup.train_labels = train
+    setup.extra = {"labels": f"{data.labels_source}, classes 0..{classes - 1}: {how}"}
+    return setup
 
 
 class ComponentStart(Callback):
@@ -298,18 +257,6 @@ class ComponentStart(Callback):
             )
 
 
-def _add_gmvae_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--warmup-epochs",
-        type=non_negative_int,
-        metavar="E",
-        help="train E epochs, then start the components from a diagonal Gaussian mixture "
-        "fitted to the training rows' codes (init_components), then train on; 0 does it "
-        "before training. Default 1 when the run is longer, else the components keep their "
-        "random start",
-    )
-
-
 def _configure_gmvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
     extra = {}
     if data.labels_source is not None:
@@ -319,22 +266,6 @@ def _configure_gmvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
 
 
 # --- diffusion ------------------------------------------------------------------------------
-def _add_diffusion_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--autoencoder",
-        type=Path,
-        metavar="RUN",
-        help="latent diffusion: model the codes of this trained VAE (a `pyrogen fit vae` run "
-        "folder or model file), kept frozen; samples are decoded by it",
-    )
-    parser.add_argument(
-        "--conditional",
-        action="store_true",
-        help="condition on the data's labels (MNIST --data-dir has them; with --data give "
-        "--labels), dropping a share of them in training so that guidance works",
-    )
-
-
 def _diffusion_before_data(args: argparse.Namespace, dataset: str | None) -> dict[str, Any]:
     """The likelihood (default from the data) and the frozen autoencoder of latent diffusion."""
     options: dict[str, Any] = {}
@@ -371,29 +302,27 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
             "--conditional: expected labels in the data (MNIST --data-dir has them; with "
             "--data give --labels FILE|KEY), got none"
         )
-    classes, train, test = _classes(args, data)
-    extra["labels"] = f"{data.labels_source}: the condition y, classes 0..{classes - 1}"
-    return Setup({"num_classes": classes}, train, test, extra)
+    setup = _labelled(args, data)
+    setup.extra.update(extra)
+    return setup
 
 
 # --- the table --------------------------------------------------------------------------------
-_VAE_CHOICES = {
-    "likelihood": vae_module.LIKELIHOODS,
-    "encoder": NETWORKS,
-    "decoder": NETWORKS,
-    "classifier": NETWORKS,
-    "objective": vae_module.OBJECTIVES,
-    "posterior": vae_module.POSTERIORS,
-}
-_VAE = {
+_VAE = {  # what every VAE family shares
     "images": True,
     "default_epochs": 10,
     "aliases": {"num_particles": "--particles"},
-    "choices": _VAE_CHOICES,
+    "choices": {
+        "likelihood": vae_module.LIKELIHOODS,
+        **dict.fromkeys(("encoder", "decoder", "classifier"), NETWORKS),
+        "objective": vae_module.OBJECTIVES,
+        "posterior": vae_module.POSTERIORS,
+    },
     "types": {"beta": positive_float},
     "same_as": {"decoder": "encoder"},
 }
 
+# fmt: off
 SPECS: dict[str, FamilySpec] = {
     "gmm": FamilySpec(
         aliases={"n_components": "--components"},
@@ -401,59 +330,67 @@ SPECS: dict[str, FamilySpec] = {
         types={"n_components": _components},
         defaults={"n_components": "auto"},
         helps={
-            "n_components": f"number of components, or 'auto' to choose K in "
+            "n_components": "number of components, or 'auto' to choose K in "
             f"1..{MAX_AUTO_COMPONENTS} by BIC",
             "inference": "map (point estimates), variational (mean-field posterior) or nuts "
             f"(MAP, then collapsed NUTS with {NUTS_CHAINS} chains)",
         },
-        add_options=_add_gmm_options,
+        options=(
+            ("--num-samples", "posterior draws (per chain for nuts; default 500)",
+             {"type": positive_int, "default": 500}),
+            ("--warmup", "NUTS warm-up steps per chain (default 500)",
+             {"type": non_negative_int, "default": 500}),
+        ),
         train=_train_gmm,
     ),
     "vae": FamilySpec(**_VAE),
     "cvae": FamilySpec(
-        **_VAE,
-        hidden=("num_classes",),
-        labels="the model is conditioned on them",
-        add_options=_add_cvae_options,
+        **_VAE, hidden=("num_classes",), labels="the model is conditioned on them",
+        options=(("--no-labels", "ignore the data's labels (then --observed is needed); by "
+                  "default the model is conditioned on them where the data have labels",
+                  {"action": "store_true"}),),
         configure=_configure_cvae,
     ),
     "ssvae": FamilySpec(
         **{**_VAE, "types": {"classifier_weight": non_negative_float, "labelled_share": share}},
-        hidden=("num_classes",),
-        labels="-1 marks an unlabelled row",
-        add_options=_add_ssvae_options,
+        hidden=("num_classes",), labels="-1 marks an unlabelled row",
+        options=(("--labelled", "keep the labels of N training rows, as many of each class as "
+                  "the rows allow (chosen at random with --seed), the other rows unlabelled; "
+                  "default: the labels as the data give them (-1 = unlabelled)",
+                  {"type": positive_int, "metavar": "N"}),),
         configure=_configure_ssvae,
     ),
     "gmvae": FamilySpec(
         **{**_VAE, "aliases": {"num_particles": "--particles", "n_components": "--components"}},
-        labels="only scored: the clustering accuracy of the test rows",
-        num_classes=False,
-        add_options=_add_gmvae_options,
+        labels="only scored: the clustering accuracy of the test rows", num_classes=False,
+        options=(("--warmup-epochs", "train E epochs, then start the components from a "
+                  "diagonal Gaussian mixture fitted to the training rows' codes "
+                  "(init_components), then train on; 0 does it before training. Default 1 "
+                  "when the run is longer", {"type": non_negative_int, "metavar": "E"}),),
         configure=_configure_gmvae,
     ),
     "flow": FamilySpec(choices={"flow": FLOWS}, hidden=("num_classes", "context_dim")),
     "diffusion": FamilySpec(
-        images=True,
-        default_epochs=10,
-        choices={
-            "schedule": SCHEDULES,
-            "prediction": diffusion_module.PREDICTIONS,
-            "likelihood": diffusion_module.LIKELIHOODS,
-            "objective": diffusion_module.OBJECTIVES,
-            "denoiser": ("mlp", "unet"),
-        },
-        helps={
-            "likelihood": "p(x | z_0): discretized (8-bit levels; default for --data-dir "
-            "mnist), bernoulli (0/1 data; default for binarized-mnist and with --binarize), "
-            "gaussian (real values; default for a --data file)",
-        },
+        images=True, default_epochs=10,
+        choices={"schedule": SCHEDULES, "prediction": diffusion_module.PREDICTIONS,
+                 "likelihood": diffusion_module.LIKELIHOODS,
+                 "objective": diffusion_module.OBJECTIVES, "denoiser": ("mlp", "unet")},
+        helps={"likelihood": "p(x | z_0): discretized (8-bit levels; default for --data-dir "
+               "mnist), bernoulli (0/1 data; default for binarized-mnist and with "
+               "--binarize), gaussian (real values; default for a --data file)"},
         hidden=("num_classes", "autoencoder"),
         labels="the model is conditioned on them (with --conditional)",
-        add_options=_add_diffusion_options,
-        before_data=_diffusion_before_data,
-        configure=_configure_diffusion,
+        options=(
+            ("--autoencoder", "latent diffusion: model the codes of this trained VAE (a run "
+             "folder or model file), kept frozen; samples are decoded by it",
+             {"type": Path, "metavar": "RUN"}),
+            ("--conditional", "condition on the data's labels, dropping a share of them in "
+             "training so that guidance works", {"action": "store_true"}),
+        ),
+        before_data=_diffusion_before_data, configure=_configure_diffusion,
     ),
 }
+# fmt: on
 
 
 def spec_of(family: str) -> FamilySpec:

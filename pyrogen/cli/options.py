@@ -17,74 +17,46 @@ from typing import Any
 FROM_DATA = ("data_shape", "n_features")
 
 
-def integer(text: str) -> int:
-    """An integer option value."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+class Checked:
+    """An option's type: ``convert(text)``, accepted where ``accept(value)``; otherwise the
+    usage error says what was ``expected``."""
+
+    def __init__(self, convert: Callable[[str], Any], accept: Callable, expected: str) -> None:
+        self.convert, self.accept, self.expected = convert, accept, expected
+
+    def __call__(self, text: str) -> Any:
+        try:
+            value = self.convert(text)
+        except ValueError:
+            value = None
+        if value is None or not self.accept(value):
+            raise argparse.ArgumentTypeError(f"expected {self.expected}, got {text!r}")
+        return value
 
 
-def positive_int(text: str) -> int:
-    """A positive integer option value."""
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _finite(accept: Callable[[float], bool]) -> Callable[[float], bool]:
+    return lambda value: math.isfinite(value) and accept(value)
 
 
-def non_negative_int(text: str) -> int:
-    """A non-negative integer option value."""
-    value = integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+def _widths(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
 
 
-def _number(text: str, accept: Callable[[float], bool], expected: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and accept(value)):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
+positive_int = Checked(int, lambda v: v > 0, "a positive integer")
+non_negative_int = Checked(int, lambda v: v >= 0, "a non-negative integer")
+at_least_two = Checked(int, lambda v: v >= 2, "at least 2 classes")
+positive_float = Checked(float, _finite(lambda v: v > 0), "a positive number")
+non_negative_float = Checked(float, _finite(lambda v: v >= 0), "a non-negative number")
+share = Checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+fraction = Checked(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
+widths = Checked(_widths, lambda v: all(w > 0 for w in v), "positive integers separated by commas")
 
 
-def positive_float(text: str) -> float:
-    """A positive finite number."""
-    return _number(text, lambda v: v > 0, "a positive number")
-
-
-def non_negative_float(text: str) -> float:
-    """A non-negative finite number."""
-    return _number(text, lambda v: v >= 0, "a non-negative number")
-
-
-def share(text: str) -> float:
-    """A number in (0, 1)."""
-    return _number(text, lambda v: 0 < v < 1, "a number in (0, 1)")
-
-
-def widths(text: str) -> tuple[int, ...]:
-    """Positive integers separated by commas, e.g. ``128,128``."""
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(value < 1 for value in values):
-        raise argparse.ArgumentTypeError(
-            f"expected positive integers separated by commas, got {text!r}"
-        )
-    return values
-
-
-def at_least_two(text: str) -> int:
-    """A number of classes."""
-    value = integer(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 classes, got {text!r}")
-    return value
+def add_all(group: Any, *rows: tuple[str, str, dict[str, Any]]) -> None:
+    """Add options given as rows ``(flags, help, keywords)``, e.g.
+    ``("-n --num-rows", "rows to draw", {"type": positive_int})``."""
+    for flags, text, keywords in rows:
+        group.add_argument(*flags.split(), help=text, **keywords)
 
 
 def flag(name: str) -> str:

@@ -13,18 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 
-from pyrogen.cli.data import (
-    add_binarize_option,
-    add_data_dir_option,
-    add_labels_options,
-    images_for,
-)
+from pyrogen.cli.data import add_image_options, add_labels_options, images_for
 from pyrogen.cli.fit import add_scale_out_options
-from pyrogen.cli.options import non_negative_int, positive_int
-from pyrogen.data import IMAGE_DATASETS, check_classes
+from pyrogen.cli.options import add_all, non_negative_int, positive_int
+from pyrogen.data import check_classes
 from pyrogen.diagnostics import figure_writer, image_shape, plot_image_grid
 from pyrogen.diagnostics.report import MODEL_FILE, SUMMARY_FILE
 from pyrogen.infer import distributed
@@ -48,60 +42,35 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
         f"--out FILE ({' or '.join(TABLE_FORMATS)}). Image models: --out FILE.npy (an array "
         "(N, *data_shape)) or FILE.png (a grid of the images).",
     )
-    add_model_argument(sample)
-    sample.add_argument(
-        "-n", "--num-rows", type=positive_int, required=True, metavar="N",
-        help="number of rows (images) to draw",
+    add_run_options(sample, "random seed (default 0)", default=0)
+    add_all(
+        sample,
+        ("-n --num-rows", "rows (images) to draw", {"type": positive_int, "required": True}),
+        ("--out", f"write to this file: {' or '.join(TABLE_FORMATS)} for tabular models, "
+         f"{' or '.join(IMAGE_FORMATS)} for image models (required for those)", {"type": Path}),
+        ("--mean", "draw the decoder's mean of p(x | z) rather than a sample of x (models "
+         "with a decoder, e.g. vae); smoother images", {"action": "store_true"}),
     )  # fmt: skip
-    sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(default cpu)")
-    sample.add_argument(
-        "--out", type=Path, metavar="FILE",
-        help=f"write to this file: {' or '.join(TABLE_FORMATS)} for tabular models, "
-        f"{' or '.join(IMAGE_FORMATS)} for image models (required for those)",
+    add_all(
+        sample.add_argument_group("diffusion models"),
+        ("--steps", "reverse steps: with --method ddim any number up to the model's T "
+         "(default 50); ancestral sampling takes all T", {"type": positive_int}),
+        ("--method", "ancestral (DDPM, all T steps) or ddim (deterministic, --steps steps); "
+         "default ddim when --steps is given, else ancestral",
+         {"choices": ("ancestral", "ddim")}),
+        ("--guidance", "classifier-free guidance scale of a class-conditional model: 0 "
+         "unconditional, 1 conditional (default), above 1 sharper classes", {"type": float}),
+        ("--label --component", "draw every row from class K (cvae with labels, ssvae) or "
+         "mixture component K (gmvae). Default: the classes in turn, 0, 1, ..., C-1, 0, ... "
+         "(a PNG gets one column per class); a gmvae's components are drawn from the prior's "
+         "weights; a cvae completing --data takes each example's own label",
+         {"dest": "label", "type": non_negative_int, "metavar": "K"}),
     )  # fmt: skip
-    sample.add_argument(
-        "--mean", action="store_true",
-        help="draw the decoder's mean of p(x | z) rather than a sample of x (models with a "
-        "decoder, e.g. vae); smoother images",
-    )  # fmt: skip
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    reverse = sample.add_argument_group("diffusion models")
-    reverse.add_argument(
-        "--steps", type=positive_int, metavar="S",
-        help="reverse steps: with --method ddim any number up to the model's T (default 50); "
-        "ancestral sampling takes all T",
-    )  # fmt: skip
-    reverse.add_argument(
-        "--method", choices=("ancestral", "ddim"),
-        help="ancestral (DDPM, all T steps) or ddim (deterministic, --steps steps); default "
-        "ddim when --steps is given, else ancestral",
-    )  # fmt: skip
-    reverse.add_argument(
-        "--guidance", type=float, metavar="S",
-        help="classifier-free guidance scale of a class-conditional model: 0 unconditional, "
-        "1 conditional (default), above 1 sharper classes",
-    )  # fmt: skip
-    variants = sample.add_argument_group("models with labels (cvae, ssvae, gmvae)")
-    variants.add_argument(
-        "--label", "--component", dest="label", type=non_negative_int, metavar="K",
-        help="draw every row from class K (cvae with labels, ssvae) or mixture component K "
-        "(gmvae). Default: the classes in turn, 0, 1, ..., C-1, 0, ... (a PNG gets one "
-        "column per class); a gmvae's components are drawn from the prior's weights; a "
-        "cvae completing --data takes each example's own label",
-    )  # fmt: skip
-    given = sample.add_argument_group(
-        "examples to complete (cvae fitted with --observed: it generates only the missing "
-        "part of given examples, so it needs them)"
+    given = sample.add_argument_group("examples to complete (a cvae fitted with --observed)")
+    given.add_argument("--data", type=Path, help="images whose first N rows are completed")
+    add_image_options(
+        given, "its first N test images are completed", "Default the run's (the same images)."
     )
-    given.add_argument(
-        "--data", type=Path, metavar="PATH",
-        help="images whose first N rows are completed (NPY/NPZ/CSV, as for fit)",
-    )  # fmt: skip
-    add_data_dir_option(given, "its first N test images are completed")
-    given.add_argument(
-        "--dataset", choices=IMAGE_DATASETS, help="what --data-dir holds; default the run's"
-    )
-    add_binarize_option(given, "Default the run's (same seed, so the same test images).")
     add_labels_options(given, "default for the completions' labels", num_classes=False)
     add_scale_out_options(
         sample,
@@ -111,11 +80,14 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     sample.set_defaults(run=run_sample)
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """The positional RUN_OR_MODEL_FILE of sample and evaluate."""
-    parser.add_argument(
-        "model_path", metavar="RUN_OR_MODEL_FILE", type=Path,
-        help="a run folder (its model.pt is used) or a model file",
+def add_run_options(parser: argparse.ArgumentParser, seed: str, **default: int) -> None:
+    """RUN_OR_MODEL_FILE, --device and --seed of sample and evaluate."""
+    add_all(
+        parser,
+        ("model_path", "a run folder (its model.pt is used) or a model file",
+         {"metavar": "RUN_OR_MODEL_FILE", "type": Path}),
+        ("--device", "(default cpu)", {"choices": ("cpu", "cuda"), "default": "cpu"}),
+        ("--seed", seed, {"type": int, **default}),
     )  # fmt: skip
 
 
@@ -162,18 +134,12 @@ def run_sample(args: argparse.Namespace) -> int:
         options["mean"] = True
     options |= _reverse_process_options(args, model)
     columns_per_class = _conditions(args, model, run, options)
-    if args.devices * args.num_nodes > 1:
-        rows = distributed.sample(
-            model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
-            device=str(device), seed=args.seed, **options,
-        )  # fmt: skip
-        if not is_main_process(args):
-            return 0
-    else:
-        model.to(device)  # labels and given values follow the model's device
-        pyro.set_rng_seed(args.seed)
-        with torch.no_grad():
-            rows = model.sample(args.num_rows, **options).detach().cpu()
+    rows = distributed.sample(
+        model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
+        device=str(device), seed=args.seed, **options,
+    )  # fmt: skip
+    if not is_main_process(args):
+        return 0
     _write(args, rows, shape, suffix, columns_per_class, run.get("columns"))
     return 0
 

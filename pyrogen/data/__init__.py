@@ -13,6 +13,7 @@ from pyrogen.data.datasets import (
     binarized_mnist,
     download_mnist,
     load_dataset,
+    load_table,
     mnist,
     old_faithful,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "load_dataset",
     "load_idx",
     "load_npy",
+    "load_table",
     "mnist",
     "old_faithful",
 ]

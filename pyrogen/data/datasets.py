@@ -13,7 +13,7 @@ import torch
 
 from pyrogen.data._files import PathLike, download_atomically
 from pyrogen.data._idx import IdxContents, read_idx
-from pyrogen.data.loaders import load_csv, load_npy
+from pyrogen.data.loaders import load, load_csv, load_npy
 from pyrogen.data.validation import check_choice
 
 OLD_FAITHFUL_COLUMNS = ("eruptions", "waiting")
@@ -40,6 +40,41 @@ def old_faithful() -> torch.Tensor:
 
 
 DATASETS: dict[str, Callable[[], torch.Tensor]] = {"old_faithful": old_faithful}
+
+
+def load_table(
+    path: PathLike | None = None, columns: str | None = None
+) -> tuple[torch.Tensor, str, list[str] | None]:
+    """Rows of a data file, or of the bundled Old Faithful data when ``path`` is None.
+
+    Args:
+        path: a file :func:`~pyrogen.data.load` reads, or None.
+        columns: comma-separated names of the columns to use (of a CSV/TSV file, or of
+            ``OLD_FAITHFUL_COLUMNS``); None: all of them.
+
+    Returns:
+        ``(x, source, names)``: the rows (N, ...), where they came from, the column names.
+
+    Example:
+        >>> x, source, names = load_table(columns="waiting")
+        >>> tuple(x.shape), source, names
+        ((272, 1), 'Old Faithful (bundled)', ['waiting'])
+    """
+    names = None if columns is None else [name.strip() for name in columns.split(",")]
+    if path is not None:
+        return load(path, columns=names), str(path), names
+    if names is None:
+        return old_faithful(), "Old Faithful (bundled)", list(OLD_FAITHFUL_COLUMNS)
+    unknown = [name for name in names if name not in OLD_FAITHFUL_COLUMNS]
+    if unknown:
+        raise ValueError(
+            f"columns: expected names from the bundled Old Faithful data "
+            f"({', '.join(OLD_FAITHFUL_COLUMNS)}), got unknown {unknown}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"columns: expected each column once, got {columns!r}")
+    index = [OLD_FAITHFUL_COLUMNS.index(name) for name in names]
+    return old_faithful()[:, index], "Old Faithful (bundled)", names
 
 
 def load_dataset(name: str) -> torch.Tensor:

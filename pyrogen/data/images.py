@@ -240,8 +240,8 @@ def dynamic_binarization(x: torch.Tensor, epoch: int, generator: torch.Generator
     Args:
         x: the training examples, pixel intensities in [0, 1].
         epoch: the epoch about to start (unused: every epoch is sampled alike).
-        generator: the source of the draw (the engine's, so that a resumed fit draws the
-            same samples).
+        generator: the source of the draw, on the device of ``x`` (the engine's, seeded from
+            the fit's seed and the epoch, so that a resumed fit draws the same samples).
 
     Example:
         >>> x = torch.full((2, 3), 0.5)
@@ -249,10 +249,6 @@ def dynamic_binarization(x: torch.Tensor, epoch: int, generator: torch.Generator
         >>> sorted(set(sample.flatten().tolist())) <= [0.0, 1.0]
         True
     """
-    generator_device = getattr(generator, "device", torch.device("cpu"))
-    if x.device.type != torch.device(generator_device).type:
-        noise = torch.rand(x.shape, generator=generator, device=generator_device)
-        return (noise.to(x.device) < x).to(x.dtype)
     return torch.bernoulli(x, generator=generator)
 
 
