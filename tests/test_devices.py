@@ -228,7 +228,7 @@ def test_psis_khat_of_a_flow_guide_on(device):
 
 # --- the command line ---------------------------------------------------------------------
 _IMAGE_RUN = ["--epochs", "2", "--batch-size", "32", "--iw-samples", "2", "--latent-dim", "2"]
-_IMAGE_RUN += ["--binarize", "dynamic"]  # an epoch per fit call, resumed from a checkpoint
+_IMAGE_RUN += ["--binarize", "dynamic"]  # a new binary draw of the images every epoch
 #: ``pyrogen fit FAMILY`` options of a run of a few steps, and the data it is evaluated on:
 #: {csv} is the Old Faithful table, {npz} 90 labelled 8 x 8 images (arrays x and y).
 _CLI_RUNS = {

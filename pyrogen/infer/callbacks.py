@@ -345,7 +345,9 @@ class Checkpoint(Callback):
     Args:
         path: the checkpoint file.
         every: steps between checkpoints; None saves at the end only.
-        resume: continue from ``path`` when it exists (see :meth:`read` and :meth:`restore`).
+        resume: continue from ``path`` when it exists: the loop loads the model from
+            :meth:`read`'s state as it sets the model up, and calls :meth:`restore` once
+            the optimizer is made, before any ``on_fit_start``.
     """
 
     all_processes = True  # every process's random state is gathered into the file
@@ -372,10 +374,8 @@ class Checkpoint(Callback):
     def restore(self, loop: TrainingLoop, saved: dict[str, Any]) -> None:
         """Put the optimizer, the loop's state and the random streams back as saved (the
         model's parameters are loaded before the optimizer is made)."""
-        from pyrogen.infer.engine import TrainingState
-
         loop.optimizer.load_state_dict(saved["optimizer"])
-        loop.state = TrainingState.from_dict(saved)
+        loop.state = type(loop.state).from_dict(saved)
         by_rank = saved.get("rng_by_rank") or [saved["rng"]]
         if len(by_rank) == loop.where.world_size:  # else: a new process count, new streams
             set_rng_state(by_rank[loop.where.rank])

@@ -465,6 +465,16 @@ def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> Fit
         >>> result = pyrogen.fit(gmm, pyrogen.data.old_faithful(), steps=20, progress=False)
         >>> len(result.losses) <= 20
         True
+
+        Dynamic binarization: each epoch trains on a new binary draw of grey images.
+
+        >>> import torch
+        >>> grey = torch.rand(64, 4)
+        >>> vae = pyrogen.VAE((4,), latent_dim=2, hidden=(8,))
+        >>> result = pyrogen.fit(vae, grey, epochs=2, batch_size=32, progress=False,
+        ...                      epoch_transform=pyrogen.infer.dynamic_binarization)
+        >>> result.steps
+        4
     """
     started = time.perf_counter()
     if not isinstance(model, GenerativeModel):
@@ -697,7 +707,7 @@ class TrainingLoop:
     def _notify_failure(self, error: BaseException) -> Exception | None:
         """Tell every callback; the first exception one raises replaces ``error``."""
         replacement = None
-        for callback in self.callbacks if hasattr(self, "callbacks") else ():
+        for callback in self.callbacks:
             method = getattr(callback, "on_exception", None)
             if method is None or not (self.where.is_main or _all_processes(callback)):
                 continue

@@ -134,6 +134,21 @@ def test_resume_with_two_processes_continues_exactly(tmp_path):
     assert resumed.losses == straight.losses  # the noise streams of both processes resumed
 
 
+def jitter(x: torch.Tensor, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """An epoch transform that draws (module-level, so that it pickles)."""
+    return x + 0.01 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+
+def test_an_epoch_transform_draws_the_same_rows_in_every_process():
+    x = two_moons(203)
+    options = dict(steps=8, batch_size=50, lr=0.01, progress=False, epoch_transform=jitter)
+    one = pyrogen.fit(flow(), x, **options)
+    two = pyrogen.fit(flow(), x, **options, devices=2, micro_batch_size=16)
+    assert_same_training(one, two)
+    plain = pyrogen.fit(flow(), x, **{**options, "epoch_transform": None})
+    assert plain.losses[4:] != one.losses[4:]  # the transform was applied
+
+
 def stop_at_step_3(step: int, loss: float, model: pyrogen.GenerativeModel) -> bool:
     return step == 3
 
@@ -154,6 +169,8 @@ def test_a_callback_in_the_first_process_stops_all_of_them():
 def test_unpicklable_callbacks_are_named():
     with pytest.raises(ValueError, match="devices: .*pickle"):
         pyrogen.fit(mixture(), two_moons(50), steps=2, devices=2, callbacks=[lambda *a: None])
+    with pytest.raises(ValueError, match="devices: .*epoch_transform.* does not pickle"):
+        pyrogen.fit(mixture(), two_moons(50), steps=2, devices=2, epoch_transform=lambda *a: a[0])
 
 
 @pytest.mark.parametrize(

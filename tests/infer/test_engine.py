@@ -14,6 +14,7 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.nn import PyroParam, pyro_method
 
 import pyrogen
+from pyrogen.io import load_checkpoint
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.gmm import GaussianMixture
 
@@ -374,6 +375,32 @@ def test_bad_data_and_model():
         pyrogen.fit(object(), normal_data())
     with pytest.raises(ValueError, match="data"):
         pyrogen.fit(NormalMean(), [[1.0, float("nan")]])
+
+
+def test_checkpoints_keep_their_format(tmp_path):
+    # Old checkpoints resume, and older versions read new ones: the entries stay these.
+    path = tmp_path / "run.ckpt"
+    pyrogen.fit(GaussianMixture(2), torch.randn(50, 2), steps=2, checkpoint=path, progress=False)
+    saved = load_checkpoint(path)
+    assert set(saved) == {
+        "pyrogen_version",
+        "family",
+        "config",
+        "state_dict",
+        "optimizer",
+        "rng",
+        "rng_by_rank",
+        "order_rng",
+        "step",
+        "losses",
+        "best_loss",
+        "best_step",
+        "best_state",
+        "bad_epochs",
+        "validation_losses",
+        "permutation",
+    }
+    assert saved["step"] == 2 and saved["family"] == "gmm" and len(saved["losses"]) == 2
 
 
 def test_resume_refuses_another_family(tmp_path):
