@@ -53,12 +53,8 @@ example = contract.example
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 # Nesting followed inside plain attributes (lists, dicts, objects such as distributions).
 _MAX_DEPTH = 4
-# Options of the evaluation methods, for the families that have them.
-_EVALUATIONS = {
-    "elbo": {},
-    "log_likelihood": {"num_samples": 8},
-    "bits_per_dim": {"num_samples": 8},
-}
+# Importance samples of the bounds the evaluations compute.
+_SCORE_SAMPLES = 8
 _ATOMS = (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 
 
@@ -186,13 +182,12 @@ def test_trains_evaluates_scores_and_samples_on(device, example, tmp_path):
     left = [name for name, t in _model_tensors(model) if t.device.type != device]
     assert not left, f"on another device than {device}: {left}"
 
-    condition = {} if y is None else {"y": y.to(device)}
-    outputs = {
-        name: getattr(model, name)(x.to(device), **condition, **options)
-        for name, options in _EVALUATIONS.items()
-        if hasattr(model, name)
-    }
+    labels = None if y is None else y.to(device)
+    # Every per-example score of the model contract, and bits/dim from them.
+    outputs = dict(model.score_examples(x.to(device), labels, num_samples=_SCORE_SAMPLES))
+    outputs["bits_per_dim"] = model.bits_per_dim(x.to(device), labels, num_samples=_SCORE_SAMPLES)
     if model.exact_likelihood:
+        condition = {} if y is None else {"y": labels}
         outputs["log_prob"] = model.log_prob(x.to(device), **condition)
     outputs["sample"] = model.sample(3, **_sample_kwargs(example, 3, device))
     assert outputs["sample"].shape == (3, *x.shape[1:])
