@@ -13,7 +13,14 @@ import pytest  # noqa: E402
 
 from pyrogen.cli import main  # noqa: E402
 from pyrogen.data.datasets import old_faithful  # noqa: E402
-from tests.cli.helpers import QUICK, VAE_QUICK, VARIANT_QUICK, class_images  # noqa: E402
+from tests.cli.helpers import (  # noqa: E402
+    QUICK,
+    VAE_QUICK,
+    VARIANT_QUICK,
+    class_images,
+    cvae_completion_run,
+    write_arrays,
+)
 
 # Runs that later tests reuse: (run folder, what it printed), made once per session.
 _VAE_RUNS: dict[str, tuple[Path, str]] = {}
@@ -89,3 +96,44 @@ def variant_run(labelled_npz, tmp_path_factory, capsys):
         return _VARIANT_RUNS[name]
 
     return make
+
+
+@pytest.fixture
+def table_inputs(tmp_path, auto_run, faithful_csv) -> dict[str, str]:
+    """Placeholders of the mixture's bad command lines: an occupied folder, a CSV of three
+    columns, the mixture's run."""
+    (tmp_path / "occupied.txt").write_text("an earlier run")
+    wide = tmp_path / "wide.csv"
+    np.savetxt(wide, np.ones((4, 3)), delimiter=",", header="a,b,c", comments="")
+    fill = {"{tmp}": str(tmp_path), "{csv}": str(faithful_csv), "{run}": str(auto_run)}
+    return {**fill, "{wide}": str(wide)}
+
+
+@pytest.fixture
+def vae_inputs(tmp_path, npy_run, auto_run, faithful_csv) -> dict[str, str]:
+    """Placeholders of the VAE's bad command lines: runs, and arrays of bytes, of a table
+    and of grey images."""
+    fill = {"{tmp}": str(tmp_path), "{vae}": str(npy_run), "{gmm}": str(auto_run)}
+    fill["{csv}"] = str(faithful_csv)
+    write_arrays(tmp_path, fill, {
+        "bytes": np.linspace(0, 255, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8),
+        "table": np.full((10, 5), 0.5, dtype=np.float32),
+        "images": np.full((10, 8, 8), 0.5, dtype=np.float32),
+    })  # fmt: skip
+    return fill
+
+
+@pytest.fixture
+def variant_inputs(tmp_path, variant_run, labelled_npz, npy_run) -> dict[str, str]:
+    """Placeholders of the VAE variants' bad command lines: runs, the labelled archive, and
+    images with labels that do not fit them."""
+    images, labels = class_images()
+    fill = {"{tmp}": str(tmp_path), "{npz}": str(labelled_npz), "{vae}": str(npy_run)}
+    fill["{cvae_top}"] = str(cvae_completion_run(variant_run)[0])
+    write_arrays(tmp_path, fill, {
+        "images": images,
+        "short": labels[:10],
+        "negative": np.where(np.arange(90) == 4, -1, labels),
+        "halves": labels + 0.5,
+    })  # fmt: skip
+    return fill

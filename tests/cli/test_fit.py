@@ -29,6 +29,7 @@ from tests.cli.helpers import (
     VAE_QUICK,
     class_images,
     cvae_completion_run,
+    exits_2_with,
     fill_in,
 )
 from tests.cli.helpers import summary as run_summary
@@ -132,22 +133,9 @@ def test_fit_default_run_folder(tmp_path, monkeypatch, capsys):
         ([], r"pyrogen: error: the following arguments are required: COMMAND"),
     ],
 )
-def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, auto_run, faithful_csv):
-    (tmp_path / "occupied.txt").write_text("an earlier run")
-    wide = tmp_path / "wide.csv"
-    np.savetxt(wide, np.ones((4, 3)), delimiter=",", header="a,b,c", comments="")
-    fill = {
-        "{tmp}": str(tmp_path),
-        "{csv}": str(faithful_csv),
-        "{run}": str(auto_run),
-        "{wide}": str(wide),
-    }
-    for key, value in fill.items():
-        argv = [arg.replace(key, value) for arg in argv]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert re.search(message, err), err
-    assert "Traceback" not in err
+def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, table_inputs):
+    argv = [fill_in(arg, table_inputs) for arg in argv]
+    exits_2_with(argv, message, tmp_path, capsys)
 
 
 def test_help_lists_the_commands(capsys):
@@ -338,25 +326,9 @@ def test_fit_vae_on_an_npy_array(npy_run, grey_images, tmp_path, capsys):
         ),
     ],
 )
-def test_vae_bad_input_exits_2_with_a_message(
-    argv, message, tmp_path, capsys, npy_run, auto_run, faithful_csv
-):
-    fill = {"{tmp}": str(tmp_path), "{vae}": str(npy_run), "{gmm}": str(auto_run)}
-    fill["{csv}"] = str(faithful_csv)
-    for name, array in {
-        "bytes": np.linspace(0, 255, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8),
-        "table": np.full((10, 5), 0.5, dtype=np.float32),
-        "images": np.full((10, 8, 8), 0.5, dtype=np.float32),
-    }.items():
-        fill[f"{{{name}}}"] = str(tmp_path / f"{name}.npy")
-        np.save(tmp_path / f"{name}.npy", array)
-    argv = [fill.get(arg, arg) if arg in fill else fill_in(arg, fill) for arg in argv]
-    before = set(tmp_path.iterdir())
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert re.search(message, err), err
-    assert "Traceback" not in err
-    assert set(tmp_path.iterdir()) == before  # nothing written
+def test_vae_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, vae_inputs):
+    argv = [fill_in(arg, vae_inputs) for arg in argv]
+    exits_2_with(argv, message, tmp_path, capsys)
 
 
 @pytest.mark.cuda
@@ -538,28 +510,9 @@ def test_fit_gmvae_initialises_the_components_after_the_warm_up(
         ),
     ],
 )
-def test_variants_bad_input_exits_2_with_a_message(
-    argv, message, tmp_path, capsys, variant_run, labelled_npz, npy_run
-):
-    images, labels = class_images()
-    fill = {"{tmp}": str(tmp_path), "{npz}": str(labelled_npz), "{vae}": str(npy_run)}
-    fill["{cvae_top}"] = str(cvae_completion_run(variant_run)[0])
-    for name, array in {
-        "images": images,
-        "short": labels[:10],
-        "negative": np.where(np.arange(90) == 4, -1, labels),
-        "halves": labels + 0.5,
-    }.items():
-        fill[f"{{{name}}}"] = str(tmp_path / f"{name}.npy")
-        np.save(tmp_path / f"{name}.npy", array)
-    argv = [fill_in(arg, fill) for arg in argv]
-    before = set(tmp_path.iterdir())
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert re.search(message, err), err
-    assert err.count("error:") == 1 and "Traceback" not in err
-    assert set(tmp_path.iterdir()) == before  # nothing written
+def test_variants_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, variant_inputs):
+    argv = [fill_in(arg, variant_inputs) for arg in argv]
+    exits_2_with(argv, message, tmp_path, capsys, once=True)
 
 
 # --- the flow ------------------------------------------------------------------------------

@@ -213,3 +213,21 @@ def test_binarized_mnist_unknown_split(tmp_path):
 def test_binarized_mnist_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"binarized_mnist\.npz: no such file"):
         binarized_mnist(tmp_path)
+
+
+def test_load_table_reads_a_file_or_the_bundled_old_faithful(tmp_path):
+    from pyrogen.data import load_table
+
+    x, source, names = load_table()
+    assert x.shape == (272, 2) and source == "Old Faithful (bundled)"
+    assert names == ["eruptions", "waiting"]
+    waiting, _, names = load_table(columns="waiting,eruptions")
+    assert names == ["waiting", "eruptions"] and torch.equal(waiting, x[:, [1, 0]])
+    with pytest.raises(ValueError, match=r"columns: expected names .* unknown \['nope'\]"):
+        load_table(columns="nope")
+    with pytest.raises(ValueError, match="columns: expected each column once"):
+        load_table(columns="waiting,waiting")
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    rows, source, names = load_table(path, "b")
+    assert rows.tolist() == [[2.0], [4.0]] and source == str(path) and names == ["b"]
