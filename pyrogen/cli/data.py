@@ -22,18 +22,18 @@ from pyrogen.data import (
     TEST_FRACTION,
     ImageSplit,
     as_rows,
+    binarization_mode,
     binarize,
     check_unit_interval,
-    default_binarization,
     describe_binarization,
-    load_image_dataset,
-    read_labelled_array,
-    split_train_test,
+    load_images,
 )
 from pyrogen.models import GenerativeModel
 
 #: Arguments of :mod:`pyrogen.data` whose errors are reported as the options that set them.
-_OPTION_ARGUMENTS = ("data", "data_dir", "labels", "labelled", "columns", "encoder")
+_OPTION_ARGUMENTS = (
+    "data", "data_dir", "dataset", "binarize", "labels", "labelled", "columns", "encoder"
+)  # fmt: skip
 
 #: Help of ``--data`` for families that split their data into training and test rows.
 SPLIT_DATA_HELP = (
@@ -50,8 +50,9 @@ TABLE_DATA_HELP = (
 
 @contextlib.contextmanager
 def as_option_errors(arguments: tuple[str, ...] = _OPTION_ARGUMENTS) -> Iterator[None]:
-    """Report an error about one of ``arguments`` (of :mod:`pyrogen.data`, or of
-    :func:`pyrogen.fit`) as the option that set it (``data_dir: ...`` as ``--data-dir: ...``)."""
+    """Report an error about ``arguments`` (of :mod:`pyrogen.data` or :func:`pyrogen.fit`) in
+    the options' words: ``data_dir: ...`` as ``--data-dir: ...``, ``dataset='mnist'`` as
+    ``--dataset mnist``."""
     try:
         yield
     except ValueError as error:
@@ -59,8 +60,11 @@ def as_option_errors(arguments: tuple[str, ...] = _OPTION_ARGUMENTS) -> Iterator
         names = found.group(1).split(", ") if found else []
         if not names or any(name not in arguments for name in names):
             raise
-        renamed = ", ".join(flag(name) for name in names) + str(error)[found.end(1) :]
-        raise ValueError(renamed) from error
+        rest = re.sub(
+            r"\b(\w+)='([^']*)'", lambda m: f"{flag(m[1])} {m[2]}", str(error)[found.end(1) :]
+        )
+        rest = re.sub(r"\bdata_dir\b", "--data-dir", rest)
+        raise ValueError(", ".join(map(flag, names)) + rest) from error
 
 
 def add_image_options(group: Any, use: str, binarize_default: str, *, limit=False) -> None:
@@ -95,71 +99,19 @@ def add_labels_options(group: Any, use: str, *, num_classes: bool = True) -> Non
     )  # fmt: skip
 
 
-def dataset_of(args: argparse.Namespace, default: str | None = None) -> str | None:
-    """What ``--data-dir`` holds (``--dataset``, else ``default``, else mnist); None for files."""
-    if args.data_dir is None:
-        if args.dataset is not None:
-            raise ValueError(
-                f"--dataset: expected --data-dir with it (a --data file is read as it is), "
-                f"got --dataset {args.dataset}"
-            )
-        return None
-    return args.dataset or default or IMAGE_DATASETS[0]
-
-
-def binarize_mode(requested: str | None, dataset: str | None, likelihood: str) -> str:
-    """The ``--binarize`` mode: as requested, else the data set's default."""
-    if dataset == "binarized-mnist":
-        if requested not in (None, "none"):
-            raise ValueError(
-                f"--binarize: expected none for --dataset binarized-mnist (it is binary "
-                f"already), got {requested!r}"
-            )
-        return "none"
-    return requested or default_binarization(dataset, likelihood)
-
-
-def check_values(parts: list[torch.Tensor | None], source: str, mode: str, likelihood: str) -> None:
-    """Binarization and the Bernoulli likelihoods need values in [0, 1]."""
-    if mode != "none" or likelihood != "gaussian":
-        need = "binarization" if mode != "none" else f"a {likelihood} likelihood"
-        check_unit_interval(parts, source, need)
-
-
 def load_split(args: argparse.Namespace, dataset: str | None, seed: int | None) -> ImageSplit:
-    """The examples of ``--data-dir`` (its train and test splits) or of a ``--data`` file
-    (split with ``seed``; None: every row is a test row), with their labels."""
-    labels, columns = getattr(args, "labels", None), getattr(args, "columns", None)
-    if args.data_dir is not None and args.data is not None:
-        raise ValueError(
-            f"--data, --data-dir: expected one of them, got both ({args.data}, {args.data_dir})"
-        )
-    if args.data_dir is None and args.data is None:
-        raise ValueError(
-            "--data-dir, --data: expected one of them (e.g. --data-dir DIR holding the MNIST "
-            "IDX files, or --data FILE.npy), got neither"
-        )
-    if args.data is None:
-        for name, value in (("columns", columns), ("labels", labels)):
-            if value is not None:
-                raise ValueError(
-                    f"{flag(name)}: expected none with --data-dir (images), got {value!r}"
-                )
-        try:
-            return load_image_dataset(args.data_dir, dataset, train=seed is not None)
-        except FileNotFoundError as error:
-            raise ValueError(
-                f"--data-dir: expected the {dataset} files in {args.data_dir}: {error}"
-            ) from error
+    """:func:`pyrogen.data.load_images` of the options (``seed`` None: test rows only)."""
     with as_option_errors():
-        x, y, source = read_labelled_array(args.data, labels=labels, columns=columns)
-    if seed is None:
-        return ImageSplit(None, x, None, y, f"{args.data}, all {x.shape[0]} rows", None, source)
-    split = split_train_test(x, y, seed=seed, source=str(args.data))
-    return ImageSplit(
-        split.train, split.test, split.train_labels, split.test_labels,
-        split.description, None, source,
-    )  # fmt: skip
+        return load_images(
+            args.data, args.data_dir, dataset=dataset, split_seed=seed,
+            labels=getattr(args, "labels", None), columns=getattr(args, "columns", None),
+        )  # fmt: skip
+
+
+def binarize_mode(args: argparse.Namespace, dataset: str | None, likelihood: str) -> str:
+    """The ``--binarize`` mode (:func:`pyrogen.data.binarization_mode`)."""
+    with as_option_errors():
+        return binarization_mode(args.binarize, dataset, likelihood)
 
 
 @dataclass(frozen=True)
@@ -176,17 +128,19 @@ class Examples:
 
 def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any]) -> Examples:
     """The test split of ``--data-dir``, or every row of ``--data``, prepared like the run's
-    test rows (same --binarize mode and seed, so the same test images) for ``model``."""
+    test rows (its data set, --binarize mode and seed by default: the same test images)."""
     seed = args.seed if args.seed is not None else run.get("seed", 0)
-    dataset = dataset_of(args, default=run.get("dataset"))
+    default = run.get("dataset") or IMAGE_DATASETS[0]
+    dataset = args.dataset or (default if args.data_dir is not None else None)
     requested = args.binarize
     if requested is None and dataset != "binarized-mnist":
         requested = run.get("preprocessing", {}).get("binarize")
     likelihood = model.config.get("likelihood", "gaussian")
-    mode = binarize_mode(requested, dataset, likelihood)
+    args = argparse.Namespace(**{**vars(args), "binarize": requested})
+    mode = binarize_mode(args, dataset, likelihood)
     images = load_split(args, dataset, seed=None)
     source = str(args.data if args.data is not None else args.data_dir)
-    check_values([images.test], source, mode, likelihood)
+    check_unit_interval([images.test], source, mode, likelihood)
     x = as_rows(binarize(images.test, mode, seed=seed), model.data_shape, source)
     how = describe_binarization(mode, seed=seed, likelihood=likelihood, x=x)
     return Examples(x, images.test_labels, images.labels_source, images.description, mode, how)

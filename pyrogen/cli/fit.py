@@ -26,8 +26,6 @@ from pyrogen.cli.data import (
     add_labels_options,
     as_option_errors,
     binarize_mode,
-    check_values,
-    dataset_of,
     load_split,
 )
 from pyrogen.cli.families import FamilySpec, Setup, families, spec_of
@@ -42,9 +40,11 @@ from pyrogen.cli.options import (
 )
 from pyrogen.cli.output import describe_fit
 from pyrogen.data import (
+    IMAGE_DATASETS,
     ImageSplit,
     as_rows,
     binarize,
+    check_unit_interval,
     describe_binarization,
     dynamic_binarization,
     image_data_shape,
@@ -266,15 +266,15 @@ def _image_data(
 ) -> tuple[dict[str, Any], torch.Tensor, Setup]:
     """Load, split, check and shape the images; the test rows binarized once, the training
     rows once or (dynamic) afresh every epoch by ``fit_options["epoch_transform"]``."""
-    dataset = dataset_of(args)
+    dataset = args.dataset or (IMAGE_DATASETS[0] if args.data_dir is not None else None)
     if spec.before_data is not None:
         options.update(spec.before_data(args, dataset))
     signature = inspect.signature(family).parameters
     likelihood = options.get("likelihood", signature["likelihood"].default)
-    mode = binarize_mode(args.binarize, dataset, likelihood)
+    mode = binarize_mode(args, dataset, likelihood)
     split = load_split(args, dataset, seed=args.seed)
     source = str(args.data if args.data is not None else args.data_dir)
-    check_values([split.train, split.test], source, mode, likelihood)
+    check_unit_interval([split.train, split.test], source, mode, likelihood)
     split = _limited(split, args.limit)
     setup = spec.configure(args, split)
     example_shape = tuple(split.train.shape[1:])

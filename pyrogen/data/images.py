@@ -174,12 +174,73 @@ def _npz_keys(path: Path) -> list[str] | None:
         return [name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy")]
 
 
+def load_images(
+    data: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    *,
+    dataset: str | None = None,
+    split_seed: int | None = None,
+    labels: str | None = None,
+    columns: str | None = None,
+) -> ImageSplit:
+    """The examples of a data set folder (its train and test splits) or of a data file (split
+    at random into training and test rows), with their labels where there are some.
+
+    Args:
+        data: an array file (see :func:`read_labelled_array`); exclusive with ``data_dir``.
+        data_dir: a folder of :data:`IMAGE_DATASETS` (see :func:`load_image_dataset`).
+        dataset: what ``data_dir`` holds (default ``"mnist"``).
+        split_seed: seed of the split of ``data`` (:func:`split_train_test`); None loads
+            only test rows: every row of ``data``, the test split of ``data_dir``.
+        labels: ``data``'s labels (a file, or an array of its NPZ archive).
+        columns: columns of a CSV/TSV ``data`` file.
+
+    Example:
+        >>> import numpy as np, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "images.npy"
+        >>> np.save(path, np.zeros((20, 4, 4), np.float32))
+        >>> split = load_images(path, split_seed=0)
+        >>> split.train.shape[0], split.test.shape[0]
+        (18, 2)
+    """
+    if data is not None and data_dir is not None:
+        raise ValueError(f"data, data_dir: expected one of them, got both ({data}, {data_dir})")
+    if data is None and data_dir is None:
+        raise ValueError(
+            "data_dir, data: expected one of them (a folder of the MNIST IDX files, or an "
+            "array file such as images.npy), got neither"
+        )
+    if data is None:
+        for name, value in (("columns", columns), ("labels", labels)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}: expected none with data_dir (its images come with their own "
+                    f"labels), got {value!r}"
+                )
+        dataset = dataset or IMAGE_DATASETS[0]
+        try:
+            return load_image_dataset(data_dir, dataset, train=split_seed is not None)
+        except FileNotFoundError as error:
+            message = f"data_dir: expected the {dataset} files in {data_dir}: {error}"
+            raise ValueError(message) from error
+    if dataset is not None:
+        raise ValueError(
+            f"dataset: expected data_dir with it (a data file is read as it is), got "
+            f"dataset={dataset!r}"
+        )
+    x, y, source = read_labelled_array(data, labels=labels, columns=columns)
+    if split_seed is None:
+        return ImageSplit(None, x, None, y, f"{data}, all {x.shape[0]} rows", None, source)
+    return split_train_test(x, y, seed=split_seed, source=str(data), labels_source=source)
+
+
 def split_train_test(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
     *,
     seed: int,
     source: str = "data",
+    labels_source: str | None = None,
     test_fraction: float = TEST_FRACTION,
 ) -> ImageSplit:
     """A seeded random split of the rows of ``x`` (and labels ``y``) into training and test.
@@ -189,6 +250,7 @@ def split_train_test(
         y: their labels (N,), or None.
         seed: seed of the random order.
         source: what ``x`` is, for the description and errors (e.g. its file).
+        labels_source: where ``y`` came from.
         test_fraction: the share of test rows (at least one).
 
     Example:
@@ -209,7 +271,7 @@ def split_train_test(
         f"and {n_test} test rows"
     )
     y_train, y_test = (None, None) if y is None else (y[train], y[test])
-    return ImageSplit(x[train], x[test], y_train, y_test, description)
+    return ImageSplit(x[train], x[test], y_train, y_test, description, None, labels_source)
 
 
 # --- binarization ---------------------------------------------------------------------------
@@ -252,9 +314,24 @@ def dynamic_binarization(x: torch.Tensor, epoch: int, generator: torch.Generator
     return torch.bernoulli(x, generator=generator)
 
 
-def default_binarization(dataset: str | None, likelihood: str) -> str:
-    """The binarization a data set gets by default: ``"dynamic"`` for MNIST under a
-    Bernoulli likelihood, else ``"none"`` (binarized MNIST is binary already)."""
+def binarization_mode(binarize: str | None, dataset: str | None, likelihood: str) -> str:
+    """The binarization of images: ``binarize`` where given, else ``"dynamic"`` for MNIST
+    under a Bernoulli likelihood and ``"none"`` otherwise (binarized MNIST is binary already).
+
+    Example:
+        >>> binarization_mode(None, "mnist", "bernoulli"), binarization_mode(None, None, "gaussian")
+        ('dynamic', 'none')
+    """
+    if dataset == "binarized-mnist":
+        if binarize not in (None, "none"):
+            raise ValueError(
+                f"binarize: expected none for dataset='binarized-mnist' (it is binary "
+                f"already), got {binarize!r}"
+            )
+        return "none"
+    if binarize is not None:
+        check_choice("binarize", binarize, BINARIZE_MODES)
+        return binarize
     return "dynamic" if dataset == "mnist" and likelihood == "bernoulli" else "none"
 
 
@@ -267,15 +344,20 @@ def describe_binarization(mode: str, *, seed: int, likelihood: str, x: torch.Ten
     return how
 
 
-def check_unit_interval(parts: Sequence[torch.Tensor | None], source: str, purpose: str) -> None:
-    """Raise unless every value of ``parts`` lies in [0, 1], as ``purpose`` needs (e.g.
-    ``"binarization"`` or ``"a bernoulli likelihood"``)."""
+def check_unit_interval(
+    parts: Sequence[torch.Tensor | None], source: str, binarize: str, likelihood: str
+) -> None:
+    """Raise unless every value of ``parts`` lies in [0, 1], where binarization or a
+    Bernoulli likelihood needs it (not for ``binarize="none"`` with a Gaussian one)."""
+    if binarize == "none" and likelihood == "gaussian":
+        return
     present = [x for x in parts if x is not None]
     low = min(float(x.min()) for x in present)
     high = max(float(x.max()) for x in present)
     if low < 0 or high > 1:
+        need = "binarization" if binarize != "none" else f"a {likelihood} likelihood"
         raise ValueError(
-            f"{source}: expected values in [0, 1] for {purpose}, got values in [{low:g}, "
+            f"{source}: expected values in [0, 1] for {need}, got values in [{low:g}, "
             f"{high:g}] (scale the data to [0, 1], or use --likelihood gaussian)"
         )
 

@@ -11,15 +11,17 @@ import pyrogen
 from pyrogen.data import (
     as_rows,
     balanced_labels,
+    binarization_mode,
     binarize,
     check_classes,
+    check_unit_interval,
     count_classes,
-    default_binarization,
     describe_binarization,
     describe_counts,
     dynamic_binarization,
     image_data_shape,
     load_image_dataset,
+    load_images,
     read_labelled_array,
     split_train_test,
 )
@@ -108,9 +110,13 @@ def test_binarize_modes():
     assert set(sample.unique().tolist()) == {0.0, 1.0}
     with pytest.raises(ValueError, match="binarize: expected one of"):
         binarize(x, "banana")
-    assert default_binarization("mnist", "bernoulli") == "dynamic"
-    assert default_binarization("mnist", "gaussian") == "none"
-    assert default_binarization(None, "bernoulli") == "none"
+    assert binarization_mode(None, "mnist", "bernoulli") == "dynamic"
+    assert binarization_mode(None, "mnist", "gaussian") == "none"
+    assert binarization_mode(None, None, "bernoulli") == "none"
+    assert binarization_mode("threshold", "mnist", "bernoulli") == "threshold"
+    assert binarization_mode(None, "binarized-mnist", "bernoulli") == "none"
+    with pytest.raises(ValueError, match="binarize: expected none for dataset='binarized-mnist'"):
+        binarization_mode("dynamic", "binarized-mnist", "bernoulli")
     grey = describe_binarization("none", seed=0, likelihood="bernoulli", x=x)
     assert "binary cross-entropy" in grey
     assert "seed 4" in describe_binarization("dynamic", seed=4, likelihood="bernoulli", x=x)
@@ -203,3 +209,33 @@ def test_load_image_dataset_from_the_shared_folder(shared_data):
     assert test_only.train is None and test_only.dataset == "mnist"
     with pytest.raises(FileNotFoundError):
         load_image_dataset(shared_data / "nowhere")
+
+
+def test_load_images_from_a_file_or_a_folder(tmp_path, shared_data):
+    path = tmp_path / "images.npy"
+    np.save(path, np.random.default_rng(0).random((30, 4, 4), dtype=np.float32))
+    split = load_images(path, split_seed=0)
+    assert split.train.shape == (27, 4, 4) and split.test.shape == (3, 4, 4)
+    every = load_images(path)
+    assert every.train is None and every.test.shape == (30, 4, 4)
+    assert every.description == f"{path}, all 30 rows"
+    for kwargs, message in [
+        ({"data": path, "data_dir": tmp_path}, "data, data_dir: expected one of them, got both"),
+        ({}, "data_dir, data: expected one of them"),
+        ({"data": path, "dataset": "mnist"}, "dataset: expected data_dir with it"),
+        ({"data_dir": tmp_path, "labels": "y"}, "labels: expected none with data_dir"),
+        ({"data_dir": tmp_path}, "data_dir: expected the mnist files in"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_images(**kwargs)
+    mnist_test = load_images(data_dir=shared_data / "mnist")
+    assert mnist_test.train is None and mnist_test.test_labels.shape == (10_000,)
+
+
+def test_check_unit_interval():
+    grey = torch.tensor([[0.0, 255.0]])
+    check_unit_interval([grey], "x", "none", "gaussian")  # nothing to check
+    with pytest.raises(ValueError, match=r"x: expected values in \[0, 1\] for binarization"):
+        check_unit_interval([grey, None], "x", "threshold", "gaussian")
+    with pytest.raises(ValueError, match="for a bernoulli likelihood, got values in"):
+        check_unit_interval([grey], "x", "none", "bernoulli")
