@@ -685,3 +685,25 @@ def test_fit_offers_every_family_of_the_registry_with_its_constructor_arguments(
     assert "--num-particles" in capsys.readouterr().out  # and its old spelling --particles:
     assert main(["fit", "vae", "--particles", "0"]) == 2
     assert "argument --particles: expected a positive integer" in capsys.readouterr().err
+
+
+def test_a_family_without_a_spec_is_fitted_from_its_signature(
+    monkeypatch, faithful_csv, tmp_path, capsys
+):
+    """A family the command line knows nothing of gets ``pyrogen fit`` from its constructor."""
+    from pyrogen.models import REGISTRY
+
+    class Tiny(pyrogen.FlowDensity):
+        """A flow density registered under a new name."""
+
+        family = "tiny"
+
+    monkeypatch.setitem(REGISTRY, "tiny", Tiny)
+    assert "tiny" not in cli_families.SPECS
+    out = tmp_path / "tiny"
+    argv = ["fit", "tiny", "--data", str(faithful_csv), "--steps", "3", "--flow", "maf"]
+    assert main([*argv, "--transforms", "1", "--hidden", "8,8", "--out", str(out), "--quiet"]) == 0
+    summary = run_summary(out)
+    assert summary["family"] == "tiny" and summary["config"]["flow"] == "maf"
+    assert summary["config"]["hidden"] == [8, 8] and summary["config"]["transforms"] == 1
+    assert summary["training"]["steps"] == 3 and summary["n_rows"] == 272
