@@ -95,6 +95,50 @@ def to_inference_data(
             f"posterior_predictive: expected a bool, got {type(posterior_predictive).__name__}"
         )
     model = _source_model(source, model)
+    x, sites, observed = _conditioned_data(model, data)
+    draws, origin = _posterior_draws(source, model, x, sites, num_samples, seed)
+    groups, dims = _posterior_groups(model, x, draws, sites, observed)
+    chains, per_chain = next(iter(draws.values())).shape[:2]
+    if sample_stats is not None:
+        groups["sample_stats"] = _checked_stats(sample_stats, chains, per_chain)
+    if posterior_predictive:
+        groups["posterior_predictive"] = {observed: _numpy(_predictive(model, x, draws))}
+    attrs = {
+        "inference_library": "pyro",
+        "inference_library_version": pyro.__version__,
+        "pyrogen_family": model.family,
+        "posterior_from": origin,
+    }
+    # On the whole InferenceData and on the posterior, where ArviZ's own converters put it.
+    return arviz.from_dict(**groups, dims=dims, attrs=attrs, posterior_attrs=dict(attrs))
+
+
+def _posterior_draws(
+    source: Any,
+    model: GenerativeModel,
+    x: torch.Tensor,
+    sites: dict[str, dict[str, Any]],
+    num_samples: int,
+    seed: int,
+) -> tuple[Draws, str]:
+    """The draws (chain, draw, *site_shape) of every site, and where they come from:
+    ``"draws"`` (a dict source, checked and moved to ``x``'s device and dtype) or
+    ``"guide"`` (``num_samples`` draws from the model's guide, one chain)."""
+    if not isinstance(source, Mapping):
+        return _guide_draws(model, x, sites, num_samples, seed), "guide"
+    draws = {
+        name: value.to(device=x.device, dtype=x.dtype) if value.is_floating_point() else value
+        for name, value in _checked_draws(source, sites).items()
+    }
+    pyro.set_rng_seed(seed)  # the posterior predictive draws
+    return draws, "draws"
+
+
+def _conditioned_data(
+    model: GenerativeModel, data: Any
+) -> tuple[torch.Tensor, dict[str, dict[str, Any]], str]:
+    """``data`` as a tensor on the model's device, the model's global latent sites and the
+    name of its observed site; a ValueError where there is no posterior to convert."""
     if not model.is_setup:
         raise ValueError(
             f"model: expected a fitted model (call pyrogen.fit first), got an unfitted "
@@ -114,21 +158,20 @@ def to_inference_data(
             "pyrogen.diagnostics.score, or convert a plain Pyro model and guide with "
             "pyrogen.from_pyro"
         )
-    if isinstance(source, Mapping):
-        draws = {
-            name: value.to(device=x.device, dtype=x.dtype) if value.is_floating_point() else value
-            for name, value in _checked_draws(source, sites).items()
-        }
-        pyro.set_rng_seed(seed)
-        origin = "draws"
-    else:
-        draws = _guide_draws(model, x, sites, num_samples, seed)
-        origin = "guide"
-    chains, per_chain = next(iter(draws.values())).shape[:2]
-    flat = {
-        name: value.reshape(chains * per_chain, *value.shape[2:]) for name, value in draws.items()
-    }
+    return x, sites, observed
 
+
+def _posterior_groups(
+    model: GenerativeModel,
+    x: torch.Tensor,
+    draws: Draws,
+    sites: dict[str, dict[str, Any]],
+    observed: str,
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The ``posterior`` (sites and the model's derived quantities), ``observed_data`` and,
+    where the model gives one, ``log_likelihood`` groups, with the dims of their variables."""
+    chains, per_chain = next(iter(draws.values())).shape[:2]
+    flat = _flat(draws)
     posterior = {name: _numpy(value) for name, value in draws.items()}
     dims = {name: list(names) for name, names in model.posterior_dims.items() if name in sites}
     for name, (value, names) in model.derived_posterior(flat).items():
@@ -142,26 +185,26 @@ def to_inference_data(
         groups["log_likelihood"] = {
             observed: _numpy(_checked_pointwise(model, pointwise, chains, per_chain, x.shape[0]))
         }
-    if sample_stats is not None:
-        groups["sample_stats"] = _checked_stats(sample_stats, chains, per_chain)
-    if posterior_predictive:
-        with torch.no_grad():
-            replicas = [
+    return groups, dims
+
+
+def _flat(draws: Draws) -> Draws:
+    """Draws (chain, draw, ...) as (chain * draw, ...)."""
+    return {name: value.reshape(-1, *value.shape[2:]) for name, value in draws.items()}
+
+
+def _predictive(model: GenerativeModel, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """N new rows per posterior draw, ``model.sample(N, params=draw)``: (chain, draw, N, ...)."""
+    chains, per_chain = next(iter(draws.values())).shape[:2]
+    flat = _flat(draws)
+    with torch.no_grad():
+        replicas = torch.stack(
+            [
                 model.sample(x.shape[0], params={name: value[i] for name, value in flat.items()})
                 for i in range(chains * per_chain)
             ]
-        stacked = torch.stack(replicas)
-        groups["posterior_predictive"] = {
-            observed: _numpy(stacked.reshape(chains, per_chain, *stacked.shape[1:]))
-        }
-    attrs = {
-        "inference_library": "pyro",
-        "inference_library_version": pyro.__version__,
-        "pyrogen_family": model.family,
-        "posterior_from": origin,
-    }
-    # On the whole InferenceData and on the posterior, where ArviZ's own converters put it.
-    return arviz.from_dict(**groups, dims=dims, attrs=attrs, posterior_attrs=dict(attrs))
+        )
+    return replicas.reshape(chains, per_chain, *replicas.shape[1:])
 
 
 def _source_model(source: Any, model: GenerativeModel | None) -> GenerativeModel:

@@ -64,6 +64,58 @@ def neutra(
         >>> # guide = pyrogen.AutoFlow(model); guide.fit(x, y)
         >>> # idata = pyrogen.neutra(model, guide, x, y); arviz.summary(idata)
     """
+    _check_settings(guide, num_samples, warmup, num_chains, target_accept_prob)
+    trainable = [p for p in guide.parameters() if p.requires_grad]
+    chains: list[dict[str, np.ndarray]] = []
+    diverging = np.zeros((num_chains, num_samples), dtype=bool)
+    try:
+        # NUTS differentiates the potential in z only; the flow is a fixed map.
+        for p in trainable:
+            p.requires_grad_(False)
+        for chain in range(num_chains):
+            pyro.set_rng_seed(seed + chain)
+            # Pyro's JIT cannot trace the reparameterized model (its first site draws the
+            # shared latent), so the potential runs eagerly.
+            kernel = NUTS(
+                NeuTraReparam(guide).reparam(model), target_accept_prob=target_accept_prob
+            )
+            sampler = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup,
+                num_chains=1,
+                disable_progbar=not progress,
+            )
+            draws, divergent = _run_chain(sampler, guide, args, kwargs)
+            chains.append(draws)
+            diverging[chain, divergent] = True
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    posterior = {name: np.stack([c[name] for c in chains]) for name in chains[0]}
+    return arviz.from_dict(posterior=posterior, sample_stats={"diverging": diverging})
+
+
+def _run_chain(
+    sampler: MCMC, guide: AutoFlow, args: tuple, kwargs: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Run one NeuTra chain: its draws mapped back through the flow to the model's sites
+    (draw, *site_shape), and the indices of its divergent transitions."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*NeuTraReparam.*")
+        sampler.run(*args, **kwargs)
+    first_site = next(iter(guide._unconstrained_shapes))
+    z = sampler.get_samples()[f"{first_site}_shared_latent"].detach()
+    with torch.no_grad():
+        draws = guide.unpack(guide.get_transform()(z))
+    divergent = sampler.diagnostics().get("divergences", {}).get("chain 0", [])
+    return {name: value.cpu().numpy() for name, value in draws.items()}, list(divergent)
+
+
+def _check_settings(
+    guide: Any, num_samples: int, warmup: int, num_chains: int, target_accept_prob: float
+) -> None:
+    """A TypeError or ValueError naming the first bad argument of :func:`neutra`."""
     if not isinstance(guide, AutoFlow):
         raise TypeError(f"guide: expected a pyrogen.AutoFlow, got {type(guide).__name__}")
     if guide.prototype_trace is None:
@@ -75,38 +127,3 @@ def neutra(
         raise ValueError(
             f"target_accept_prob: expected a number in (0, 1), got {target_accept_prob!r}"
         )
-    first_site = next(iter(guide._unconstrained_shapes))
-    trainable = [p for p in guide.parameters() if p.requires_grad]
-    chains: list[dict[str, np.ndarray]] = []
-    diverging = np.zeros((num_chains, num_samples), dtype=bool)
-    try:
-        # NUTS differentiates the potential in z only; the flow is a fixed map.
-        for p in trainable:
-            p.requires_grad_(False)
-        for chain in range(num_chains):
-            pyro.set_rng_seed(seed + chain)
-            reparam = NeuTraReparam(guide)
-            # Pyro's JIT cannot trace the reparameterized model (its first site draws the
-            # shared latent), so the potential runs eagerly.
-            kernel = NUTS(reparam.reparam(model), target_accept_prob=target_accept_prob)
-            sampler = MCMC(
-                kernel,
-                num_samples=num_samples,
-                warmup_steps=warmup,
-                num_chains=1,
-                disable_progbar=not progress,
-            )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*NeuTraReparam.*")
-                sampler.run(*args, **kwargs)
-            z = sampler.get_samples()[f"{first_site}_shared_latent"].detach()
-            with torch.no_grad():
-                draws = guide.unpack(guide.get_transform()(z))
-            chains.append({name: value.cpu().numpy() for name, value in draws.items()})
-            divergent = sampler.diagnostics().get("divergences", {}).get("chain 0", [])
-            diverging[chain, list(divergent)] = True
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-    posterior = {name: np.stack([c[name] for c in chains]) for name in chains[0]}
-    return arviz.from_dict(posterior=posterior, sample_stats={"diverging": diverging})

@@ -145,6 +145,9 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     """
 
     family: ClassVar[str] = ""
+    #: C, the classes of labelled data; None for a family without classes (a family with
+    #: them sets it from its ``num_classes`` argument).
+    num_classes: int | None = None
     #: Keyword defaults :func:`pyrogen.fit` uses for this family (steps, lr, ...).
     fit_defaults: ClassVar[dict[str, Any]] = {}
 
@@ -245,8 +248,9 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     @property
     def conditions_on_labels(self) -> bool:
         """Whether the likelihood is conditional on labels y (log p(x | y)), so that
-        scoring it and drawing from it need them."""
-        return False
+        scoring it and drawing from it need them: by default, whether the model was built
+        with ``num_classes`` (a family whose labels are latent says False)."""
+        return self.num_classes is not None
 
     @property
     def given_mask(self) -> torch.Tensor | None:
@@ -263,13 +267,19 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     @property
     def label_count(self) -> int | None:
         """How many values the label y of ``sample(n, y)`` takes (classes, or mixture
-        components); None where ``sample`` takes no label."""
-        return None
+        components); None where ``sample`` takes no label. By default ``num_classes``."""
+        return self.num_classes
 
     @property
     def label_kind(self) -> str:
         """What a label of ``sample(n, y)`` is: ``"class"`` or ``"component"``."""
         return "class"
+
+    @property
+    def label_sample_plots(self) -> tuple[str, ...]:
+        """The report's grid of samples by label, ``("class_samples",)`` or
+        ``("component_samples",)``, where ``sample(n, y)`` takes labels; else ``()``."""
+        return (f"{self.label_kind}_samples",) if self.label_count else ()
 
     @property
     def label_names(self) -> list[str]:

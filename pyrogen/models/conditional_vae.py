@@ -134,30 +134,17 @@ class ConditionalVAE(VAE):
 
     # --- reporting (the contract of GenerativeModel) ---------------------------------------
     @property
-    def conditions_on_labels(self) -> bool:
-        """True with ``num_classes``: the likelihood is of x given its label."""
-        return self.num_classes is not None
-
-    @property
     def given_mask(self) -> torch.Tensor | None:
         """The ``observed`` values of each example (True = given), shape ``data_shape``."""
         return self._given_mask
 
     @property
-    def label_count(self) -> int | None:
-        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
-        return self.num_classes
-
-    @property
     def report_plots(self) -> tuple[str, ...]:
-        """Completions of the missing values where some are given; otherwise as the VAE's;
-        one row of samples per class with labels (completions of the same given values
-        under each label where some are given)."""
+        """Completions of the missing values where some are given (and, with labels, the
+        completions of the same given values under each label); otherwise as the VAE's."""
         if self.given_mask is not None:
-            plots = ("elbo", "completions", "latent")
-        else:
-            plots = super().report_plots
-        return plots + (("class_samples",) if self.num_classes is not None else ())
+            return ("elbo", "completions", "latent") + self.label_sample_plots
+        return super().report_plots
 
     @property
     def elbo_description(self) -> str:

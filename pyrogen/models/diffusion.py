@@ -119,7 +119,7 @@ class DiffusionVAE(GenerativeModel):
 
     def __init__(
         self,
-        data_shape: Sequence[int] | int = (2,),
+        data_shape: Sequence[int] | int,
         timesteps: int = 1000,
         schedule: str = "linear",
         denoiser: str | nn.Module | None = None,
@@ -519,19 +519,9 @@ class DiffusionVAE(GenerativeModel):
     default_score_samples = 1
 
     @property
-    def conditions_on_labels(self) -> bool:
-        """True with ``num_classes``: the model is of x given its label."""
-        return self.num_classes is not None
-
-    @property
-    def label_count(self) -> int | None:
-        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
-        return self.num_classes
-
-    @property
     def report_plots(self) -> tuple[str, ...]:
         """The loss and samples, one row per class with labels."""
-        return ("elbo", "samples") + (("class_samples",) if self.num_classes else ())
+        return ("elbo", "samples") + self.label_sample_plots
 
     @property
     def elbo_description(self) -> str:
@@ -606,19 +596,7 @@ class DiffusionVAE(GenerativeModel):
             accuracy for speed.
         """
         check_int("n", n)
-        check_choice("method", method, ("ancestral", "ddim"))
-        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
-            raise ValueError(f"guidance: expected a number, got {guidance!r}")
-        T = self.timesteps
-        if steps is None:
-            steps = T if method == "ancestral" else min(50, T)
-        check_int("steps", steps)
-        if method == "ancestral" and steps != T:
-            raise ValueError(
-                f"steps: ancestral sampling takes all {T} steps, got {steps}; use method='ddim'"
-            )
-        if steps > T:
-            raise ValueError(f"steps: expected at most timesteps={T}, got {steps}")
+        steps = self._sampling_steps(steps, method, guidance)
         device, dtype = self.data_shift.device, self.data_shift.dtype
         labels = None
         if self.num_classes is not None:
@@ -627,6 +605,7 @@ class DiffusionVAE(GenerativeModel):
             labels = as_labels(y, n, self.num_classes).to(device)
         elif y is not None:
             raise ValueError("y: this diffusion model is not conditional, got labels")
+        T = self.timesteps
         levels = torch.linspace(T, 0, steps + 1, dtype=torch.float64).round().long().tolist()
         was_training = self.training
         self.eval()
@@ -651,6 +630,24 @@ class DiffusionVAE(GenerativeModel):
         if self.autoencoder is None:
             return self._mode(z)
         return self.autoencoder.decode(self._mode(z))
+
+    def _sampling_steps(self, steps: int | None, method: str, guidance: float) -> int:
+        """The reverse steps ``sample`` takes (``steps``, or the method's default), with
+        ``method`` and ``guidance`` checked."""
+        check_choice("method", method, ("ancestral", "ddim"))
+        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
+            raise ValueError(f"guidance: expected a number, got {guidance!r}")
+        T = self.timesteps
+        if steps is None:
+            steps = T if method == "ancestral" else min(50, T)
+        check_int("steps", steps)
+        if method == "ancestral" and steps != T:
+            raise ValueError(
+                f"steps: ancestral sampling takes all {T} steps, got {steps}; use method='ddim'"
+            )
+        if steps > T:
+            raise ValueError(f"steps: expected at most timesteps={T}, got {steps}")
+        return steps
 
     def _guided_x_hat(self, z, t, labels, guidance: float) -> torch.Tensor:
         bounded = self.likelihood != "gaussian"

@@ -83,8 +83,9 @@ class FlowDensity(GenerativeModel):
 
     Example:
         >>> flow = FlowDensity((2,), "nsf", transforms=2, hidden=(16,))
-        >>> flow.sample(5).shape
-        torch.Size([5, 2])
+        >>> x = flow.sample(5)  # (5, 2)
+        >>> flow.exact_likelihood, flow.log_prob(x).shape
+        (True, torch.Size([5]))
     """
 
     family = "flow"
@@ -92,7 +93,7 @@ class FlowDensity(GenerativeModel):
 
     def __init__(
         self,
-        data_shape: Sequence[int] | int = (2,),
+        data_shape: Sequence[int] | int,
         flow: str = "nsf",
         *,
         transforms: int = 5,
@@ -145,19 +146,9 @@ class FlowDensity(GenerativeModel):
 
     # --- reporting (the contract of GenerativeModel) ---------------------------------------
     @property
-    def conditions_on_labels(self) -> bool:
-        """True with ``num_classes``: the density is of x given its label."""
-        return self.num_classes is not None
-
-    @property
-    def label_count(self) -> int | None:
-        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
-        return self.num_classes
-
-    @property
     def report_plots(self) -> tuple[str, ...]:
         """The loss, and one row of samples per class with labels."""
-        return ("elbo", "class_samples") if self.num_classes is not None else ("elbo",)
+        return ("elbo",) + self.label_sample_plots
 
     @property
     def elbo_description(self) -> str:

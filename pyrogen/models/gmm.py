@@ -699,6 +699,15 @@ class GaussianMixture(GenerativeModel):
         work = (work - mean) / unit
         prior_scale = sd / unit
         generator = torch.Generator(device=x.device).manual_seed(seed)
+        params = self._map_em(work, prior_scale, generator)
+        self._assign(_rescaled(params, mean, unit), params.weights * n_rows)
+
+    def _map_em(
+        self, work: torch.Tensor, prior_scale: torch.Tensor, generator: torch.Generator
+    ) -> MixtureParameters:
+        """The MAP of standardised float64 data ``work`` (N, D) by the starts and EM of
+        :meth:`setup`; ``prior_scale`` (D,) is the data's scale in these units."""
+        n_rows = work.shape[0]
         log_prior = self._log_prior(prior_scale)
         # n_init starts at once (k-means++, k-means, a few EM iterations), ranked by the
         # log joint (the model's objective); only the best runs on to convergence: short
@@ -708,7 +717,7 @@ class GaussianMixture(GenerativeModel):
         seeding = work
         if n_rows > _SEED_ROWS:
             seeding = work[
-                torch.randperm(n_rows, generator=generator, device=x.device)[:_SEED_ROWS]
+                torch.randperm(n_rows, generator=generator, device=work.device)[:_SEED_ROWS]
             ]
         centres = kmeans_plusplus(seeding, self.n_components, generator, n_starts=self.n_init)
         reg = work.new_full((work.shape[1],), _REG_COVAR)
@@ -740,7 +749,7 @@ class GaussianMixture(GenerativeModel):
                 maximize=lambda stats, start: self._map_m_step(stats, start, prior_scale),
                 log_prior=lambda p: log_prior(self._site_values(p)).item(),
             ).params
-        self._assign(_rescaled(params, mean, unit), params.weights * n_rows)
+        return params
 
     def _prepare(self, x: Any) -> torch.Tensor:
         self._require_setup()

@@ -583,22 +583,7 @@ def batched_starts(
         ]
         return torch.cat(labels, 1)
 
-    labels = nearest(centres)
-    for _ in range(kmeans_iterations):
-        # every start's counts and sums at once: a (S * K, N) one-hot matrix product
-        one_hot = x.new_zeros(n_starts * k, n_rows).scatter_(0, labels + offsets, 1.0)
-        counts = one_hot.sum(1)
-        sums = (columns[:-1] @ one_hot.T).T
-        moved = torch.where(
-            counts[:, None] > 0,
-            sums / counts.clamp(min=1)[:, None],
-            centres.reshape(-1, n_features),
-        ).reshape(centres.shape)
-        shift = (moved - centres).square().sum((1, 2))
-        centres = moved
-        labels = nearest(centres)
-        if bool((shift <= threshold).all()):
-            break
+    labels = _lloyd(columns, centres, nearest, kmeans_iterations, threshold)
     # The features as (F, rows) columns: computed once when they fit in a few chunks' worth
     # of memory, else per chunk on every pass.
     cached = _features(x, wide).T.contiguous() if n_rows * width <= 8 * _CHUNK_ELEMENTS else None
@@ -628,3 +613,35 @@ def batched_starts(
         if iteration < em_iterations:
             starts = _stacked_m_step(moments.T, n_starts, covariance_type, reg)
     return starts, total / n_rows
+
+
+def _lloyd(
+    columns: torch.Tensor,
+    centres: torch.Tensor,
+    nearest: Callable[[torch.Tensor], torch.Tensor],
+    iterations: int,
+    threshold: torch.Tensor,
+) -> torch.Tensor:
+    """Lloyd's k-means of S starts at once from ``centres`` (S, K, D) on ``columns`` (the
+    rows as (D + 1, N) columns, a row of ones last), until no centre moves more than
+    ``threshold`` (squared) or ``iterations`` pass; returns the labels (S, N)."""
+    n_starts, k, n_features = centres.shape
+    offsets = (torch.arange(n_starts, device=columns.device) * k)[:, None]
+    labels = nearest(centres)
+    for _ in range(iterations):
+        # every start's counts and sums at once: a (S * K, N) one-hot matrix product
+        one_hot = columns.new_zeros(n_starts * k, columns.shape[1])
+        one_hot.scatter_(0, labels + offsets, 1.0)
+        counts = one_hot.sum(1)
+        sums = (columns[:-1] @ one_hot.T).T
+        moved = torch.where(
+            counts[:, None] > 0,
+            sums / counts.clamp(min=1)[:, None],
+            centres.reshape(-1, n_features),
+        ).reshape(centres.shape)
+        shift = (moved - centres).square().sum((1, 2))
+        centres = moved
+        labels = nearest(centres)
+        if bool((shift <= threshold).all()):
+            break
+    return labels

@@ -26,7 +26,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
-from pyrogen.checks import as_labels, check_int
+from pyrogen.checks import check_int
 from pyrogen.models.mixture_em import GaussianComponents, MixtureParameters, component_log_density
 from pyrogen.models.vae import LATENT, VAE
 
@@ -57,6 +57,11 @@ class GaussianMixtureVAE(VAE):
     """
 
     family = "gmvae"
+    #: Monte Carlo KL against the mixture prior.
+    elbo_description = (
+        "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (Monte Carlo KL against "
+        "the mixture prior, its component summed out)"
+    )
     objectives = ("elbo",)
     _normal_prior = False
 
@@ -81,11 +86,7 @@ class GaussianMixtureVAE(VAE):
     @property
     def loss(self) -> TraceEnum_ELBO:
         """``TraceEnum_ELBO``: the component of every example is summed out exactly."""
-        return TraceEnum_ELBO(
-            num_particles=self.num_particles,
-            vectorize_particles=self.num_particles > 1,
-            max_plate_nesting=1,
-        )
+        return TraceEnum_ELBO(**self._particle_options)
 
     def mixture(self) -> MixtureParameters:
         """The prior as mixture parameters: weights (K,), locs (K, L), variances (K, L)."""
@@ -176,19 +177,6 @@ class GaussianMixtureVAE(VAE):
         weights = self.mixture().weights.detach().cpu()
         return [f"{k} ({float(weights[k]):.2f})" for k in range(self.n_components)]
 
-    @property
-    def report_plots(self) -> tuple[str, ...]:
-        """As the VAE's, with one row of samples per component."""
-        return super().report_plots + ("component_samples",)
-
-    @property
-    def elbo_description(self) -> str:
-        """Monte Carlo KL against the mixture prior."""
-        return (
-            "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (Monte Carlo KL against "
-            "the mixture prior, its component summed out)"
-        )
-
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples; y (n,) picks their components (drawn from pi when None).
@@ -196,11 +184,9 @@ class GaussianMixtureVAE(VAE):
         Returns:
             (n, ``*data_shape``).
         """
-        check_int("n", n)
-        if y is None:
-            component = dist.Categorical(logits=self.component_logits).sample((n,))
-        else:
-            component = as_labels(y, n, self.n_components).to(self.component_locs.device)
+        component = self._sample_labels(
+            check_int("n", n), y, self.n_components, self.component_logits
+        )
         z = dist.Normal(
             self.component_locs[component], self.component_log_scales[component].exp()
         ).sample()

@@ -65,12 +65,18 @@ class SemiSupervisedVAE(VAE):
         x (N, ``*data_shape``); y (N,) with -1 for unlabelled rows.
 
     Example:
-        >>> ssvae = SemiSupervisedVAE((784,), latent_dim=8, num_classes=10)
-        >>> ssvae.predict(torch.rand(4, 784)).shape
-        torch.Size([4])
+        >>> ssvae = SemiSupervisedVAE((784,), num_classes=10, latent_dim=8)
+        >>> x, y = torch.rand(4, 784), torch.tensor([3, -1, -1, 7])  # -1: unlabelled
+        >>> ssvae.elbo(x, y).shape, ssvae.predict_proba(x).shape
+        (torch.Size([4]), torch.Size([4, 10]))
     """
 
     family = "ssvae"
+    #: U(x): the label summed out exactly.
+    elbo_description = (
+        "ELBO U(x) = E_q(y | x)[L(x, y) - log q(y | x)] at beta = 1, the label summed out "
+        "exactly (analytic KL of z)"
+    )
     objectives = ("elbo",)
     posteriors = ("gaussian",)
     # Tuned on MNIST with 100 labels (benchmarks/vae_semisupervised.py): a small labelled
@@ -121,12 +127,8 @@ class SemiSupervisedVAE(VAE):
     @property
     def loss(self) -> TraceEnum_ELBO:
         """``TraceEnum_ELBO``: enumerates the label of unlabelled rows exactly."""
-        return TraceEnum_ELBO(
-            num_particles=self.num_particles,
-            vectorize_particles=self.num_particles > 1,
-            max_plate_nesting=1,
-            strict_enumeration_warning=False,  # a fully labelled batch has nothing to enumerate
-        )
+        # A fully labelled batch has nothing to enumerate: no warning for it.
+        return TraceEnum_ELBO(**self._particle_options, strict_enumeration_warning=False)
 
     # --- Pyro programs --------------------------------------------------------------------
     def _split(
@@ -320,29 +322,12 @@ class SemiSupervisedVAE(VAE):
         return "class"
 
     @property
-    def label_count(self) -> int | None:
-        """``num_classes``: ``sample(n, y)`` draws examples of the classes y."""
-        return self.num_classes
-
-    @property
-    def report_plots(self) -> tuple[str, ...]:
-        """As the VAE's, with one row of samples per class."""
-        return super().report_plots + ("class_samples",)
-
-    @property
-    def elbo_description(self) -> str:
-        """U(x): the label summed out exactly."""
-        return (
-            "ELBO U(x) = E_q(y | x)[L(x, y) - log q(y | x)] at beta = 1, the label summed out "
-            "exactly (analytic KL of z)"
-        )
+    def conditions_on_labels(self) -> bool:
+        """False: the label is a latent variable, inferred where it is not given."""
+        return False
 
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples with labels y (n,), drawn from p(y) when None: (n, ``*data_shape``)."""
-        check_int("n", n)
-        device = self._prior_loc.device
-        if y is None:
-            y = torch.randint(self.num_classes, (n,), device=device)
-        y = as_labels(y, n, self.num_classes).to(device)
+        y = self._sample_labels(check_int("n", n), y, self.num_classes)
         return self._draw(n, self._one_hot(y, self._prior_loc), mean=mean)

@@ -46,7 +46,7 @@ from torch import nn
 from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.flows import LazyInverse
 
-from pyrogen.checks import as_examples, as_tensor, check_choice, check_int
+from pyrogen.checks import as_examples, as_labels, as_tensor, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
 from pyrogen.nn import FlowDistribution, build_decoder, build_encoder, build_flow
@@ -201,11 +201,17 @@ class VAE(GenerativeModel):
         if self.objective == "iwae":
             return ImportanceWeightedELBO(self.num_particles, max_plate_nesting=1)
         elbo_class = AnalyticKLELBO if self.objective == "mean_field" else Trace_ELBO
-        return elbo_class(
-            num_particles=self.num_particles,
-            vectorize_particles=self.num_particles > 1,
-            max_plate_nesting=1,
-        )
+        return elbo_class(**self._particle_options)
+
+    @property
+    def _particle_options(self) -> dict[str, Any]:
+        """The options of Pyro's ELBOs every objective of a VAE shares: ``num_particles``
+        samples per example, vectorized, one plate (the data) to the right."""
+        return {
+            "num_particles": self.num_particles,
+            "vectorize_particles": self.num_particles > 1,
+            "max_plate_nesting": 1,
+        }
 
     # --- hooks for the variants -----------------------------------------------------------
     def _context(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
@@ -440,8 +446,9 @@ class VAE(GenerativeModel):
     # --- reporting (the contract of GenerativeModel) ---------------------------------------
     @property
     def report_plots(self) -> tuple[str, ...]:
-        """The loss, samples, reconstructions and the latent space."""
-        return ("elbo", "samples", "reconstructions", "latent")
+        """The loss, samples, reconstructions and the latent space; one row of samples per
+        label where ``sample(n, y)`` takes labels."""
+        return ("elbo", "samples", "reconstructions", "latent") + self.label_sample_plots
 
     @property
     def elbo_description(self) -> str:
@@ -463,6 +470,18 @@ class VAE(GenerativeModel):
         check_int("n", n)
         self._prepare_y(y, n)
         return self._draw(n, None, mean=mean)
+
+    def _sample_labels(
+        self, n: int, y: Any, count: int, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Labels (n,) int64 on the model's device for ``sample``: ``y`` checked against
+        ``count`` values, or, when None, drawn from Categorical(logits) (uniform: None)."""
+        device = self._prior_loc.device
+        if y is not None:
+            return as_labels(y, n, count).to(device)
+        if logits is None:
+            logits = self._prior_loc.new_zeros(count)
+        return torch.distributions.Categorical(logits=logits).sample((n,)).to(device)
 
     def _draw(self, n: int, context: torch.Tensor | None, *, mean: bool) -> torch.Tensor:
         z = self._prior(torch.Size([n]), context).sample()
