@@ -342,7 +342,7 @@ def sample(
     for name in _PER_ROW_SAMPLE_OPTIONS:
         if options.get(name) is not None:
             per_row[name] = _as_rows(options.pop(name), name, rows=n)
-    job = _Job("sample", "sample", n, None, per_row, options)
+    job = _Job("sample", n, None, per_row, options)
     return _run_sharded(model, job, devices, num_nodes, device, seed)
 
 
@@ -367,10 +367,6 @@ def evaluate(
     exact scores (a flow's or a mixture's log-likelihood, predictions) equal one process's
     up to float rounding, and Monte Carlo ones (bounds) are the same for the same ``seed``
     and process count. Processes are found or started as by :func:`sample`.
-
-    Compatibility: with the name of a model method in ``y``'s place (``evaluate(model, x,
-    "log_prob")``) it returns that method's per-row tensor, computed the same way; only the
-    command line still calls this form, and it will go.
 
     Args:
         model: a pyrogen model (``score_examples(x, y, num_samples=...)`` returning a dict
@@ -406,34 +402,13 @@ def evaluate(
         >>> scores["log_likelihood"].shape
         torch.Size([272])
     """
-    if isinstance(y, str):  # the command line's form: a method name, one tensor back
-        options = {} if num_samples is None else {"num_samples": num_samples}
-        return _evaluate_method(model, x, y, devices, num_nodes, device, seed, options)
     rows = _as_rows(x, "x")
     if num_samples is not None:
         check_int("num_samples", num_samples)
     _check_method(model, "score_examples", "model")
     per_row = {} if y is None else {"y": _as_rows(y, "y", rows=rows.shape[0])}
     options = {"num_samples": num_samples}
-    job = _Job("score", "score_examples", rows.shape[0], rows, per_row, options)
-    return _run_sharded(model, job, devices, num_nodes, _device_of(model, device), seed)
-
-
-def _evaluate_method(
-    model: Any,
-    data: Any,
-    method: str,
-    devices: int,
-    num_nodes: int,
-    device: str | torch.device | None,
-    seed: int | None,
-    options: dict[str, Any],
-) -> torch.Tensor:
-    """``getattr(model, method)`` on every row, split like :func:`evaluate`'s scores: the
-    per-row tensor (N, ...) of a method that returns one value per row."""
-    rows = _as_rows(data, "data")
-    _check_method(model, method, "method")
-    job = _Job("evaluate", method, rows.shape[0], rows, {}, options)
+    job = _Job("score", rows.shape[0], rows, per_row, options)
     return _run_sharded(model, job, devices, num_nodes, _device_of(model, device), seed)
 
 
@@ -450,10 +425,9 @@ def _device_of(model: Any, device: str | torch.device | None) -> str | torch.dev
 class _Job:
     """What :func:`sample` or :func:`evaluate` asks every process to do (it must pickle)."""
 
-    kind: str  # "sample", "score" (score_examples) or "evaluate" (a named method)
-    method: str
+    kind: str  # "sample" or "score" (score_examples)
     rows: int  # N, split by shard()
-    data: torch.Tensor | None  # score / evaluate: the rows (N, ...)
+    data: torch.Tensor | None  # score: the rows (N, ...)
     per_row: dict[str, torch.Tensor]  # keyword -> (N, ...), split like the rows
     options: dict[str, Any]  # keywords for every process as they are
 
@@ -487,7 +461,6 @@ def _run_sharded(
         seed = int(torch.randint(2**62, ()).item())
     job = _Job(
         job.kind,
-        job.method,
         job.rows,
         None if job.data is None else job.data.cpu(),
         {name: value.cpu() for name, value in job.per_row.items()},
@@ -550,15 +523,20 @@ def _share_of_job(
     keywords = {**job.options, **{name: v[part] for name, v in job.per_row.items()}}
     with torch.no_grad():
         if job.kind == "sample":
-            result = model.sample(count, **keywords)
-        else:
-            result = getattr(model, job.method)(job.data[part], **keywords)
-    if job.kind == "score" and isinstance(result, dict):
-        return {name: _per_row(value, count, job, model, name) for name, value in result.items()}
-    return _per_row(result, count, job, model)
+            return _per_row(model.sample(count, **keywords), count, model, "sample")
+        scores = model.score_examples(job.data[part], **keywords)
+    if not isinstance(scores, dict):
+        raise ValueError(
+            f"model: {type(model).__name__}.score_examples returned a {type(scores).__name__}; "
+            "expected a dict of per-row tensors"
+        )
+    return {
+        name: _per_row(value, count, model, f"score_examples[{name!r}]")
+        for name, value in scores.items()
+    }
 
 
-def _per_row(value: Any, count: int, job: _Job, model: Any, key: str | None = None) -> torch.Tensor:
+def _per_row(value: Any, count: int, model: Any, what: str) -> torch.Tensor:
     """``value`` on the CPU, checked to be one value per row: a tensor (count, ...)."""
     if isinstance(value, torch.Tensor) and value.dim() >= 1 and len(value) == count:
         return value.detach().cpu()
@@ -567,11 +545,9 @@ def _per_row(value: Any, count: int, job: _Job, model: Any, key: str | None = No
         if isinstance(value, torch.Tensor)
         else f"a {type(value).__name__}"
     )
-    name = {"sample": "model", "score": "model"}.get(job.kind, "method")
-    what = f"{type(model).__name__}.{job.method}" + ("" if key is None else f"[{key!r}]")
     raise ValueError(
-        f"{name}: {what} returned {got} for {count} rows; only methods that return one value "
-        f"per row, a tensor of shape ({count}, ...), can be split over processes"
+        f"model: {type(model).__name__}.{what} returned {got} for {count} rows; only one "
+        f"value per row, a tensor of shape ({count}, ...), can be split over processes"
     )
 
 

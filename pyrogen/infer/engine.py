@@ -55,7 +55,6 @@ __all__ = [
     "StepFunction",
     "TrainingLoop",
     "TrainingState",
-    "dynamic_binarization",
     "fit",
 ]
 
@@ -100,15 +99,6 @@ class FitResult:
     def final_loss(self) -> float:
         """Last recorded loss (nats per example)."""
         return self.losses[-1] if self.losses else math.nan
-
-
-def dynamic_binarization(x: torch.Tensor, epoch: int, generator: torch.Generator) -> torch.Tensor:
-    """An ``epoch_transform`` that draws binary rows with probabilities ``x`` (values in
-    [0, 1], any shape (N, ...)) each epoch: dynamic binarization of grey images.
-
-    A module-level function, so that it pickles for ``devices > 1``.
-    """
-    return torch.bernoulli(x, generator=generator)
 
 
 # --- the options, checked once -----------------------------------------------------------------
@@ -448,7 +438,8 @@ def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> Fit
             tensor it returns, of the same shape (N, ...). Draw from ``generator`` only:
             then a resumed run redraws the interrupted epoch's rows exactly, and every
             process of a data-parallel run draws the same rows for all N rows. E.g.
-            :func:`dynamic_binarization`, ``torch.bernoulli(x, generator=generator)``.
+            :func:`pyrogen.data.dynamic_binarization`, a new binary draw of grey images,
+            ``torch.bernoulli(x, generator=generator)``.
 
     Returns:
         a :class:`FitResult`.
@@ -472,7 +463,7 @@ def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> Fit
         >>> grey = torch.rand(64, 4)
         >>> vae = pyrogen.VAE((4,), latent_dim=2, hidden=(8,))
         >>> result = pyrogen.fit(vae, grey, epochs=2, batch_size=32, progress=False,
-        ...                      epoch_transform=pyrogen.infer.dynamic_binarization)
+        ...                      epoch_transform=pyrogen.data.dynamic_binarization)
         >>> result.steps
         4
     """

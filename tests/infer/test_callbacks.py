@@ -191,11 +191,17 @@ def test_a_bad_epoch_transform_is_named(transform, message):
         pyrogen.fit(GaussianMixture(2), rows(), steps=2, epoch_transform=transform, progress=False)
 
 
-def test_dynamic_binarization_draws_binary_rows():
-    grey = torch.rand(50, 4)
-    generator = torch.Generator().manual_seed(0)
-    binary = pyrogen.infer.dynamic_binarization(grey, 0, generator)
-    assert binary.shape == grey.shape and set(binary.unique().tolist()) <= {0.0, 1.0}
+def test_dynamic_binarization_trains_on_a_new_binary_draw_every_epoch():
+    grey, seen = torch.rand(40, 4), []
+
+    def binarize(x, epoch, generator):
+        seen.append(pyrogen.data.dynamic_binarization(x, epoch, generator))
+        return seen[-1]
+
+    vae = pyrogen.VAE((4,), latent_dim=2, hidden=(8,))
+    pyrogen.fit(vae, grey, epochs=2, batch_size=20, epoch_transform=binarize, progress=False)
+    assert len(seen) == 2 and not torch.equal(seen[0], seen[1])
+    assert all(set(draw.unique().tolist()) <= {0.0, 1.0} for draw in seen)
 
 
 # --- MetricsLogger --------------------------------------------------------------------------

@@ -3,9 +3,7 @@ processes (gloo) against one process.
 
 ``evaluate(model, x, y, num_samples=...)`` returns ``model.score_examples``'s dict of per-row
 scores; :class:`Scored`, a small model with scores of each kind (exact, Monte Carlo, a
-prediction from the labels), stands for the families. The compatibility form with a method
-name, ``evaluate(model, x, "log_prob")``, which the command line still calls, is checked on
-the families themselves.
+prediction from the labels), and a flow and a VAE check it.
 
 Deterministic scores are compared in float64, where the only difference between one call on
 all rows and two calls on halves is float rounding. Monte Carlo scores and draws are compared
@@ -81,6 +79,11 @@ class Unsplittable(Scored):
         return {"log_likelihood": x.sum()}
 
 
+class Undivided(Scored):
+    def score_examples(self, x, y=None, *, num_samples=None):
+        return x.sum(-1)
+
+
 def in_turn(seed: int, draw) -> torch.Tensor | dict[str, torch.Tensor]:
     """What the 2 processes compute, one after the other here: ``draw(share)`` seeded with
     seed + r for process r (a tensor, or a dict of them)."""
@@ -117,42 +120,33 @@ def test_one_process_scores_are_score_examples_seeded_with_seed():
     assert all(torch.equal(scores[name], expected[name]) for name in expected)
 
 
-@pytest.mark.skipif(
-    not hasattr(GenerativeModel, "score_examples"), reason="the model contract has no scores"
-)
-def test_a_family_scored_in_two_processes_is_scored_as_in_one():
-    model, x = vae(), rows()
-    two = distributed.evaluate(model, x, num_samples=3, devices=2, seed=5)
-    expected = in_turn(5, lambda share: model.score_examples(x[share], num_samples=3))
-    assert two.keys() == expected.keys()
-    assert all(torch.equal(two[name], expected[name]) for name in expected)
-    # Labels go with their rows; exact scores are one call's on all rows.
-    model, y = flow(num_classes=3), torch.tensor([2, 1, 0, 0, 1, 2, 2])
-    two = distributed.evaluate(model, x, y, num_samples=1, devices=2)
-    with torch.no_grad():
-        one = model.score_examples(x, y, num_samples=1)
-    for name, value in one.items():
-        torch.testing.assert_close(two[name], value, rtol=1e-12, atol=1e-12, msg=name)
-
-
 def test_shares_are_4_and_3():
     assert [(s.start, s.stop) for s in SHARES] == [(0, 4), (4, 7)]
 
 
 def test_exact_log_likelihood_per_row_matches_one_process():
-    model, x = flow(), rows()
-    two = distributed.evaluate(model, x, "log_prob", devices=2)
+    # Labels go with their rows; exact scores are one call's on all rows.
+    model, x, y = flow(num_classes=3), rows(), torch.tensor([2, 1, 0, 0, 1, 2, 2])
+    two = distributed.evaluate(model, x, y, num_samples=1, devices=2)
     with torch.no_grad():
-        one = model.log_prob(x)
-    assert two.shape == (ROWS,) and two.dtype == torch.float64 and two.device.type == "cpu"
-    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-12)
+        one = model.score_examples(x, y, num_samples=1)
+        exact = model.log_prob(x, y)
+    assert two.keys() == one.keys()
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-12, atol=1e-12, msg=name)
+    scores = two["log_likelihood"]
+    assert scores.shape == (ROWS,) and scores.dtype == torch.float64
+    assert scores.device.type == "cpu"
+    torch.testing.assert_close(scores, exact, rtol=1e-12, atol=1e-12)
 
 
-def test_monte_carlo_method_scores_are_each_process_share_with_its_seed():
+def test_monte_carlo_scores_of_a_family_are_each_process_share_with_its_seed():
     model, x = vae(), rows()
-    two = distributed.evaluate(model, x, "log_likelihood", devices=2, seed=11, num_samples=3)
-    expected = in_turn(11, lambda share: model.log_likelihood(x[share], num_samples=3))
-    assert torch.equal(two, expected)  # so the same seed gives the same numbers
+    two = distributed.evaluate(model, x, num_samples=3, devices=2, seed=11)
+    expected = in_turn(11, lambda share: model.score_examples(x[share], num_samples=3))
+    assert two.keys() == expected.keys() >= {"elbo", "log_likelihood"}
+    for name, value in expected.items():  # so the same seed gives the same numbers
+        assert torch.equal(two[name], value), name
 
 
 def test_sampling_is_reproducible_and_is_each_process_draw_in_turn():
@@ -186,16 +180,17 @@ def test_one_process_runs_here_seeded_with_seed():
     model, x = vae(), rows()
     pyro.set_rng_seed(4)
     with torch.no_grad():
-        expected = model.log_likelihood(x, num_samples=3)
-    scores = distributed.evaluate(model, x, "log_likelihood", seed=4, num_samples=3)
-    assert torch.equal(scores, expected)
+        expected = model.score_examples(x, num_samples=3)
+    scores = distributed.evaluate(model, x, seed=4, num_samples=3)
+    assert all(torch.equal(scores[name], value) for name, value in expected.items())
     pyro.set_rng_seed(4)
     expected = model.sample(3)
     assert torch.equal(distributed.sample(model, 3, seed=4), expected)
     gmm = pyrogen.GaussianMixture(2)
     pyrogen.fit(gmm, pyrogen.data.old_faithful(), steps=3, progress=False)
     data = pyrogen.data.old_faithful().numpy()  # array-likes are accepted
-    torch.testing.assert_close(distributed.evaluate(gmm, data, "log_prob"), gmm.log_prob(data))
+    scores = distributed.evaluate(gmm, data, num_samples=1)
+    torch.testing.assert_close(scores["log_likelihood"], gmm.log_prob(data))
 
 
 def shard_in_group(model, scored, x, y):
@@ -234,14 +229,13 @@ def test_an_error_in_one_process_is_raised_here_naming_the_argument():
         distributed.evaluate(Scored(), rows(), y, num_samples=1, devices=2)
 
 
-def test_a_method_without_one_value_per_row_is_refused():
-    model = pyrogen.DiffusionVAE((2,), timesteps=5, hidden=(8,))
-    with pytest.raises(ValueError, match=r"method: DiffusionVAE.elbo_terms returned a dict"):
-        distributed.evaluate(model, rows().float(), "elbo_terms")
+def test_scores_without_one_value_per_row_are_refused():
     with pytest.raises(
         ValueError, match=r"model: Unsplittable.score_examples\['log_likelihood'\] returned sh"
     ):
         distributed.evaluate(Unsplittable(), rows(), num_samples=1)
+    with pytest.raises(ValueError, match=r"model: Undivided.score_examples returned a Tensor; "):
+        distributed.evaluate(Undivided(), rows(), num_samples=1)
 
 
 def unpicklable_option():
@@ -258,19 +252,17 @@ def unpicklable_option():
         (lambda: distributed.sample(flow(), 3, y=[0, 1]), r"y: expected shape \(3, \.\.\.\)"),
         (lambda: distributed.sample(object(), 3), "model: object has no method 'sample'"),
         (lambda: distributed.sample(flow(), 3, device="gpu"), "device: expected a device"),
-        (lambda: distributed.evaluate(flow(), rows(), "nope"), "method: .* no method 'nope'"),
         (lambda: distributed.evaluate(Scored(), rows(), num_samples=0), "num_samples: expec"),
         (lambda: distributed.evaluate(object(), rows()), "model: object has no method 'score_"),
         (lambda: distributed.evaluate(Scored(), rows()[:0]), r"x: expected shape \(N, "),
         (lambda: distributed.evaluate(Scored(), 1.0), r"x: expected shape \(N, \.\.\.\)"),
         (lambda: distributed.evaluate(Scored(), ["a", "b"]), "x: expected numbers"),
-        (lambda: distributed.evaluate(flow(), rows()[:0], "log_prob"), r"data: expected shape"),
         (
             lambda: distributed.evaluate(Scored(), rows(), y=torch.zeros(6)),
             r"y: expected shape \(7, \.\.\.\), got \(6,\)",
         ),
         (
-            lambda: distributed.evaluate(flow(), rows(), "log_prob", num_nodes=2, devices=2),
+            lambda: distributed.evaluate(Scored(), rows(), num_nodes=2, devices=2),
             "num_nodes=2: set MASTER_ADDR, MASTER_PORT, NODE_RANK",
         ),
         (
@@ -291,4 +283,4 @@ def test_cuda_without_a_gpu_is_a_clean_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA is present")
     with pytest.raises(ValueError, match="device: expected an available device, got 'cuda'"):
-        distributed.evaluate(flow(), rows(), "log_prob", device="cuda", devices=2)
+        distributed.evaluate(Scored(), rows(), num_samples=1, device="cuda", devices=2)
