@@ -212,12 +212,12 @@ class FitConfig:
             raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
         defaults, get = model.fit_defaults, options.get
         batch_size, steps_per_epoch, steps = _schedule(model, data, options)
-        lr = float(get("lr") if get("lr") is not None else defaults.get("lr", 1e-3))
+        lr = float(_given(options, "lr", defaults.get("lr", 1e-3)))
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr: expected a positive number, got {lr!r}")
         early_stopping, min_delta, restore_best = _monitoring(defaults, data, options)
         checkpoint_every = _positive_int_or_none("checkpoint_every", get("checkpoint_every"))
-        micro = get("micro_batch_size", defaults.get("micro_batch_size"))
+        micro = _given(options, "micro_batch_size", defaults.get("micro_batch_size"))
         micro_batch_size = _positive_int_or_none("micro_batch_size", micro)
         if get("resume", False) and get("checkpoint") is None:
             raise ValueError(
@@ -259,7 +259,7 @@ def _schedule(
 ) -> tuple[int | None, int, int]:
     """``batch_size`` (None: full-batch), steps per epoch and steps in total."""
     defaults, num_data = model.fit_defaults, data.num_data
-    batch_size = options.get("batch_size", defaults.get("batch_size"))
+    batch_size = _given(options, "batch_size", defaults.get("batch_size"))
     batch_size = _positive_int_or_none("batch_size", batch_size)
     if batch_size is not None and batch_size >= num_data:
         batch_size = None
@@ -283,10 +283,10 @@ def _monitoring(
     defaults: dict[str, Any], data: TrainingData, options: dict[str, Any]
 ) -> tuple[int | None, float, bool]:
     """``early_stopping`` (patience), ``min_delta`` and ``restore_best``."""
+    # Unlike the other options, an explicit None here is an answer: never stop early.
     patience = options.get("early_stopping", defaults.get("early_stopping"))
     patience = _positive_int_or_none("early_stopping", patience)
-    min_delta = options.get("min_delta")
-    min_delta = float(min_delta if min_delta is not None else defaults.get("min_delta", 1e-4))
+    min_delta = float(_given(options, "min_delta", defaults.get("min_delta", 1e-4)))
     if not (math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta: expected a non-negative number, got {min_delta!r}")
     restore_best = options.get("restore_best")
@@ -325,6 +325,12 @@ def _checked_transform(transform: Any) -> EpochTransform | None:
             f"x, got {type(transform).__name__}"
         )
     return transform
+
+
+def _given(options: dict[str, Any], name: str, default: Any) -> Any:
+    """The option ``name``, or ``default`` where it is missing or None."""
+    value = options.get(name)
+    return default if value is None else value
 
 
 def _positive_int_or_none(name: str, value: Any) -> int | None:

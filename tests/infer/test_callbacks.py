@@ -122,6 +122,16 @@ def test_options_are_checked_once_into_a_frozen_config():
     config = FitConfig.from_options(GaussianMixture(2), data, {"epochs": 2, "batch_size": 30})
     assert (config.steps_per_epoch, config.steps, config.batch_size) == (4, 8, 30)
     assert config.lr > 0 and config.optim is torch.optim.Adam and config.world_size == 1
+    # None is the family's default, except for early_stopping, where it is "never".
+    vae, many = pyrogen.VAE((2,), latent_dim=1, hidden=(4,)), TrainingData(rows(300))
+    unset = {"batch_size": None, "micro_batch_size": None, "lr": None, "steps": None}
+    config = FitConfig.from_options(vae, many, unset)
+    defaults = vae.fit_defaults
+    assert (config.batch_size, config.lr, config.steps) == (128, defaults["lr"], defaults["steps"])
+    gmm_default = GaussianMixture(2).fit_defaults["early_stopping"]
+    assert FitConfig.from_options(GaussianMixture(2), data, {}).early_stopping == gmm_default
+    no_stop = FitConfig.from_options(GaussianMixture(2), data, {"early_stopping": None})
+    assert gmm_default is not None and no_stop.early_stopping is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.steps = 3  # type: ignore[misc]
     with pytest.raises(TypeError, match="unexpected keyword argument 'stpes'"):
