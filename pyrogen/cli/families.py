@@ -64,7 +64,7 @@ class Setup:
     callbacks: list[Any] = field(default_factory=list)
 
 
-def test_labels_only(args: argparse.Namespace, data: ImageSplit | None) -> Setup:
+def labels_for_the_report(args: argparse.Namespace, data: ImageSplit | None) -> Setup:
     """Families trained without labels: test labels, where known, only colour latent.png."""
     return Setup(test_labels=None if data is None else data.test_labels)
 
@@ -99,7 +99,7 @@ class FamilySpec:
     num_classes: bool = True
     options: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     before_data: Callable[[argparse.Namespace, str | None], dict[str, Any]] | None = None
-    configure: Callable[[argparse.Namespace, ImageSplit | None], Setup] = test_labels_only
+    configure: Callable[[argparse.Namespace, ImageSplit | None], Setup] = labels_for_the_report
     train: Callable[..., tuple[GenerativeModel, Any, Any, dict[str, Any]]] | None = None
 
 

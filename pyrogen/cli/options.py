@@ -65,7 +65,8 @@ def flag(name: str) -> str:
 
 
 def argument_help(family: type) -> dict[str, str]:
-    """Each argument's description in the ``Args:`` section of ``family``'s docstring.
+    """Each argument's description in the ``Args:`` section of the docstring of ``family``,
+    else of the first base class that describes it (a variant passes its base's arguments on).
 
     Example:
         >>> class Family:
@@ -78,17 +79,18 @@ def argument_help(family: type) -> dict[str, str]:
         >>> argument_help(Family)
         {'width': 'how wide, in units.'}
     """
-    doc = inspect.getdoc(family) or ""
-    section = re.search(r"^Args:\n((?:(?: {4}.*)?\n?)+)", doc, re.MULTILINE)
     found: dict[str, str] = {}
-    name = None
-    for line in (section.group(1) if section else "").splitlines():
-        entry = re.match(r" {4}(\w+)(?: \(.*?\))?: ?(.*)", line)
-        if entry:
-            name, text = entry.groups()
-            found[name] = text
-        elif name is not None and line.strip():
-            found[name] += " " + line.strip()
+    for klass in reversed(family.__mro__):
+        doc = klass.__dict__.get("__doc__") or ""
+        section = re.search(r"^Args:\n((?:(?: {4}.*)?\n?)+)", inspect.cleandoc(doc), re.M)
+        name = None
+        for line in (section.group(1) if section else "").splitlines():
+            entry = re.match(r" {4}(\w+)(?: \(.*?\))?: ?(.*)", line)
+            if entry:
+                name, text = entry.groups()
+                found[name] = text
+            elif name is not None and line.strip():
+                found[name] += " " + line.strip()
     return {key: re.sub(r"``|:\w+:`~?([^`]*)`", r"\1", value) for key, value in found.items()}
 
 
