@@ -1,14 +1,11 @@
 """The ``pyrogen`` command: fit a model to data, sample from it, evaluate it.
 
-Thin on purpose: it parses arguments, calls the public API and prints, so everything it does
-can be done from Python too. ``pyrogen fit FAMILY`` has one sub-command per family of
-:data:`pyrogen.models.REGISTRY`, its options read from the family's constructor
-(:mod:`~pyrogen.cli.fit`, :mod:`~pyrogen.cli.options`, and :mod:`~pyrogen.cli.families` for
-what a signature cannot say); ``sample`` and ``evaluate`` know a model only through its
-contract. Every run folder is written by :func:`pyrogen.diagnostics.write_run`.
-
-Exit codes: 0 success, 2 bad input (usage, files, values; one ``pyrogen: error:`` line and
-no traceback), 1 training that failed numerically.
+Thin on purpose: it parses arguments, calls the public API and prints. ``pyrogen fit FAMILY``
+has one sub-command per family of :data:`pyrogen.models.REGISTRY`, its options read from
+the family's constructor (:mod:`~pyrogen.cli.options`; :mod:`~pyrogen.cli.families` says
+what a signature cannot); ``sample`` and ``evaluate`` know a model only through its contract.
+Exit codes: 0 success, 2 bad input (one ``pyrogen: error:`` line, no traceback), 1 training
+that failed numerically.
 """
 
 from __future__ import annotations
@@ -26,11 +23,7 @@ __all__ = ["build_parser", "main"]
 
 
 class UsageError(Exception):
-    """A command line argparse rejects, with the parser that rejected it."""
-
-    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
-        super().__init__(message)
-        self.parser, self.message = parser, message
+    """A command line argparse rejects (``args``: the parser that rejected it, the message)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
-        error.parser.print_usage(sys.stderr)
-        print(f"{error.parser.prog}: error: {error.message}", file=sys.stderr)
+        rejecting, message = error.args
+        rejecting.print_usage(sys.stderr)
+        print(f"{rejecting.prog}: error: {message}", file=sys.stderr)
         return 2
     try:
         return args.run(args)

@@ -75,7 +75,8 @@ class FamilySpec:
 
     ``images``: it reads images (``--data-dir``/``--data``, split, binarized, the test rows
     scored), else one table fitted whole; ``default_epochs``: when neither ``--steps`` nor
-    ``--epochs`` is given. Per constructor argument: ``aliases`` (another spelling of its
+    ``--epochs`` is given; ``score_samples``: the test bounds' samples (default the family's
+    ``default_score_samples``). Per constructor argument: ``aliases`` (another spelling of its
     option), ``choices``, ``types``, ``defaults``, ``helps`` (where the signature's say
     otherwise), ``hidden`` (no option: the workflow sets it), ``same_as`` (takes another's
     value when not given). The workflow: ``labels`` (what ``--labels`` does; None: no such
@@ -88,6 +89,7 @@ class FamilySpec:
 
     images: bool = False
     default_epochs: int | None = None
+    score_samples: int | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     types: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
@@ -308,19 +310,25 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
 
 
 # --- the table --------------------------------------------------------------------------------
-_VAE = {  # what every VAE family shares
-    "images": True,
-    "default_epochs": 10,
-    "aliases": {"num_particles": "--particles"},
-    "choices": {
+def _vae(name: str, **more: Any) -> dict[str, Any]:
+    """What every VAE family's spec shares, and ``more``."""
+    choices = {
         "likelihood": vae_module.LIKELIHOODS,
         **dict.fromkeys(("encoder", "decoder", "classifier"), NETWORKS),
-        "objective": vae_module.OBJECTIVES,
+        "objective": REGISTRY[name].objectives,
         "posterior": vae_module.POSTERIORS,
-    },
-    "types": {"beta": positive_float},
-    "same_as": {"decoder": "encoder"},
-}
+        "observed": HALVES,
+    }
+    shared = {
+        "images": True,
+        "default_epochs": 10,
+        "aliases": {"num_particles": "--particles"},
+        "choices": choices,
+        "types": {"beta": positive_float},
+        "same_as": {"decoder": "encoder"},
+    }
+    return {**shared, **more}
+
 
 # fmt: off
 SPECS: dict[str, FamilySpec] = {
@@ -343,17 +351,18 @@ SPECS: dict[str, FamilySpec] = {
         ),
         train=_train_gmm,
     ),
-    "vae": FamilySpec(**_VAE),
+    "vae": FamilySpec(**_vae("vae")),
     "cvae": FamilySpec(
-        **_VAE, hidden=("num_classes",), labels="the model is conditioned on them",
+        **_vae("cvae"), hidden=("num_classes",), labels="the model is conditioned on them",
         options=(("--no-labels", "ignore the data's labels (then --observed is needed); by "
                   "default the model is conditioned on them where the data have labels",
                   {"action": "store_true"}),),
         configure=_configure_cvae,
     ),
     "ssvae": FamilySpec(
-        **{**_VAE, "types": {"classifier_weight": non_negative_float, "labelled_share": share}},
+        **_vae("ssvae", types={"classifier_weight": non_negative_float, "labelled_share": share}),
         hidden=("num_classes",), labels="-1 marks an unlabelled row",
+        score_samples=10,  # each importance sample decodes every class: C times a vae's
         options=(("--labelled", "keep the labels of N training rows, as many of each class as "
                   "the rows allow (chosen at random with --seed), the other rows unlabelled; "
                   "default: the labels as the data give them (-1 = unlabelled)",
@@ -361,7 +370,7 @@ SPECS: dict[str, FamilySpec] = {
         configure=_configure_ssvae,
     ),
     "gmvae": FamilySpec(
-        **{**_VAE, "aliases": {"num_particles": "--particles", "n_components": "--components"}},
+        **_vae("gmvae", aliases={"num_particles": "--particles", "n_components": "--components"}),
         labels="only scored: the clustering accuracy of the test rows", num_classes=False,
         options=(("--warmup-epochs", "train E epochs, then start the components from a "
                   "diagonal Gaussian mixture fitted to the training rows' codes "

@@ -133,7 +133,8 @@ def add_common_options(parser: argparse.ArgumentParser, name: str, spec: FamilyS
         family = families()[name]
         training.add_argument(
             flag(family.score_samples_name), type=positive_int, metavar="K",
-            default=family.default_score_samples, help="of the test bounds (default %(default)s)",
+            default=spec.score_samples or family.default_score_samples,
+            help="of the test bounds (default %(default)s)",
         )  # fmt: skip
     add_all(
         add_scale_out_options(parser, "training processes (one per GPU with --device cuda)"),
