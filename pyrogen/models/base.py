@@ -1,10 +1,34 @@
 """The model contract every pyrogen family follows.
 
 A family is a :class:`pyro.nn.PyroModule` with ``model`` / ``guide`` methods that share site
-names, a ``loss`` (the Pyro ELBO it is trained with), ``sample``, a JSON-serialisable
-``config``, and data-dependent initialisation in ``setup``. Because ``model`` and ``guide``
-are plain Pyro programs, ``pyro.infer.SVI(m.model, m.guide, optim, m.loss)`` trains them
-directly; :func:`pyrogen.fit` adds minibatching, checkpoints and diagnostics on top.
+names, a ``loss`` (the Pyro ELBO it is trained with), ``sample``, and data-dependent
+initialisation in ``setup``. Because ``model`` and ``guide`` are plain Pyro programs,
+``pyro.infer.SVI(m.model, m.guide, optim, m.loss)`` trains them directly;
+:func:`pyrogen.fit` adds minibatching, checkpoints and diagnostics on top. A model has no
+``fit`` of its own: training is the engine's, one layer up, and workflows that need it or a
+sampler (choosing a mixture's K, NUTS) live there too (:mod:`pyrogen.infer.mixtures`).
+
+What a new family writes, and what it inherits:
+
+* **construction**: store every constructor argument under its own name (the value it
+  resolved to; a network built from argument ``name`` keeps the argument in
+  ``<name>_kind``). :attr:`GenerativeModel.config` reads them back, JSON-serialised, so
+  ``type(m)(**m.config)`` rebuilds any model and checkpoints need no code per family. A
+  subclass that passes its parent's arguments on through ``**options`` names only its own;
+  the signature (``inspect.signature(cls)``) and ``config`` resolve the rest through the
+  parent's constructor.
+* **scoring**: ``exact_likelihood`` and ``log_prob``, or ``elbo`` and ``log_likelihood``
+  (bounds); :meth:`GenerativeModel.score_examples` is the one place scoring is done, and
+  ``bits_per_dim`` is implemented once from ``log_likelihood`` and
+  :meth:`GenerativeModel.values_per_example`.
+* **reporting**: ``report_plots``, ``score_descriptions``, ``fit_statistics``,
+  ``report_samples``, and what a label is (``conditions_on_labels``, ``label_count``,
+  ``label_kind``, ``label_names``, ``predicts``); by default a family with ``num_classes``
+  is conditioned on its classes.
+* **posteriors over global sites** (ArviZ): ``posterior_dims``, ``derived_posterior`` and
+  ``pointwise_log_likelihood``; empty or None for families whose latents are per row.
+
+The layers above (diagnostics, the command line) know families only through this contract.
 """
 
 from __future__ import annotations
@@ -30,6 +54,9 @@ DATA_PLATE = "data"
 
 #: K, the importance samples per example of the log-likelihood bound when scoring.
 DEFAULT_IW_SAMPLES = 100
+
+# What _config_attribute finds where a constructor stored nothing.
+_MISSING = object()
 
 # Each instance gets its own prefix in Pyro's global param store, so two models of the same
 # family in one process never share parameters by accident.
@@ -192,9 +219,15 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
 
     def _config_attribute(self, name: str) -> Any:
         """The value the constructor stored for argument ``name`` (see :attr:`config`)."""
-        value = getattr(self, name)
+        value = getattr(self, name, _MISSING)
         if isinstance(value, torch.nn.Module) and not isinstance(value, GenerativeModel):
-            value = getattr(self, f"{name}_kind")
+            name = f"{name}_kind"  # the network built from it: the argument is kept here
+            value = getattr(self, name, _MISSING)
+        if value is _MISSING:  # not AttributeError: nn.Module would report `config` missing
+            raise TypeError(
+                f"config: expected {type(self).__name__} to store its constructor argument "
+                f"as self.{name}, found none"
+            )
         return value
 
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:

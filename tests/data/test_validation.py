@@ -186,3 +186,48 @@ def test_as_examples_checks_shape_and_the_unit_interval():
             [[-1.0, 2.0]], (2,), dtype=torch.float32, unit_interval="for a test", hint=" (rescale)"
         )
     assert as_examples([[-1.0, 2.0]], (2,), dtype=torch.float32).shape == (1, 2)
+
+
+def test_the_checks_live_in_one_module():
+    # pyrogen.data and pyrogen.data.validation give the very functions of pyrogen.checks.
+    import pyrogen.checks
+    import pyrogen.data
+    import pyrogen.data.validation
+
+    for name in pyrogen.data.validation.__all__:
+        assert getattr(pyrogen.data.validation, name) is getattr(pyrogen.checks, name)
+        assert getattr(pyrogen.data, name) is getattr(pyrogen.checks, name)
+
+
+@pytest.mark.parametrize(
+    ("minimum", "value", "message"),
+    [
+        (1, 0, "steps: expected a positive integer, got 0"),
+        (0, -1, "steps: expected a non-negative integer, got -1"),
+        (2, 1, "steps: expected an integer >= 2, got 1"),
+        (1, True, "steps: expected a positive integer, got True"),
+        (1, 2.0, "steps: expected a positive integer, got 2.0"),
+    ],
+)
+def test_check_int_has_one_wording(minimum, value, message):
+    from pyrogen.checks import check_int
+
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        check_int("steps", value, minimum)
+
+
+def test_check_int_takes_numpy_integers_and_returns_an_int():
+    from pyrogen.checks import check_int
+
+    value = check_int("steps", np.int64(3))
+    assert value == 3 and type(value) is int
+
+
+def test_check_ints_names_the_argument():
+    from pyrogen.checks import check_ints
+
+    assert check_ints("hidden", [8, np.int32(4)]) == (8, 4)
+    with pytest.raises(ValueError, match=r"^hidden: expected a sequence of positive integers"):
+        check_ints("hidden", [8, 0])
+    with pytest.raises(ValueError, match=r"^hidden: expected a non-empty sequence"):
+        check_ints("hidden", [], allow_empty=False)

@@ -573,3 +573,35 @@ def test_labels_of_samples_are_declared(example):
     if count and model.given_mask is None:  # given values: the report draws completions
         draws = model.report_samples(count, torch.arange(count))
         assert draws.shape == (count, *example.x.shape[1:])
+
+
+def test_posterior_hooks(example):
+    # Families with a posterior over global sites (the mixture) say how ArviZ names their
+    # dims, what they derive from draws and the pointwise log-likelihood; the rest say none.
+    model, x = example.model, example.x
+    if model.family != "gmm":
+        assert model.posterior_dims == {}
+        assert model.derived_posterior({}) == {}
+        assert model.pointwise_log_likelihood(x, {}) is None
+        return
+    values = model.point_estimates()
+    draws = {name: torch.stack([value, value]) for name, value in values.items()}
+    assert set(model.posterior_dims) <= set(values)
+    assert all(dims == ("component",) for dims in model.posterior_dims.values())
+    pointwise = model.pointwise_log_likelihood(x, draws)
+    assert pointwise.shape == (2, x.shape[0])
+    torch.testing.assert_close(pointwise[1], model.log_prob(x))
+    (covariances, dims), *others = model.derived_posterior(draws).values()
+    assert not others
+    torch.testing.assert_close(covariances[0], model.covariances_)
+    assert dims == (() if model.covariance == "tied" else ("component",))
+
+
+def test_config_names_an_argument_the_constructor_did_not_store():
+    class Forgetful(pyrogen.VAE):
+        def __init__(self, data_shape, extra: int = 1, **vae_options):
+            super().__init__(data_shape, **vae_options)
+
+    assert Forgetful.config_names()[:2] == ["data_shape", "extra"]
+    with pytest.raises(TypeError, match=r"config: expected Forgetful to store .* self\.extra"):
+        _ = Forgetful((3,)).config
