@@ -271,7 +271,8 @@ def _image_data(
     if spec.before_data is not None:
         options.update(spec.before_data(args, dataset))
     signature = inspect.signature(family).parameters
-    likelihood = options.get("likelihood", signature["likelihood"].default)
+    declared = signature.get("likelihood")  # a family without one: real values
+    likelihood = options.get("likelihood", "gaussian" if declared is None else declared.default)
     mode = binarize_mode(args, dataset, likelihood)
     split = load_split(args, dataset, seed=args.seed)
     source = str(args.data if args.data is not None else args.data_dir)

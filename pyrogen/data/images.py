@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
+from pyrogen.checks import check_choice
 from pyrogen.data._files import PathLike
 from pyrogen.data.datasets import BINARIZED_MNIST_FILE, binarized_mnist, mnist
 from pyrogen.data.loaders import load
-from pyrogen.data.validation import check_choice
 
 #: Image data sets :func:`load_image_dataset` reads from a folder.
 IMAGE_DATASETS = ("mnist", "binarized-mnist")
