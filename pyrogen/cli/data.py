@@ -1,10 +1,13 @@
-"""The data options of the commands (``--data``, ``--data-dir``, ``--dataset``,
-``--binarize``, ``--labels``), checked together and read with :mod:`pyrogen.data`."""
+"""What the commands read: the data options (``--data``, ``--data-dir``, ``--dataset``,
+``--binarize``, ``--labels``), checked together and read with :mod:`pyrogen.data`, and the
+fitted model of a run folder."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +31,9 @@ from pyrogen.data import (
     describe_binarization,
     load_images,
 )
-from pyrogen.models import GenerativeModel
+from pyrogen.diagnostics.report import MODEL_FILE, SUMMARY_FILE
+from pyrogen.infer.distributed import cluster
+from pyrogen.models import GenerativeModel, load
 
 #: Arguments of :mod:`pyrogen.data` whose errors are reported as the options that set them.
 _OPTION_ARGUMENTS = (
@@ -144,3 +149,26 @@ def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, 
     x = as_rows(binarize(images.test, mode, seed=seed), model.data_shape, source)
     how = describe_binarization(mode, seed=seed, likelihood=likelihood, x=x)
     return Examples(x, images.test_labels, images.labels_source, images.description, mode, how)
+
+
+def load_run(path: Path) -> tuple[GenerativeModel, dict[str, Any]]:
+    """A model file, or a run folder's model.pt; with the run's summary (empty for a file)."""
+    if not path.is_dir():
+        return load(path), {}
+    if not (path / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{path}: expected a run folder holding {MODEL_FILE}, found none")
+    summary = path / SUMMARY_FILE
+    return load(path / MODEL_FILE), json.loads(summary.read_text()) if summary.is_file() else {}
+
+
+def is_main_process(args: argparse.Namespace) -> bool:
+    """Whether this process writes or prints the result of a sharded command: the first
+    process of a group, on the first machine."""
+    return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")
+
+
+def check_device(name: str) -> torch.device:
+    """``--device``, where there is one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: expected an available device, got {name!r} (no CUDA)")
+    return torch.device(name)

@@ -10,11 +10,16 @@ from typing import Any
 
 import torch
 
-from pyrogen.cli.data import add_image_options, add_labels_options, images_for
-from pyrogen.cli.fit import add_scale_out_options
-from pyrogen.cli.options import add_all, positive_int
+from pyrogen.cli.data import (
+    add_image_options,
+    add_labels_options,
+    check_device,
+    images_for,
+    is_main_process,
+    load_run,
+)
+from pyrogen.cli.options import add_all, add_run_options, add_scale_out_options, positive_int
 from pyrogen.cli.output import describe_model, describe_shape, fit_statistics, score_lines
-from pyrogen.cli.sample import add_run_options, check_device, is_main_process, load_run
 from pyrogen.data import check_classes, load
 from pyrogen.diagnostics import score, summarize
 from pyrogen.models import GenerativeModel

@@ -32,6 +32,7 @@ from pyrogen.cli.families import FamilySpec, Setup, families, spec_of
 from pyrogen.cli.options import (
     add_all,
     add_model_options,
+    add_scale_out_options,
     flag,
     fraction,
     model_options,
@@ -88,19 +89,6 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
             add_labels_options(own, spec.labels, num_classes=spec.num_classes)
         add_all(own, *spec.options)
         parser.set_defaults(run=run_fit, model_arguments=added)
-
-
-def add_scale_out_options(parser: argparse.ArgumentParser, devices_help: str) -> Any:
-    """--devices and --num-nodes (of fit, sample and evaluate); returns their group."""
-    scale = parser.add_argument_group("scaling out")
-    add_all(
-        scale,
-        ("--devices", devices_help, {"type": positive_int, "default": 1, "metavar": "N"}),
-        ("--num-nodes", "machines; run the same command on each with MASTER_ADDR, MASTER_PORT "
-         "and NODE_RANK set; only the first process writes or prints results (default 1)",
-         {"type": positive_int, "default": 1, "metavar": "M"}),
-    )  # fmt: skip
-    return scale
 
 
 def add_common_options(parser: argparse.ArgumentParser, name: str, spec: FamilySpec) -> None:

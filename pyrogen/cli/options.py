@@ -11,6 +11,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 #: Constructor arguments the command sets from the data, never from an option.
@@ -156,3 +157,27 @@ def model_options(args: argparse.Namespace, added: list[tuple[str, str]]) -> dic
     """The constructor keywords of the options given (the others keep its defaults)."""
     values = {name: getattr(args, dest, None) for name, dest in added}
     return {name: value for name, value in values.items() if value is not None}
+
+
+def add_scale_out_options(parser: argparse.ArgumentParser, devices_help: str) -> Any:
+    """--devices and --num-nodes (of fit, sample and evaluate); returns their group."""
+    scale = parser.add_argument_group("scaling out")
+    add_all(
+        scale,
+        ("--devices", devices_help, {"type": positive_int, "default": 1, "metavar": "N"}),
+        ("--num-nodes", "machines; run the same command on each with MASTER_ADDR, MASTER_PORT "
+         "and NODE_RANK set; only the first process writes or prints results (default 1)",
+         {"type": positive_int, "default": 1, "metavar": "M"}),
+    )  # fmt: skip
+    return scale
+
+
+def add_run_options(parser: argparse.ArgumentParser, seed: str, **default: int) -> None:
+    """RUN_OR_MODEL_FILE, --device and --seed of sample and evaluate."""
+    add_all(
+        parser,
+        ("model_path", "a run folder (its model.pt is used) or a model file",
+         {"metavar": "RUN_OR_MODEL_FILE", "type": Path}),
+        ("--device", "(default cpu)", {"choices": ("cpu", "cuda"), "default": "cpu"}),
+        ("--seed", seed, {"type": int, **default}),
+    )  # fmt: skip

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,16 +13,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrogen.cli.data import add_image_options, add_labels_options, images_for
-from pyrogen.cli.fit import add_scale_out_options
-from pyrogen.cli.options import add_all, non_negative_int, positive_int
+from pyrogen.cli.data import (
+    add_image_options,
+    add_labels_options,
+    check_device,
+    images_for,
+    is_main_process,
+    load_run,
+)
+from pyrogen.cli.options import (
+    add_all,
+    add_run_options,
+    add_scale_out_options,
+    non_negative_int,
+    positive_int,
+)
 from pyrogen.data import check_classes
 from pyrogen.diagnostics import figure_writer, image_shape, plot_image_grid
-from pyrogen.diagnostics.report import MODEL_FILE, SUMMARY_FILE
 from pyrogen.infer import distributed
-from pyrogen.infer.distributed import cluster
 from pyrogen.io import atomic_write
-from pyrogen.models import GenerativeModel, load
+from pyrogen.models import GenerativeModel
 
 #: ``pyrogen sample --out`` formats: tables (rows of numbers) and images.
 TABLE_FORMATS = (".csv", ".npy")
@@ -78,40 +86,6 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
         "--seed + r, so the rows differ from one process's draw (default 1)",
     )
     sample.set_defaults(run=run_sample)
-
-
-def add_run_options(parser: argparse.ArgumentParser, seed: str, **default: int) -> None:
-    """RUN_OR_MODEL_FILE, --device and --seed of sample and evaluate."""
-    add_all(
-        parser,
-        ("model_path", "a run folder (its model.pt is used) or a model file",
-         {"metavar": "RUN_OR_MODEL_FILE", "type": Path}),
-        ("--device", "(default cpu)", {"choices": ("cpu", "cuda"), "default": "cpu"}),
-        ("--seed", seed, {"type": int, **default}),
-    )  # fmt: skip
-
-
-def load_run(path: Path) -> tuple[GenerativeModel, dict[str, Any]]:
-    """A model file, or a run folder's model.pt; with the run's summary (empty for a file)."""
-    if not path.is_dir():
-        return load(path), {}
-    if not (path / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{path}: expected a run folder holding {MODEL_FILE}, found none")
-    summary = path / SUMMARY_FILE
-    return load(path / MODEL_FILE), json.loads(summary.read_text()) if summary.is_file() else {}
-
-
-def is_main_process(args: argparse.Namespace) -> bool:
-    """Whether this process writes or prints the result of a sharded command: the first
-    process of a group, on the first machine."""
-    return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")
-
-
-def check_device(name: str) -> torch.device:
-    """``--device``, where there is one."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: expected an available device, got {name!r} (no CUDA)")
-    return torch.device(name)
 
 
 def takes(method: Any, argument: str) -> bool:
