@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyrogen.infer.noise import seed_device, step_seed
+
 LR = 1e-3
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -53,6 +55,9 @@ def train_loop(
         position = step % per_epoch
         index = permutation[position * batch_size : (position + 1) * batch_size]
         optimizer.zero_grad(set_to_none=True)
+        # The step's noise as pyrogen.fit draws it (one seed per step), so both sides take
+        # the same steps and only the per-step overhead differs.
+        seed_device(step_seed(seed, step), x.device)
         loss = loss_fn(module, x[index.to(x.device)], num_data)
         loss.backward()
         optimizer.step()

@@ -31,6 +31,7 @@ import torch
 
 import pyrogen
 from benchmarks import harness, references
+from pyrogen.infer.noise import step_seed
 
 OBJECTIVES = {  # label, VAE options, particles of the reference bound, published test LL
     "vae": ("VAE (k=1)", {"objective": "mean_field", "num_particles": 1}, 1, -86.76),
@@ -77,7 +78,7 @@ def run_objective(objective: str, train, test, run: harness.Run) -> dict:
     n, batch = train.shape[0], args.batch_size
     optimizer = torch.optim.Adam(nets.parameters(), lr=references.LR)
     order = torch.Generator().manual_seed(args.seed)  # as fit's minibatch order
-    noise = torch.Generator(device=device).manual_seed(args.seed)  # as fit seeds torch
+    noise, step = torch.Generator(device=device), 0
     binarizer = torch.Generator().manual_seed(args.seed + 1)
     eval_noise = torch.Generator(device=device).manual_seed(args.seed + EVAL_SEED + 1)
     test = test.to(device)
@@ -94,6 +95,9 @@ def run_objective(objective: str, train, test, run: harness.Run) -> dict:
             train_s["pyrogen"] += time.perf_counter() - started
             started = time.perf_counter()
             for index in torch.randperm(n, generator=order).to(device).split(batch):
+                # each step's noise seeded as pyrogen.fit seeds it, so both take the same steps
+                noise.manual_seed(step_seed(args.seed, step))
+                step += 1
                 loss = references.vae_loss(nets, x[index], n, particles, noise)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
