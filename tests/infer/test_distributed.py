@@ -9,6 +9,7 @@ Adam's normalisation of small gradients to amplify it and still fails on any rea
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 import pyrogen
-from pyrogen.infer import distributed
+from pyrogen.infer import MetricsLogger, distributed
 from pyrogen.infer.distributed import Cluster
 
 RTOL = 1e-9
@@ -147,6 +148,22 @@ def test_an_epoch_transform_draws_the_same_rows_in_every_process():
     assert_same_training(one, two)
     plain = pyrogen.fit(flow(), x, **{**options, "epoch_transform": None})
     assert plain.losses[4:] != one.losses[4:]  # the transform was applied
+
+
+def test_metrics_are_written_once_by_the_first_process(tmp_path):
+    result = pyrogen.fit(
+        mixture(),
+        two_moons(100),
+        steps=4,
+        devices=2,
+        early_stopping=None,
+        callbacks=[MetricsLogger(tmp_path)],
+        progress=False,
+    )
+    with (tmp_path / "metrics.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [int(row["step"]) for row in table] == [1, 2, 3, 4]
+    assert [float(row["loss"]) for row in table] == result.losses
 
 
 def stop_at_step_3(step: int, loss: float, model: pyrogen.GenerativeModel) -> bool:
