@@ -338,7 +338,7 @@ def _positive_int_or_none(name: str, value: Any) -> int | None:
 
 
 # --- the data --------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: no element-wise == between two of these
 class TrainingData:
     """The training rows and held-out rows of :func:`fit`, checked.
 
