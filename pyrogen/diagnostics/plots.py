@@ -754,7 +754,7 @@ def plot_class_samples(
     if observed is not None:
         title = f"completions of {per_row} given parts under each label, one row per {what}"
     else:
-        title = f"samples, one row per {what}"
+        title = f"samples ({model.report_samples_name}), one row per {what}"
         if what == "component":
             title += " (its weight)"
     return plot_image_grid(

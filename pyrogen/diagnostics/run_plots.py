@@ -92,7 +92,12 @@ def _always(run: RunData) -> bool:
 def _draw_samples(run: RunData, ax: Axes) -> Axes:
     with seeded(run.seed), torch.no_grad():
         images = run.model.report_samples(SAMPLE_GRID).cpu()
-    return plots.plot_image_grid(images, ax, shape=run.image_shape, title=f"{SAMPLE_GRID} samples")
+    return plots.plot_image_grid(
+        images,
+        ax,
+        shape=run.image_shape,
+        title=f"{SAMPLE_GRID} samples ({run.model.report_samples_name})",
+    )
 
 
 def _draw_label_samples(run: RunData, ax: Axes) -> Axes:

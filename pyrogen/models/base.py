@@ -438,9 +438,14 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         each row's exact log-likelihood where the caller has it already."""
         return {}
 
+    #: How :meth:`report_samples` draws, for the titles of plots: ``"draws"``, ``"decoder
+    #: means"``, ``"DDIM"``.
+    report_samples_name: ClassVar[str] = "draws"
+
     def report_samples(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """The ``n`` samples (n, *data_shape) a run report shows: draws from the model
-        (families whose draws read poorly, e.g. binary pixels, show their means)."""
+        (families whose draws read poorly, e.g. binary pixels, show their means; see
+        :attr:`report_samples_name`)."""
         return self.sample(n) if y is None else self.sample(n, y)
 
     # --- posteriors over global sites (ArviZ conversion) ---------------------------------

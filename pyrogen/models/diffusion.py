@@ -518,6 +518,12 @@ class DiffusionVAE(GenerativeModel):
     score_samples_name = "step_samples"
     default_score_samples = 1
 
+    report_samples_name = "DDIM"
+
+    def report_samples(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draws by DDIM (deterministic, 50 steps or T if fewer): fast enough for a report."""
+        return self.sample(n, y, method="ddim")
+
     @property
     def report_plots(self) -> tuple[str, ...]:
         """The loss and samples, one row per class with labels."""

@@ -460,6 +460,8 @@ class VAE(GenerativeModel):
             )
         return "ELBO E_q[log p(x | z)] - KL(q(z | x) || p(z)) at beta = 1 (analytic KL)"
 
+    report_samples_name = "decoder means"
+
     def report_samples(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's means of n draws of z: binary pixels read better as means."""
         return self.sample(n, mean=True) if y is None else self.sample(n, y, mean=True)
