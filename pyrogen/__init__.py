@@ -1,14 +1,17 @@
 """pyrogen: generative models as first-class Pyro model/guide pairs."""
 
-# First: modules below that still read the version from the package face find it set.
-from pyrogen.version import __version__
-
-# isort: split
 from pyrogen import data
-from pyrogen.diagnostics import from_pyro, to_inference_data
+from pyrogen.diagnostics import from_pyro
 from pyrogen.guides import AutoFlow
-from pyrogen.infer import FitResult, fit, neutra
-from pyrogen.infer.mixtures import mixture_nuts, select_n_components
+from pyrogen.infer import (
+    FitResult,
+    MetricsLogger,
+    fit,
+    mixture_nuts,
+    neutra,
+    select_n_components,
+    to_inference_data,
+)
 from pyrogen.models import (
     REGISTRY,
     VAE,
@@ -20,6 +23,7 @@ from pyrogen.models import (
     SemiSupervisedVAE,
     load,
 )
+from pyrogen.version import __version__
 
 __all__ = [
     "REGISTRY",
@@ -30,6 +34,7 @@ __all__ = [
     "FlowDensity",
     "GaussianMixture",
     "GaussianMixtureVAE",
+    "MetricsLogger",
     "SemiSupervisedVAE",
     "__version__",
     "data",

@@ -27,7 +27,7 @@ SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 SETUP_PREFIX = "python3 -m venv .venv && . .venv/bin/activate && "
 TORCH_PIN = re.compile(r"pip install (?:-q )?torch==(?P<version>[\w.+]+)")
 EXTRAS = re.compile(r'pip install (?:-q )?-e "?\.(?:\[(?P<extras>[\w,-]+)\])?"?')
-PYTEST_PART = "python -m pytest -q"
+PYTEST_PART = "python -m pytest -q --doctest-modules pyrogen tests"
 
 
 def fenced_blocks(text: str, languages: set[str]) -> list[str]:

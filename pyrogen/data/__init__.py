@@ -3,6 +3,14 @@ image data for training and scoring (splits, labels, binarization)."""
 
 from __future__ import annotations
 
+from pyrogen.checks import (
+    as_examples,
+    as_labels,
+    as_tensor,
+    check_choice,
+    check_int,
+    float_dtype_of,
+)
 from pyrogen.data.datasets import (
     BINARIZED_MNIST_FILE,
     BINARIZED_MNIST_SPLITS,
@@ -43,14 +51,6 @@ from pyrogen.data.images import (
     split_train_test,
 )
 from pyrogen.data.loaders import SUPPORTED_FORMATS, load, load_csv, load_idx, load_npy
-from pyrogen.data.validation import (
-    as_examples,
-    as_labels,
-    as_tensor,
-    check_choice,
-    check_int,
-    float_dtype_of,
-)
 
 __all__ = [
     "BINARIZED_MNIST_FILE",

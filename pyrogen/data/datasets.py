@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
+from pyrogen.checks import check_choice
 from pyrogen.data._files import PathLike, download_atomically
 from pyrogen.data._idx import IdxContents, read_idx
 from pyrogen.data.loaders import load, load_csv, load_npy
-from pyrogen.data.validation import check_choice
 
 OLD_FAITHFUL_COLUMNS = ("eruptions", "waiting")
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
+from pyrogen.checks import as_tensor
 from pyrogen.data._csv import parse_columns, read_numeric_csv
 from pyrogen.data._files import PathLike, existing_file, is_gzip, read_at_most
 from pyrogen.data._idx import looks_like_idx, read_idx
 from pyrogen.data._npy import read_array
-from pyrogen.data.validation import as_tensor
 
 _TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": ","}
 _NUMPY_SUFFIXES = (".npy", ".npz")

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
-from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
+from pyrogen.checks import as_tensor, check_int, float_dtype_of
 from pyrogen.infer.engine import FitResult
 from pyrogen.models.base import GenerativeModel
 from pyrogen.models.mixture_em import MixtureParameters

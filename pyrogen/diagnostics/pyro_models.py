@@ -17,7 +17,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from pyrogen.data.validation import check_int
+from pyrogen.checks import check_int
 
 
 def from_pyro(

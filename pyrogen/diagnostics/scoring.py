@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrogen.data.validation import as_tensor, check_int, float_dtype_of
+from pyrogen.checks import as_tensor, check_int, float_dtype_of
 from pyrogen.diagnostics.metrics import clustering_accuracy
 from pyrogen.infer import distributed
 from pyrogen.models.base import DEFAULT_IW_SAMPLES, GenerativeModel
