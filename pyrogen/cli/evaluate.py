@@ -19,9 +19,9 @@ from pyrogen.cli.data import (
     load_run,
 )
 from pyrogen.cli.options import add_all, add_run_options, add_scale_out_options, positive_int
-from pyrogen.cli.output import describe_model, describe_shape, fit_statistics, score_lines
 from pyrogen.data import check_classes, load
 from pyrogen.diagnostics import score, summarize
+from pyrogen.diagnostics.text import describe_model, describe_shape, score_lines, statistic_lines
 from pyrogen.models import GenerativeModel
 
 #: Options of the models that report bounds (refused for an exact log-likelihood).
@@ -112,7 +112,7 @@ def _evaluate_exact(
     return [
         f"model           {args.model_path} ({describe_model(summary)})",
         f"data            {args.data}: {describe_shape(tuple(x.shape))}",
-        *fit_statistics(summary),
+        *statistic_lines(summary),
     ]
 
 

@@ -1,14 +1,13 @@
-"""What ``pyrogen fit FAMILY`` needs to know of a family beyond its constructor's signature,
-keyed by family name: whether it reads images or a table, choices and aliases of its
-options, and its own workflow where it has one (the mixture's ``--components auto`` and
-NUTS, the labels of the VAE variants, the diffusion model's latent and conditional modes).
-A family missing here gets a working command from its signature alone.
+"""What ``pyrogen fit FAMILY`` needs to know of a family beyond its constructor's signature
+and class attributes, keyed by family name: old spellings of its options, and its own
+workflow where it has one (the mixture's ``--components auto`` and NUTS, the labels of the
+VAE variants, the diffusion model's latent and conditional modes). A family missing here
+gets a working command from its signature alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,31 +23,10 @@ from pyrogen.cli.options import (
     positive_int,
     share,
 )
-from pyrogen.data import (
-    ImageSplit,
-    balanced_labels,
-    check_classes,
-    count_classes,
-    describe_counts,
-)
-from pyrogen.infer.callbacks import Callback
-from pyrogen.infer.engine import fit
-from pyrogen.infer.inference_data import to_inference_data
-from pyrogen.infer.mixtures import mixture_nuts, select_n_components
+from pyrogen.data import ImageSplit, balanced_labels, check_classes, count_classes, describe_counts
+from pyrogen.infer.callbacks import ComponentWarmup
+from pyrogen.infer.mixtures import MAX_AUTO_COMPONENTS, MIXTURE_INFERENCE, NUTS_CHAINS, fit_mixture
 from pyrogen.models import REGISTRY, GenerativeModel, load
-from pyrogen.models import diffusion as diffusion_module
-from pyrogen.models import vae as vae_module
-from pyrogen.models.conditional_vae import HALVES
-from pyrogen.models.gmm import INFERENCE_METHODS
-from pyrogen.models.mixture_em import COVARIANCE_TYPES
-from pyrogen.nn import KINDS as NETWORKS
-from pyrogen.nn.flows import FLOWS
-from pyrogen.nn.schedules import SCHEDULES
-
-#: Largest K tried by ``pyrogen fit gmm --components auto``.
-MAX_AUTO_COMPONENTS = 8
-#: Chains of ``--inference nuts``: two, so that R-hat can compare them.
-NUTS_CHAINS = 2
 
 
 @dataclass
@@ -71,24 +49,20 @@ def labels_for_the_report(args: argparse.Namespace, data: ImageSplit | None) -> 
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """A family's part of ``pyrogen fit`` that its constructor's signature cannot say.
+    """A family's part of ``pyrogen fit`` that neither its constructor's signature nor its
+    class attributes (``choices``, ``reads_images``) say.
 
-    ``images``: it reads images (``--data-dir``/``--data``, split, binarized, the test rows
-    scored), else one table fitted whole; ``default_epochs``: when neither ``--steps`` nor
-    ``--epochs`` is given; ``score_samples``: the test bounds' samples (default the family's
-    ``default_score_samples``). Per constructor argument: ``aliases`` (another spelling of its
-    option), ``choices``, ``types``, ``defaults``, ``helps`` (where the signature's say
-    otherwise), ``hidden`` (no option: the workflow sets it), ``same_as`` (takes another's
-    value when not given). The workflow: ``labels`` (what ``--labels`` does; None: no such
-    option), ``options`` (rows of :func:`~pyrogen.cli.options.add_all`), ``before_data``
-    (constructor keywords decided before the data are read), ``configure`` (what the labels
-    are for, once they are read) and ``train`` (replaces the one :func:`pyrogen.fit` call:
-    ``train(args, family, options, x, fit_options)`` -> model, FitResult, InferenceData and
-    summary entries).
+    ``score_samples``: the test bounds' samples (default the family's
+    ``default_score_samples``). Per constructor argument: ``aliases`` (another spelling of
+    its option), ``choices``, ``types``, ``defaults``, ``helps`` (where the family's say
+    otherwise), ``hidden`` (no option), ``same_as`` (takes another's value when not given).
+    The workflow: ``labels`` (what ``--labels`` does; None: no such option), ``options``
+    (rows of :func:`~pyrogen.cli.options.add_all`), ``before_data`` (constructor keywords
+    decided before the data are read), ``configure`` (what the labels are for, once read)
+    and ``train`` (replaces the one :func:`pyrogen.fit` call: ``train(args, family,
+    options, x, fit_options)`` -> model, FitResult, InferenceData and summary entries).
     """
 
-    images: bool = False
-    default_epochs: int | None = None
     score_samples: int | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
@@ -112,39 +86,11 @@ def _components(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
 
-def _train_gmm(
-    args: argparse.Namespace, family: type, options: dict[str, Any], x: torch.Tensor, fit_options
-) -> tuple[GenerativeModel, Any, Any, dict[str, Any]]:
-    """Choose K (BIC over MAP fits) if asked, fit, and get the posterior as InferenceData."""
-    extra: dict[str, Any] = {"inference": options.get("inference", "map")}
-    nuts = extra["inference"] == "nuts"
-    if nuts:  # NUTS starts from the MAP point
-        options["inference"] = "map"
-    if options.get("n_components", "auto") == "auto":
-        candidates = range(1, min(MAX_AUTO_COMPONENTS, x.shape[0]) + 1)
-        chosen = {**options, "inference": "map"}
-        chosen.pop("n_components", None)
-        best, scores = select_n_components(x, candidates, criterion="bic", **chosen, **fit_options)
-        options["n_components"] = best.n_components
-        extra["selection"] = {"criterion": "bic", "scores": {str(k): v for k, v in scores.items()}}
-    # The chosen K is fitted again with the same seed (a MAP refit reproduces the selected
-    # fit exactly) to get its FitResult.
-    model = family(**options)
-    result = fit(model, x, **fit_options)
-    if not nuts:
-        idata = to_inference_data(model, x, num_samples=args.num_samples, seed=args.seed)
-        return model, result, idata, extra
-    idata = mixture_nuts(
-        model, x, num_samples=args.num_samples, warmup=args.warmup, num_chains=NUTS_CHAINS,
-        seed=args.seed, progress=not args.quiet and sys.stderr.isatty(),
-    )  # fmt: skip
-    extra["mcmc"] = {
-        "num_chains": NUTS_CHAINS,
-        "num_samples": args.num_samples,
-        "warmup": args.warmup,
-        "divergences": int(idata.sample_stats["diverging"].sum()),
-    }
-    return model, result, idata, extra
+def _train_gmm(args: argparse.Namespace, family: type, options: dict, x, fit_options: dict):
+    """:func:`pyrogen.infer.mixtures.fit_mixture` (K by BIC, MAP, variational or NUTS)."""
+    fitted = fit_mixture(x, **options, num_samples=args.num_samples, warmup=args.warmup,
+                         **fit_options)  # fmt: skip
+    return fitted.model, fitted.result, fitted.idata, fitted.summary
 
 
 # --- the VAE variants ----------------------------------------------------------------------
@@ -173,7 +119,7 @@ def _configure_cvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
         )  # fmt: skip
         raise ValueError(
             "--observed, --labels: expected a condition (labels, or --observed "
-            f"{'|'.join(HALVES)}), got neither ({why})"
+            f"{'|'.join(REGISTRY[args.family].choices['observed'])}), got neither ({why})"
         )
     if args.num_classes is not None and data.train_labels is None:
         raise ValueError(
@@ -218,52 +164,11 @@ def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
     return setup
 
 
-class ComponentStart(Callback):
-    """Starts a mixture prior's components from the codes of the training rows
-    (``init_components``) at the start of epoch ``warmup``; with ``warmup`` None, after one
-    epoch where the run is longer than that. Runs in every training process."""
-
-    all_processes = True
-
-    def __init__(self, warmup: int | None, seed: int) -> None:
-        self.warmup, self.seed, self.description = warmup, seed, ""
-
-    def on_fit_start(self, loop: Any) -> None:
-        per_epoch, steps = loop.config.steps_per_epoch, loop.config.steps
-        if self.warmup is not None and self.warmup * per_epoch >= steps:
-            raise ValueError(
-                f"--warmup-epochs: expected fewer epochs than the run's {steps / per_epoch:g} "
-                "(the components are initialised after the warm-up, then trained on), got "
-                f"{self.warmup}"
-            )
-        if self.warmup is None and per_epoch < steps:
-            self.warmup = 1
-        if self.warmup is None:
-            self.description = (
-                "not initialised from the codes (no warm-up in a run of one epoch; "
-                "--warmup-epochs 0 initialises them before training)"
-            )
-
-    @property
-    def summary(self) -> dict[str, str]:
-        """Its entry of summary.json: how the components started."""
-        return {"component_init": self.description}
-
-    def on_epoch_start(self, loop: Any, epoch: int) -> None:
-        if epoch == self.warmup:
-            loop.model.init_components(loop.x, seed=self.seed)
-            when = f"after {epoch} warm-up epoch(s)" if epoch else "before training"
-            self.description = (
-                "initialised from a diagonal Gaussian mixture fitted to the codes of the "
-                f"{loop.x.shape[0]} training rows {when}"
-            )
-
-
 def _configure_gmvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
     extra = {}
     if data.labels_source is not None:
         extra["labels"] = f"{data.labels_source}: not used in training; they score the clusters"
-    start = ComponentStart(args.warmup_epochs, args.seed)
+    start = ComponentWarmup(args.warmup_epochs, args.seed)
     return Setup(test_labels=data.test_labels, extra=extra, callbacks=[start])
 
 
@@ -310,33 +215,18 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
 
 
 # --- the table --------------------------------------------------------------------------------
-def _vae(name: str, **more: Any) -> dict[str, Any]:
-    """What every VAE family's spec shares, and ``more``."""
-    choices = {
-        "likelihood": vae_module.LIKELIHOODS,
-        **dict.fromkeys(("encoder", "decoder", "classifier"), NETWORKS),
-        "objective": REGISTRY[name].objectives,
-        "posterior": vae_module.POSTERIORS,
-        "observed": HALVES,
-    }
-    shared = {
-        "images": True,
-        "default_epochs": 10,
-        "aliases": {"num_particles": "--particles"},
-        "choices": choices,
-        "types": {"beta": positive_float},
-        "same_as": {"decoder": "encoder"},
-    }
-    return {**shared, **more}
-
+#: What every VAE family's spec shares.
+_VAE = {
+    "aliases": {"num_particles": "--particles"},
+    "types": {"beta": positive_float},
+    "same_as": {"decoder": "encoder"},
+}
 
 # fmt: off
 SPECS: dict[str, FamilySpec] = {
     "gmm": FamilySpec(
-        aliases={"n_components": "--components"},
-        choices={"covariance": COVARIANCE_TYPES, "inference": (*INFERENCE_METHODS, "nuts")},
-        types={"n_components": _components},
-        defaults={"n_components": "auto"},
+        aliases={"n_components": "--components"}, choices={"inference": MIXTURE_INFERENCE},
+        types={"n_components": _components}, defaults={"n_components": "auto"},
         helps={
             "n_components": "number of components, or 'auto' to choose K in "
             f"1..{MAX_AUTO_COMPONENTS} by BIC",
@@ -351,17 +241,18 @@ SPECS: dict[str, FamilySpec] = {
         ),
         train=_train_gmm,
     ),
-    "vae": FamilySpec(**_vae("vae")),
+    "vae": FamilySpec(**_VAE),
     "cvae": FamilySpec(
-        **_vae("cvae"), hidden=("num_classes",), labels="the model is conditioned on them",
+        **_VAE, labels="the model is conditioned on them",
         options=(("--no-labels", "ignore the data's labels (then --observed is needed); by "
                   "default the model is conditioned on them where the data have labels",
                   {"action": "store_true"}),),
         configure=_configure_cvae,
     ),
     "ssvae": FamilySpec(
-        **_vae("ssvae", types={"classifier_weight": non_negative_float, "labelled_share": share}),
-        hidden=("num_classes",), labels="-1 marks an unlabelled row",
+        **{**_VAE, "types": {"beta": positive_float, "classifier_weight": non_negative_float,
+                             "labelled_share": share}},
+        labels="-1 marks an unlabelled row",
         score_samples=10,  # each importance sample decodes every class: C times a vae's
         options=(("--labelled", "keep the labels of N training rows, as many of each class as "
                   "the rows allow (chosen at random with --seed), the other rows unlabelled; "
@@ -370,7 +261,7 @@ SPECS: dict[str, FamilySpec] = {
         configure=_configure_ssvae,
     ),
     "gmvae": FamilySpec(
-        **_vae("gmvae", aliases={"num_particles": "--particles", "n_components": "--components"}),
+        **{**_VAE, "aliases": {"num_particles": "--particles", "n_components": "--components"}},
         labels="only scored: the clustering accuracy of the test rows", num_classes=False,
         options=(("--warmup-epochs", "train E epochs, then start the components from a "
                   "diagonal Gaussian mixture fitted to the training rows' codes "
@@ -378,16 +269,11 @@ SPECS: dict[str, FamilySpec] = {
                   "when the run is longer", {"type": non_negative_int, "metavar": "E"}),),
         configure=_configure_gmvae,
     ),
-    "flow": FamilySpec(choices={"flow": FLOWS}, hidden=("num_classes", "context_dim")),
+    "flow": FamilySpec(hidden=("context_dim",)),
     "diffusion": FamilySpec(
-        images=True, default_epochs=10,
-        choices={"schedule": SCHEDULES, "prediction": diffusion_module.PREDICTIONS,
-                 "likelihood": diffusion_module.LIKELIHOODS,
-                 "objective": diffusion_module.OBJECTIVES, "denoiser": ("mlp", "unet")},
         helps={"likelihood": "p(x | z_0): discretized (8-bit levels; default for --data-dir "
                "mnist), bernoulli (0/1 data; default for binarized-mnist and with "
                "--binarize), gaussian (real values; default for a --data file)"},
-        hidden=("num_classes", "autoencoder"),
         labels="the model is conditioned on them (with --conditional)",
         options=(
             ("--autoencoder", "latent diffusion: model the codes of this trained VAE (a run "
@@ -405,8 +291,3 @@ SPECS: dict[str, FamilySpec] = {
 def spec_of(family: str) -> FamilySpec:
     """The family's spec; a family without one gets the signature's options alone."""
     return SPECS.get(family, FamilySpec())
-
-
-def families() -> dict[str, type]:
-    """Every family ``pyrogen fit`` offers: those of :data:`pyrogen.models.REGISTRY`."""
-    return dict(REGISTRY)

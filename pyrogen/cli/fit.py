@@ -28,7 +28,7 @@ from pyrogen.cli.data import (
     binarize_mode,
     load_split,
 )
-from pyrogen.cli.families import FamilySpec, Setup, families, spec_of
+from pyrogen.cli.families import FamilySpec, Setup, spec_of
 from pyrogen.cli.options import (
     add_all,
     add_model_options,
@@ -39,7 +39,6 @@ from pyrogen.cli.options import (
     positive_float,
     positive_int,
 )
-from pyrogen.cli.output import describe_fit
 from pyrogen.data import (
     IMAGE_DATASETS,
     ImageSplit,
@@ -53,13 +52,17 @@ from pyrogen.data import (
     split_train_test,
 )
 from pyrogen.diagnostics.report import SUMMARY_FILE, check_run_folder, write_run
+from pyrogen.diagnostics.text import describe_fit
 from pyrogen.infer.callbacks import Callback
 from pyrogen.infer.distributed import STRATEGIES, check_scale_out, cluster, join, spawn
 from pyrogen.infer.engine import fit
 from pyrogen.infer.precision import PRECISIONS
+from pyrogen.models import REGISTRY
 
 #: Options of :func:`pyrogen.fit` whose errors are reported as the command's options.
-_FIT_ARGUMENTS = ("steps", "epochs", "batch_size", "lr", "validation")
+_FIT_ARGUMENTS = ("steps", "epochs", "batch_size", "lr", "validation", "warmup_epochs")
+#: Epochs of a family that reads images when neither --steps nor --epochs is given.
+IMAGE_EPOCHS = 10
 
 
 def add_fit_command(commands: argparse._SubParsersAction) -> None:
@@ -71,12 +74,12 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
         "model.pt, plots; inference_data.nc for the mixture).",
     )
     commands = fit_parser.add_subparsers(dest="family", metavar="FAMILY", required=True)
-    for name, family in families().items():
+    for name, family in REGISTRY.items():
         spec = spec_of(name)
         doc = (family.__doc__ or name).strip().splitlines()[0]
         parser = commands.add_parser(name, help=doc, description=doc)
-        add_common_options(parser, name, spec)
-        if spec.images:
+        add_common_options(parser, name, family, spec)
+        if family.reads_images:
             add_image_options(
                 parser.add_argument_group(f"{family.__name__} data"),
                 "trains on the train split and scores the test split",
@@ -91,19 +94,19 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
         parser.set_defaults(run=run_fit, model_arguments=added)
 
 
-def add_common_options(parser: argparse.ArgumentParser, name: str, spec: FamilySpec) -> None:
+def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -> None:
     """The data, output and training options every family shares."""
-    epochs = f"default {spec.default_epochs}" if spec.default_epochs else "exclusive with --steps"
+    images = family.reads_images
     add_all(
         parser.add_argument_group("data and output"),
-        ("--data", SPLIT_DATA_HELP if spec.images else TABLE_DATA_HELP, {"type": Path}),
+        ("--data", SPLIT_DATA_HELP if images else TABLE_DATA_HELP, {"type": Path}),
         ("--columns", "columns of a CSV/TSV --data file to use", {"metavar": "A,B"}),
         ("--out", f"run folder to create; default runs/{name}-YYYYmmdd-HHMMSS", {"type": Path}),
         ("--quiet", "no progress bars; print only the run folder", {"action": "store_true"}),
     )
-    training = parser.add_argument_group("training (see pyrogen.fit; defaults: the family's)")
+    epochs = f"default {IMAGE_EPOCHS}" if images else "exclusive with --steps"
     add_all(
-        training,
+        parser.add_argument_group("training (see pyrogen.fit; defaults: the family's)"),
         ("--steps", "optimisation steps", {"type": positive_int}),
         ("--epochs", f"passes over the training rows ({epochs})", {"type": positive_int}),
         ("--batch-size", "rows per step", {"type": positive_int}),
@@ -116,14 +119,10 @@ def add_common_options(parser: argparse.ArgumentParser, name: str, spec: FamilyS
         ("--resume", "resume from --checkpoint", {"action": "store_true"}),
         ("--seed", "random seed (default 0)", {"type": int, "default": 0}),
         ("--device", "(default cpu)", {"choices": ("cpu", "cuda"), "default": "cpu"}),
+        *[(flag(family.score_samples_name), "of the test bounds (default %(default)s)",
+           {"type": positive_int, "metavar": "K",
+            "default": spec.score_samples or family.default_score_samples})][: int(images)],
     )  # fmt: skip
-    if spec.images:  # the samples of the test rows' bounds
-        family = families()[name]
-        training.add_argument(
-            flag(family.score_samples_name), type=positive_int, metavar="K",
-            default=spec.score_samples or family.default_score_samples,
-            help="of the test bounds (default %(default)s)",
-        )  # fmt: skip
     add_all(
         add_scale_out_options(parser, "training processes (one per GPU with --device cuda)"),
         ("--strategy", "(default auto)", {"choices": STRATEGIES, "default": "auto"}),
@@ -187,11 +186,11 @@ class Schedule(Callback):
         self.batch_size = loop.config.batch_size
 
 
-def _fit_options(args: argparse.Namespace, spec: FamilySpec) -> dict[str, Any]:
+def _fit_options(args: argparse.Namespace, family: type) -> dict[str, Any]:
     """The keywords of :func:`pyrogen.fit` the options give (the others: its defaults)."""
     epochs = args.epochs
     if epochs is None and args.steps is None:
-        epochs = spec.default_epochs
+        epochs = IMAGE_EPOCHS if family.reads_images else None
     options = {
         "steps": args.steps, "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
         "checkpoint": args.checkpoint, "device": args.device, "strategy": args.strategy,
@@ -208,13 +207,13 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
     Returns:
         the keywords of :func:`pyrogen.diagnostics.write_run` but ``seed``.
     """
-    family, spec = families()[args.family], spec_of(args.family)
+    family, spec = REGISTRY[args.family], spec_of(args.family)
     options = model_options(args, args.model_arguments)
     for name, other in spec.same_as.items():
         if name not in options and other in options:
             options[name] = options[other]
-    fit_options = _fit_options(args, spec)
-    if spec.images:
+    fit_options = _fit_options(args, family)
+    if family.reads_images:
         run, train, setup = _image_data(args, family, spec, options, fit_options)
     else:
         with as_option_errors():
@@ -241,7 +240,7 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
             pyro.set_rng_seed(args.seed)  # the networks' initial weights are drawn here
             model = family(**options)
             result = fit(model, train, setup.train_labels, **fit_options)
-    if spec.images:
+    if family.reads_images:
         extra["epochs"] = result.steps / schedule.steps_per_epoch
         extra["batch_size"] = min(schedule.batch_size or len(train), len(train))
     extra.update({"seed": args.seed, **setup.extra})

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: Constructor arguments the command sets from the data, never from an option.
-FROM_DATA = ("data_shape", "n_features")
+#: Constructor arguments the command sets from the data (and labels), never from an option.
+FROM_DATA = ("data_shape", "n_features", "num_classes")
 
 
 class Checked:
@@ -140,7 +140,7 @@ def add_model_options(
             options["action"] = argparse.BooleanOptionalAction
         else:
             options["type"] = kind
-            options["choices"] = spec.choices.get(name)
+            options["choices"] = spec.choices.get(name, family.choices.get(name))
             if options["choices"] is None:
                 options["metavar"] = name.split("_")[-1].upper()
         if name in spec.defaults:

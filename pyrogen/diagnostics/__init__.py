@@ -5,6 +5,7 @@ Modules: :mod:`~pyrogen.diagnostics.scoring` (:func:`score`, :func:`summarize`),
 :mod:`~pyrogen.diagnostics.report` (:func:`write_run`: a run folder),
 :mod:`~pyrogen.diagnostics.run_plots` (which plots a run draws, keyed by
 ``model.report_plots``), :mod:`~pyrogen.diagnostics.plots` (each plot),
+:mod:`~pyrogen.diagnostics.text` (run summaries as text),
 :mod:`~pyrogen.diagnostics.metrics`, :mod:`~pyrogen.diagnostics.inference_data` and
 :mod:`~pyrogen.diagnostics.pyro_models` (ArviZ). Everything here knows a model only
 through the model contract, :class:`~pyrogen.models.GenerativeModel`.

@@ -548,3 +548,56 @@ def _tensorboard_writer(directory: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(directory))
+
+
+class ComponentWarmup(Callback):
+    """Starts a mixture prior's components from the codes of the training rows
+    (``model.init_components(x, seed=seed)``, as
+    :class:`~pyrogen.GaussianMixtureVAE` has) at the start of epoch ``warmup_epochs``: 0
+    before training; None after one epoch where the run is longer than one, else never.
+    Runs in every training process; :attr:`summary` says how the components started.
+
+    Example:
+        >>> import pyrogen, torch
+        >>> x = torch.rand(64, 4).round()
+        >>> model = pyrogen.GaussianMixtureVAE(4, n_components=2, latent_dim=2, hidden=(8,))
+        >>> start = ComponentWarmup(1)
+        >>> _ = pyrogen.fit(model, x, epochs=2, batch_size=32, callbacks=[start], progress=False)
+        >>> start.summary["component_init"].endswith("after 1 warm-up epoch(s)")
+        True
+    """
+
+    all_processes = True
+
+    def __init__(self, warmup_epochs: int | None = None, seed: int = 0) -> None:
+        self.warmup, self.seed, self.description = warmup_epochs, seed, ""
+
+    def on_fit_start(self, loop: TrainingLoop) -> None:
+        per_epoch, steps = loop.config.steps_per_epoch, loop.config.steps
+        if self.warmup is not None and self.warmup * per_epoch >= steps:
+            raise ValueError(
+                f"warmup_epochs: expected fewer epochs than the run's {steps / per_epoch:g} "
+                "(the components are initialised after the warm-up, then trained on), got "
+                f"{self.warmup}"
+            )
+        if self.warmup is None and per_epoch < steps:
+            self.warmup = 1
+        if self.warmup is None:
+            self.description = (
+                "not initialised from the codes (no warm-up in a run of one epoch; "
+                "--warmup-epochs 0 initialises them before training)"
+            )
+
+    @property
+    def summary(self) -> dict[str, str]:
+        """Its entry of a run's summary.json: how the components started."""
+        return {"component_init": self.description}
+
+    def on_epoch_start(self, loop: TrainingLoop, epoch: int) -> None:
+        if epoch == self.warmup:
+            loop.model.init_components(loop.x, seed=self.seed)
+            when = f"after {epoch} warm-up epoch(s)" if epoch else "before training"
+            self.description = (
+                "initialised from a diagonal Gaussian mixture fitted to the codes of the "
+                f"{loop.x.shape[0]} training rows {when}"
+            )

@@ -6,7 +6,9 @@
 * :func:`select_n_components` fits one mixture per candidate K and keeps the best by BIC
   (or AIC);
 * :func:`mixture_nuts` runs collapsed NUTS (assignments enumerated out) from a fitted
-  mixture and returns the relabelled posterior as ArviZ ``InferenceData``.
+  mixture and returns the relabelled posterior as ArviZ ``InferenceData``;
+* :func:`fit_mixture` is the whole workflow of ``pyrogen fit gmm``: K chosen by BIC (or
+  given), a MAP or variational fit, or NUTS from the MAP fit, and the posterior.
 
 Example:
     >>> import pyrogen
@@ -19,22 +21,29 @@ Example:
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import arviz
 
 from pyrogen.checks import as_tensor, check_choice
-from pyrogen.infer.engine import fit
+from pyrogen.infer.engine import FitResult, fit
 from pyrogen.infer.inference_data import to_inference_data
 from pyrogen.infer.mcmc import run_nuts
-from pyrogen.models.gmm import GaussianMixture
+from pyrogen.models.gmm import INFERENCE_METHODS, GaussianMixture
 
 #: Default draws kept (and warm-up steps) per chain of :func:`mixture_nuts`: enough for
 #: posterior means and intervals of a few parameters, at a quarter of 2 x (500 + 500).
 MCMC_SAMPLES = 250
 #: The criteria :func:`select_n_components` ranks by (lower is better).
 CRITERIA = ("bic", "aic")
+#: Largest K tried by :func:`fit_mixture` with ``n_components="auto"``.
+MAX_AUTO_COMPONENTS = 8
+#: Chains of :func:`fit_mixture` with ``inference="nuts"``: two, so that R-hat can compare.
+NUTS_CHAINS = 2
+#: The ``inference`` of :func:`fit_mixture`: the model's methods, and NUTS from the MAP fit.
+MIXTURE_INFERENCE = (*INFERENCE_METHODS, "nuts")
 
 
 def select_n_components(
@@ -148,3 +157,87 @@ def mixture_nuts(
         init_values=model.point_estimates(),
     )
     return to_inference_data(model.relabel(draws), model=model, data=x, sample_stats=stats)
+
+
+class MixtureFit(NamedTuple):
+    """What :func:`fit_mixture` returns."""
+
+    model: GaussianMixture
+    result: FitResult
+    idata: arviz.InferenceData
+    #: ``{K: BIC}`` of every K tried where K was chosen, else None.
+    scores: dict[int, float] | None
+    #: Entries of a run's summary.json: ``inference``, and ``selection`` (criterion and
+    #: scores) where K was chosen, ``mcmc`` (chains, draws, warm-up, divergences) for NUTS.
+    summary: dict[str, Any]
+
+
+def fit_mixture(
+    x: Any,
+    n_components: int | Literal["auto"] = "auto",
+    *,
+    inference: str = "map",
+    num_samples: int = 500,
+    warmup: int = 500,
+    seed: int = 0,
+    **options: Any,
+) -> MixtureFit:
+    """Fit a Gaussian mixture and get its posterior: K chosen by BIC over MAP fits of
+    K = 1..:data:`MAX_AUTO_COMPONENTS` (``"auto"``) or given, then a MAP or variational fit,
+    or (``"nuts"``) collapsed NUTS with :data:`NUTS_CHAINS` chains from the MAP fit.
+
+    The chosen K is fitted again with the same seed (a MAP refit reproduces the selected fit
+    exactly) to get its :class:`~pyrogen.infer.engine.FitResult`.
+
+    Args:
+        x: data of shape (N, D).
+        n_components: K, or ``"auto"``.
+        inference: one of :data:`MIXTURE_INFERENCE`.
+        num_samples: posterior draws (per chain for NUTS).
+        warmup: NUTS warm-up steps per chain.
+        seed: seed of every fit and of the draws.
+        **options: :class:`~pyrogen.GaussianMixture` arguments and :func:`pyrogen.fit`
+            options, as for :func:`select_n_components`; ``progress`` also shows (True) or
+            hides (False) NUTS's bar, shown on a terminal by default.
+
+    Returns:
+        a :class:`MixtureFit`.
+
+    Example:
+        >>> import pyrogen
+        >>> fitted = fit_mixture(pyrogen.data.old_faithful(), steps=5, num_samples=10)
+        >>> fitted.model.n_components, fitted.summary["selection"]["criterion"]
+        (2, 'bic')
+    """
+    check_choice("inference", inference, MIXTURE_INFERENCE)
+    x = as_tensor(x, name="x", ndim=2)
+    method = "map" if inference == "nuts" else inference  # NUTS starts from the MAP point
+    model_options, fit_options = _split_options(options)
+    summary: dict[str, Any] = {"inference": inference}
+    scores = None
+    if n_components == "auto":
+        candidates = range(1, min(MAX_AUTO_COMPONENTS, x.shape[0]) + 1)
+        select = {**options, "inference": "map"}
+        best, scores = select_n_components(x, candidates, criterion="bic", seed=seed, **select)
+        n_components = best.n_components
+        summary["selection"] = {
+            "criterion": "bic",
+            "scores": {str(k): v for k, v in scores.items()},
+        }
+    model = GaussianMixture(n_components, **{**model_options, "inference": method})
+    result = fit(model, x, seed=seed, **fit_options)
+    if inference != "nuts":
+        idata = to_inference_data(model, x, num_samples=num_samples, seed=seed)
+        return MixtureFit(model, result, idata, scores, summary)
+    progress = fit_options.get("progress")
+    idata = mixture_nuts(
+        model, x, num_samples=num_samples, warmup=warmup, num_chains=NUTS_CHAINS, seed=seed,
+        progress=sys.stderr.isatty() if progress is None else bool(progress),
+    )  # fmt: skip
+    summary["mcmc"] = {
+        "num_chains": NUTS_CHAINS,
+        "num_samples": num_samples,
+        "warmup": warmup,
+        "divergences": int(idata.sample_stats["diverging"].sum()),
+    }
+    return MixtureFit(model, result, idata, scores, summary)

@@ -177,6 +177,12 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     num_classes: int | None = None
     #: Keyword defaults :func:`pyrogen.fit` uses for this family (steps, lr, ...).
     fit_defaults: ClassVar[dict[str, Any]] = {}
+    #: Constructor arguments that take one of a fixed set of values, and those values
+    #: (``pyrogen fit FAMILY`` offers them as the option's choices).
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    #: Whether the family models images, so that ``pyrogen fit`` reads them (split into
+    #: training and test rows, the test rows scored), rather than a table fitted whole.
+    reads_images: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__(name=f"{type(self).__name__}_{next(_instance_ids)}")

@@ -59,6 +59,7 @@ class ConditionalVAE(VAE):
     """
 
     family = "cvae"
+    choices = {**VAE.choices, "observed": HALVES}
 
     def __init__(
         self,

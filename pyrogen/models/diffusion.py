@@ -116,6 +116,11 @@ class DiffusionVAE(GenerativeModel):
 
     family = "diffusion"
     fit_defaults = {"steps": 5000, "lr": 1e-3, "batch_size": 128, "early_stopping": None}
+    choices = {
+        "schedule": SCHEDULES, "prediction": PREDICTIONS, "likelihood": LIKELIHOODS,
+        "objective": OBJECTIVES, "denoiser": ("mlp", "unet"),
+    }  # fmt: skip
+    reads_images = True
 
     def __init__(
         self,

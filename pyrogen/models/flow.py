@@ -90,6 +90,7 @@ class FlowDensity(GenerativeModel):
 
     family = "flow"
     fit_defaults = {"steps": 3000, "lr": 1e-3, "batch_size": 256, "early_stopping": None}
+    choices = {"flow": FLOWS}
 
     def __init__(
         self,

@@ -139,6 +139,7 @@ class GaussianMixture(GenerativeModel):
     """
 
     family = "gmm"
+    choices = {"covariance": COVARIANCE_TYPES, "inference": INFERENCE_METHODS}
 
     def __init__(
         self,

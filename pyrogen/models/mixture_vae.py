@@ -63,6 +63,7 @@ class GaussianMixtureVAE(VAE):
         "the mixture prior, its component summed out)"
     )
     objectives = ("elbo",)
+    choices = {**VAE.choices, "objective": objectives}
     _normal_prior = False
 
     def __init__(

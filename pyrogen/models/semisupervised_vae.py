@@ -78,6 +78,7 @@ class SemiSupervisedVAE(VAE):
         "exactly (analytic KL of z)"
     )
     objectives = ("elbo",)
+    choices = {**VAE.choices, "objective": objectives, "classifier": VAE.choices["encoder"]}
     posteriors = ("gaussian",)
     # Tuned on MNIST with 100 labels (benchmarks/vae_semisupervised.py): a small labelled
     # share with a large classifier weight beat half-labelled batches by 5-9 points.

@@ -49,7 +49,7 @@ from zuko.flows import LazyInverse
 from pyrogen.checks import as_examples, as_labels, as_tensor, check_choice, check_int
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
-from pyrogen.nn import FlowDistribution, build_decoder, build_encoder, build_flow
+from pyrogen.nn import KINDS, FlowDistribution, build_decoder, build_encoder, build_flow
 
 # Site names, shared by model and guide.
 LATENT = "z"
@@ -96,6 +96,11 @@ class VAE(GenerativeModel):
 
     family = "vae"
     fit_defaults = {"steps": 5000, "lr": 1e-3, "batch_size": 128, "early_stopping": None}
+    choices = {
+        "likelihood": LIKELIHOODS, "encoder": KINDS, "decoder": KINDS, "objective": OBJECTIVES,
+        "posterior": POSTERIORS,
+    }  # fmt: skip
+    reads_images = True
     #: Objectives this class can train with (subclasses narrow it).
     objectives: tuple[str, ...] = OBJECTIVES
     #: Size of the context vector c the networks see (0: none); set by conditional variants.

@@ -21,6 +21,7 @@ import pyrogen
 from pyrogen.cli import families as cli_families
 from pyrogen.cli import main
 from pyrogen.data.datasets import old_faithful
+from pyrogen.infer import mixtures
 from tests.cli.helpers import (
     DIFFUSION_QUICK,
     PNG_MAGIC,
@@ -188,7 +189,7 @@ def test_training_that_fails_numerically_exits_1(tmp_path, monkeypatch, capsys):
     def diverging_fit(*args, **kwargs):
         raise FloatingPointError("step 3: the loss is NaN/inf")
 
-    monkeypatch.setattr(cli_families, "fit", diverging_fit)
+    monkeypatch.setattr(mixtures, "fit", diverging_fit)
     out = tmp_path / "run"
     assert main(["fit", "gmm", "--components", "2", "--out", str(out)]) == 1
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 
 import pyrogen
 from pyrogen.infer import mixture_nuts, select_n_components
-from pyrogen.infer.mixtures import MCMC_SAMPLES
+from pyrogen.infer.mixtures import MCMC_SAMPLES, NUTS_CHAINS, fit_mixture
 
 
 def test_select_n_components_picks_two_on_old_faithful():
@@ -78,3 +78,43 @@ def test_mixture_nuts_sets_up_an_unfitted_model_and_checks_its_arguments():
         mixture_nuts(pyrogen.VAE((4,)), x)
     with pytest.raises(ValueError, match="x: expected 2 columns, got 3"):
         mixture_nuts(gmm, np.zeros((5, 3)))
+
+
+def test_fit_mixture_chooses_k_by_bic_and_refits_the_chosen_one():
+    x = pyrogen.data.old_faithful()
+    fitted = fit_mixture(x, steps=5, num_samples=7, progress=False)
+    assert fitted.model.n_components == 2 and sorted(fitted.scores) == list(range(1, 9))
+    assert min(fitted.scores, key=fitted.scores.get) == 2
+    assert fitted.model.bic(x) == pytest.approx(fitted.scores[2], rel=1e-6)  # the same fit
+    assert fitted.summary["inference"] == "map"
+    assert fitted.summary["selection"] == {
+        "criterion": "bic",
+        "scores": {str(k): v for k, v in fitted.scores.items()},
+    }
+    assert 0 < fitted.result.steps <= 5 and fitted.idata.posterior["weights"].shape == (1, 7, 2)
+
+
+def test_fit_mixture_with_a_given_k_variational():
+    x = pyrogen.data.old_faithful()
+    fitted = fit_mixture(x, 3, inference="variational", covariance="diag", steps=5,
+                         num_samples=4, progress=False)  # fmt: skip
+    assert fitted.model.n_components == 3 and fitted.model.covariance == "diag"
+    assert fitted.model.inference == "variational" and fitted.scores is None
+    assert fitted.summary == {"inference": "variational"}
+    assert float(fitted.idata.posterior["weights"].std()) > 0
+
+
+def test_fit_mixture_nuts_starts_from_the_map_fit():
+    x = pyrogen.data.old_faithful()
+    fitted = fit_mixture(x, 2, inference="nuts", covariance="diag", steps=5, num_samples=4,
+                         warmup=3, progress=False)  # fmt: skip
+    assert fitted.model.inference == "map" and fitted.summary["inference"] == "nuts"
+    mcmc = fitted.summary["mcmc"]
+    assert (mcmc["num_chains"], mcmc["num_samples"], mcmc["warmup"]) == (NUTS_CHAINS, 4, 3)
+    assert mcmc["divergences"] == int(fitted.idata.sample_stats["diverging"].sum())
+    assert fitted.idata.posterior["locs"].shape == (NUTS_CHAINS, 4, 2, 2)
+
+
+def test_fit_mixture_rejects_an_unknown_inference():
+    with pytest.raises(ValueError, match="inference: expected one of 'map', 'variational', "):
+        fit_mixture(pyrogen.data.old_faithful(), 2, inference="hmc")

@@ -91,3 +91,35 @@ def test_init_components_floors_the_variance_of_a_collapsed_cluster():
     _, scale = model.encode(x[:1])
     assert (model.component_log_scales.exp() >= scale.squeeze(0) * 0.999).all()
     assert torch.isfinite(model.elbo(binary_data(20))).all()
+
+
+# --- the warm-up of ``pyrogen fit gmvae``: ComponentWarmup -------------------------------------
+def _warm_up(warmup_epochs, epochs):
+    from pyrogen.infer.callbacks import ComponentWarmup
+
+    model, start = _model(), ComponentWarmup(warmup_epochs, seed=1)
+    calls = []
+    model.init_components = lambda x, seed: calls.append((x.shape[0], seed))
+    pyrogen.fit(model, binary_data(16), epochs=epochs, batch_size=8, callbacks=[start],
+                progress=False)  # fmt: skip
+    return calls, start.summary["component_init"]
+
+
+def test_component_warmup_starts_the_components_after_the_warm_up_epochs():
+    calls, said = _warm_up(2, epochs=3)
+    assert calls == [(16, 1)]
+    assert said.endswith("the 16 training rows after 2 warm-up epoch(s)")
+    calls, said = _warm_up(0, epochs=1)
+    assert calls == [(16, 1)] and said.endswith("before training")
+
+
+def test_component_warmup_defaults_to_one_epoch_where_the_run_is_longer():
+    calls, said = _warm_up(None, epochs=2)
+    assert calls == [(16, 1)] and "after 1 warm-up epoch(s)" in said
+    calls, said = _warm_up(None, epochs=1)
+    assert calls == [] and said.startswith("not initialised from the codes")
+
+
+def test_component_warmup_needs_fewer_epochs_than_the_run():
+    with pytest.raises(ValueError, match="warmup_epochs: expected fewer epochs than the run's 2"):
+        _warm_up(2, epochs=2)

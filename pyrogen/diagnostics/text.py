@@ -1,5 +1,11 @@
-"""What the commands print: the summary of a fit and the numbers of a score, each named
-with the bound it is."""
+"""Run summaries as text: what ``pyrogen fit`` and ``pyrogen evaluate`` print, from a
+run's summary (:func:`~pyrogen.diagnostics.write_run`) or the numbers of
+:func:`~pyrogen.diagnostics.score`, each number named with the bound it is.
+
+Example:
+    >>> print(describe_model({"family": "gmm", "config": {"covariance": "diag"}}))
+    gmm, diag covariance
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 _TERMS = {"reconstruction": "recon.", "prior": "prior KL", "diffusion": "diff. KLs"}
 
 
-def processes(training: dict[str, Any]) -> str:
+def _processes(training: dict[str, Any]) -> str:
     """ ", in N processes" for a data-parallel run; nothing for one process."""
     count = training.get("processes", 1)
     return f", in {count} data-parallel processes" if count > 1 else ""
@@ -49,7 +55,7 @@ def describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) ->
         lines.append(
             f"training        {summary['epochs']:g} epoch(s): {training['steps']} steps of up to "
             f"{summary['batch_size']} rows, {training['time_s']:.1f} s on {training['device']}"
-            + processes(training)
+            + _processes(training)
         )
     selection = summary.get("selection")
     if "n_components" in summary:
@@ -62,7 +68,7 @@ def describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) ->
         for k, score_ in selection["scores"].items():
             mark = "  <- chosen" if k == chosen else ""
             lines.append(f"  K={k:<3} {selection['criterion'].upper()} {score_:12.2f}{mark}")
-    lines.extend(fit_statistics(summary))
+    lines.extend(statistic_lines(summary))
     if test is not None:
         lines.extend(score_lines(test, prefix="test "))
     if "mcmc" in summary:
@@ -79,7 +85,7 @@ def describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) ->
     return "\n".join(lines)
 
 
-def fit_statistics(summary: dict[str, Any]) -> list[str]:
+def statistic_lines(summary: dict[str, Any]) -> list[str]:
     """Log-likelihood per row and the information criteria, where the model has them."""
     lines = []
     if "log_likelihood_per_row" in summary:
@@ -93,14 +99,14 @@ def fit_statistics(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def score_lines(stats: dict[str, Any], prefix: str) -> list[str]:
+def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
     """The numbers of :func:`~pyrogen.diagnostics.score`, each with the bound it is and the
     quantity it bounds (log p(x), or a conditional one such as log p(x | y))."""
     quantity = stats.get("quantity", "log p(x)")
     lines = []
     if "elbo_per_example" in stats:
         lines.append(
-            label(f"{prefix}ELBO")
+            _label(f"{prefix}ELBO")
             + f"{stats['elbo_per_example']:.4f} nats per example (a lower bound on {quantity})"
         )
     bounds = ("elbo_per_example", "log_likelihood_per_example")
@@ -109,9 +115,9 @@ def score_lines(stats: dict[str, Any], prefix: str) -> list[str]:
         for key in terms:
             term = key.removesuffix("_per_example")
             name = _TERMS.get(term, term)
-            lines.append(label(f"{prefix}{name}") + f"{stats[key]:.4f} nats per example")
+            lines.append(_label(f"{prefix}{name}") + f"{stats[key]:.4f} nats per example")
         lines.append(
-            label(f"{prefix}bits/dim")
+            _label(f"{prefix}bits/dim")
             + f"{stats['bits_per_dim']:.4f} (from the ELBO; {stats['step_samples']} step "
             "draw(s) per example)"
         )
@@ -119,33 +125,38 @@ def score_lines(stats: dict[str, Any], prefix: str) -> list[str]:
     bound = f"IWAE bound, K = {stats['iw_samples']}" if "iw_samples" in stats else "exact"
     name, value = f"{prefix}{quantity}", f"{stats['log_likelihood_per_example']:.4f}"
     if len(name) < 16:
-        lines.append(label(name) + f"{value} nats per example ({bound})")
+        lines.append(_label(name) + f"{value} nats per example ({bound})")
     else:  # a long conditional quantity goes after the number
-        lines.append(label(f"{prefix}log-lik.") + f"{value} nats per example: {quantity} ({bound})")
+        lines.append(
+            _label(f"{prefix}log-lik.") + f"{value} nats per example: {quantity} ({bound})"
+        )
     if "bits_per_dim" in stats:
-        lines.append(label(f"{prefix}bits/dim") + f"{stats['bits_per_dim']:.4f} (from the {bound})")
+        lines.append(
+            _label(f"{prefix}bits/dim") + f"{stats['bits_per_dim']:.4f} (from the {bound})"
+        )
     rows = stats.get("labelled_rows")
     if "accuracy" in stats:
         lines.append(
-            label(f"{prefix}accuracy")
+            _label(f"{prefix}accuracy")
             + f"{stats['accuracy']:.4f} of {rows} labelled rows (predict: the most probable "
             "class under the classifier q(y | x))"
         )
     if "clustering_accuracy" in stats:
         lines.append(
-            label(f"{prefix}clustering")
+            _label(f"{prefix}clustering")
             + f"{stats['clustering_accuracy']:.4f} accuracy on {rows} labelled rows (each "
             "component matched to one label, the best one-to-one matching)"
         )
     return lines
 
 
-def label(text: str) -> str:
+def _label(text: str) -> str:
     """A line's name, padded to the column of values (16 characters)."""
     return f"{text:<15} "
 
 
 def describe_model(summary: dict[str, Any]) -> str:
+    """The family and its settings that matter, from a summary's ``family`` and ``config``."""
     config = summary.get("config", {})
     details = [f"{config['covariance']} covariance"] if "covariance" in config else []
     if config.get("num_classes"):
@@ -175,6 +186,7 @@ def describe_model(summary: dict[str, Any]) -> str:
 
 
 def describe_shape(shape: tuple[int, ...]) -> str:
+    """``272 rows x 2 columns``, or ``N rows of shape (...)`` for examples of more dims."""
     if len(shape) == 2:
         return f"{shape[0]} rows x {shape[1]} columns"
     return f"{shape[0]} rows of shape {tuple(shape[1:])}"

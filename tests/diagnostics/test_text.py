@@ -1,0 +1,83 @@
+"""Run summaries as text (pyrogen.diagnostics.text): what ``pyrogen fit`` and ``evaluate``
+print, each number named with the bound it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyrogen.diagnostics.text import (
+    describe_fit,
+    describe_model,
+    describe_shape,
+    parameter_table,
+    score_lines,
+    statistic_lines,
+)
+
+MIXTURE = {
+    "family": "gmm",
+    "config": {"covariance": "full", "inference": "map"},
+    "data": "Old Faithful (bundled)",
+    "columns": ["eruptions", "waiting"],
+    "n_components": 2,
+    "selection": {"criterion": "bic", "scores": {"1": 2322.5, "2": 2.0}},
+    "log_likelihood_per_row": -4.25,
+    "bic": 2.0,
+    "aic": 1.5,
+    "inference": "nuts",
+    "mcmc": {"num_chains": 2, "num_samples": 5, "warmup": 6, "divergences": 0},
+    "weights": [0.35, 0.65],
+    "means": [[2.0, 54.5], [4.3, 80.0]],
+}
+
+
+def test_describe_fit_of_a_mixture():
+    text = describe_fit(MIXTURE, (272, 2), Path("runs/gmm"))
+    lines = text.splitlines()
+    assert lines[0] == "data            Old Faithful (bundled): 272 rows x 2 columns " \
+        "(eruptions, waiting)"  # fmt: skip
+    assert "model           gmm, full covariance, nuts inference" in lines
+    assert "components      2 (chosen by BIC)" in lines
+    assert "  K=2   BIC         2.00  <- chosen" in lines
+    assert "log-likelihood  -4.2500 nats per row (exact, at the point estimates, mean over rows)"
+    assert "NUTS            2 chains x 5 draws (6 warm-up), 0 divergences" in lines
+    assert lines[-1] == "run folder      runs/gmm"
+    assert any("mean eruptions" in line for line in lines)
+
+
+def test_describe_fit_of_images_names_the_bounds():
+    summary = {
+        "family": "vae",
+        "config": {"latent_dim": 2, "likelihood": "bernoulli", "encoder": "mlp"},
+        "data": "MNIST",
+        "epochs": 1,
+        "batch_size": 128,
+        "training": {"steps": 4, "time_s": 1.25, "device": "cpu", "processes": 2},
+        "test": {"n_rows": 10, "elbo_per_example": -100.0, "log_likelihood_per_example": -95.0,
+                 "iw_samples": 5, "bits_per_dim": 0.17},
+    }  # fmt: skip
+    text = describe_fit(summary, (500, 784), Path("r"))
+    assert "train 500 rows, test 10 rows of shape (784,); latent z (2,)" in text
+    assert "1 epoch(s): 4 steps of up to 128 rows, 1.2 s on cpu, in 2 data-parallel" in text
+    assert "test ELBO       -100.0000 nats per example (a lower bound on log p(x))" in text
+    assert "test log p(x)   -95.0000 nats per example (IWAE bound, K = 5)" in text
+
+
+def test_score_lines_of_a_long_conditional_quantity_and_of_accuracy():
+    stats = {"quantity": "log p(x_missing | x_given, y)", "log_likelihood_per_example": -3.0,
+             "accuracy": 0.5, "labelled_rows": 8}  # fmt: skip
+    lines = score_lines(stats)
+    assert lines[0] == "log-lik.        -3.0000 nats per example: log p(x_missing | x_given, " \
+        "y) (exact)"  # fmt: skip
+    assert lines[1].startswith("accuracy        0.5000 of 8 labelled rows")
+
+
+def test_the_small_pieces():
+    assert describe_shape((3, 1, 8, 8)) == "3 rows of shape (1, 8, 8)"
+    assert describe_model({"family": "ssvae", "config": {"num_classes": 3,
+        "classifier_weight": 2.0, "labelled_share": 0.5, "beta": 2.0}}) == (
+        "ssvae, 3 classes, classifier weight 2, labelled share 0.5, beta 2"
+    )  # fmt: skip
+    assert statistic_lines({"bic": 1.234}) == ["BIC             1.23"]
+    assert parameter_table([1.0], [[2.0]], None) == ["component  weight  mean x0",
+                                                      "        0  1.0000        2"]  # fmt: skip
