@@ -10,16 +10,8 @@ from typing import Any
 
 import torch
 
-from pyrogen.cli.data import (
-    add_image_options,
-    add_labels_options,
-    check_device,
-    images_for,
-    is_main_process,
-    load_run,
-)
-from pyrogen.cli.options import add_all, add_run_options, add_scale_out_options, positive_int
-from pyrogen.data import check_classes, load
+from pyrogen import data
+from pyrogen.cli import options as opt
 from pyrogen.diagnostics import score, summarize
 from pyrogen.diagnostics.text import describe_model, describe_shape, score_lines, statistic_lines
 from pyrogen.models import GenerativeModel
@@ -41,30 +33,30 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "data have labels, also the accuracy of an ssvae's classifier and the clustering "
         "accuracy of a gmvae.",
     )
-    add_run_options(
+    opt.add_run_options(
         evaluate, "seed of the Monte Carlo draws and of sampled binarization; default the run's"
     )
-    add_all(
+    opt.add_all(
         evaluate,
         ("--data", "data file (CSV/TSV, NPY/NPZ or IDX); every row is scored", {"type": Path}),
         ("--columns", "columns of a CSV file to use", {"metavar": "A,B"}),
     )
     latent = evaluate.add_argument_group("models without an exact log-likelihood")
-    add_image_options(latent, "scores the test split", "Default the run's (the same images).")
-    add_all(
+    opt.add_image_options(latent, "scores the test split", "Default the run's (the same images).")
+    opt.add_all(
         latent,
         ("--iw-samples", "importance samples of the log-likelihood bound; default the run's, "
-         "else the family's", {"type": positive_int, "metavar": "K"}),
+         "else the family's", {"type": opt.positive_int, "metavar": "K"}),
         ("--step-samples", "diffusion models: draws of the diffusion step per example in the "
-         "ELBO's diffusion term; default the run's, else 1", {"type": positive_int}),
+         "ELBO's diffusion term; default the run's, else 1", {"type": opt.positive_int}),
     )  # fmt: skip
-    add_labels_options(
+    opt.add_labels_options(
         latent,
         "the condition y of a cvae with labels (required), or scores an ssvae's classifier "
         "or a gmvae's clusters",
         num_classes=False,
     )
-    add_scale_out_options(
+    opt.add_scale_out_options(
         evaluate,
         "processes that score the rows, each its share (one per GPU with --device cuda): an "
         "exact log-likelihood is the same up to float rounding, while process r draws the "
@@ -76,15 +68,15 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score the data and print the numbers (the first process, with several)."""
-    model, run = load_run(args.model_path)
-    device = check_device(args.device)
+    model, run = opt.load_run(args.model_path)
+    device = opt.check_device(args.device)
     model.to(device)
     scale_out = {"devices": args.devices, "num_nodes": args.num_nodes, "device": device}
     if model.exact_likelihood:
         lines = _evaluate_exact(args, model, run, scale_out)
     else:
         lines = _evaluate_bounds(args, model, run, scale_out)
-    if is_main_process(args):
+    if opt.is_main_process(args):
         print("\n".join(lines))
     return 0
 
@@ -105,7 +97,7 @@ def _evaluate_exact(
             f"--data: expected a data file to score the {model.family} model on, got none"
         )
     columns = None if args.columns is None else args.columns.split(",")
-    x = load(args.data, columns=columns).to(model.device)
+    x = data.load(args.data, columns=columns).to(model.device)
     summary = summarize(model, x, **scale_out)
     if "inference" in run:
         summary["inference"] = run["inference"]
@@ -129,7 +121,7 @@ def _evaluate_bounds(
             f"--labels: expected none for a {model.family} model (it uses no labels), "
             f"got {args.labels!r}"
         )
-    examples = images_for(args, model, run)
+    examples = opt.images_for(args, model, run)
     labels = _labels_for(model, examples.labels, examples.labels_source)
     name = model.score_samples_name
     other = "step_samples" if name == "iw_samples" else "iw_samples"
@@ -167,5 +159,5 @@ def _labels_for(
     if labels is None or not (conditioned or model.predicts is not None):
         return None
     if model.predicts == "class" or conditioned:
-        return check_classes(labels, model.label_count, source, unlabelled=not conditioned)
+        return data.check_classes(labels, model.label_count, source, unlabelled=not conditioned)
     return labels

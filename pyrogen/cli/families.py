@@ -15,14 +15,7 @@ from typing import Any
 
 import torch
 
-from pyrogen.cli.data import as_option_errors
-from pyrogen.cli.options import (
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    share,
-)
+from pyrogen.cli import options as opt
 from pyrogen.data import ImageSplit, balanced_labels, check_classes, count_classes, describe_counts
 from pyrogen.infer.callbacks import ComponentWarmup
 from pyrogen.infer.mixtures import MAX_AUTO_COMPONENTS, MIXTURE_INFERENCE, NUTS_CHAINS, fit_mixture
@@ -142,7 +135,7 @@ def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
     setup = _labelled(args, data, unlabelled=True)
     classes, train, rows = setup.options["num_classes"], setup.train_labels, len(data.train)
     if args.labelled is not None:
-        with as_option_errors():
+        with opt.as_option_errors():
             train, counts = balanced_labels(train, args.labelled, classes, args.seed)
         how = (
             f"{args.labelled} of the {rows} training rows keep their labels "
@@ -218,7 +211,7 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
 #: What every VAE family's spec shares.
 _VAE = {
     "aliases": {"num_particles": "--particles"},
-    "types": {"beta": positive_float},
+    "types": {"beta": opt.positive_float},
     "same_as": {"decoder": "encoder"},
 }
 
@@ -235,9 +228,9 @@ SPECS: dict[str, FamilySpec] = {
         },
         options=(
             ("--num-samples", "posterior draws (per chain for nuts; default 500)",
-             {"type": positive_int, "default": 500}),
+             {"type": opt.positive_int, "default": 500}),
             ("--warmup", "NUTS warm-up steps per chain (default 500)",
-             {"type": non_negative_int, "default": 500}),
+             {"type": opt.non_negative_int, "default": 500}),
         ),
         train=_train_gmm,
     ),
@@ -250,14 +243,14 @@ SPECS: dict[str, FamilySpec] = {
         configure=_configure_cvae,
     ),
     "ssvae": FamilySpec(
-        **{**_VAE, "types": {"beta": positive_float, "classifier_weight": non_negative_float,
-                             "labelled_share": share}},
+        **{**_VAE, "types": {"beta": opt.positive_float, "labelled_share": opt.share,
+                             "classifier_weight": opt.non_negative_float}},
         labels="-1 marks an unlabelled row",
         score_samples=10,  # each importance sample decodes every class: C times a vae's
         options=(("--labelled", "keep the labels of N training rows, as many of each class as "
                   "the rows allow (chosen at random with --seed), the other rows unlabelled; "
                   "default: the labels as the data give them (-1 = unlabelled)",
-                  {"type": positive_int, "metavar": "N"}),),
+                  {"type": opt.positive_int, "metavar": "N"}),),
         configure=_configure_ssvae,
     ),
     "gmvae": FamilySpec(
@@ -266,7 +259,7 @@ SPECS: dict[str, FamilySpec] = {
         options=(("--warmup-epochs", "train E epochs, then start the components from a "
                   "diagonal Gaussian mixture fitted to the training rows' codes "
                   "(init_components), then train on; 0 does it before training. Default 1 "
-                  "when the run is longer", {"type": non_negative_int, "metavar": "E"}),),
+                  "when the run is longer", {"type": opt.non_negative_int, "metavar": "E"}),),
         configure=_configure_gmvae,
     ),
     "flow": FamilySpec(hidden=("context_dim",)),

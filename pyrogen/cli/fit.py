@@ -19,38 +19,9 @@ from typing import Any
 import pyro
 import torch
 
-from pyrogen.cli.data import (
-    SPLIT_DATA_HELP,
-    TABLE_DATA_HELP,
-    add_image_options,
-    add_labels_options,
-    as_option_errors,
-    binarize_mode,
-    load_split,
-)
+from pyrogen import data
+from pyrogen.cli import options as opt
 from pyrogen.cli.families import FamilySpec, Setup, spec_of
-from pyrogen.cli.options import (
-    add_all,
-    add_model_options,
-    add_scale_out_options,
-    flag,
-    fraction,
-    model_options,
-    positive_float,
-    positive_int,
-)
-from pyrogen.data import (
-    IMAGE_DATASETS,
-    ImageSplit,
-    as_rows,
-    binarize,
-    check_unit_interval,
-    describe_binarization,
-    dynamic_binarization,
-    image_data_shape,
-    load_table,
-    split_train_test,
-)
 from pyrogen.diagnostics.report import SUMMARY_FILE, check_run_folder, write_run
 from pyrogen.diagnostics.text import describe_fit
 from pyrogen.infer.callbacks import Callback
@@ -80,51 +51,51 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(name, help=doc, description=doc)
         add_common_options(parser, name, family, spec)
         if family.reads_images:
-            add_image_options(
+            opt.add_image_options(
                 parser.add_argument_group(f"{family.__name__} data"),
                 "trains on the train split and scores the test split",
                 "Default dynamic for --dataset mnist with the bernoulli likelihood, else none.",
                 limit=True,
             )
-        added = add_model_options(parser, family, spec)
+        added = opt.add_model_options(parser, family, spec)
         own = parser.add_argument_group(f"{family.__name__} workflow")
         if spec.labels is not None:
-            add_labels_options(own, spec.labels, num_classes=spec.num_classes)
-        add_all(own, *spec.options)
+            opt.add_labels_options(own, spec.labels, num_classes=spec.num_classes)
+        opt.add_all(own, *spec.options)
         parser.set_defaults(run=run_fit, model_arguments=added)
 
 
 def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -> None:
     """The data, output and training options every family shares."""
     images = family.reads_images
-    add_all(
+    opt.add_all(
         parser.add_argument_group("data and output"),
-        ("--data", SPLIT_DATA_HELP if images else TABLE_DATA_HELP, {"type": Path}),
+        ("--data", opt.SPLIT_DATA_HELP if images else opt.TABLE_DATA_HELP, {"type": Path}),
         ("--columns", "columns of a CSV/TSV --data file to use", {"metavar": "A,B"}),
         ("--out", f"run folder to create; default runs/{name}-YYYYmmdd-HHMMSS", {"type": Path}),
         ("--quiet", "no progress bars; print only the run folder", {"action": "store_true"}),
     )
     epochs = f"default {IMAGE_EPOCHS}" if images else "exclusive with --steps"
-    add_all(
+    opt.add_all(
         parser.add_argument_group("training (see pyrogen.fit; defaults: the family's)"),
-        ("--steps", "optimisation steps", {"type": positive_int}),
-        ("--epochs", f"passes over the training rows ({epochs})", {"type": positive_int}),
-        ("--batch-size", "rows per step", {"type": positive_int}),
-        ("--lr", "learning rate", {"type": positive_float}),
+        ("--steps", "optimisation steps", {"type": opt.positive_int}),
+        ("--epochs", f"passes over the training rows ({epochs})", {"type": opt.positive_int}),
+        ("--batch-size", "rows per step", {"type": opt.positive_int}),
+        ("--lr", "learning rate", {"type": opt.positive_float}),
         ("--validation-share", "hold out this share of the training rows (seeded) and stop "
-         "when their loss has not improved for --patience epochs", {"type": fraction}),
+         "when their loss has not improved for --patience epochs", {"type": opt.fraction}),
         ("--patience", "epochs without held-out improvement (default 20)",
-         {"type": positive_int, "default": 20}),
+         {"type": opt.positive_int, "default": 20}),
         ("--checkpoint", "checkpoint file written during training", {"type": Path}),
         ("--resume", "resume from --checkpoint", {"action": "store_true"}),
         ("--seed", "random seed (default 0)", {"type": int, "default": 0}),
         ("--device", "(default cpu)", {"choices": ("cpu", "cuda"), "default": "cpu"}),
-        *[(flag(family.score_samples_name), "of the test bounds (default %(default)s)",
-           {"type": positive_int, "metavar": "K",
+        *[(opt.flag(family.score_samples_name), "of the test bounds (default %(default)s)",
+           {"type": opt.positive_int, "metavar": "K",
             "default": spec.score_samples or family.default_score_samples})][: int(images)],
     )  # fmt: skip
-    add_all(
-        add_scale_out_options(parser, "training processes (one per GPU with --device cuda)"),
+    opt.add_all(
+        opt.add_scale_out_options(parser, "training processes (one per GPU with --device cuda)"),
         ("--strategy", "(default auto)", {"choices": STRATEGIES, "default": "auto"}),
         ("--precision", "(default 32)", {"choices": PRECISIONS, "default": "32"}),
     )
@@ -208,7 +179,7 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
         the keywords of :func:`pyrogen.diagnostics.write_run` but ``seed``.
     """
     family, spec = REGISTRY[args.family], spec_of(args.family)
-    options = model_options(args, args.model_arguments)
+    options = opt.model_options(args, args.model_arguments)
     for name, other in spec.same_as.items():
         if name not in options and other in options:
             options[name] = options[other]
@@ -216,12 +187,12 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
     if family.reads_images:
         run, train, setup = _image_data(args, family, spec, options, fit_options)
     else:
-        with as_option_errors():
-            x, source, columns = load_table(args.data, args.columns)
+        with opt.as_option_errors():
+            x, source, columns = data.load_table(args.data, args.columns)
         run, train, setup = {"data": x, "columns": columns, "extra": {"data": source}}, x, Setup()
     if args.validation_share is not None:
-        with as_option_errors(_FIT_ARGUMENTS):
-            held = split_train_test(train, seed=args.seed, test_fraction=args.validation_share)
+        with opt.as_option_errors(_FIT_ARGUMENTS):
+            held = data.split_train_test(train, seed=args.seed, test_fraction=args.validation_share)
         train, fit_options["validation"] = held.train, held.test
         fit_options["early_stopping"] = args.patience
     options.update(setup.options)
@@ -230,7 +201,7 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
     schedule = Schedule()
     fit_options["callbacks"] = [schedule, *setup.callbacks]
     extra = run["extra"]
-    with as_option_errors(_FIT_ARGUMENTS):
+    with opt.as_option_errors(_FIT_ARGUMENTS):
         if spec.train is not None:
             model, result, run["idata"], more = spec.train(
                 args, family, options, train, fit_options
@@ -254,33 +225,33 @@ def _image_data(
 ) -> tuple[dict[str, Any], torch.Tensor, Setup]:
     """Load, split, check and shape the images; the test rows binarized once, the training
     rows once or (dynamic) afresh every epoch by ``fit_options["epoch_transform"]``."""
-    dataset = args.dataset or (IMAGE_DATASETS[0] if args.data_dir is not None else None)
+    dataset = args.dataset or (data.IMAGE_DATASETS[0] if args.data_dir is not None else None)
     if spec.before_data is not None:
         options.update(spec.before_data(args, dataset))
     signature = inspect.signature(family).parameters
     declared = signature.get("likelihood")  # a family without one: real values
     likelihood = options.get("likelihood", "gaussian" if declared is None else declared.default)
-    mode = binarize_mode(args, dataset, likelihood)
-    split = load_split(args, dataset, seed=args.seed)
+    mode = opt.binarize_mode(args, dataset, likelihood)
+    split = opt.load_split(args, dataset, seed=args.seed)
     source = str(args.data if args.data is not None else args.data_dir)
-    check_unit_interval([split.train, split.test], source, mode, likelihood)
+    data.check_unit_interval([split.train, split.test], source, mode, likelihood)
     split = _limited(split, args.limit)
     setup = spec.configure(args, split)
     example_shape = tuple(split.train.shape[1:])
     shape = options.setdefault("data_shape", example_shape)
     if "encoder" in signature:
-        with as_option_errors():
-            shape = options["data_shape"] = image_data_shape(
+        with opt.as_option_errors():
+            shape = options["data_shape"] = data.image_data_shape(
                 example_shape, options.get("encoder", "mlp")
             )
-    train = as_rows(split.train, shape, source)
+    train = data.as_rows(split.train, shape, source)
     if mode == "dynamic":
-        fit_options["epoch_transform"] = dynamic_binarization
-    how = describe_binarization(mode, seed=args.seed, likelihood=likelihood, x=train)
+        fit_options["epoch_transform"] = data.dynamic_binarization
+    how = data.describe_binarization(mode, seed=args.seed, likelihood=likelihood, x=train)
     run = {
         "data": train,
         "columns": None if args.columns is None else args.columns.split(","),
-        "test_data": as_rows(binarize(split.test, mode, seed=args.seed), shape, source),
+        "test_data": data.as_rows(data.binarize(split.test, mode, seed=args.seed), shape, source),
         "labels": setup.test_labels,
         "image_shape": example_shape if len(example_shape) in (2, 3) else None,
         "iw_samples": getattr(args, family.score_samples_name),
@@ -291,16 +262,16 @@ def _image_data(
             "limit": args.limit,
         },
     }
-    return run, train if mode == "dynamic" else binarize(train, mode), setup
+    return run, train if mode == "dynamic" else data.binarize(train, mode), setup
 
 
-def _limited(split: ImageSplit, limit: int | None) -> ImageSplit:
+def _limited(split: data.ImageSplit, limit: int | None) -> data.ImageSplit:
     """``split`` with only its first ``limit`` training rows."""
     if limit is None or limit >= split.train.shape[0]:
         return split
     labels = None if split.train_labels is None else split.train_labels[:limit]
     described = f"; training on its first {limit} of {split.train.shape[0]} rows (--limit)"
-    return ImageSplit(
+    return data.ImageSplit(
         split.train[:limit], split.test, labels, split.test_labels,
         split.description + described, split.dataset, split.labels_source,
     )  # fmt: skip

@@ -13,22 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrogen.cli.data import (
-    add_image_options,
-    add_labels_options,
-    check_device,
-    images_for,
-    is_main_process,
-    load_run,
-)
-from pyrogen.cli.options import (
-    add_all,
-    add_run_options,
-    add_scale_out_options,
-    non_negative_int,
-    positive_int,
-)
-from pyrogen.data import check_classes
+from pyrogen import data
+from pyrogen.cli import options as opt
 from pyrogen.diagnostics import figure_writer, image_shape, plot_image_grid
 from pyrogen.infer import distributed
 from pyrogen.io import atomic_write
@@ -50,19 +36,19 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
         f"--out FILE ({' or '.join(TABLE_FORMATS)}). Image models: --out FILE.npy (an array "
         "(N, *data_shape)) or FILE.png (a grid of the images).",
     )
-    add_run_options(sample, "random seed (default 0)", default=0)
-    add_all(
+    opt.add_run_options(sample, "random seed (default 0)", default=0)
+    opt.add_all(
         sample,
-        ("-n --num-rows", "rows (images) to draw", {"type": positive_int, "required": True}),
+        ("-n --num-rows", "rows (images) to draw", {"type": opt.positive_int, "required": True}),
         ("--out", f"write to this file: {' or '.join(TABLE_FORMATS)} for tabular models, "
          f"{' or '.join(IMAGE_FORMATS)} for image models (required for those)", {"type": Path}),
         ("--mean", "draw the decoder's mean of p(x | z) rather than a sample of x (models "
          "with a decoder, e.g. vae); smoother images", {"action": "store_true"}),
     )  # fmt: skip
-    add_all(
+    opt.add_all(
         sample.add_argument_group("diffusion models"),
         ("--steps", "reverse steps: with --method ddim any number up to the model's T "
-         "(default 50); ancestral sampling takes all T", {"type": positive_int}),
+         "(default 50); ancestral sampling takes all T", {"type": opt.positive_int}),
         ("--method", "ancestral (DDPM, all T steps) or ddim (deterministic, --steps steps); "
          "default ddim when --steps is given, else ancestral",
          {"choices": ("ancestral", "ddim")}),
@@ -72,15 +58,15 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
          "mixture component K (gmvae). Default: the classes in turn, 0, 1, ..., C-1, 0, ... "
          "(a PNG gets one column per class); a gmvae's components are drawn from the prior's "
          "weights; a cvae completing --data takes each example's own label",
-         {"dest": "label", "type": non_negative_int, "metavar": "K"}),
+         {"dest": "label", "type": opt.non_negative_int, "metavar": "K"}),
     )  # fmt: skip
     given = sample.add_argument_group("examples to complete (a cvae fitted with --observed)")
     given.add_argument("--data", type=Path, help="images whose first N rows are completed")
-    add_image_options(
+    opt.add_image_options(
         given, "its first N test images are completed", "Default the run's (the same images)."
     )
-    add_labels_options(given, "default for the completions' labels", num_classes=False)
-    add_scale_out_options(
+    opt.add_labels_options(given, "default for the completions' labels", num_classes=False)
+    opt.add_scale_out_options(
         sample,
         "processes that share the draw: process r draws its share of the rows seeded with "
         "--seed + r, so the rows differ from one process's draw (default 1)",
@@ -95,8 +81,8 @@ def takes(method: Any, argument: str) -> bool:
 
 def run_sample(args: argparse.Namespace) -> int:
     """Draw the rows and write or print them."""
-    model, run = load_run(args.model_path)
-    device = check_device(args.device)
+    model, run = opt.load_run(args.model_path)
+    device = opt.check_device(args.device)
     shape = _drawable(model, run)
     suffix = _check_out(args.out, model, shape)
     options: dict[str, Any] = {}
@@ -112,7 +98,7 @@ def run_sample(args: argparse.Namespace) -> int:
         model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
         device=str(device), seed=args.seed, **options,
     )  # fmt: skip
-    if not is_main_process(args):
+    if not opt.is_main_process(args):
         return 0
     _write(args, rows, shape, suffix, columns_per_class, run.get("columns"))
     return 0
@@ -195,7 +181,7 @@ def _conditions(
                 "(--data FILE, or --data-dir DIR for the test images); got neither"
             )
         # Binarized with the run's seed (--seed seeds only the draw), like its test rows.
-        examples = images_for(argparse.Namespace(**{**vars(args), "seed": None}), model, run)
+        examples = opt.images_for(argparse.Namespace(**{**vars(args), "seed": None}), model, run)
         if n > examples.x.shape[0]:
             raise ValueError(
                 f"-n: expected at most {examples.x.shape[0]}, the examples to complete in "
@@ -203,7 +189,7 @@ def _conditions(
             )
         options["observed"] = examples.x[:n]
         if in_turn and model.conditions_on_labels and examples.labels is not None:
-            labels = check_classes(examples.labels, classes, examples.labels_source)
+            labels = data.check_classes(examples.labels, classes, examples.labels_source)
             options["y"], in_turn = labels[:n], False
     if in_turn:
         options["y"] = torch.arange(n) % classes
