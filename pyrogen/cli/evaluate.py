@@ -26,12 +26,9 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "evaluate",
         help="log-likelihood of data under a fitted model",
         description="Print the mean log-likelihood per row (nats) of data under a fitted "
-        "model: exact, with BIC/AIC, for the mixture; for the VAEs the ELBO, the K-sample "
-        "importance-weighted bound and bits per dimension, on the test split of --data-dir "
-        "or on every row of --data. A cvae is scored on what it models: log p(x | y) with "
-        "labels (the data's), log p(x_missing | x_given[, y]) with given values. Where the "
-        "data have labels, also the accuracy of an ssvae's classifier and the clustering "
-        "accuracy of a gmvae.",
+        "model (what it models: log p(x), or log p(x | y) ...), exact with BIC/AIC or its "
+        "bounds and bits per dimension, on the test split of --data-dir or on every row of "
+        "--data; where the data have labels, also the accuracy of a classifier or clusters.",
     )
     opt.add_run_options(
         evaluate, "seed of the Monte Carlo draws and of sampled binarization; default the run's"
@@ -58,18 +55,15 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_scale_out_options(
         evaluate,
-        "processes that score the rows, each its share (one per GPU with --device cuda): an "
-        "exact log-likelihood is the same up to float rounding, while process r draws the "
-        "Monte Carlo samples of the bounds seeded with --seed + r, so those differ from one "
-        "process's by Monte Carlo error (default 1)",
+        "processes that score the rows, each its share; the "
+        "bounds' draws of process r seeded with --seed + r (default 1)",
     )
     evaluate.set_defaults(run=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Score the data and print the numbers (the first process, with several)."""
-    model, run = opt.load_run(args.model_path)
-    device = opt.check_device(args.device)
+    model, run, device = opt.load_run(args)
     model.to(device)
     scale_out = {"devices": args.devices, "num_nodes": args.num_nodes, "device": device}
     if model.exact_likelihood:

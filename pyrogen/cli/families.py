@@ -45,25 +45,22 @@ class FamilySpec:
     """A family's part of ``pyrogen fit`` that neither its constructor's signature nor its
     class attributes (``choices``, ``reads_images``) say.
 
-    ``score_samples``: the test bounds' samples (default the family's
-    ``default_score_samples``). Per constructor argument: ``aliases`` (another spelling of
-    its option), ``choices``, ``types``, ``defaults``, ``helps`` (where the family's say
-    otherwise), ``hidden`` (no option), ``same_as`` (takes another's value when not given).
-    The workflow: ``labels`` (what ``--labels`` does; None: no such option), ``options``
-    (rows of :func:`~pyrogen.cli.options.add_all`), ``before_data`` (constructor keywords
-    decided before the data are read), ``configure`` (what the labels are for, once read)
-    and ``train`` (replaces the one :func:`pyrogen.fit` call: ``train(args, family,
-    options, x, fit_options)`` -> model, FitResult, InferenceData and summary entries).
+    ``arguments``: per constructor argument, keywords of its option that replace those read
+    from the family (``type``, ``default``, ``help``, ``choices``; None: no option);
+    ``aliases``: another spelling of an argument's option; ``same_as``: an argument that takes
+    another's value when not given; ``score_samples``: the test bounds' samples (default the
+    family's ``default_score_samples``). The workflow: ``labels`` (what ``--labels`` does;
+    None: no such option), ``options`` (rows of :func:`~pyrogen.cli.options.add_all`),
+    ``before_data`` (constructor keywords decided before the data are read), ``configure``
+    (what the labels are for, once read) and ``train`` (replaces the one :func:`pyrogen.fit`
+    call: ``train(args, family, options, x, fit_options)`` -> model, FitResult,
+    InferenceData and summary entries).
     """
 
-    score_samples: int | None = None
+    arguments: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
-    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    types: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    helps: Mapping[str, str] = field(default_factory=dict)
-    hidden: tuple[str, ...] = ()
     same_as: Mapping[str, str] = field(default_factory=dict)
+    score_samples: int | None = None
     labels: str | None = None
     num_classes: bool = True
     options: tuple[tuple[str, str, dict[str, Any]], ...] = ()
@@ -210,22 +207,23 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
 # --- the table --------------------------------------------------------------------------------
 #: What every VAE family's spec shares.
 _VAE = {
+    "arguments": {"beta": {"type": opt.positive_float}},
     "aliases": {"num_particles": "--particles"},
-    "types": {"beta": opt.positive_float},
     "same_as": {"decoder": "encoder"},
 }
 
 # fmt: off
 SPECS: dict[str, FamilySpec] = {
     "gmm": FamilySpec(
-        aliases={"n_components": "--components"}, choices={"inference": MIXTURE_INFERENCE},
-        types={"n_components": _components}, defaults={"n_components": "auto"},
-        helps={
-            "n_components": "number of components, or 'auto' to choose K in "
-            f"1..{MAX_AUTO_COMPONENTS} by BIC",
-            "inference": "map (point estimates), variational (mean-field posterior) or nuts "
-            f"(MAP, then collapsed NUTS with {NUTS_CHAINS} chains)",
+        arguments={
+            "n_components": {"type": _components, "default": "auto", "help": "number of "
+                             "components, or 'auto' to choose K in "
+                             f"1..{MAX_AUTO_COMPONENTS} by BIC"},
+            "inference": {"choices": MIXTURE_INFERENCE, "help": "map (point estimates), "
+                          "variational (mean-field posterior) or nuts (MAP, then collapsed NUTS "
+                          f"with {NUTS_CHAINS} chains)"},
         },
+        aliases={"n_components": "--components"},
         options=(
             ("--num-samples", "posterior draws (per chain for nuts; default 500)",
              {"type": opt.positive_int, "default": 500}),
@@ -243,8 +241,9 @@ SPECS: dict[str, FamilySpec] = {
         configure=_configure_cvae,
     ),
     "ssvae": FamilySpec(
-        **{**_VAE, "types": {"beta": opt.positive_float, "labelled_share": opt.share,
-                             "classifier_weight": opt.non_negative_float}},
+        **{**_VAE, "arguments": {"beta": {"type": opt.positive_float},
+                                 "classifier_weight": {"type": opt.non_negative_float},
+                                 "labelled_share": {"type": opt.share}}},
         labels="-1 marks an unlabelled row",
         score_samples=10,  # each importance sample decodes every class: C times a vae's
         options=(("--labelled", "keep the labels of N training rows, as many of each class as "
@@ -262,11 +261,11 @@ SPECS: dict[str, FamilySpec] = {
                   "when the run is longer", {"type": opt.non_negative_int, "metavar": "E"}),),
         configure=_configure_gmvae,
     ),
-    "flow": FamilySpec(hidden=("context_dim",)),
+    "flow": FamilySpec(arguments={"context_dim": None}),
     "diffusion": FamilySpec(
-        helps={"likelihood": "p(x | z_0): discretized (8-bit levels; default for --data-dir "
-               "mnist), bernoulli (0/1 data; default for binarized-mnist and with "
-               "--binarize), gaussian (real values; default for a --data file)"},
+        arguments={"likelihood": {"help": "p(x | z_0): discretized (8-bit levels; default for "
+                   "--data-dir mnist), bernoulli (0/1 data; default for binarized-mnist and "
+                   "with --binarize), gaussian (real values; default for a --data file)"}},
         labels="the model is conditioned on them (with --conditional)",
         options=(
             ("--autoencoder", "latent diffusion: model the codes of this trained VAE (a run "

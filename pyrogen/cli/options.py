@@ -129,11 +129,9 @@ def _option_type(parameter: inspect.Parameter) -> Callable[[str], Any] | None:
     return None
 
 
-def add_model_options(
-    parser: argparse.ArgumentParser, family: type, spec: Any
-) -> list[tuple[str, str]]:
+def add_model_options(parser: Any, family: type, spec: Any) -> list[tuple[str, str]]:
     """Add an option for each constructor argument of ``family`` that a command line can
-    give (not those set from the data, nor those ``spec.hidden`` names).
+    give (not those set from the data, nor those ``spec.arguments`` maps to None).
 
     Returns:
         ``(argument, dest)`` of every option added, for :func:`model_options`.
@@ -142,23 +140,23 @@ def add_model_options(
     helps = argument_help(family)
     added = []
     for name, parameter in inspect.signature(family).parameters.items():
-        kind = spec.types.get(name) or _option_type(parameter)
-        if name in FROM_DATA or name in spec.hidden or kind is None:
+        given = spec.arguments.get(name, {})
+        kind = given and given.get("type") or _option_type(parameter)
+        if name in FROM_DATA or given is None or kind is None:
             continue
-        default = spec.defaults.get(name, parameter.default)
+        default = given.get("default", parameter.default)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = spec.helps.get(name) or helps.get(name, name.replace("_", " "))
+        text = given.get("help") or helps.get(name, name.replace("_", " "))
         if "default" not in text:
             text += f" (default {shown})"
         options: dict[str, Any] = {"dest": f"model_{name}", "help": text.replace("%", "%%")}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            options["type"] = kind
-            options["choices"] = spec.choices.get(name, family.choices.get(name))
+            options.update(type=kind, choices=given.get("choices", family.choices.get(name)))
             if options["choices"] is None:
                 options["metavar"] = name.split("_")[-1].upper()
-        if name in spec.defaults:
+        if "default" in given:
             options["default"] = default
         group.add_argument(flag(name), **options)
         if name in spec.aliases:  # its own action, so that errors name the spelling used
@@ -208,8 +206,7 @@ SPLIT_DATA_HELP = (
     "an NPY/NPZ array (N, *shape) (CSV/TSV also read), split at random (seeded) into "
     f"{1 - data.TEST_FRACTION:.0%}% training and {data.TEST_FRACTION:.0%}% test rows; an NPZ "
     "archive may also hold their labels (an array named y or labels, the images x or images); "
-    "one of "
-    "--data and --data-dir is required"
+    "one of --data and --data-dir is required"
 )
 #: Help of ``--data`` for families fitted to a whole table.
 TABLE_DATA_HELP = (
@@ -285,14 +282,16 @@ def binarize_mode(args: argparse.Namespace, dataset: str | None, likelihood: str
 
 @dataclass(frozen=True)
 class Examples:
-    """Examples to score or to complete under a fitted model, prepared as in its run."""
+    """Examples to score or to complete under a fitted model, prepared as in its run: ``x``
+    (N, *data_shape) binarized as the run was (``binarize``, ``preprocessing``: the mode and
+    what it did), their ``labels`` where the data have them, and where they came from."""
 
-    x: torch.Tensor  # (N, *data_shape), binarized as the run was
-    labels: torch.Tensor | None  # (N,), where the data have labels
+    x: torch.Tensor
+    labels: torch.Tensor | None
     labels_source: str | None
-    description: str  # where they came from
-    binarize: str  # the --binarize mode applied
-    preprocessing: str  # what it did
+    description: str
+    binarize: str
+    preprocessing: str
 
 
 def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any]) -> Examples:
@@ -315,24 +314,20 @@ def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, 
     return Examples(x, images.test_labels, images.labels_source, images.description, mode, how)
 
 
-def load_run(path: Path) -> tuple[GenerativeModel, dict[str, Any]]:
-    """A model file, or a run folder's model.pt; with the run's summary (empty for a file)."""
-    if not path.is_dir():
-        return load(path), {}
-    if not (path / MODEL_FILE).is_file():
+def load_run(args: argparse.Namespace) -> tuple[GenerativeModel, dict[str, Any], torch.device]:
+    """The model of RUN_OR_MODEL_FILE (a model file, or a run folder's model.pt), the run's
+    summary (empty for a file) and ``--device``, checked."""
+    path, summary = args.model_path, args.model_path / SUMMARY_FILE
+    if path.is_dir() and not (path / MODEL_FILE).is_file():
         raise FileNotFoundError(f"{path}: expected a run folder holding {MODEL_FILE}, found none")
-    summary = path / SUMMARY_FILE
-    return load(path / MODEL_FILE), json.loads(summary.read_text()) if summary.is_file() else {}
+    model = load(path / MODEL_FILE if path.is_dir() else path)
+    run = json.loads(summary.read_text()) if path.is_dir() and summary.is_file() else {}
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: expected an available device, got {args.device!r} (no CUDA)")
+    return model, run, torch.device(args.device)
 
 
 def is_main_process(args: argparse.Namespace) -> bool:
     """Whether this process writes or prints the result of a sharded command: the first
     process of a group, on the first machine."""
     return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")
-
-
-def check_device(name: str) -> torch.device:
-    """``--device``, where there is one."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: expected an available device, got {name!r} (no CUDA)")
-    return torch.device(name)

@@ -5,6 +5,7 @@ a model that generates only part of each example."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
 from pathlib import Path
@@ -54,10 +55,9 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
          {"choices": ("ancestral", "ddim")}),
         ("--guidance", "classifier-free guidance scale of a class-conditional model: 0 "
          "unconditional, 1 conditional (default), above 1 sharper classes", {"type": float}),
-        ("--label --component", "draw every row from class K (cvae with labels, ssvae) or "
-         "mixture component K (gmvae). Default: the classes in turn, 0, 1, ..., C-1, 0, ... "
-         "(a PNG gets one column per class); a gmvae's components are drawn from the prior's "
-         "weights; a cvae completing --data takes each example's own label",
+        ("--label --component", "draw every row from class (or mixture component) K; default "
+         "the classes in turn (a PNG column each), a mixture prior's by its weights, or a "
+         "completed example's own label",
          {"dest": "label", "type": opt.non_negative_int, "metavar": "K"}),
     )  # fmt: skip
     given = sample.add_argument_group("examples to complete (a cvae fitted with --observed)")
@@ -68,26 +68,20 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     opt.add_labels_options(given, "default for the completions' labels", num_classes=False)
     opt.add_scale_out_options(
         sample,
-        "processes that share the draw: process r draws its share of the rows seeded with "
-        "--seed + r, so the rows differ from one process's draw (default 1)",
+        "processes that share the draw, process r seeded with "
+        "--seed + r (so the rows differ from one process's; default 1)",
     )
     sample.set_defaults(run=run_sample)
 
 
-def takes(method: Any, argument: str) -> bool:
-    """Whether ``method`` takes ``argument``."""
-    return argument in inspect.signature(method).parameters
-
-
 def run_sample(args: argparse.Namespace) -> int:
     """Draw the rows and write or print them."""
-    model, run = opt.load_run(args.model_path)
-    device = opt.check_device(args.device)
+    model, run, device = opt.load_run(args)
     shape = _drawable(model, run)
     suffix = _check_out(args.out, model, shape)
     options: dict[str, Any] = {}
     if args.mean:
-        if not takes(model.sample, "mean"):
+        if "mean" not in inspect.signature(model.sample).parameters:
             raise ValueError(
                 f"--mean: expected a model with a decoder (e.g. vae), got {model.family}"
             )
@@ -98,9 +92,8 @@ def run_sample(args: argparse.Namespace) -> int:
         model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
         device=str(device), seed=args.seed, **options,
     )  # fmt: skip
-    if not opt.is_main_process(args):
-        return 0
-    _write(args, rows, shape, suffix, columns_per_class, run.get("columns"))
+    if opt.is_main_process(args):
+        _write(args.out, rows, shape, suffix, columns_per_class, run.get("columns"))
     return 0
 
 
@@ -117,29 +110,21 @@ def _check_out(out: Path | None, model: GenerativeModel, shape: Any) -> str | No
     return suffix
 
 
-def _write(args, rows, shape, suffix, ncols, columns) -> None:
-    """The rows as a PNG grid, an NPY array or a CSV table (--out, else stdout)."""
+def _write(out: Path | None, rows, shape, suffix, ncols, columns) -> None:
+    """The rows as a PNG grid, an NPY array or a CSV table with a header row, which
+    ``pyrogen evaluate --data`` and :func:`pyrogen.data.load` read back (``out``, else stdout)."""
     if suffix == ".png":
         draw = lambda ax: plot_image_grid(rows, ax, shape=shape, ncols=ncols)  # noqa: E731
-        figure_writer(draw, SAMPLE_FIGURE)(args.out)
-        return
+        return figure_writer(draw, SAMPLE_FIGURE)(out)
     if suffix == ".npy":
-        with atomic_write(args.out) as handle:
-            np.save(handle, rows.numpy())
-        return
+        with atomic_write(out) as handle:
+            return np.save(handle, rows.numpy())
     table = rows.numpy().reshape(rows.shape[0], -1)
     if columns is None or len(columns) != table.shape[1]:
         columns = [f"x{i}" for i in range(table.shape[1])]
-
-    def write_csv(handle: Any) -> None:
-        # A header row, so `pyrogen evaluate --data` and pyrogen.data.load read it back.
-        np.savetxt(handle, table, delimiter=",", header=",".join(columns), comments="", fmt="%.8g")
-
-    if args.out is None:
-        write_csv(sys.stdout)
-    else:
-        with atomic_write(args.out, "w") as handle:
-            write_csv(handle)
+    with contextlib.nullcontext(sys.stdout) if out is None else atomic_write(out, "w") as handle:
+        header = ",".join(columns)
+        np.savetxt(handle, table, delimiter=",", header=header, comments="", fmt="%.8g")
 
 
 def _conditions(
@@ -200,7 +185,7 @@ def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -
     """--steps, --method and --guidance, for models that sample by a reverse process."""
     flags = (("--steps", args.steps), ("--method", args.method), ("--guidance", args.guidance))
     given = [flag for flag, value in flags if value is not None]
-    if not takes(model.sample, "guidance"):
+    if "guidance" not in inspect.signature(model.sample).parameters:
         if given:
             raise ValueError(f"{', '.join(given)}: expected a diffusion model, got {model.family}")
         return {}

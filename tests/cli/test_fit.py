@@ -671,7 +671,8 @@ def test_fit_offers_every_family_of_the_registry_with_its_constructor_arguments(
             annotation = str(parameter.annotation)
             if (
                 argument in FROM_DATA
-                or argument in spec.hidden
+                or argument in spec.arguments
+                and spec.arguments[argument] is None
                 or "str" not in annotation
                 and (
                     not any(
