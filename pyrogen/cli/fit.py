@@ -9,6 +9,7 @@ The run folder is written by :func:`pyrogen.diagnostics.write_run`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import inspect
 import json
@@ -104,7 +105,7 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
 # --- running it ---------------------------------------------------------------------------------
 def run_fit(args: argparse.Namespace) -> int:
     """Fit, write the run folder, print its summary (the first process, with several)."""
-    out = args.out if args.out is not None else _default_run_folder(args.family)
+    out = args.out or Path("runs") / f"{args.family}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     check_run_folder(out)  # fail before training, not after
     strategy, devices, num_nodes = check_scale_out(args.strategy, args.devices, args.num_nodes)
     if strategy != "ddp" or devices * num_nodes == 1:
@@ -127,10 +128,6 @@ def fit_process(args: argparse.Namespace) -> dict[str, Any]:
     else:
         fit_family(args)
     return {}
-
-
-def _default_run_folder(family: str) -> Path:
-    return Path("runs") / f"{family}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
 
 def write_fitted(args: argparse.Namespace, out: Path) -> int:
@@ -231,11 +228,12 @@ def _image_data(
     signature = inspect.signature(family).parameters
     declared = signature.get("likelihood")  # a family without one: real values
     likelihood = options.get("likelihood", "gaussian" if declared is None else declared.default)
-    mode = opt.binarize_mode(args, dataset, likelihood)
-    split = opt.load_split(args, dataset, seed=args.seed)
-    source = str(args.data if args.data is not None else args.data_dir)
-    data.check_unit_interval([split.train, split.test], source, mode, likelihood)
-    split = _limited(split, args.limit)
+    split, mode, source = opt.read_images(args, dataset, likelihood, split_seed=args.seed)
+    if args.limit is not None and args.limit < split.train.shape[0]:
+        described = f"; training on its first {args.limit} of {split.train.shape[0]} rows (--limit)"
+        labels = None if split.train_labels is None else split.train_labels[: args.limit]
+        split = dataclasses.replace(split, train=split.train[: args.limit], train_labels=labels,
+                                    description=split.description + described)  # fmt: skip
     setup = spec.configure(args, split)
     example_shape = tuple(split.train.shape[1:])
     shape = options.setdefault("data_shape", example_shape)
@@ -263,15 +261,3 @@ def _image_data(
         },
     }
     return run, train if mode == "dynamic" else data.binarize(train, mode), setup
-
-
-def _limited(split: data.ImageSplit, limit: int | None) -> data.ImageSplit:
-    """``split`` with only its first ``limit`` training rows."""
-    if limit is None or limit >= split.train.shape[0]:
-        return split
-    labels = None if split.train_labels is None else split.train_labels[:limit]
-    described = f"; training on its first {limit} of {split.train.shape[0]} rows (--limit)"
-    return data.ImageSplit(
-        split.train[:limit], split.test, labels, split.test_labels,
-        split.description + described, split.dataset, split.labels_source,
-    )  # fmt: skip

@@ -203,10 +203,9 @@ _OPTION_ARGUMENTS = (
 
 #: Help of ``--data`` for families that split their data into training and test rows.
 SPLIT_DATA_HELP = (
-    "an NPY/NPZ array (N, *shape) (CSV/TSV also read), split at random (seeded) into "
-    f"{1 - data.TEST_FRACTION:.0%}% training and {data.TEST_FRACTION:.0%}% test rows; an NPZ "
-    "archive may also hold their labels (an array named y or labels, the images x or images); "
-    "one of --data and --data-dir is required"
+    "an NPY/NPZ (or CSV/TSV) array (N, *shape), split at random (seeded) into "
+    f"{1 - data.TEST_FRACTION:.0%}% training and {data.TEST_FRACTION:.0%}% test rows (an NPZ "
+    f"may hold labels: {' or '.join(data.LABEL_KEYS)}); one of --data and --data-dir is required"
 )
 #: Help of ``--data`` for families fitted to a whole table.
 TABLE_DATA_HELP = (
@@ -237,15 +236,13 @@ def add_image_options(group: Any, use: str, binarize_default: str, *, limit=Fals
     """--data-dir, --dataset and --binarize (and --limit) of the commands that read images."""
     add_all(
         group,
-        ("--data-dir", "folder of the MNIST IDX files ({train,t10k}-{images-idx3,labels-idx1}"
-         "-ubyte, plain or .gz; get them with pyrogen.data.download_mnist), or with --dataset "
-         f"binarized-mnist the folder holding {data.BINARIZED_MNIST_FILE}; {use}",
+        ("--data-dir", "folder of the MNIST IDX files (pyrogen.data.download_mnist), or with "
+         f"--dataset binarized-mnist of {data.BINARIZED_MNIST_FILE}; {use}",
          {"type": Path, "metavar": "DIR"}),
         ("--dataset", "what --data-dir holds (default: the run's, else mnist); binarized-mnist "
          "is the fixed binarization of Larochelle & Murray", {"choices": data.IMAGE_DATASETS}),
-        ("--binarize", "dynamic: training images are resampled as Bernoulli(pixel intensity) "
-         "every epoch, test images sampled once with the seed; threshold: values above 0.5 "
-         f"become 1, the others 0; none: values as they are. {binarize_default}",
+        ("--binarize", "dynamic: Bernoulli(intensity) draws, afresh every epoch for training "
+         f"images; threshold: 1 above 0.5, else 0; none: as they are. {binarize_default}",
          {"choices": data.BINARIZE_MODES}),
         *[("--limit", "train on the first N training rows only (quick runs); the test set is "
            "whole", {"type": positive_int, "metavar": "N"})][: int(limit)],
@@ -256,28 +253,27 @@ def add_labels_options(group: Any, use: str, *, num_classes: bool = True) -> Non
     """``--labels FILE|KEY`` (and ``--num-classes C``) for the examples of ``--data``."""
     add_all(
         group,
-        ("--labels", "labels of the --data rows, one integer class per row: a file (NPY, NPZ "
-         "of one array, or CSV/TSV with a header row and one column) or the name of an array "
-         f"of the --data NPZ archive (arrays named {' or '.join(data.LABEL_KEYS)} are read without "
-         f"this option; --data-dir MNIST has its own labels); {use}", {"metavar": "FILE|KEY"}),
+        ("--labels", "an integer class per --data row: a file (NPY, NPZ, CSV/TSV with a header) "
+         f"or an array of the --data NPZ ({' or '.join(data.LABEL_KEYS)} read without it); {use}",
+         {"metavar": "FILE|KEY"}),
         *[("--num-classes", "number of classes, labels 0..C-1 (default: the largest label + 1)",
            {"type": at_least_two, "metavar": "C"})][: int(num_classes)],
     )  # fmt: skip
 
 
-def load_split(args: argparse.Namespace, dataset: str | None, seed: int | None) -> data.ImageSplit:
-    """:func:`pyrogen.data.load_images` of the options (``seed`` None: test rows only)."""
+def read_images(args: argparse.Namespace, dataset: str | None, likelihood: str, split_seed):
+    """The images of ``--data`` or ``--data-dir`` (:func:`pyrogen.data.load_images`;
+    ``split_seed`` None: test rows only), their ``--binarize`` mode, both checked against
+    ``likelihood``, and where they came from."""
     with as_option_errors():
-        return data.load_images(
-            args.data, args.data_dir, dataset=dataset, split_seed=seed,
+        mode = data.binarization_mode(args.binarize, dataset, likelihood)
+        split = data.load_images(
+            args.data, args.data_dir, dataset=dataset, split_seed=split_seed,
             labels=getattr(args, "labels", None), columns=getattr(args, "columns", None),
         )  # fmt: skip
-
-
-def binarize_mode(args: argparse.Namespace, dataset: str | None, likelihood: str) -> str:
-    """The ``--binarize`` mode (:func:`pyrogen.data.binarization_mode`)."""
-    with as_option_errors():
-        return data.binarization_mode(args.binarize, dataset, likelihood)
+    source = str(args.data if args.data is not None else args.data_dir)
+    data.check_unit_interval([split.train, split.test], source, mode, likelihood)
+    return split, mode, source
 
 
 @dataclass(frozen=True)
@@ -305,10 +301,7 @@ def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, 
         requested = run.get("preprocessing", {}).get("binarize")
     likelihood = model.config.get("likelihood", "gaussian")
     args = argparse.Namespace(**{**vars(args), "binarize": requested})
-    mode = binarize_mode(args, dataset, likelihood)
-    images = load_split(args, dataset, seed=None)
-    source = str(args.data if args.data is not None else args.data_dir)
-    data.check_unit_interval([images.test], source, mode, likelihood)
+    images, mode, source = read_images(args, dataset, likelihood, split_seed=None)
     x = data.as_rows(data.binarize(images.test, mode, seed=seed), model.data_shape, source)
     how = data.describe_binarization(mode, seed=seed, likelihood=likelihood, x=x)
     return Examples(x, images.test_labels, images.labels_source, images.description, mode, how)

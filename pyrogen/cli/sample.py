@@ -151,14 +151,13 @@ def _conditions(
         name for name, value in (("--data", args.data), ("--data-dir", args.data_dir)) if value
     ]
     in_turn = args.label is None and classes is not None and model.label_kind == "class"
-    if model.given_mask is None:
-        if given:
-            raise ValueError(
-                f"{', '.join(given)}: expected no examples for a {model.family} model "
-                "that generates whole images, got some (only a cvae fitted with --observed "
-                "completes examples)"
-            )
-    else:
+    if model.given_mask is None and given:
+        raise ValueError(
+            f"{', '.join(given)}: expected no examples for a {model.family} model "
+            "that generates whole images, got some (only a cvae fitted with --observed "
+            "completes examples)"
+        )
+    if model.given_mask is not None:
         if not given:
             raise ValueError(
                 f"--data, --data-dir: a cvae given the {model.config['observed']} half of "
