@@ -13,7 +13,7 @@ import torch
 from pyrogen import data
 from pyrogen.cli import options as opt
 from pyrogen.diagnostics import score, summarize
-from pyrogen.diagnostics.text import describe_model, describe_shape, score_lines, statistic_lines
+from pyrogen.diagnostics.text import describe_evaluation, describe_shape
 from pyrogen.models import GenerativeModel
 
 #: Options of the models that report bounds (refused for an exact log-likelihood).
@@ -66,18 +66,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, run, device = opt.load_run(args)
     model.to(device)
     scale_out = {"devices": args.devices, "num_nodes": args.num_nodes, "device": device}
-    if model.exact_likelihood:
-        lines = _evaluate_exact(args, model, run, scale_out)
-    else:
-        lines = _evaluate_bounds(args, model, run, scale_out)
+    evaluate = _evaluate_exact if model.exact_likelihood else _evaluate_bounds
+    text = evaluate(args, model, run, scale_out)
     if opt.is_main_process(args):
-        print("\n".join(lines))
+        print(text)
     return 0
 
 
 def _evaluate_exact(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
-) -> list[str]:
+) -> str:
     """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture)."""
     for option in (*_BOUND_OPTIONS, "seed"):
         if getattr(args, option) is not None:
@@ -95,16 +93,12 @@ def _evaluate_exact(
     summary = summarize(model, x, **scale_out)
     if "inference" in run:
         summary["inference"] = run["inference"]
-    return [
-        f"model           {args.model_path} ({describe_model(summary)})",
-        f"data            {args.data}: {describe_shape(tuple(x.shape))}",
-        *statistic_lines(summary),
-    ]
+    return describe_evaluation(args.model_path, summary, f"{args.data}: {describe_shape(x.shape)}")
 
 
 def _evaluate_bounds(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
-) -> list[str]:
+) -> str:
     """The ELBO, the tighter bound and bits/dim of the test split of --data-dir, or of
     --data; with labels, the accuracy of a classifier's or a clustering model's predict.
     Defaults come from the run, so evaluating a run on its own data reproduces its numbers."""
@@ -126,17 +120,13 @@ def _evaluate_bounds(
         )
     samples = getattr(args, name) or run.get("test", {}).get(name) or model.default_score_samples
     stats = score(model, examples.x, labels=labels, iw_samples=samples, seed=seed, **scale_out)
-    lines = [
-        f"model           {args.model_path} "
-        f"({describe_model({'family': model.family, 'config': model.config})})",
-        f"data            {examples.description}, scored as examples of shape "
-        f"{tuple(examples.x.shape[1:])}",
-        f"preprocessing   --binarize {examples.binarize}: {examples.preprocessing}",
-    ]
-    if labels is not None:
-        use = "the condition y" if model.conditions_on_labels else "scoring predict"
-        lines.append(f"labels          {examples.labels_source} ({use})")
-    return lines + score_lines(stats, prefix="")
+    use = "the condition y" if model.conditions_on_labels else "scoring predict"
+    return describe_evaluation(
+        args.model_path, {"family": model.family, "config": model.config},
+        f"{examples.description}, scored as examples of shape {tuple(examples.x.shape[1:])}",
+        stats, preprocessing=f"--binarize {examples.binarize}: {examples.preprocessing}",
+        labels=None if labels is None else f"{examples.labels_source} ({use})",
+    )  # fmt: skip
 
 
 def _labels_for(

@@ -85,6 +85,30 @@ def describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) ->
     return "\n".join(lines)
 
 
+def describe_evaluation(
+    model: str,
+    summary: dict[str, Any],
+    data: str,
+    scores: dict[str, Any] | None = None,
+    **more: str | None,
+) -> str:
+    """What ``pyrogen evaluate`` prints: the ``model`` (a path, described by ``summary``'s
+    ``family`` and ``config``), the ``data``, the lines of ``more`` that have a value
+    (``preprocessing=...``, ``labels=...``), then the bounds of ``scores`` (from
+    :func:`~pyrogen.diagnostics.score`) or else the exact statistics of ``summary``.
+
+    Example:
+        >>> summary = {"family": "gmm", "config": {"covariance": "diag"}, "bic": 10.0}
+        >>> print(describe_evaluation("runs/gmm", summary, "faithful.csv"))
+        model           runs/gmm (gmm, diag covariance)
+        data            faithful.csv
+        BIC             10.00
+    """
+    lines = [_label("model") + f"{model} ({describe_model(summary)})", _label("data") + data]
+    lines += [_label(name) + text for name, text in more.items() if text]
+    return "\n".join(lines + (score_lines(scores) if scores else statistic_lines(summary)))
+
+
 def statistic_lines(summary: dict[str, Any]) -> list[str]:
     """Log-likelihood per row and the information criteria, where the model has them."""
     lines = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyrogen.diagnostics.text import (
+    describe_evaluation,
     describe_fit,
     describe_model,
     describe_shape,
@@ -81,3 +82,18 @@ def test_the_small_pieces():
     assert statistic_lines({"bic": 1.234}) == ["BIC             1.23"]
     assert parameter_table([1.0], [[2.0]], None) == ["component  weight  mean x0",
                                                       "        0  1.0000        2"]  # fmt: skip
+
+
+def test_describe_evaluation_of_bounds_lists_what_was_given():
+    stats = {"elbo_per_example": -10.0, "log_likelihood_per_example": -9.5, "iw_samples": 3}
+    text = describe_evaluation(
+        "runs/vae", {"family": "vae", "config": {"likelihood": "bernoulli"}}, "images.npy",
+        stats, preprocessing="--binarize none: as they are", labels=None,
+    )  # fmt: skip
+    assert text.splitlines() == [
+        "model           runs/vae (vae, bernoulli likelihood)",
+        "data            images.npy",
+        "preprocessing   --binarize none: as they are",
+        "ELBO            -10.0000 nats per example (a lower bound on log p(x))",
+        "log p(x)        -9.5000 nats per example (IWAE bound, K = 3)",
+    ]
