@@ -3,9 +3,9 @@
 Thin on purpose: it parses arguments, calls the public API and prints. ``pyrogen fit FAMILY``
 has one sub-command per family of :data:`pyrogen.models.REGISTRY`, its options read from
 the family's constructor (:mod:`~pyrogen.cli.options`; :mod:`~pyrogen.cli.families` says
-what a signature cannot); ``sample`` and ``evaluate`` know a model only through its contract.
-Exit codes: 0 success, 2 bad input (one ``pyrogen: error:`` line, no traceback), 1 training
-that failed numerically.
+what a signature cannot); ``sample`` and ``evaluate`` (:mod:`~pyrogen.cli.runs`) know a
+model only through its contract. Exit codes: 0 success, 2 bad input (one
+``pyrogen: error:`` line, no traceback), 1 training that failed numerically.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pyrogen.cli.evaluate import add_evaluate_command
 from pyrogen.cli.fit import add_fit_command
-from pyrogen.cli.sample import add_sample_command
+from pyrogen.cli.runs import add_evaluate_command, add_sample_command
 
 __all__ = ["build_parser", "main"]
 

@@ -35,11 +35,6 @@ class Setup:
     callbacks: list[Any] = field(default_factory=list)
 
 
-def labels_for_the_report(args: argparse.Namespace, data: ImageSplit | None) -> Setup:
-    """Families trained without labels: test labels, where known, only colour latent.png."""
-    return Setup(test_labels=None if data is None else data.test_labels)
-
-
 @dataclass(frozen=True)
 class FamilySpec:
     """A family's part of ``pyrogen fit`` that neither its constructor's signature nor its
@@ -52,7 +47,8 @@ class FamilySpec:
     family's ``default_score_samples``). The workflow: ``labels`` (what ``--labels`` does;
     None: no such option), ``options`` (rows of :func:`~pyrogen.cli.options.add_all`),
     ``before_data`` (constructor keywords decided before the data are read), ``configure``
-    (what the labels are for, once read) and ``train`` (replaces the one :func:`pyrogen.fit`
+    (what the labels are for, once read; default: they only colour the report's latent
+    plot) and ``train`` (replaces the one :func:`pyrogen.fit`
     call: ``train(args, family, options, x, fit_options)`` -> model, FitResult,
     InferenceData and summary entries).
     """
@@ -65,7 +61,7 @@ class FamilySpec:
     num_classes: bool = True
     options: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     before_data: Callable[[argparse.Namespace, str | None], dict[str, Any]] | None = None
-    configure: Callable[[argparse.Namespace, ImageSplit | None], Setup] = labels_for_the_report
+    configure: Callable[[argparse.Namespace, ImageSplit], Setup] | None = None
     train: Callable[..., tuple[GenerativeModel, Any, Any, dict[str, Any]]] | None = None
 
 
@@ -246,19 +242,17 @@ SPECS: dict[str, FamilySpec] = {
                                  "labelled_share": {"type": opt.share}}},
         labels="-1 marks an unlabelled row",
         score_samples=10,  # each importance sample decodes every class: C times a vae's
-        options=(("--labelled", "keep the labels of N training rows, as many of each class as "
-                  "the rows allow (chosen at random with --seed), the other rows unlabelled; "
-                  "default: the labels as the data give them (-1 = unlabelled)",
+        options=(("--labelled", "keep the labels of N training rows, balanced over the classes "
+                  "(chosen with --seed); default: the data's labels (-1 = unlabelled)",
                   {"type": opt.positive_int, "metavar": "N"}),),
         configure=_configure_ssvae,
     ),
     "gmvae": FamilySpec(
         **{**_VAE, "aliases": {"num_particles": "--particles", "n_components": "--components"}},
         labels="only scored: the clustering accuracy of the test rows", num_classes=False,
-        options=(("--warmup-epochs", "train E epochs, then start the components from a "
-                  "diagonal Gaussian mixture fitted to the training rows' codes "
-                  "(init_components), then train on; 0 does it before training. Default 1 "
-                  "when the run is longer", {"type": opt.non_negative_int, "metavar": "E"}),),
+        options=(("--warmup-epochs", "start the components from the training rows' codes "
+                  "after E epochs (ComponentWarmup; 0: before training; default 1 where the "
+                  "run is longer)", {"type": opt.non_negative_int, "metavar": "E"}),),
         configure=_configure_gmvae,
     ),
     "flow": FamilySpec(arguments={"context_dim": None}),

@@ -234,7 +234,7 @@ def _image_data(
         labels = None if split.train_labels is None else split.train_labels[: args.limit]
         split = dataclasses.replace(split, train=split.train[: args.limit], train_labels=labels,
                                     description=split.description + described)  # fmt: skip
-    setup = spec.configure(args, split)
+    setup = spec.configure(args, split) if spec.configure else Setup(test_labels=split.test_labels)
     example_shape = tuple(split.train.shape[1:])
     shape = options.setdefault("data_shape", example_shape)
     if "encoder" in signature:
