@@ -7,7 +7,7 @@ from pyrogen.infer.callbacks import Callback, MetricsLogger
 from pyrogen.infer.engine import FitConfig, FitResult, fit
 from pyrogen.infer.inference_data import to_inference_data
 from pyrogen.infer.mcmc import run_nuts
-from pyrogen.infer.mixtures import mixture_nuts, select_n_components
+from pyrogen.infer.mixtures import fit_mixture, mixture_nuts, select_n_components
 from pyrogen.infer.neutra import neutra
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "FitResult",
     "MetricsLogger",
     "fit",
+    "fit_mixture",
     "mixture_nuts",
     "neutra",
     "run_nuts",
