@@ -374,7 +374,7 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         bits per value (an upper bound in expectation where log_likelihood is a lower bound).
 
         Args:
-            x: examples (N, *data_shape).
+            x: examples (N, ``*data_shape``).
             y: labels (N,) where the family takes them, else None.
             num_samples: passed to :meth:`log_likelihood`; None: that method's own default
                 (e.g. K = 1000 importance samples for the VAEs).
@@ -390,7 +390,7 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         """Everything the family reports of each example, the one place scoring is done.
 
         Args:
-            x: examples (N, *data_shape).
+            x: examples (N, ``*data_shape``).
             y: labels (N,) of a model conditioned on them (:attr:`conditions_on_labels`),
                 else None.
             num_samples: what :attr:`score_samples_name` names (importance samples K of the
@@ -449,7 +449,7 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     report_samples_name: ClassVar[str] = "draws"
 
     def report_samples(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The ``n`` samples (n, *data_shape) a run report shows: draws from the model
+        """The ``n`` samples (n, ``*data_shape``) a run report shows: draws from the model
         (families whose draws read poorly, e.g. binary pixels, show their means; see
         :attr:`report_samples_name`)."""
         return self.sample(n) if y is None else self.sample(n, y)
@@ -469,7 +469,7 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         sites (e.g. a mixture's covariances from its scales and correlations).
 
         Args:
-            draws: site name -> tensor (S, *site_shape), S draws of the global latent sites.
+            draws: site name -> tensor (S, ``*site_shape``), S draws of the global latent sites.
 
         Returns:
             name -> (tensor (S, ...), ArviZ dim names of its leading dims after the draw);
@@ -485,7 +485,7 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
 
         Args:
             x: data (N, ...).
-            draws: site name -> tensor (S, *site_shape), S draws of the global latent sites.
+            draws: site name -> tensor (S, ``*site_shape``), S draws of the global latent sites.
 
         Returns:
             (S, N) in nats, or None where the family has no posterior over global sites.
