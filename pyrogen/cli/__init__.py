@@ -1,12 +1,5 @@
-"""The ``pyrogen`` command: fit a model to data, sample from it, evaluate it.
-
-Thin on purpose: it parses arguments, calls the public API and prints. ``pyrogen fit FAMILY``
-has one sub-command per family of :data:`pyrogen.models.REGISTRY`, its options read from
-the family's constructor (:mod:`~pyrogen.cli.options`; :mod:`~pyrogen.cli.families` says
-what a signature cannot); ``sample`` and ``evaluate`` (:mod:`~pyrogen.cli.runs`) know a
-model only through its contract. Exit codes: 0 success, 2 bad input (one
-``pyrogen: error:`` line, no traceback), 1 training that failed numerically.
-"""
+"""The ``pyrogen`` command: fit a model to data, sample from it, evaluate it. Thin on
+purpose: it parses arguments, calls the public API and prints."""
 
 from __future__ import annotations
 
@@ -33,14 +26,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``pyrogen`` command line.
-
-    Args:
-        argv: arguments without the program name; default ``sys.argv[1:]``.
-
-    Returns:
-        the exit code: 0 on success, 2 for bad input, 1 when training failed numerically.
-        (``--help`` exits through ``SystemExit(0)``, as argparse does.)
+    """Run ``pyrogen`` on ``argv`` (default ``sys.argv[1:]``); returns the exit code: 0 on
+    success, 2 for bad input (one ``pyrogen: error:`` line), 1 when training failed
+    numerically (``--help`` exits through ``SystemExit(0)``, as argparse does).
 
     Example:
         >>> from pyrogen.cli import main
@@ -69,10 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``pyrogen`` (sub-commands fit, sample, evaluate).
-
-    Returns:
-        the parser; ``parse_args`` sets ``run``, the function that runs the command.
+    """The argument parser of ``pyrogen``; ``parse_args`` sets ``run``, the function that
+    runs the command.
 
     Example:
         >>> parser = build_parser()

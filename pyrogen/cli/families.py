@@ -1,9 +1,6 @@
 """What ``pyrogen fit FAMILY`` needs to know of a family beyond its constructor's signature
-and class attributes, keyed by family name: old spellings of its options, and its own
-workflow where it has one (the mixture's ``--components auto`` and NUTS, the labels of the
-VAE variants, the diffusion model's latent and conditional modes). A family missing here
-gets a working command from its signature alone.
-"""
+and class attributes, keyed by family name: other spellings of its options and its own
+workflow. A family missing here gets a working command from its signature alone."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from typing import Any
 import torch
 
 from pyrogen.cli import options as opt
-from pyrogen.data import ImageSplit, balanced_labels, check_classes, count_classes, describe_counts
+from pyrogen.data import ImageSplit, condition_labels, image_likelihood, semi_supervised_labels
 from pyrogen.infer.callbacks import ComponentWarmup
 from pyrogen.infer.mixtures import MAX_AUTO_COMPONENTS, MIXTURE_INFERENCE, NUTS_CHAINS, fit_mixture
 from pyrogen.models import REGISTRY, GenerativeModel, load
@@ -37,21 +34,14 @@ class Setup:
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """A family's part of ``pyrogen fit`` that neither its constructor's signature nor its
-    class attributes (``choices``, ``reads_images``) say.
-
-    ``arguments``: per constructor argument, keywords of its option that replace those read
-    from the family (``type``, ``default``, ``help``, ``choices``; None: no option);
-    ``aliases``: another spelling of an argument's option; ``same_as``: an argument that takes
-    another's value when not given; ``score_samples``: the test bounds' samples (default the
-    family's ``default_score_samples``). The workflow: ``labels`` (what ``--labels`` does;
-    None: no such option), ``options`` (rows of :func:`~pyrogen.cli.options.add_all`),
-    ``before_data`` (constructor keywords decided before the data are read), ``configure``
-    (what the labels are for, once read; default: they only colour the report's latent
-    plot) and ``train`` (replaces the one :func:`pyrogen.fit`
-    call: ``train(args, family, options, x, fit_options)`` -> model, FitResult,
-    InferenceData and summary entries).
-    """
+    """A family's part of ``pyrogen fit`` that neither its signature nor its class attributes
+    say: ``arguments`` (per constructor argument, keywords replacing those of its option;
+    None: no option), ``aliases``, ``same_as`` (an argument that defaults to another's value),
+    ``score_samples``, ``labels`` (the help of ``--labels``; None: no such option),
+    ``options`` (rows of :func:`~pyrogen.cli.options.add_all`), ``before_data`` (constructor
+    keywords decided before the data are read), ``configure`` (what the labels are for;
+    default: they colour the report) and ``train`` (replaces :func:`pyrogen.fit`: ``train(args,
+    family, options, x, fit_options)`` -> model, FitResult, InferenceData, summary entries)."""
 
     arguments: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
@@ -80,16 +70,10 @@ def _train_gmm(args: argparse.Namespace, family: type, options: dict, x, fit_opt
 
 
 # --- the VAE variants ----------------------------------------------------------------------
-def _labelled(args: argparse.Namespace, data: ImageSplit, unlabelled: bool = False) -> Setup:
-    """C (``--num-classes``, else from the labels) and the labels checked against it, as the
-    condition y."""
-    source = data.labels_source
-    classes = count_classes([data.train_labels, data.test_labels], source, args.num_classes)
-    train, test = (
-        None if y is None else check_classes(y, classes, source, unlabelled=unlabelled)
-        for y in (data.train_labels, data.test_labels)
-    )
-    extra = {"labels": f"{source}: the condition y, classes 0..{classes - 1}"}
+def _labelled(args: argparse.Namespace, data: ImageSplit) -> Setup:
+    """The labels as the condition y (:func:`pyrogen.data.condition_labels`)."""
+    classes, train, test = condition_labels(data, args.num_classes)
+    extra = {"labels": f"{data.labels_source}: the condition y, classes 0..{classes - 1}"}
     return Setup({"num_classes": classes}, train, test, extra)
 
 
@@ -125,29 +109,13 @@ def _configure_ssvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
             "--labels: expected labels for the semi-supervised VAE (MNIST --data-dir has "
             "them; with --data give --labels FILE|KEY, -1 for unlabelled rows), got none"
         )
-    setup = _labelled(args, data, unlabelled=True)
-    classes, train, rows = setup.options["num_classes"], setup.train_labels, len(data.train)
-    if args.labelled is not None:
-        with opt.as_option_errors():
-            train, counts = balanced_labels(train, args.labelled, classes, args.seed)
-        how = (
-            f"{args.labelled} of the {rows} training rows keep their labels "
-            f"({describe_counts(counts)}, chosen at random with seed {args.seed}); the "
-            f"other {rows - args.labelled} are unlabelled"
+    classes, train, test = condition_labels(data, args.num_classes, unlabelled=True)
+    with opt.as_option_errors(("labelled",)):
+        train, how = semi_supervised_labels(
+            train, classes, args.labelled, args.seed, data.labels_source
         )
-    else:
-        known = int((train >= 0).sum())
-        if known == 0:
-            raise ValueError(
-                f"{data.labels_source}: expected some labelled training rows (labels >= 0), "
-                f"got none of {rows}"
-            )
-        how = f"{known} of the {rows} training rows labelled" + (
-            " (all of them: supervised; --labelled N keeps N)" if known == rows else ""
-        )
-    setup.train_labels = train
-    setup.extra = {"labels": f"{data.labels_source}, classes 0..{classes - 1}: {how}"}
-    return setup
+    extra = {"labels": f"{data.labels_source}, classes 0..{classes - 1}: {how}"}
+    return Setup({"num_classes": classes}, train, test, extra)
 
 
 def _configure_gmvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
@@ -161,29 +129,18 @@ def _configure_gmvae(args: argparse.Namespace, data: ImageSplit) -> Setup:
 # --- diffusion ------------------------------------------------------------------------------
 def _diffusion_before_data(args: argparse.Namespace, dataset: str | None) -> dict[str, Any]:
     """The likelihood (default from the data) and the frozen autoencoder of latent diffusion."""
-    options: dict[str, Any] = {}
-    likelihood = args.model_likelihood
-    if args.autoencoder is not None:
-        model_file = args.autoencoder
-        if model_file.is_dir():
-            model_file = model_file / "model.pt"
-        options["autoencoder"] = load(model_file)
-        options["data_shape"] = tuple(options["autoencoder"].data_shape)
-        if likelihood not in (None, "gaussian"):
-            raise ValueError(
-                f"--likelihood: the codes of --autoencoder are real vectors, expected gaussian, "
-                f"got {likelihood}"
-            )
-        likelihood = "gaussian"
-    elif likelihood is None:
-        binary = dataset == "binarized-mnist" or args.binarize not in (None, "none")
-        likelihood = "bernoulli" if binary else "discretized" if dataset == "mnist" else "gaussian"
-    if args.binarize not in (None, "none") and likelihood != "bernoulli" and not options:
+    if args.autoencoder is None:
+        with opt.as_option_errors():
+            return {"likelihood": image_likelihood(dataset, args.binarize, args.model_likelihood)}
+    model_file = args.autoencoder
+    autoencoder = load(model_file / "model.pt" if model_file.is_dir() else model_file)
+    if args.model_likelihood not in (None, "gaussian"):
         raise ValueError(
-            f"--binarize: {args.binarize} gives 0/1 data, for --likelihood bernoulli; got "
-            f"{likelihood}"
+            f"--likelihood: the codes of --autoencoder are real vectors, expected gaussian, "
+            f"got {args.model_likelihood}"
         )
-    return {**options, "likelihood": likelihood}
+    shape = tuple(autoencoder.data_shape)
+    return {"autoencoder": autoencoder, "data_shape": shape, "likelihood": "gaussian"}
 
 
 def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:

@@ -1,10 +1,6 @@
-"""``pyrogen fit FAMILY``: one command for every family of :data:`pyrogen.models.REGISTRY`.
-
-Its model options come from the family's constructor (:mod:`pyrogen.cli.options`), its
-training options go straight to :func:`pyrogen.fit` (which checks them), and what a
-signature cannot say comes from the family's :class:`~pyrogen.cli.families.FamilySpec`.
-The run folder is written by :func:`pyrogen.diagnostics.write_run`.
-"""
+"""``pyrogen fit FAMILY``: one command for every family of :data:`pyrogen.models.REGISTRY`;
+training options go straight to :func:`pyrogen.fit`, the run folder is written by
+:func:`pyrogen.diagnostics.write_run`."""
 
 from __future__ import annotations
 
@@ -170,11 +166,8 @@ def _fit_options(args: argparse.Namespace, family: type) -> dict[str, Any]:
 
 
 def fit_family(args: argparse.Namespace) -> dict[str, Any]:
-    """Read the data, build the family's model from the options and fit it.
-
-    Returns:
-        the keywords of :func:`pyrogen.diagnostics.write_run` but ``seed``.
-    """
+    """Read the data, build the family's model from the options and fit it; returns the
+    keywords of :func:`pyrogen.diagnostics.write_run` but ``seed``."""
     family, spec = REGISTRY[args.family], spec_of(args.family)
     options = opt.model_options(args, args.model_arguments)
     for name, other in spec.same_as.items():
@@ -228,7 +221,9 @@ def _image_data(
     signature = inspect.signature(family).parameters
     declared = signature.get("likelihood")  # a family without one: real values
     likelihood = options.get("likelihood", "gaussian" if declared is None else declared.default)
-    split, mode, source = opt.read_images(args, dataset, likelihood, split_seed=args.seed)
+    split, mode, source = opt.read_images(
+        args, dataset=dataset, binarize=args.binarize, likelihood=likelihood, split_seed=args.seed
+    )
     if args.limit is not None and args.limit < split.train.shape[0]:
         described = f"; training on its first {args.limit} of {split.train.shape[0]} rows (--limit)"
         labels = None if split.train_labels is None else split.train_labels[: args.limit]

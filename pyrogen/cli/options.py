@@ -1,12 +1,6 @@
-"""The commands' options and what they read.
-
-A family's options come from its constructor: each argument of ``inspect.signature(Family)``
-becomes a ``--kebab-case`` option, typed from its annotation and default, with the choices
-of the family's ``choices`` and the help of the class docstring's ``Args:`` section; its
-:class:`~pyrogen.cli.families.FamilySpec` adds what neither says. The data options
-(``--data``, ``--data-dir``, ``--dataset``, ``--binarize``, ``--labels``) are checked
-together and read with :mod:`pyrogen.data`; ``sample`` and ``evaluate`` read a run folder.
-"""
+"""The commands' options and what they read. A family's options come from its constructor
+(each argument a ``--kebab-case`` option, typed from its annotation, helped by the class
+docstring's ``Args:``); the data options are read with :mod:`pyrogen.data`."""
 
 from __future__ import annotations
 
@@ -18,7 +12,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +208,8 @@ TABLE_DATA_HELP = (
 
 @contextlib.contextmanager
 def as_option_errors(arguments: tuple[str, ...] = _OPTION_ARGUMENTS) -> Iterator[None]:
-    """Report an error about ``arguments`` (of :mod:`pyrogen.data` or :func:`pyrogen.fit`) in
-    the options' words: ``data_dir: ...`` as ``--data-dir: ...``, ``dataset='mnist'`` as
-    ``--dataset mnist``."""
+    """Report an error about ``arguments`` in the options' words: ``data_dir: ...`` as
+    ``--data-dir: ...``, ``dataset='mnist'`` as ``--dataset mnist``."""
     try:
         yield
     except ValueError as error:
@@ -261,36 +253,16 @@ def add_labels_options(group: Any, use: str, *, num_classes: bool = True) -> Non
     )  # fmt: skip
 
 
-def read_images(args: argparse.Namespace, dataset: str | None, likelihood: str, split_seed):
-    """The images of ``--data`` or ``--data-dir`` (:func:`pyrogen.data.load_images`;
-    ``split_seed`` None: test rows only), their ``--binarize`` mode, both checked against
-    ``likelihood``, and where they came from."""
+def read_images(args: argparse.Namespace, **options: Any) -> tuple[data.ImageSplit, str, str]:
+    """:func:`pyrogen.data.read_images` of ``--data`` or ``--data-dir`` and the options."""
     with as_option_errors():
-        mode = data.binarization_mode(args.binarize, dataset, likelihood)
-        split = data.load_images(
-            args.data, args.data_dir, dataset=dataset, split_seed=split_seed,
-            labels=getattr(args, "labels", None), columns=getattr(args, "columns", None),
+        return data.read_images(
+            args.data, args.data_dir, labels=getattr(args, "labels", None),
+            columns=getattr(args, "columns", None), **options,
         )  # fmt: skip
-    source = str(args.data if args.data is not None else args.data_dir)
-    data.check_unit_interval([split.train, split.test], source, mode, likelihood)
-    return split, mode, source
 
 
-@dataclass(frozen=True)
-class Examples:
-    """Examples to score or to complete under a fitted model, prepared as in its run: ``x``
-    (N, *data_shape) binarized as the run was (``binarize``, ``preprocessing``: the mode and
-    what it did), their ``labels`` where the data have them, and where they came from."""
-
-    x: torch.Tensor
-    labels: torch.Tensor | None
-    labels_source: str | None
-    description: str
-    binarize: str
-    preprocessing: str
-
-
-def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any]) -> Examples:
+def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict) -> data.ImageExamples:
     """The test split of ``--data-dir``, or every row of ``--data``, prepared like the run's
     test rows (its data set, --binarize mode and seed by default: the same test images)."""
     seed = args.seed if args.seed is not None else run.get("seed", 0)
@@ -300,11 +272,10 @@ def images_for(args: argparse.Namespace, model: GenerativeModel, run: dict[str, 
     if requested is None and dataset != "binarized-mnist":
         requested = run.get("preprocessing", {}).get("binarize")
     likelihood = model.config.get("likelihood", "gaussian")
-    args = argparse.Namespace(**{**vars(args), "binarize": requested})
-    images, mode, source = read_images(args, dataset, likelihood, split_seed=None)
-    x = data.as_rows(data.binarize(images.test, mode, seed=seed), model.data_shape, source)
-    how = data.describe_binarization(mode, seed=seed, likelihood=likelihood, x=x)
-    return Examples(x, images.test_labels, images.labels_source, images.description, mode, how)
+    images = read_images(args, dataset=dataset, binarize=requested, likelihood=likelihood)
+    return data.prepare_examples(
+        *images, data_shape=model.data_shape, seed=seed, likelihood=likelihood
+    )
 
 
 def load_run(args: argparse.Namespace) -> tuple[GenerativeModel, dict[str, Any], torch.device]:

@@ -1,20 +1,13 @@
-"""The commands on a fitted run. ``pyrogen sample``: draw rows from a fitted model, as CSV,
-NPY or a PNG grid; of chosen classes or components where the model takes labels, and
-completions of given examples for a model that generates only part of each example.
-``pyrogen evaluate``: score data under a fitted model, exactly or by its bounds (with the
-accuracy of a classifier or of clusters where the data have labels), through the model
-contract and :func:`pyrogen.diagnostics.score`."""
+"""The commands on a fitted run, through the model contract: ``pyrogen sample`` (rows as CSV,
+NPY or a PNG grid) and ``pyrogen evaluate`` (:func:`pyrogen.diagnostics.score`)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pyrogen import data
@@ -22,7 +15,6 @@ from pyrogen.cli import options as opt
 from pyrogen.diagnostics import figure_writer, image_shape, plot_image_grid, score, summarize
 from pyrogen.diagnostics.text import describe_evaluation, describe_shape
 from pyrogen.infer import distributed
-from pyrogen.io import atomic_write
 from pyrogen.models import GenerativeModel
 
 #: ``pyrogen sample --out`` formats: tables (rows of numbers) and images.
@@ -115,30 +107,18 @@ def _check_out(out: Path | None, model: GenerativeModel, shape: Any) -> str | No
 
 
 def _write(out: Path | None, rows, shape, suffix, ncols, columns) -> None:
-    """The rows as a PNG grid, an NPY array or a CSV table with a header row, which
-    ``pyrogen evaluate --data`` and :func:`pyrogen.data.load` read back (``out``, else stdout)."""
-    if suffix == ".png":
-        draw = lambda ax: plot_image_grid(rows, ax, shape=shape, ncols=ncols)  # noqa: E731
-        return figure_writer(draw, SAMPLE_FIGURE)(out)
-    if suffix == ".npy":
-        with atomic_write(out) as handle:
-            return np.save(handle, rows.numpy())
-    table = rows.numpy().reshape(rows.shape[0], -1)
-    if columns is None or len(columns) != table.shape[1]:
-        columns = [f"x{i}" for i in range(table.shape[1])]
-    with contextlib.nullcontext(sys.stdout) if out is None else atomic_write(out, "w") as handle:
-        header = ",".join(columns)
-        np.savetxt(handle, table, delimiter=",", header=header, comments="", fmt="%.8g")
+    """The rows as a PNG grid, else by :func:`pyrogen.data.save` (``out``, else stdout)."""
+    if suffix != ".png":
+        return data.save(out, rows, columns)
+    draw = lambda ax: plot_image_grid(rows, ax, shape=shape, ncols=ncols)  # noqa: E731
+    figure_writer(draw, SAMPLE_FIGURE)(out)
 
 
 def _conditions(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], options: dict
 ) -> int | None:
-    """Add the labels (``y``) and given examples (``observed``) of the draw to ``options``.
-
-    Returns:
-        the columns of a PNG with one column per class, or None for a square grid.
-    """
+    """Add the labels (``y``) and given examples (``observed``) of the draw to ``options``;
+    returns the columns of a PNG with one column per class, or None for a square grid."""
     n, classes = args.num_rows, model.label_count
     if args.label is not None:
         if classes is None:
@@ -295,9 +275,8 @@ def _evaluate_exact(
 def _evaluate_bounds(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
 ) -> str:
-    """The ELBO, the tighter bound and bits/dim of the test split of --data-dir, or of
-    --data; with labels, the accuracy of a classifier's or a clustering model's predict.
-    Defaults come from the run, so evaluating a run on its own data reproduces its numbers."""
+    """The bounds and bits/dim of the test split of --data-dir, or of --data (and accuracy
+    with labels); defaults from the run, so a run's own data reproduce its numbers."""
     seed = args.seed if args.seed is not None else run.get("seed", 0)
     uses_labels = model.conditions_on_labels or model.predicts is not None
     if args.labels is not None and not uses_labels:

@@ -53,7 +53,7 @@ _GREY_UNDER_BERNOULLI = (
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """Examples (N, *example_shape) split into training and test rows, with their labels.
+    """Examples (N, ``*example_shape``) split into training and test rows, with their labels.
 
     Attributes:
         train: training rows, or None where only test rows were loaded.
@@ -234,6 +234,69 @@ def load_images(
     return split_train_test(x, y, seed=split_seed, source=str(data), labels_source=source)
 
 
+def read_images(
+    data: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    *,
+    dataset: str | None = None,
+    binarize: str | None = None,
+    likelihood: str = "gaussian",
+    split_seed: int | None = None,
+    labels: str | None = None,
+    columns: str | None = None,
+) -> tuple[ImageSplit, str, str]:
+    """:func:`load_images` with their binarization mode (:func:`binarization_mode`), the
+    values checked for both (:func:`check_unit_interval`).
+
+    Returns:
+        the split, the mode, and where the images came from (``data``, else ``data_dir``).
+    """
+    mode = binarization_mode(binarize, dataset, likelihood)
+    split = load_images(
+        data, data_dir, dataset=dataset, split_seed=split_seed, labels=labels, columns=columns
+    )
+    source = str(data if data is not None else data_dir)
+    check_unit_interval([split.train, split.test], source, mode, likelihood)
+    return split, mode, source
+
+
+@dataclass(frozen=True)
+class ImageExamples:
+    """Examples to score or to complete: ``x`` (N, *data_shape) binarized (``binarize``,
+    ``preprocessing``: the mode and what it did), their ``labels`` where the data have
+    them, and where they came from."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    labels_source: str | None
+    description: str
+    binarize: str
+    preprocessing: str
+
+
+def prepare_examples(
+    split: ImageSplit,
+    mode: str,
+    source: str,
+    *,
+    data_shape: Sequence[int],
+    seed: int = 0,
+    likelihood: str = "gaussian",
+) -> ImageExamples:
+    """The test rows of ``split`` (from :func:`read_images`) binarized by ``mode`` with
+    ``seed`` (:func:`binarize`), reshaped to ``data_shape`` (:func:`as_rows`) and described.
+
+    Example:
+        >>> split = ImageSplit(None, torch.full((2, 2, 2), 0.5), description="a file")
+        >>> prepare_examples(split, "threshold", "a file", data_shape=(4,)).x
+        tensor([[0., 0., 0., 0.],
+                [0., 0., 0., 0.]])
+    """
+    x = as_rows(binarize(split.test, mode, seed=seed), data_shape, source)
+    how = describe_binarization(mode, seed=seed, likelihood=likelihood, x=x)
+    return ImageExamples(x, split.test_labels, split.labels_source, split.description, mode, how)
+
+
 def split_train_test(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -335,6 +398,29 @@ def binarization_mode(binarize: str | None, dataset: str | None, likelihood: str
     return "dynamic" if dataset == "mnist" and likelihood == "bernoulli" else "none"
 
 
+def image_likelihood(
+    dataset: str | None, binarize: str | None = None, likelihood: str | None = None
+) -> str:
+    """The likelihood of images: ``likelihood`` where given, else ``"bernoulli"`` for 0/1 data
+    (binarized MNIST, or ``binarize`` other than none), ``"discretized"`` for MNIST and
+    ``"gaussian"`` otherwise; binarized data need the Bernoulli one.
+
+    Example:
+        >>> image_likelihood("mnist"), image_likelihood("mnist", "dynamic"), image_likelihood(None)
+        ('discretized', 'bernoulli', 'gaussian')
+    """
+    binary = binarize not in (None, "none")
+    if likelihood is None:
+        binary_data = binary or dataset == "binarized-mnist"
+        likelihood = "bernoulli" if binary_data else "discretized" if dataset == "mnist" else ""
+        likelihood = likelihood or "gaussian"
+    if binary and likelihood != "bernoulli":
+        raise ValueError(
+            f"binarize: {binarize} gives 0/1 data, for likelihood='bernoulli'; got {likelihood}"
+        )
+    return likelihood
+
+
 def describe_binarization(mode: str, *, seed: int, likelihood: str, x: torch.Tensor) -> str:
     """What ``mode`` does, for summaries: with ``seed`` the run's, and a warning where
     non-binary values ``x`` meet a Bernoulli likelihood."""
@@ -383,7 +469,7 @@ def image_data_shape(example_shape: Sequence[int], encoder: str) -> tuple[int, .
 
 
 def as_rows(x: torch.Tensor, data_shape: Sequence[int], source: str = "x") -> torch.Tensor:
-    """``x`` (N, ...) reshaped to (N, *data_shape), when each example has as many values."""
+    """``x`` (N, ...) reshaped to (N, ``*data_shape``), when each example has as many values."""
     example = tuple(x.shape[1:])
     if math.prod(example) != math.prod(data_shape):
         raise ValueError(
@@ -496,6 +582,61 @@ def balanced_labels(
     for k in range(num_classes):
         kept[rows[k][: taken[k]]] = k
     return kept, taken
+
+
+def condition_labels(
+    split: ImageSplit, num_classes: int | None = None, *, unlabelled: bool = False
+) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+    """C (``num_classes``, else the largest label + 1) and the split's training and test
+    labels checked against it (-1 allowed where ``unlabelled``), as in :func:`count_classes`
+    and :func:`check_classes`.
+
+    Example:
+        >>> split = ImageSplit(None, torch.zeros(3, 2), torch.tensor([0, 2]), torch.tensor([1]))
+        >>> condition_labels(split)[0]
+        3
+    """
+    source = split.labels_source
+    classes = count_classes([split.train_labels, split.test_labels], source, num_classes)
+    train, test = (
+        None if y is None else check_classes(y, classes, source, unlabelled=unlabelled)
+        for y in (split.train_labels, split.test_labels)
+    )
+    return classes, train, test
+
+
+def semi_supervised_labels(
+    labels: torch.Tensor,
+    num_classes: int,
+    labelled: int | None = None,
+    seed: int = 0,
+    source: str = "labels",
+) -> tuple[torch.Tensor, str]:
+    """The training labels of semi-supervised training (-1: unlabelled) and what they are.
+
+    With ``labelled``, :func:`balanced_labels` keeps that many; without, ``labels`` as they
+    are, which must label at least one row (``source`` names them in that error).
+
+    Example:
+        >>> semi_supervised_labels(torch.tensor([0, -1, 1]), 2)[1]
+        '2 of the 3 training rows labelled'
+    """
+    rows = len(labels)
+    if labelled is not None:
+        kept, counts = balanced_labels(labels, labelled, num_classes, seed)
+        return kept, (
+            f"{labelled} of the {rows} training rows keep their labels "
+            f"({describe_counts(counts)}, chosen at random with seed {seed}); the "
+            f"other {rows - labelled} are unlabelled"
+        )
+    known = int((labels >= 0).sum())
+    if known == 0:
+        raise ValueError(
+            f"{source}: expected some labelled training rows (labels >= 0), got none of {rows}"
+        )
+    return labels, f"{known} of the {rows} training rows labelled" + (
+        " (all of them: supervised; --labelled N keeps N)" if known == rows else ""
+    )
 
 
 def describe_counts(counts: Sequence[int]) -> str:

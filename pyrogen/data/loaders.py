@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pyrogen.checks import as_tensor
@@ -13,6 +16,7 @@ from pyrogen.data._csv import parse_columns, read_numeric_csv
 from pyrogen.data._files import PathLike, existing_file, is_gzip, read_at_most
 from pyrogen.data._idx import looks_like_idx, read_idx
 from pyrogen.data._npy import read_array
+from pyrogen.io import atomic_write
 
 _TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": ","}
 _NUMPY_SUFFIXES = (".npy", ".npz")
@@ -136,6 +140,32 @@ def load(
         f"{path}: unsupported file format: expected one of {', '.join(SUPPORTED_FORMATS)}, "
         f"got {suffix or 'no extension'!r}"
     )
+
+
+def save(path: PathLike | None, rows: torch.Tensor, columns: Sequence[str] | None = None) -> None:
+    """Write ``rows`` (N, ...) where :func:`load` reads them back: a ``.npy`` array as they
+    are, else a CSV table of the rows flattened, with a header row (``columns`` where there
+    are as many, else x0, x1, ...); ``path`` None: the CSV to standard output. Files are
+    written whole or not at all (:func:`pyrogen.io.atomic_write`).
+
+    Example:
+        >>> save(None, torch.tensor([[1.0, 2.5]]), ["a", "b"])
+        a,b
+        1,2.5
+    """
+    array = np.asarray(rows)
+    suffix = None if path is None else Path(path).suffix.lower()
+    if suffix not in (None, ".csv", ".npy"):
+        raise ValueError(f"path: expected a file ending in .csv or .npy, got {str(path)!r}")
+    if suffix == ".npy":
+        with atomic_write(path) as handle:
+            return np.save(handle, array)
+    table = array.reshape(array.shape[0], -1)
+    if columns is None or len(columns) != table.shape[1]:
+        columns = [f"x{i}" for i in range(table.shape[1])]
+    with contextlib.nullcontext(sys.stdout) if path is None else atomic_write(path, "w") as handle:
+        header = ",".join(columns)
+        np.savetxt(handle, table, delimiter=",", header=header, comments="", fmt="%.8g")
 
 
 def _is_idx(path: Path) -> bool:

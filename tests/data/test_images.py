@@ -9,20 +9,26 @@ import torch
 
 import pyrogen
 from pyrogen.data import (
+    ImageSplit,
     as_rows,
     balanced_labels,
     binarization_mode,
     binarize,
     check_classes,
     check_unit_interval,
+    condition_labels,
     count_classes,
     describe_binarization,
     describe_counts,
     dynamic_binarization,
     image_data_shape,
+    image_likelihood,
     load_image_dataset,
     load_images,
+    prepare_examples,
+    read_images,
     read_labelled_array,
+    semi_supervised_labels,
     split_train_test,
 )
 
@@ -239,3 +245,79 @@ def test_check_unit_interval():
         check_unit_interval([grey, None], "x", "threshold", "gaussian")
     with pytest.raises(ValueError, match="for a bernoulli likelihood, got values in"):
         check_unit_interval([grey], "x", "none", "bernoulli")
+
+
+def test_condition_labels_count_and_check_both_splits():
+    split = ImageSplit(None, torch.zeros(3, 2), torch.tensor([0, 2]), torch.tensor([1, 1]))
+    classes, train, test = condition_labels(split)
+    assert classes == 3 and train.tolist() == [0, 2] and test.tolist() == [1, 1]
+    assert condition_labels(split, 5)[0] == 5
+    named = ImageSplit(None, torch.zeros(2, 2), torch.tensor([0, -1]), None, labels_source="y")
+    with pytest.raises(ValueError, match=r"y: expected labels in 0..1, got -1 in 1 row\(s\)"):
+        condition_labels(named, 2)
+    classes, train, test = condition_labels(named, 2, unlabelled=True)
+    assert (classes, train.tolist(), test) == (2, [0, -1], None)
+
+
+def test_semi_supervised_labels_and_their_description():
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 2)
+    kept, how = semi_supervised_labels(labels, 3, 12, seed=0)
+    assert torch.equal(kept, balanced_labels(labels, 12, 3, seed=0)[0])
+    assert how == (
+        "12 of the 22 training rows keep their labels (2 to 5 per class, chosen at random "
+        "with seed 0); the other 10 are unlabelled"
+    )
+    partly = torch.tensor([0, -1, 1, -1])
+    assert semi_supervised_labels(partly, 2)[1] == "2 of the 4 training rows labelled"
+    every, how = semi_supervised_labels(labels, 3)
+    assert every is labels
+    assert (
+        how == "22 of the 22 training rows labelled (all of them: supervised; --labelled N keeps N)"
+    )
+    with pytest.raises(ValueError, match=r"labelled: expected at most 22 \(the training rows"):
+        semi_supervised_labels(labels, 3, 100)
+    with pytest.raises(
+        ValueError,
+        match=r"y.npy: expected some labelled training rows \(labels >= 0\), got none of 2",
+    ):
+        semi_supervised_labels(torch.tensor([-1, -1]), 2, source="y.npy")
+
+
+def test_image_likelihood_defaults_from_the_data():
+    assert image_likelihood("mnist") == "discretized"
+    assert image_likelihood("binarized-mnist") == "bernoulli"
+    assert image_likelihood(None) == "gaussian" and image_likelihood(None, "none") == "gaussian"
+    assert image_likelihood("mnist", "dynamic") == "bernoulli"
+    assert image_likelihood(None, "threshold") == "bernoulli"
+    assert image_likelihood("mnist", likelihood="gaussian") == "gaussian"
+    with pytest.raises(
+        ValueError,
+        match=r"^binarize: dynamic gives 0/1 data, for likelihood='bernoulli'; got gaussian$",
+    ):
+        image_likelihood("mnist", "dynamic", "gaussian")
+
+
+def test_read_images_and_prepare_examples_like_a_run(tmp_path):
+    path = tmp_path / "images.npz"
+    x = np.random.default_rng(0).random((10, 2, 2), dtype=np.float32)
+    np.savez(path, x=x, y=np.arange(10) % 2)
+    split, mode, source = read_images(path, binarize="dynamic", likelihood="bernoulli")
+    assert (mode, source, split.train) == ("dynamic", str(path), None)
+    examples = prepare_examples(
+        split, mode, source, data_shape=(4,), seed=3, likelihood="bernoulli"
+    )
+    assert torch.equal(examples.x, binarize(split.test, "dynamic", seed=3).reshape(10, 4))
+    assert examples.labels.tolist() == [0, 1] * 5 and examples.binarize == "dynamic"
+    assert (
+        examples.description == split.description and examples.labels_source == split.labels_source
+    )
+    assert examples.preprocessing == describe_binarization(
+        "dynamic", seed=3, likelihood="bernoulli", x=examples.x
+    )
+    with pytest.raises(ValueError, match=r"expected examples of shape \(5,\)"):
+        prepare_examples(split, mode, source, data_shape=(5,))
+    np.save(tmp_path / "grey.npy", x * 255)
+    with pytest.raises(ValueError, match=r"grey.npy: expected values in \[0, 1\] for binarization"):
+        read_images(tmp_path / "grey.npy", binarize="threshold")
+    with pytest.raises(ValueError, match="binarize: expected none for dataset='binarized-mnist'"):
+        read_images(path, dataset="binarized-mnist", binarize="dynamic")

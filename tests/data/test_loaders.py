@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrogen.data import load, load_csv, load_idx, load_npy
+from pyrogen.data import load, load_csv, load_idx, load_npy, save
 
 
 def write_text(folder: Path, name: str, text: str) -> Path:
@@ -552,3 +552,25 @@ def test_load_rejects_arguments_meaningless_for_the_format(tmp_path):
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.csv: no such file"):
         load(tmp_path / "missing.csv")
+
+
+def test_save_writes_what_load_reads_back(tmp_path, capsys):
+    rows = torch.tensor([[0.5, -1.25, 3.0], [1e-9, 2.0, 123456.789]])
+    save(tmp_path / "rows.csv", rows, ["a", "b", "c"])
+    assert (tmp_path / "rows.csv").read_text().splitlines()[0] == "a,b,c"
+    assert torch.allclose(load(tmp_path / "rows.csv"), rows)
+    assert torch.allclose(load(tmp_path / "rows.csv", columns=["b"]), rows[:, 1:2])
+    save(tmp_path / "other.csv", rows, ["too", "few"])  # columns that do not fit: x0, x1, ...
+    assert (tmp_path / "other.csv").read_text().splitlines()[0] == "x0,x1,x2"
+    images = torch.rand(4, 2, 3)
+    save(tmp_path / "images.npy", images)
+    assert torch.equal(load(tmp_path / "images.npy"), images)
+    save(tmp_path / "flat.csv", images)  # a table of the rows flattened
+    assert torch.allclose(load(tmp_path / "flat.csv"), images.reshape(4, 6))
+    save(None, rows[:1], ["a", "b", "c"])
+    assert capsys.readouterr().out == "a,b,c\n0.5,-1.25,3\n"
+    with pytest.raises(ValueError, match=r"path: expected a file ending in .csv or .npy, got '"):
+        save(tmp_path / "rows.tsv", rows)
+    assert not (tmp_path / "rows.tsv").exists()
+    with pytest.raises(ValueError, match="does not exist"):  # the folder must exist
+        save(tmp_path / "missing" / "rows.csv", rows)
