@@ -262,7 +262,7 @@ def read_images(
 
 @dataclass(frozen=True)
 class ImageExamples:
-    """Examples to score or to complete: ``x`` (N, *data_shape) binarized (``binarize``,
+    """Examples to score or to complete: ``x`` (N, ``*data_shape``) binarized (``binarize``,
     ``preprocessing``: the mode and what it did), their ``labels`` where the data have
     them, and where they came from."""
 
