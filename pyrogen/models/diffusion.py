@@ -48,7 +48,7 @@ from pyro.nn import pyro_method
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrogen.checks import as_examples, as_labels, check_choice, check_int
+from pyrogen.checks import as_examples, as_labels, check_choice, check_int, check_ints
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate
 from pyrogen.models.objectives import (
     AnalyticKLELBO,
@@ -162,7 +162,7 @@ class DiffusionVAE(GenerativeModel):
             raise ValueError(f"label_dropout: expected a number in [0, 1), got {label_dropout!r}")
         self.num_classes = num_classes
         self.label_dropout = float(label_dropout)
-        self.hidden = tuple(hidden)
+        self.hidden = check_ints("hidden", hidden)
         self.channels = channels
         if fourier_features is None:
             low = math.prod(self.shape) <= FOURIER_MAX_VALUES

@@ -34,7 +34,7 @@ from torch.distributions import transforms as T
 from zuko.distributions import NormalizingFlow
 from zuko.transforms import ComposedTransform
 
-from pyrogen.checks import as_examples, as_labels, as_tensor, check_int
+from pyrogen.checks import as_examples, as_labels, as_tensor, check_int, check_ints
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.vae import check_data_shape
 from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
@@ -120,7 +120,7 @@ class FlowDensity(GenerativeModel):
             raise ValueError(f"logit: expected a number in (0, 0.5) or None, got {logit!r}")
         self.flow_kind = flow
         self.transforms = transforms
-        self.hidden = tuple(hidden)
+        self.hidden = check_ints("hidden", hidden)
         self.num_classes = num_classes
         self.context_dim = context_dim
         self.dequantize = dequantize

@@ -24,6 +24,7 @@ is mean-field, a Normal in each site's unconstrained space pushed through ``bije
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -271,6 +272,7 @@ class GaussianMixture(GenerativeModel):
 
     def _build(self, n_features: int) -> None:
         """Create parameters and prior buffers for D = ``n_features`` (values set later)."""
+        _check_size(self.n_components, n_features, self.covariance)
         self.n_features = n_features
         self.register_buffer("data_loc", torch.zeros(n_features))
         # NaN until setup (or set_parameters) sets it: the priors are scaled to the data, and
@@ -687,8 +689,13 @@ class GaussianMixture(GenerativeModel):
         x = x.to(device=self.device, dtype=self.data_loc.dtype)
         work = x.to(torch.float64)
         mean = work.mean(0)
-        sd = work.std(0, unbiased=False) if n_rows > 1 else torch.ones_like(mean)
+        # Spreads taken in units of each column's largest deviation, so that squaring
+        # values near the float range's end (1e200) cannot overflow to inf.
+        size = (work - mean).abs().amax(0).clamp(min=torch.finfo(work.dtype).tiny)
+        sd = ((work - mean) / size).std(0, unbiased=False) * size
+        sd = sd if n_rows > 1 else torch.ones_like(mean)
         sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        _check_representable(sd, self.data_loc.dtype)
         with torch.no_grad():
             self.data_loc.copy_(mean)
             self.data_scale.copy_(sd)
@@ -957,6 +964,45 @@ def _rescaled(
     return MixtureParameters(
         params.weights, params.locs * unit + mean, covariances, params.covariance_type
     )
+
+
+#: Copies of the largest (K, D, D) or (D, D) table that fitting holds at once (parameters,
+#: EM statistics, Cholesky factors, gradients), in float64: a bound for the memory check.
+_WORKING_COPIES = 8
+
+
+def _check_size(n_components: int, n_features: int, covariance: str) -> None:
+    """Refuse a mixture whose covariance tables cannot fit in this machine's memory, with
+    the estimate, before anything is allocated (D = 200,000 full covariances: 2.6 TB)."""
+    tables = {"full": n_components, "tied": 1}.get(covariance, 0)
+    needed = _WORKING_COPIES * 8 * max(tables * n_features**2, n_components * n_features)
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"x: {n_features} features with covariance={covariance!r} and {n_components} "
+            f"components need about {needed / 2**30:.0f} GiB to fit, more than this machine's "
+            f"{available / 2**30:.0f} GiB; use covariance='diag' or fewer features"
+        )
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, where the system says (POSIX), else None."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_representable(sd: torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse data whose variances (sd squared, with room for sums of them) do not fit in
+    ``dtype``: covariances of values near 1e200 are beyond float64's range (1.8e308)."""
+    limit = torch.finfo(dtype).max ** 0.5 / 1e3
+    if not bool((sd < limit).all()):
+        raise ValueError(
+            f"x: expected spreads below {limit:.1e} per column so that their variances fit in "
+            f"{dtype}, got a standard deviation of {float(sd.max()):.1e}; rescale the data "
+            "(e.g. divide by a power of ten)"
+        )
 
 
 def _variances(params: MixtureParameters) -> torch.Tensor:

@@ -46,7 +46,7 @@ from torch import nn
 from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.flows import LazyInverse
 
-from pyrogen.checks import as_examples, as_labels, as_tensor, check_choice, check_int
+from pyrogen.checks import as_examples, as_labels, as_tensor, check_choice, check_int, check_ints
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.objectives import AnalyticKLELBO, ImportanceWeightedELBO
 from pyrogen.nn import KINDS, FlowDistribution, build_decoder, build_encoder, build_flow
@@ -150,7 +150,7 @@ class VAE(GenerativeModel):
         self.data_shape = data_shape
         self.latent_dim = latent_dim
         self.likelihood = likelihood
-        self.hidden = tuple(hidden)
+        self.hidden = check_ints("hidden", hidden)
         self.beta = float(beta)
         self.objective = objective
         self.num_particles = num_particles

@@ -605,3 +605,10 @@ def test_config_names_an_argument_the_constructor_did_not_store():
     assert Forgetful.config_names()[:2] == ["data_shape", "extra"]
     with pytest.raises(TypeError, match=r"config: expected Forgetful to store .* self\.extra"):
         _ = Forgetful((3,)).config
+
+
+@pytest.mark.parametrize("family", [pyrogen.VAE, pyrogen.FlowDensity, pyrogen.DiffusionVAE])
+def test_hidden_widths_are_checked_naming_the_argument(family):
+    # Before: "TypeError: 'int' object is not iterable".
+    with pytest.raises(ValueError, match=r"^hidden: expected a sequence of positive integers"):
+        family((4,), hidden=5)

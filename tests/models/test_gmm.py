@@ -368,3 +368,30 @@ def test_component_log_prob_whole_columns_match_the_per_row_gather():
     torch.testing.assert_close(
         GaussianComponents(params, sampled).log_prob(x), table.T[torch.arange(7), sampled]
     )
+
+
+@pytest.mark.parametrize(("scale", "dtype"), [(1e200, torch.float64), (1e20, torch.float32)])
+def test_spreads_beyond_the_float_range_are_refused_naming_x(scale, dtype):
+    # Variances of such values overflow to inf; before, the fit failed deep inside
+    # (an invalid LogNormal or a Cholesky error).
+    x = pyrogen.data.old_faithful().to(dtype) * scale
+    with pytest.raises(ValueError, match=r"^x: expected spreads below .* rescale the data"):
+        pyrogen.fit(pyrogen.GaussianMixture(2), x, steps=2, progress=False)
+
+
+def test_large_but_representable_spreads_fit_in_their_units():
+    x = pyrogen.data.old_faithful().double()
+    small, large = pyrogen.GaussianMixture(2), pyrogen.GaussianMixture(2)
+    pyrogen.fit(small, x, steps=2, progress=False)
+    pyrogen.fit(large, x * 1e100, steps=2, progress=False)
+    torch.testing.assert_close(large.means_ / 1e100, small.means_, rtol=1e-9, atol=1e-9)
+
+
+def test_covariances_that_cannot_fit_in_memory_are_refused_before_allocation(monkeypatch):
+    import pyrogen.models.gmm as gmm_module
+
+    monkeypatch.setattr(gmm_module, "_physical_memory", lambda: 24 * 2**30)
+    x = torch.randn(5, 200_000)  # full covariances: 2 x 200,000 x 200,000 values
+    with pytest.raises(ValueError, match=r"^x: 200000 features .* need about \d+ GiB"):
+        pyrogen.fit(pyrogen.GaussianMixture(2), x, steps=1, progress=False)
+    pyrogen.fit(pyrogen.GaussianMixture(2, covariance="diag"), x[:, :2000], steps=1, progress=False)
