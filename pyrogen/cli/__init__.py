@@ -1,10 +1,14 @@
-"""The ``pyrogen`` command: fit a model to data, sample from it, evaluate it. Thin on
-purpose: it parses arguments, calls the public API and prints."""
+"""The ``pyrogen`` command: fit a model to data, sample from it, evaluate it; thin on purpose.
+Every failure is one ``pyrogen: error:`` line (with its traceback under ``--debug`` or
+``PYROGEN_DEBUG=1``) and an exit code: 0 success, 1 training failed numerically, 2 bad usage
+or input (an option, argument or file), 3 internal error, 130 interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -26,9 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pyrogen`` on ``argv`` (default ``sys.argv[1:]``); returns the exit code: 0 on
-    success, 2 for bad input (one ``pyrogen: error:`` line), 1 when training failed
-    numerically (``--help`` exits through ``SystemExit(0)``, as argparse does).
+    """Run ``pyrogen`` on ``argv`` (default ``sys.argv[1:]``); returns the exit code above.
 
     Example:
         >>> from pyrogen.cli import main
@@ -38,22 +40,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # runs write PNG files; never open a window
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("PYROGEN_DEBUG", "") not in ("", "0")
     try:
-        args = parser.parse_args(argv)
-    except UsageError as error:
-        rejecting, message = error.args
-        rejecting.print_usage(sys.stderr)
-        print(f"{rejecting.prog}: error: {message}", file=sys.stderr)
-        return 2
-    try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
+    except UsageError as error:
+        (rejecting, message), failure = error.args, error
+        rejecting.print_usage(sys.stderr)
+        code, line = 2, f"{rejecting.prog}: error: {message}"
+    except KeyboardInterrupt as error:
+        code, line, failure = 130, "pyrogen: error: interrupted", error
     except (ValueError, OSError) as error:
-        print(f"pyrogen: error: {error}", file=sys.stderr)
-        return 2
+        code, line, failure = 2, f"pyrogen: error: {error}", error
     except FloatingPointError as error:
-        print(f"pyrogen: error: training failed: {error}", file=sys.stderr)
-        return 1
+        code, line, failure = 1, f"pyrogen: error: training failed: {error}", error
+    except Exception as error:  # noqa: BLE001 - the one boundary of the command
+        failure, name = error, type(error).__name__
+        code, line = 3, f"pyrogen: error: internal error ({name}: {error}); rerun with --debug"
+    if debug:
+        traceback.print_exception(failure)
+    print(" ".join(line.split()), file=sys.stderr)  # one line
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="pyrogen",
         description="Generative models as Pyro model/guide pairs: fit, sample, evaluate.",
+        epilog="exit codes: 0 success, 1 training failed numerically, 2 bad usage or input, "
+        "3 internal error (rerun with --debug), 130 interrupted",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of errors (also PYROGEN_DEBUG=1)"
     )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=Parser

@@ -5,6 +5,7 @@ training options go straight to :func:`pyrogen.fit`, the run folder is written b
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 import datetime
 import inspect
@@ -15,6 +16,7 @@ from typing import Any
 
 import pyro
 import torch
+import torch.multiprocessing as mp
 
 from pyrogen import data
 from pyrogen.cli import options as opt
@@ -80,7 +82,7 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
         ("--batch-size", "rows per step", {"type": opt.positive_int}),
         ("--lr", "learning rate", {"type": opt.positive_float}),
         ("--validation-share", "hold out this share of the training rows (seeded) and stop "
-         "when their loss has not improved for --patience epochs", {"type": opt.fraction}),
+         "when their loss has not improved for --patience epochs", {"type": opt.share}),
         ("--patience", "epochs without held-out improvement (default 20)",
          {"type": opt.positive_int, "default": 20}),
         ("--checkpoint", "checkpoint file written during training", {"type": Path}),
@@ -108,10 +110,18 @@ def run_fit(args: argparse.Namespace) -> int:
         return write_fitted(args, out)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: expected an available device, got 'cuda' (no CUDA)")
-    # Every process runs the whole command and their fit calls train together.
-    args = argparse.Namespace(**{**vars(args), "out": out, "run": None})
+    args = argparse.Namespace(**{**vars(args), "out": out, "run": None})  # run by every process
+    if args.data is not None and not args.data.is_file():  # here, not in every process
+        raise ValueError(f"--data: expected a data file, got {str(args.data)!r} (not a file)")
     if join(devices * num_nodes, args.device, "--devices, --num-nodes").world_size == 1:
-        spawn(fit_process, (args,), devices=devices, num_nodes=num_nodes, device_type=args.device)
+        try:
+            spawn(fit_process, (args,), devices=devices, num_nodes=num_nodes,
+                  device_type=args.device)  # fmt: skip
+        except mp.ProcessRaisedException as error:  # a process's error, as it raised it
+            kind, _, message = str(error).strip().splitlines()[-1].partition(": ")
+            known = getattr(builtins, kind, None)
+            kept = known in (ValueError, OSError, FileNotFoundError, FloatingPointError)
+            raise (known if kept else RuntimeError)(message) from None
     else:
         fit_process(args)
     return 0

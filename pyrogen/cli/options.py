@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
-import json
 import math
 import os
 import re
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 
 from pyrogen import data
-from pyrogen.diagnostics.report import MODEL_FILE, SUMMARY_FILE
+from pyrogen.diagnostics.report import MODEL_FILE, SUMMARY_FILE, read_run_summary
 from pyrogen.infer.distributed import cluster
 from pyrogen.models import GenerativeModel, load
 
@@ -43,10 +42,6 @@ class Checked:
         return value
 
 
-def _finite(accept: Callable[[float], bool]) -> Callable[[float], bool]:
-    return lambda value: math.isfinite(value) and accept(value)
-
-
 def _widths(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
@@ -54,10 +49,9 @@ def _widths(text: str) -> tuple[int, ...]:
 positive_int = Checked(int, lambda v: v > 0, "a positive integer")
 non_negative_int = Checked(int, lambda v: v >= 0, "a non-negative integer")
 at_least_two = Checked(int, lambda v: v >= 2, "at least 2 classes")
-positive_float = Checked(float, _finite(lambda v: v > 0), "a positive number")
-non_negative_float = Checked(float, _finite(lambda v: v >= 0), "a non-negative number")
+positive_float = Checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+non_negative_float = Checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
 share = Checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
-fraction = Checked(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
 widths = Checked(_widths, lambda v: all(w > 0 for w in v), "positive integers separated by commas")
 
 
@@ -161,8 +155,7 @@ def add_model_options(parser: Any, family: type, spec: Any) -> list[tuple[str, s
 
 def model_options(args: argparse.Namespace, added: list[tuple[str, str]]) -> dict[str, Any]:
     """The constructor keywords of the options given (the others keep its defaults)."""
-    values = {name: getattr(args, dest, None) for name, dest in added}
-    return {name: value for name, value in values.items() if value is not None}
+    return {name: getattr(args, d) for name, d in added if getattr(args, d, None) is not None}
 
 
 def add_scale_out_options(parser: argparse.ArgumentParser, devices_help: str) -> Any:
@@ -284,14 +277,13 @@ def load_run(args: argparse.Namespace) -> tuple[GenerativeModel, dict[str, Any],
     path, summary = args.model_path, args.model_path / SUMMARY_FILE
     if path.is_dir() and not (path / MODEL_FILE).is_file():
         raise FileNotFoundError(f"{path}: expected a run folder holding {MODEL_FILE}, found none")
+    run = read_run_summary(summary) if path.is_dir() and summary.is_file() else {}
     model = load(path / MODEL_FILE if path.is_dir() else path)
-    run = json.loads(summary.read_text()) if path.is_dir() and summary.is_file() else {}
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: expected an available device, got {args.device!r} (no CUDA)")
     return model, run, torch.device(args.device)
 
 
 def is_main_process(args: argparse.Namespace) -> bool:
-    """Whether this process writes or prints the result of a sharded command: the first
-    process of a group, on the first machine."""
+    """Whether this process writes or prints a sharded command's result (first process, node 0)."""
     return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")

@@ -12,7 +12,8 @@ import torch
 
 from pyrogen import data
 from pyrogen.cli import options as opt
-from pyrogen.diagnostics import figure_writer, image_shape, plot_image_grid, score, summarize
+from pyrogen.diagnostics import figure_writer, plot_image_grid, score, summarize
+from pyrogen.diagnostics.run_plots import drawable_shape
 from pyrogen.diagnostics.text import describe_evaluation, describe_shape
 from pyrogen.infer import distributed
 from pyrogen.models import GenerativeModel
@@ -73,7 +74,10 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     """Draw the rows and write or print them."""
     model, run, device = opt.load_run(args)
-    shape = _drawable(model, run)
+    data_shape = model.config.get("data_shape")  # drawn as the run's images, else guessed
+    shape = data_shape and drawable_shape(run.get("image_shape"), data_shape)
+    row = data_shape or [model.config.get("n_features") or 1]  # checked before any is drawn
+    data.check_fits_in_memory((args.num_rows, *row), "-n")
     suffix = _check_out(args.out, model, shape)
     options: dict[str, Any] = {}
     if args.mean:
@@ -131,9 +135,7 @@ def _conditions(
                 f"--label: expected a {model.label_kind} in 0..{classes - 1}, got {args.label}"
             )
         options["y"] = torch.full((n,), args.label, dtype=torch.long)
-    given = [
-        name for name, value in (("--data", args.data), ("--data-dir", args.data_dir)) if value
-    ]
+    given = [n for n, v in (("--data", args.data), ("--data-dir", args.data_dir)) if v]
     in_turn = args.label is None and classes is not None and model.label_kind == "class"
     if model.given_mask is None and given:
         raise ValueError(
@@ -181,14 +183,6 @@ def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -
             )
         options["guidance"] = args.guidance
     return options
-
-
-def _drawable(model: GenerativeModel, run: dict[str, Any]) -> tuple[int, ...] | None:
-    """How to draw one example of an image model (from its run, else its data_shape)."""
-    if run.get("image_shape"):
-        return tuple(run["image_shape"])
-    data_shape = model.config.get("data_shape")
-    return None if data_shape is None else image_shape(data_shape)
 
 
 # --- evaluate -------------------------------------------------------------------------------

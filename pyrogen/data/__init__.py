@@ -56,11 +56,21 @@ from pyrogen.data.images import (
     semi_supervised_labels,
     split_train_test,
 )
-from pyrogen.data.loaders import SUPPORTED_FORMATS, load, load_csv, load_idx, load_npy, save
+from pyrogen.data.loaders import (
+    MAX_ARRAY_BYTES,
+    SUPPORTED_FORMATS,
+    check_fits_in_memory,
+    load,
+    load_csv,
+    load_idx,
+    load_npy,
+    save,
+)
 
 __all__ = [
     "BINARIZED_MNIST_FILE",
     "BINARIZE_MODES",
+    "MAX_ARRAY_BYTES",
     "BINARIZE_THRESHOLD",
     "IMAGE_DATASETS",
     "IMAGE_KEYS",
@@ -72,6 +82,7 @@ __all__ = [
     "balanced_labels",
     "binarize",
     "check_classes",
+    "check_fits_in_memory",
     "check_unit_interval",
     "condition_labels",
     "count_classes",

@@ -505,8 +505,8 @@ def label_vector(values: torch.Tensor, rows: int, source: str, data: PathLike) -
 def count_classes(
     labels: Sequence[torch.Tensor | None], source: str, num_classes: int | None = None
 ) -> int:
-    """C: ``num_classes``, else the largest label + 1; checked against ``labels`` (-1, an
-    unlabelled row, is ignored)."""
+    """C: ``num_classes``, else the largest label + 1 where every class 0..C-1 is present;
+    checked against ``labels`` (-1, an unlabelled row, is ignored)."""
     present = [y for y in labels if y is not None]
     known = torch.cat(present)[torch.cat(present) >= 0] if present else torch.zeros(0)
     if known.numel() == 0:
@@ -517,6 +517,14 @@ def count_classes(
             raise ValueError(
                 f"{source}: expected labels of at least 2 classes, got only class {largest} "
                 "(give --num-classes C to say how many there are)"
+            )
+        missing = sorted(set(range(largest + 1)) - set(known.unique().tolist()))
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise ValueError(
+                f"{source}: expected labels of every class 0..{largest} (C is the largest label "
+                f"+ 1), got none of {len(missing)} of them ({shown}); give --num-classes C to "
+                "train with classes absent from the data"
             )
         return largest + 1
     if largest >= num_classes:

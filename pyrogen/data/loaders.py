@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,6 +142,34 @@ def load(
         f"{path}: unsupported file format: expected one of {', '.join(SUPPORTED_FORMATS)}, "
         f"got {suffix or 'no extension'!r}"
     )
+
+
+#: Most bytes an array made on request (e.g. ``pyrogen sample -n N``) may take, whatever the
+#: machine: 64 GiB; less where half this machine's memory is less.
+MAX_ARRAY_BYTES = 64 * 2**30
+
+
+def check_fits_in_memory(shape: Sequence[int], name: str, itemsize: int = 4) -> None:
+    """Refuse (ValueError naming ``name``) an array of ``shape`` and ``itemsize`` bytes a
+    value that would take more than :data:`MAX_ARRAY_BYTES` or half this machine's memory.
+
+    Example:
+        >>> check_fits_in_memory((10_000_000_000, 784), "-n")
+        Traceback (most recent call last):
+        ...
+        ValueError: -n: expected at most ... rows, got 10000000000 (rows of 784 values: ...
+    """
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        memory = 2 * MAX_ARRAY_BYTES
+    limit, row = min(MAX_ARRAY_BYTES, memory // 2), max(math.prod(shape[1:]), 1) * itemsize
+    if shape[0] * row > limit:
+        raise ValueError(
+            f"{name}: expected at most {limit // row} rows, got {shape[0]} (rows of "
+            f"{row // itemsize} values: about {shape[0] * row / 2**30:.0f} GiB, more than the "
+            f"{limit / 2**30:.0f} GiB allowed, half this machine's memory or at most 64 GiB)"
+        )
 
 
 def save(path: PathLike | None, rows: torch.Tensor, columns: Sequence[str] | None = None) -> None:

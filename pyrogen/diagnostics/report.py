@@ -247,6 +247,62 @@ def check_run_folder(out_dir: PathLike) -> Path:
     return out
 
 
+#: Most importance samples (or diffusion-step draws) per example a run's summary may ask for.
+MAX_SCORE_SAMPLES = 100_000
+
+
+def read_run_summary(path: PathLike) -> dict[str, Any]:
+    """The summary.json at ``path``, with what ``pyrogen sample`` and ``evaluate`` read of it
+    checked (types; seed in 0..2**63-1; image_shape 2 or 3 positive ints; test sample counts
+    in 1..:data:`MAX_SCORE_SAMPLES`).
+
+    Raises:
+        ValueError: naming ``path`` and the key, and what was expected.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "summary.json"
+        >>> _ = path.write_text('{"family": "vae", "config": {}, "seed": "abc"}')
+        >>> read_run_summary(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: ...summary.json: 'seed': expected an integer in 0..2**63-1, got 'abc'
+    """
+    try:
+        run = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path}: expected a run's summary (JSON), got invalid JSON ({error})"
+        ) from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(run).__name__}")
+    test = run.get("test", {})
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    checks = {
+        "family": (run.get("family"), lambda v: isinstance(v, str), "a family name"),
+        "config": (run.get("config"), lambda v: isinstance(v, dict), "an object"),
+        "seed": (run.get("seed", 0), lambda v: is_int(v) and 0 <= v < 2**63,
+                 "an integer in 0..2**63-1"),
+        "image_shape": (run.get("image_shape"), lambda v: v is None or (
+            isinstance(v, list) and len(v) in (2, 3) and all(is_int(n) and 0 < n < 2**16 for n in v)
+        ), "null or 2 or 3 positive integers"),
+        "columns": (run.get("columns"), lambda v: v is None or (
+            isinstance(v, list) and all(isinstance(n, str) for n in v)), "null or names"),
+        "dataset": (run.get("dataset"), lambda v: v is None or isinstance(v, str), "a name"),
+        "preprocessing": (run.get("preprocessing", {}), lambda v: isinstance(v, dict) and (
+            v.get("binarize") is None or isinstance(v["binarize"], str)), "an object"),
+        "test": (test, lambda v: isinstance(v, dict), "an object"),
+    }  # fmt: skip
+    for name in ("iw_samples", "step_samples") if isinstance(test, dict) else ():
+        checks[f"test.{name}"] = (test.get(name, 1), lambda v: is_int(v) and (
+            0 < v <= MAX_SCORE_SAMPLES), f"an integer in 1..{MAX_SCORE_SAMPLES}")  # fmt: skip
+    for key, (value, accept, expected) in checks.items():
+        if not accept(value):
+            got = "nothing" if value is None else repr(value)[:60]
+            raise ValueError(f"{path}: {key!r}: expected {expected}, got {got}")
+    return run
+
+
 def _staging_folder(out: Path) -> Path:
     # A fresh hidden sibling on the same file system, so the final rename is atomic. mkdir
     # (rather than tempfile.mkdtemp's 0700) gives it the permissions a normal folder gets.

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +115,12 @@ def statistic_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     if "log_likelihood_per_row" in summary:
         lines.append(
-            f"log-likelihood  {summary['log_likelihood_per_row']:.4f} nats per row "
+            f"log-likelihood  {_number(summary['log_likelihood_per_row'])} nats per row "
             "(exact, at the point estimates, mean over rows)"
         )
     for criterion in ("bic", "aic"):
         if criterion in summary:
-            lines.append(f"{criterion.upper():<15} {summary[criterion]:.2f}")
+            lines.append(f"{criterion.upper():<15} {_number(summary[criterion], 2)}")
     return lines
 
 
@@ -128,10 +129,13 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
     quantity it bounds (log p(x), or a conditional one such as log p(x | y))."""
     quantity = stats.get("quantity", "log p(x)")
     lines = []
+    if any(_number(value) in _NOT_FINITE for value in _scores(stats)):
+        lines.append(_label(f"{prefix}warning") + "the score is not finite (nan or inf): the "
+                     "model or the data give values out of its range")  # fmt: skip
     if "elbo_per_example" in stats:
         lines.append(
             _label(f"{prefix}ELBO")
-            + f"{stats['elbo_per_example']:.4f} nats per example (a lower bound on {quantity})"
+            + f"{_number(stats['elbo_per_example'])} nats per example (a lower bound on {quantity})"
         )
     bounds = ("elbo_per_example", "log_likelihood_per_example")
     terms = [key for key in stats if key.endswith("_per_example") and key not in bounds]
@@ -139,15 +143,15 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
         for key in terms:
             term = key.removesuffix("_per_example")
             name = _TERMS.get(term, term)
-            lines.append(_label(f"{prefix}{name}") + f"{stats[key]:.4f} nats per example")
+            lines.append(_label(f"{prefix}{name}") + f"{_number(stats[key])} nats per example")
         lines.append(
             _label(f"{prefix}bits/dim")
-            + f"{stats['bits_per_dim']:.4f} (from the ELBO; {stats['step_samples']} step "
+            + f"{_number(stats['bits_per_dim'])} (from the ELBO; {stats['step_samples']} step "
             "draw(s) per example)"
         )
         return lines
     bound = f"IWAE bound, K = {stats['iw_samples']}" if "iw_samples" in stats else "exact"
-    name, value = f"{prefix}{quantity}", f"{stats['log_likelihood_per_example']:.4f}"
+    name, value = f"{prefix}{quantity}", f"{_number(stats['log_likelihood_per_example'])}"
     if len(name) < 16:
         lines.append(_label(name) + f"{value} nats per example ({bound})")
     else:  # a long conditional quantity goes after the number
@@ -156,22 +160,41 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
         )
     if "bits_per_dim" in stats:
         lines.append(
-            _label(f"{prefix}bits/dim") + f"{stats['bits_per_dim']:.4f} (from the {bound})"
+            _label(f"{prefix}bits/dim") + f"{_number(stats['bits_per_dim'])} (from the {bound})"
         )
     rows = stats.get("labelled_rows")
     if "accuracy" in stats:
         lines.append(
             _label(f"{prefix}accuracy")
-            + f"{stats['accuracy']:.4f} of {rows} labelled rows (predict: the most probable "
+            + f"{_number(stats['accuracy'])} of {rows} labelled rows (predict: the most probable "
             "class under the classifier q(y | x))"
         )
     if "clustering_accuracy" in stats:
         lines.append(
             _label(f"{prefix}clustering")
-            + f"{stats['clustering_accuracy']:.4f} accuracy on {rows} labelled rows (each "
+            + f"{_number(stats['clustering_accuracy'])} accuracy on {rows} labelled rows (each "
             "component matched to one label, the best one-to-one matching)"
         )
     return lines
+
+
+_NOT_FINITE = ("nan", "inf", "-inf")
+
+
+def _scores(stats: dict[str, Any]) -> list[Any]:
+    """The numbers of ``stats`` that are scores (per example, bits/dim)."""
+    return [v for k, v in stats.items() if k.endswith("_per_example") or k == "bits_per_dim"]
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals; None and NaN as ``nan``, infinities as ``inf``.
+
+    Example:
+        >>> _number(1.23456), _number(None), _number(float("-inf"))
+        ('1.2346', 'nan', '-inf')
+    """
+    value = float("nan") if value is None else float(value)
+    return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
 
 
 def _label(text: str) -> str:

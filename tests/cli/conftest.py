@@ -135,5 +135,6 @@ def variant_inputs(tmp_path, variant_run, labelled_npz, npy_run) -> dict[str, st
         "short": labels[:10],
         "negative": np.where(np.arange(90) == 4, -1, labels),
         "halves": labels + 0.5,
+        "same": np.full(90, 200),
     })  # fmt: skip
     return fill

@@ -480,6 +480,11 @@ def test_fit_gmvae_initialises_the_components_after_the_warm_up(
             r"2\), got 2 in 30 row\(s\)",
         ),
         (
+            ["fit", "cvae", "--data", "{images}", "--labels", "{same}"],
+            r"pyrogen: error: .*same.npy: expected labels of every class 0..200 \(C is the "
+            r"largest label \+ 1\), got none of 200 of them \(0, 1, 2, 3, 4, \.\.\.\)",
+        ),
+        (
             ["fit", "cvae", "--data", "{npz}", "--labels", "nope"],
             r"pyrogen: error: --labels: expected a labels file or an array of .*classes.npz "
             r"\('x', 'y'\), got 'nope'",
@@ -551,7 +556,7 @@ def test_fit_flow_stops_on_held_out_rows(tmp_path, faithful_csv):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--validation-share", "1.5"], "expected a fraction between 0 and 1"),
+        (["--validation-share", "1.5"], "expected a number in \\(0, 1\\)"),
         (["--logit", "0.05"], r"x: expected values in \[0, 1\]"),
         (["--hidden", "16,zero"], "expected positive integers separated by commas"),
         (["--lr", "-1"], "--lr"),

@@ -174,6 +174,15 @@ def test_class_counts_and_checks():
         count_classes([labels], "y", num_classes=2)
     with pytest.raises(ValueError, match="expected labels of at least 2 classes"):
         count_classes([torch.zeros(3, dtype=torch.long)], "y")
+
+
+def test_class_count_from_the_labels_needs_every_class_present():
+    message = r"y: expected labels of every class 0..200 .*got none of 200 of them \(0, 1, 2, 3"
+    with pytest.raises(ValueError, match=message + r", 4, \.\.\.\); give --num-classes"):
+        count_classes([torch.full((4,), 200)], "y")
+    with pytest.raises(ValueError, match=r"of 1 of them \(1\)"):
+        count_classes([torch.tensor([0, 2, -1]), None], "y")
+    assert count_classes([torch.full((4,), 200)], "y", num_classes=201) == 201
     with pytest.raises(ValueError, match=r"y: expected labels in 0..2, got -1 in 1 row\(s\)"):
         check_classes(torch.tensor([0, -1]), 3, "y")
     assert check_classes(torch.tensor([0, -1]), 3, "y", unlabelled=True).tolist() == [0, -1]

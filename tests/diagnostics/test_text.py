@@ -97,3 +97,13 @@ def test_describe_evaluation_of_bounds_lists_what_was_given():
         "ELBO            -10.0000 nats per example (a lower bound on log p(x))",
         "log p(x)        -9.5000 nats per example (IWAE bound, K = 3)",
     ]
+
+
+def test_scores_that_are_not_finite_print_as_nan_and_inf():
+    stats = {"elbo_per_example": None, "log_likelihood_per_example": float("-inf")}
+    lines = score_lines({**stats, "bits_per_dim": float("nan"), "iw_samples": 5})
+    assert "the score is not finite" in lines[0]
+    assert lines[1].split()[:2] == ["ELBO", "nan"]
+    assert lines[2].split()[:3] == ["log", "p(x)", "-inf"] and lines[3].split()[1] == "nan"
+    finite = {"elbo_per_example": -2.0, "log_likelihood_per_example": -1.0}
+    assert "not finite" not in "\n".join(score_lines(finite))
