@@ -47,6 +47,7 @@ from pyro.nn import PyroModule
 from torch.nn.parameter import UninitializedTensorMixin
 
 from pyrogen.io import PathLike, load_checkpoint, save_checkpoint
+from pyrogen.models.checkpoints import check_config, check_payload, check_state, sized_skeleton
 from pyrogen.version import __version__
 
 #: Name of the plate over data rows in every family.
@@ -144,6 +145,9 @@ def _fingerprint(
     for name, tensor in module.state_dict(keep_vars=True).items():
         if isinstance(tensor, UninitializedTensorMixin):
             prints[name] = (None, b"")
+            continue
+        if tensor.is_meta:  # a model built on the meta device to size it: no values
+            prints[name] = (tensor.dtype, b"")
             continue
         dtype = (dtypes or {}).get(name, (None,))[0] or tensor.dtype
         values = tensor.detach().to("cpu", dtype).contiguous().reshape(-1)
@@ -559,8 +563,19 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
-        """Rebuild a model from its ``config`` and a ``state_dict``."""
-        model = cls(**config)
+        """Rebuild a model from its ``config`` and a ``state_dict``, checked first.
+
+        The config and the weights are checked before the model is built (see
+        :func:`load`): a :class:`ValueError` says what does not fit, and nothing larger than
+        :data:`pyrogen.models.checkpoints.MAX_MODEL_VALUES` values is ever allocated.
+        """
+        check_config(cls, config)
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
+        held = sum(v.numel() for v in state_dict.values() if isinstance(v, torch.Tensor))
+        skeleton, on_cpu = sized_skeleton(cls, config, held)
+        check_state(skeleton, state_dict)
+        model = skeleton if on_cpu else cls(**config)
         model.load_state_dict(state_dict)
         return model
 
@@ -588,19 +603,44 @@ def _config_value(name: str, value: Any) -> Any:
 def load(path: PathLike) -> GenerativeModel:
     """Load any model written by :meth:`GenerativeModel.save` (``weights_only=True``).
 
+    The file is checked before any model is built, so that a damaged, edited or foreign
+    file is refused with one :class:`ValueError` naming the file and what is wrong (the
+    key, the tensor), rather than failing later or allocating without bound:
+
+    * the payload is a dict with ``family`` (a registered name), ``config`` (a dict) and
+      ``state_dict`` (names to dense real tensors);
+    * the config names only the family's constructor arguments (those it leaves out take
+      the constructor's defaults); its values are numbers, strings, bools, None, lists and
+      dicts of the kind each argument takes (an int where the default is an int, a list
+      where it is a sequence), integers from 0 to 2**24, floats finite; a nested
+      model (a latent diffusion's ``autoencoder``) is checked the same way;
+    * the model's size: it is first built on the ``meta`` device (or, for families whose
+      constructor computes on values, on the CPU), counting the values it creates, and
+      refused before it creates more than 2**31 values (``MAX_MODEL_VALUES`` in
+      :mod:`pyrogen.models.checkpoints`) or more than four times the values of the
+      ``state_dict`` plus 2**20, with the size in the message;
+    * the weights: every name and shape matches the model the config builds (missing,
+      unexpected and mismatched entries are named), parameters are finite, and a buffer
+      holds NaN only where all of it does (a buffer not set yet).
+
     Args:
         path: a file written by ``model.save(path)`` or a ``pyrogen.fit`` checkpoint.
 
     Returns:
         the model, on the CPU, in the state it was saved in.
-    """
-    from pyrogen.models import REGISTRY
 
-    payload = load_checkpoint(path, required=("family", "config", "state_dict"))
-    family = payload["family"]
-    if family not in REGISTRY:
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable checkpoint, or fails a check above.
+    """
+    name = str(Path(path))
+    payload = load_checkpoint(path)
+    try:
+        cls = check_payload(payload)
+        return cls.from_state(payload["config"], payload["state_dict"])
+    except ValueError as error:
+        raise ValueError(f"checkpoint {name!r}: {error}") from None
+    except Exception as error:  # checked above: anything left is reported the same way
         raise ValueError(
-            f"checkpoint {str(Path(path))!r}: unknown family {family!r}, "
-            f"expected one of {sorted(REGISTRY)}"
-        )
-    return REGISTRY[family].from_state(payload["config"], payload["state_dict"])
+            f"checkpoint {name!r}: could not be rebuilt ({type(error).__name__}: {error})"
+        ) from error
