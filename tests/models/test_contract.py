@@ -612,3 +612,20 @@ def test_hidden_widths_are_checked_naming_the_argument(family):
     # Before: "TypeError: 'int' object is not iterable".
     with pytest.raises(ValueError, match=r"^hidden: expected a sequence of positive integers"):
         family((4,), hidden=5)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_checkpoint_checks_size_every_example(name):
+    """The model a saved config describes is sized before it is built (on the meta device,
+    or on the CPU under a budget), and its state matches the model's names and shapes."""
+    from pyrogen.models.checkpoints import check_config, check_state, sized_skeleton
+
+    model = EXAMPLES[name][1]().model
+    state = model.state_dict()
+    check_config(type(model), model.config)
+    held = sum(tensor.numel() for tensor in state.values())
+    skeleton, _ = sized_skeleton(type(model), model.config, held)
+    check_state(skeleton, state)
+    assert {k: v.shape for k, v in skeleton.state_dict().items()} == {
+        k: v.shape for k, v in state.items()
+    }
