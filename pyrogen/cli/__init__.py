@@ -77,11 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyrogen",
         description="Generative models as Pyro model/guide pairs: fit, sample, evaluate.",
         epilog="exit codes: 0 success, 1 training failed numerically, 2 bad usage or input, "
-        "3 internal error (rerun with --debug), 130 interrupted",
+        "3 internal error (rerun with --debug or PYROGEN_DEBUG=1), 130 interrupted",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of errors (also PYROGEN_DEBUG=1)"
-    )
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )

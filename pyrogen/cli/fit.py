@@ -71,6 +71,7 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
         parser.add_argument_group("data and output"),
         ("--data", opt.SPLIT_DATA_HELP if images else opt.TABLE_DATA_HELP, {"type": Path}),
         ("--columns", "columns of a CSV/TSV --data file to use", {"metavar": "A,B"}),
+        ("--key", "the array of an NPZ --data file holding several to use", {"metavar": "NAME"}),
         ("--out", f"run folder to create; default runs/{name}-YYYYmmdd-HHMMSS", {"type": Path}),
         ("--quiet", "no progress bars; print only the run folder", {"action": "store_true"}),
     )
@@ -188,7 +189,7 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
         run, train, setup = _image_data(args, family, spec, options, fit_options)
     else:
         with opt.as_option_errors():
-            x, source, columns = data.load_table(args.data, args.columns)
+            x, source, columns = data.load_table(args.data, args.columns, args.key)
         run, train, setup = {"data": x, "columns": columns, "extra": {"data": source}}, x, Setup()
     if args.validation_share is not None:
         with opt.as_option_errors(_FIT_ARGUMENTS):

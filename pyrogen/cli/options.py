@@ -184,7 +184,7 @@ def add_run_options(parser: argparse.ArgumentParser, seed: str, **default: int) 
 
 #: Arguments of :mod:`pyrogen.data` whose errors are reported as the options that set them.
 _OPTION_ARGUMENTS = (
-    "data", "data_dir", "dataset", "binarize", "labels", "labelled", "columns", "encoder"
+    "data", "data_dir", "dataset", "binarize", "labels", "labelled", "columns", "encoder", "key"
 )  # fmt: skip
 
 #: Help of ``--data`` for families that split their data into training and test rows.
@@ -251,7 +251,7 @@ def read_images(args: argparse.Namespace, **options: Any) -> tuple[data.ImageSpl
     with as_option_errors():
         return data.read_images(
             args.data, args.data_dir, labels=getattr(args, "labels", None),
-            columns=getattr(args, "columns", None), **options,
+            columns=getattr(args, "columns", None), key=getattr(args, "key", None), **options,
         )  # fmt: skip
 
 

@@ -207,6 +207,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         evaluate,
         ("--data", "data file (CSV/TSV, NPY/NPZ or IDX); every row is scored", {"type": Path}),
         ("--columns", "columns of a CSV file to use", {"metavar": "A,B"}),
+        ("--key", "the array of an NPZ --data file holding several to use", {"metavar": "NAME"}),
     )
     latent = evaluate.add_argument_group("models without an exact log-likelihood")
     opt.add_image_options(latent, "scores the test split", "Default the run's (the same images).")
@@ -258,8 +259,8 @@ def _evaluate_exact(
         raise ValueError(
             f"--data: expected a data file to score the {model.family} model on, got none"
         )
-    columns = None if args.columns is None else args.columns.split(",")
-    x = data.load(args.data, columns=columns).to(model.device)
+    with opt.as_option_errors():
+        x = data.load_table(args.data, args.columns, args.key)[0].to(model.device)
     summary = summarize(model, x, **scale_out)
     if "inference" in run:
         summary["inference"] = run["inference"]

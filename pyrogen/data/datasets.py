@@ -43,7 +43,7 @@ DATASETS: dict[str, Callable[[], torch.Tensor]] = {"old_faithful": old_faithful}
 
 
 def load_table(
-    path: PathLike | None = None, columns: str | None = None
+    path: PathLike | None = None, columns: str | None = None, key: str | None = None
 ) -> tuple[torch.Tensor, str, list[str] | None]:
     """Rows of a data file, or of the bundled Old Faithful data when ``path`` is None.
 
@@ -51,6 +51,7 @@ def load_table(
         path: a file :func:`~pyrogen.data.load` reads, or None.
         columns: comma-separated names of the columns to use (of a CSV/TSV file, or of
             ``OLD_FAITHFUL_COLUMNS``); None: all of them.
+        key: the array of an NPZ archive ``path`` to use (see :func:`~pyrogen.data.load`).
 
     Returns:
         ``(x, source, names)``: the rows (N, ...), where they came from, the column names.
@@ -62,7 +63,7 @@ def load_table(
     """
     names = None if columns is None else [name.strip() for name in columns.split(",")]
     if path is not None:
-        return load(path, columns=names), str(path), names
+        return load(path, columns=names, key=key), str(path), names
     if names is None:
         return old_faithful(), "Old Faithful (bundled)", list(OLD_FAITHFUL_COLUMNS)
     unknown = [name for name in names if name not in OLD_FAITHFUL_COLUMNS]

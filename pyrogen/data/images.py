@@ -109,7 +109,11 @@ def load_image_dataset(root: PathLike, dataset: str = "mnist", *, train: bool = 
 
 
 def read_labelled_array(
-    data: PathLike, *, labels: str | None = None, columns: str | None = None
+    data: PathLike,
+    *,
+    labels: str | None = None,
+    columns: str | None = None,
+    key: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, str | None]:
     """The examples of a data file and their class labels, if any.
 
@@ -122,6 +126,7 @@ def read_labelled_array(
         labels: a labels file (NPY, NPZ of one array, or CSV/TSV of one column), or the name
             of an array of ``data``; None reads an array named as in :data:`LABEL_KEYS`.
         columns: comma-separated columns of a CSV/TSV ``data`` file.
+        key: the array of an NPZ ``data`` archive holding the examples (default as above).
 
     Returns:
         ``(x, y, source)``: x (N, ...); y (N,) int64 or None; where y came from, e.g.
@@ -145,15 +150,16 @@ def read_labelled_array(
             label_key = next((key for key in LABEL_KEYS if key in keys), None)
         rest = [key for key in keys if key != label_key]
         image_key = rest[0] if len(rest) == 1 else next((k for k in IMAGE_KEYS if k in rest), None)
+        image_key = image_key if key is None else key
         if image_key is None:
             raise ValueError(
                 f"data: expected an NPZ archive holding the images (named "
                 f"{' or '.join(map(repr, IMAGE_KEYS))}) and at most their labels, got arrays "
-                f"{', '.join(map(repr, keys))} in {data}"
+                f"{', '.join(map(repr, keys))} in {data} (name the images' array with key='NAME')"
             )
         x = load(data, key=image_key)
     else:
-        x = load(data, columns=None if columns is None else columns.split(","))
+        x = load(data, columns=None if columns is None else columns.split(","), key=key)
     if label_key is not None:
         source, values = f"{data}[{label_key!r}]", load(data, key=label_key)
     elif labels is not None:
@@ -182,6 +188,7 @@ def load_images(
     split_seed: int | None = None,
     labels: str | None = None,
     columns: str | None = None,
+    key: str | None = None,
 ) -> ImageSplit:
     """The examples of a data set folder (its train and test splits) or of a data file (split
     at random into training and test rows), with their labels where there are some.
@@ -194,6 +201,7 @@ def load_images(
             only test rows: every row of ``data``, the test split of ``data_dir``.
         labels: ``data``'s labels (a file, or an array of its NPZ archive).
         columns: columns of a CSV/TSV ``data`` file.
+        key: the array of an NPZ ``data`` archive holding the examples.
 
     Example:
         >>> import numpy as np, tempfile, pathlib
@@ -211,7 +219,7 @@ def load_images(
             "array file such as images.npy), got neither"
         )
     if data is None:
-        for name, value in (("columns", columns), ("labels", labels)):
+        for name, value in (("columns", columns), ("labels", labels), ("key", key)):
             if value is not None:
                 raise ValueError(
                     f"{name}: expected none with data_dir (its images come with their own "
@@ -228,7 +236,7 @@ def load_images(
             f"dataset: expected data_dir with it (a data file is read as it is), got "
             f"dataset={dataset!r}"
         )
-    x, y, source = read_labelled_array(data, labels=labels, columns=columns)
+    x, y, source = read_labelled_array(data, labels=labels, columns=columns, key=key)
     if split_seed is None:
         return ImageSplit(None, x, None, y, f"{data}, all {x.shape[0]} rows", None, source)
     return split_train_test(x, y, seed=split_seed, source=str(data), labels_source=source)
@@ -244,6 +252,7 @@ def read_images(
     split_seed: int | None = None,
     labels: str | None = None,
     columns: str | None = None,
+    key: str | None = None,
 ) -> tuple[ImageSplit, str, str]:
     """:func:`load_images` with their binarization mode (:func:`binarization_mode`), the
     values checked for both (:func:`check_unit_interval`).
@@ -253,7 +262,13 @@ def read_images(
     """
     mode = binarization_mode(binarize, dataset, likelihood)
     split = load_images(
-        data, data_dir, dataset=dataset, split_seed=split_seed, labels=labels, columns=columns
+        data,
+        data_dir,
+        dataset=dataset,
+        split_seed=split_seed,
+        labels=labels,
+        columns=columns,
+        key=key,
     )
     source = str(data if data is not None else data_dir)
     check_unit_interval([split.train, split.test], source, mode, likelihood)

@@ -166,3 +166,23 @@ def test_no_message_of_the_command_line_is_an_f_string_missing_its_f():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if id(node) not in parts and re.search(r"\{[a-z_][\w.\[\]']*\}", node.value):
                     raise AssertionError(f"{path.name}:{node.lineno}: {node.value!r} lacks its f")
+
+
+def test_key_chooses_the_array_of_an_npz_with_several(tmp_path, capsys):
+    from pyrogen.data.datasets import old_faithful
+
+    np.savez(tmp_path / "two.npz", table=old_faithful().numpy(), other=np.zeros((3, 5)))
+    images = np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "images.npz", first=images, second=np.zeros((4, 2)))
+    run, data = tmp_path / "gmm", str(tmp_path / "two.npz")
+    argv = ["fit", "gmm", "--data", data, "--key", "table", "--steps", "30", "--num-samples", "20"]
+    assert main([*argv, "--out", str(run), "--quiet"]) == 0
+    assert main(["evaluate", str(run), "--data", data, "--key", "table"]) == 0
+    assert "BIC" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--data", data, "--key", "nope"]) == 2
+    assert "unknown key: expected one of 'table', 'other', got 'nope'" in capsys.readouterr().err
+    argv = ["fit", "vae", "--data", str(tmp_path / "images.npz"), "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "none")]) == 2
+    assert "name the images' array with --key NAME" in capsys.readouterr().err
+    argv += ["--key", "first", "--latent-dim", "2", "--iw-samples", "2"]
+    assert main([*argv, "--out", str(tmp_path / "vae")]) == 0

@@ -330,3 +330,12 @@ def test_read_images_and_prepare_examples_like_a_run(tmp_path):
         read_images(tmp_path / "grey.npy", binarize="threshold")
     with pytest.raises(ValueError, match="binarize: expected none for dataset='binarized-mnist'"):
         read_images(path, dataset="binarized-mnist", binarize="dynamic")
+
+
+def test_key_names_the_examples_of_an_archive_of_several(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, first=np.zeros((4, 2, 2)), second=np.ones((3, 5)), y=np.array([0, 1, 1, 0]))
+    x, y, source = read_labelled_array(path, key="first")
+    assert tuple(x.shape) == (4, 2, 2) and y.tolist() == [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="name the images' array with key='NAME'"):
+        read_labelled_array(path)
