@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_ints",
+    "check_number",
     "check_trailing_shape",
     "float_dtype_of",
 ]
@@ -51,6 +53,25 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
         )
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return int(value)
+
+
+def check_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (not a bool or a string) above 0,
+    or at least 0 with ``allow_zero``.
+
+    Raises:
+        ValueError: naming ``name``: "expected a positive number, got -1" and the like.
+    """
+    number = float(value) if isinstance(value, Real) and not isinstance(value, bool) else None
+    if (
+        number is None
+        or not math.isfinite(number)
+        or number < 0
+        or (number == 0 and not allow_zero)
+    ):
+        expected = "a non-negative number" if allow_zero else "a positive number"
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return number
 
 
 def check_ints(name: str, value: Any, *, allow_empty: bool = True) -> tuple[int, ...]:

@@ -340,7 +340,10 @@ class Checkpoint(Callback):
 
     The file holds the model (so it is also a model file for :func:`pyrogen.load`), the
     optimizer, the step, ``loop.state`` (losses, best state, this epoch's row order) and
-    every process's random state, so that a resumed run continues exactly.
+    every process's random state, so that a resumed run continues exactly, and what the run
+    depends on (``run``: rows, their shape and dtype, batch size, optimizer and its
+    parameter groups, family, seed), so that a resume on anything else is refused
+    (:meth:`check_run`) rather than continued wrongly.
 
     Args:
         path: the checkpoint file.
@@ -371,15 +374,54 @@ class Checkpoint(Callback):
             )
         return saved
 
+    def check_run(self, saved: dict[str, Any], current: dict[str, Any]) -> None:
+        """Refuse to resume a run that differs from the one that wrote ``saved``.
+
+        ``current`` holds entries of :meth:`TrainingLoop.run_signature
+        <pyrogen.infer.engine.TrainingLoop.run_signature>`; an entry the checkpoint lacks
+        (an older file) is not compared.
+
+        Raises:
+            ValueError: naming every entry that differs, as saved and as now.
+        """
+        recorded = saved.get("run")
+        if not isinstance(recorded, dict):
+            return
+        differ = [
+            key
+            for key, value in current.items()
+            if key in recorded and _comparable(recorded[key]) != _comparable(value)
+        ]
+        if differ:
+            was = ", ".join(_describe_run(key, recorded[key]) for key in differ)
+            now = ", ".join(_describe_run(key, current[key]) for key in differ)
+            raise ValueError(
+                f"resume: the checkpoint {str(self.path)!r} was written for {was}, got {now}; "
+                "resume with the same data and options, or start afresh (resume=False or "
+                "another checkpoint path)"
+            )
+
     def restore(self, loop: TrainingLoop, saved: dict[str, Any]) -> None:
         """Put the optimizer, the loop's state and the random streams back as saved (the
-        model's parameters are loaded before the optimizer is made)."""
-        loop.optimizer.load_state_dict(saved["optimizer"])
-        loop.state = type(loop.state).from_dict(saved)
-        by_rank = saved.get("rng_by_rank") or [saved["rng"]]
-        if len(by_rank) == loop.where.world_size:  # else: a new process count, new streams
-            set_rng_state(by_rank[loop.where.rank])
-        loop.order_rng.set_state(saved["order_rng"])
+        model's parameters are loaded before the optimizer is made).
+
+        Raises:
+            ValueError: naming the file, when its training state is malformed.
+        """
+        try:
+            loop.optimizer.load_state_dict(saved["optimizer"])
+            state = type(loop.state).from_dict(saved)
+            _check_saved_state(saved, state, loop.num_data)
+            by_rank = saved.get("rng_by_rank") or [saved["rng"]]
+            if len(by_rank) == loop.where.world_size:  # else: a new process count, new streams
+                set_rng_state(by_rank[loop.where.rank])
+            loop.order_rng.set_state(saved["order_rng"])
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError, AttributeError) as error:
+            raise ValueError(
+                f"checkpoint {str(self.path)!r}: expected a training state pyrogen.fit wrote, "
+                f"got one that cannot be restored ({type(error).__name__}: {error})"
+            ) from error
+        loop.state = state
 
     def on_step_end(self, loop: TrainingLoop, loss: float) -> None:
         if self.every and loop.state.step % self.every == 0:
@@ -406,11 +448,57 @@ class Checkpoint(Callback):
             "rng": by_rank[0],
             "rng_by_rank": by_rank,
             "order_rng": loop.order_rng.get_state(),
+            "run": loop.run_signature(),
             **loop.state.to_dict(),
         }
         save_checkpoint(self.path, payload)
         if where.world_size > 1:  # no process reads the file before it is written
             torch.distributed.barrier()
+
+
+#: How :meth:`Checkpoint.check_run` names each entry of a run's signature.
+_RUN_ENTRIES = {
+    "rows": "{} rows",
+    "shape": "rows of shape {}",
+    "dtype": "data of dtype {}",
+    "batch_size": "batch_size {}",
+    "optimizer": "optimizer {}",
+    "param_groups": "parameter groups of {} parameters",
+    "seed": "seed {}",
+}
+
+
+def _comparable(value: Any) -> Any:
+    return tuple(_comparable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _describe_run(key: str, value: Any) -> str:
+    if key == "batch_size" and value is None:
+        return "the full batch"
+    if key == "param_groups":
+        value = list(_comparable(value))
+    elif isinstance(value, list | tuple):
+        value = _comparable(value)
+    return _RUN_ENTRIES.get(key, key + " {}").format(value)
+
+
+def _check_saved_state(saved: dict[str, Any], state: Any, num_data: int) -> None:
+    """A TypeError or ValueError for a step or row order that a run cannot have written."""
+    step = saved["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise TypeError(f"step: expected a non-negative int, got {step!r}")
+    order = state.permutation
+    if order is None:
+        return
+    if (
+        not isinstance(order, torch.Tensor)
+        or order.dim() != 1
+        or order.dtype.is_floating_point
+        or order.dtype == torch.bool
+    ):
+        raise TypeError(f"permutation: expected a 1-D tensor of row indices, got {order!r}")
+    if len(order) and (int(order.min()) < 0 or int(order.max()) >= num_data):
+        raise ValueError(f"permutation: expected row indices in 0..{num_data - 1}")
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -28,6 +28,7 @@ import builtins
 import copy
 import os
 import pickle
+import random
 import socket
 import tempfile
 from collections.abc import Callable
@@ -41,7 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pyrogen.checks import check_int
+from pyrogen.checks import check_choice, check_int
 
 #: Accepted ``strategy`` values: ``"auto"`` is one process unless ``devices`` or
 #: ``num_nodes`` ask for more; ``"ddp"`` is DistributedDataParallel.
@@ -67,8 +68,7 @@ class Cluster:
 def check_scale_out(strategy: Any, devices: Any, num_nodes: Any) -> tuple[str, int, int]:
     """Validate ``strategy``, ``devices`` and ``num_nodes``; ``"auto"`` becomes ``"ddp"``
     when more than one process is asked for."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+    check_choice("strategy", strategy, STRATEGIES)
     devices = check_int("devices", devices, 1)
     num_nodes = check_int("num_nodes", num_nodes, 1)
     if strategy == "auto" and devices * num_nodes > 1:
@@ -342,8 +342,49 @@ def sample(
     for name in _PER_ROW_SAMPLE_OPTIONS:
         if options.get(name) is not None:
             per_row[name] = _as_rows(options.pop(name), name, rows=n)
+    if n > _LARGE_DRAW:
+        _check_draw_fits(model, n, per_row, options)
     job = _Job("sample", n, None, per_row, options)
     return _run_sharded(model, job, devices, num_nodes, device, seed)
+
+
+#: Draws of more rows than this are sized first (one row drawn, random state put back).
+_LARGE_DRAW = 1_000_000
+
+
+def _check_draw_fits(
+    model: Any, n: int, per_row: dict[str, torch.Tensor], options: dict[str, Any]
+) -> None:
+    """A ValueError naming ``n`` when ``n`` rows would take more than half this machine's
+    memory (the draws are gathered on the CPU, and drawing needs room of its own)."""
+    memory = _physical_memory()
+    if memory is None:
+        return
+    state = (np.random.get_state(), random.getstate())
+    with torch.random.fork_rng(devices=[]):
+        try:
+            one = model.sample(1, **{k: v[:1] for k, v in per_row.items()}, **options)
+        except Exception:  # the draw itself will report the model's error
+            return
+        finally:
+            np.random.set_state(state[0])
+            random.setstate(state[1])
+    if not isinstance(one, torch.Tensor):
+        return
+    need = n * one.element_size() * max(one.numel(), 1)
+    if need > memory / 2:
+        raise ValueError(
+            f"n: expected a number of rows whose draws fit in memory, got {n}: {n} rows of "
+            f"shape {tuple(one.shape[1:])} ({one.dtype}) take about {need / 2**30:.3g} GiB, "
+            f"more than half of this machine's {memory / 2**30:.3g} GiB; draw them in chunks"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def evaluate(

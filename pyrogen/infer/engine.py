@@ -20,7 +20,9 @@ import contextlib
 import copy
 import math
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ import numpy as np
 import pyro
 import torch
 
-from pyrogen.checks import as_tensor, check_int, float_dtype_of
+from pyrogen.checks import as_tensor, check_int, check_number, float_dtype_of
 from pyrogen.infer import distributed
 from pyrogen.infer.callbacks import (
     Callback,
@@ -118,7 +120,8 @@ class FitConfig:
       full-batch (a family may define its epoch otherwise).
     * ``optim``: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
     * ``lr``: learning rate; default from ``model.fit_defaults`` or 1e-3.
-    * ``clip_norm``: clip the gradient norm to this value (None: no clipping).
+    * ``clip_norm``: clip the gradient norm to this positive, finite value (None: no
+      clipping).
     * ``validation`` / ``validation_y``: held-out rows shaped like ``data`` (M, ...) and
       their labels (M, ...), when ``y`` is given. After every epoch (every step,
       full-batch) their negative ELBO per row, ``model.loss`` on all M rows, is the
@@ -134,7 +137,7 @@ class FitConfig:
       the lowest value is partly luck, so the default (True with ``validation``, else from
       ``model.fit_defaults``, else False) keeps the last.
     * ``device``: ``"cpu"``, ``"cuda"``, ...; default the data's device.
-    * ``seed``: seeds Pyro, torch, numpy, the minibatch order, the noise and
+    * ``seed``: a non-negative integer; seeds Pyro, torch, numpy, the minibatch order, the noise and
       ``epoch_transform``'s generator, and, for a model that still has the values its
       constructor gave it, its initial values
       (:meth:`~pyrogen.models.base.GenerativeModel.initialize`): the same call on a newly
@@ -144,8 +147,11 @@ class FitConfig:
       ``callback(step, loss, model)`` of which one returning True stops training.
     * ``checkpoint``: file to save training state to (atomically) every
       ``checkpoint_every`` steps and at the end; also a model file for
-      :func:`pyrogen.load`. ``resume``: continue from it if it exists (parameters,
-      optimizer, random state and step), so an interrupted run continues exactly.
+      :func:`pyrogen.load`. Its folder must exist and take files (checked before the
+      first step). ``resume``: continue from it if it exists (parameters, optimizer,
+      random state and step), so an interrupted run continues exactly; a checkpoint
+      written for other data (rows, shape, dtype) or other settings (``batch_size``,
+      ``seed``, optimizer) is refused, naming what differs.
     * ``progress``: show a progress bar; default only when stderr is a terminal.
     * ``micro_batch_size``: most rows scored at once (per process): a larger batch is scored
       in pieces whose gradients add up to exactly the batch's (noise included), so memory
@@ -212,9 +218,9 @@ class FitConfig:
             raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
         defaults, get = model.fit_defaults, options.get
         batch_size, steps_per_epoch, steps = _schedule(model, data, options)
-        lr = float(_given(options, "lr", defaults.get("lr", 1e-3)))
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr: expected a positive number, got {lr!r}")
+        lr = check_number("lr", _given(options, "lr", defaults.get("lr", 1e-3)))
+        clip_norm = get("clip_norm")
+        clip_norm = None if clip_norm is None else check_number("clip_norm", clip_norm)
         early_stopping, min_delta, restore_best = _monitoring(defaults, data, options)
         checkpoint_every = _positive_int_or_none("checkpoint_every", get("checkpoint_every"))
         micro = _given(options, "micro_batch_size", defaults.get("micro_batch_size"))
@@ -228,17 +234,17 @@ class FitConfig:
             steps_per_epoch=steps_per_epoch,
             batch_size=batch_size,
             lr=lr,
-            optim=get("optim") or torch.optim.Adam,
-            clip_norm=get("clip_norm"),
+            optim=_checked_optim(get("optim")),
+            clip_norm=clip_norm,
             early_stopping=early_stopping,
             min_delta=min_delta,
             restore_best=restore_best,
             checkpoint_every=checkpoint_every,
             micro_batch_size=micro_batch_size,
             **_placement(model, data, options),
-            seed=get("seed", 0),
+            seed=check_int("seed", get("seed", 0), 0),
             callbacks=tuple(as_callback(c) for c in get("callbacks") or ()),
-            checkpoint=None if get("checkpoint") is None else Path(get("checkpoint")),
+            checkpoint=_checked_checkpoint(get("checkpoint")),
             resume=bool(get("resume", False)),
             progress=sys.stderr.isatty() if get("progress") is None else bool(get("progress")),
             epoch_transform=_checked_transform(get("epoch_transform")),
@@ -286,9 +292,8 @@ def _monitoring(
     # Unlike the other options, an explicit None here is an answer: never stop early.
     patience = options.get("early_stopping", defaults.get("early_stopping"))
     patience = _positive_int_or_none("early_stopping", patience)
-    min_delta = float(_given(options, "min_delta", defaults.get("min_delta", 1e-4)))
-    if not (math.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(f"min_delta: expected a non-negative number, got {min_delta!r}")
+    min_delta = _given(options, "min_delta", defaults.get("min_delta", 1e-4))
+    min_delta = check_number("min_delta", min_delta, allow_zero=True)
     restore_best = options.get("restore_best")
     if "restore_best" not in options:
         restore_best = data.validation is not None or defaults.get("restore_best", False)
@@ -305,8 +310,7 @@ def _placement(
     precision = check_precision(options.get("precision", "32"))
     with mixed_precision(model, precision):  # a model without layers to speed up says so now
         pass
-    device = options.get("device")
-    device = torch.device(device) if device is not None else data.x.device
+    device = _checked_device(options.get("device"), data.x.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: expected an available device, got {str(device)!r} (no CUDA)")
     return {
@@ -316,6 +320,57 @@ def _placement(
         "precision": precision,
         "device": device,
     }
+
+
+def _checked_optim(optim: Any) -> OptimizerFactory:
+    if optim is None:
+        return torch.optim.Adam
+    if not callable(optim):
+        raise ValueError(
+            "optim: expected an optimizer class or function optim(params, lr=lr), e.g. "
+            f"torch.optim.Adam, got {optim!r}"
+        )
+    return optim
+
+
+def _checked_device(device: Any, default: torch.device) -> torch.device:
+    """``device`` as a torch.device (``default`` for None), or a ValueError naming it."""
+    if device is None:
+        return default
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device: expected a device such as 'cpu' or 'cuda', got {device!r}"
+        ) from None
+
+
+def _checked_checkpoint(checkpoint: Any) -> Path | None:
+    """``checkpoint`` as a path whose folder exists and takes files (a probe file is made
+    and removed beside it), so that a run does not train for an hour and then fail to save.
+    """
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, str | Path) or not str(checkpoint):
+        raise ValueError(f"checkpoint: expected a file path, got {checkpoint!r}")
+    path = Path(checkpoint)
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"checkpoint: expected a file path, got the folder {str(path)!r}")
+    if not folder.is_dir():
+        raise ValueError(
+            f"checkpoint: expected a file in an existing folder, got {str(path)!r} "
+            f"(no folder {str(folder)!r}; create it first)"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"checkpoint: expected a writable folder, got {str(folder)!r} "
+            f"({error.strerror or error})"
+        ) from None
+    return path
 
 
 def _checked_transform(transform: Any) -> EpochTransform | None:
@@ -455,6 +510,11 @@ def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> Fit
         ValueError: bad options or data, naming the argument.
         FloatingPointError: the loss or a gradient became NaN/inf; the message names the
             step and the site or parameter responsible.
+
+    Warns:
+        RuntimeWarning: training diverged: the last loss rose above the first by more than
+            100 times the first's size (at least 100 nats per example), or its size is over
+            1e10 nats per example.
 
     Example:
         >>> import pyrogen
@@ -607,6 +667,7 @@ class TrainingLoop:
         self.model, self.data, self.config, self.where = model, data, config, where
         self.device = distributed.process_device(config.device, where)
         self.num_data = data.num_data
+        self.data_dtype = str(data.x.dtype)  # as given (the model's dtype may differ)
         self.has_validation = data.validation is not None
         self.state = TrainingState()
         self.checkpoint = (
@@ -625,6 +686,8 @@ class TrainingLoop:
             while self.state.step < self.config.steps and not self.state.stopped_early:
                 self._step()
             self.dispatch("on_fit_end")
+            if self.where.is_main:
+                _warn_if_diverged(self.state.losses, self.config.lr)
         except BaseException as error:
             replacement = self._notify_failure(error)
             if replacement is not None:
@@ -642,6 +705,26 @@ class TrainingLoop:
             validation_losses=list(self.state.validation_losses),
             world_size=self.where.world_size,
         )
+
+    def run_signature(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote its checkpoint: the rows
+        (number, shape of one, dtype), ``batch_size``, family, ``seed`` and, once it is made,
+        the optimizer (class and parameter-group sizes)."""
+        x, config = self.data.x, self.config
+        signature: dict[str, Any] = {
+            "rows": self.num_data,
+            "shape": tuple(x.shape[1:]),
+            "dtype": self.data_dtype,
+            "batch_size": config.batch_size,
+            "family": self.model.family,
+            "seed": config.seed,
+        }
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None:
+            kind = type(optimizer)
+            signature["optimizer"] = f"{kind.__module__}.{kind.__qualname__}"
+            signature["param_groups"] = [len(group["params"]) for group in optimizer.param_groups]
+        return signature
 
     def request_stop(self) -> None:
         """End training after the current step (in every process, under DDP)."""
@@ -665,6 +748,7 @@ class TrainingLoop:
         self.order_rng = torch.Generator().manual_seed(config.seed)
         saved = None if self.checkpoint is None else self.checkpoint.read(model.family)
         if saved is not None:
+            self.checkpoint.check_run(saved, self.run_signature())
             if not model.is_setup:  # builds parameter shapes; values are replaced
                 model.setup(data.x, data.labels, seed=config.seed)
             model.load_state_dict(saved["state_dict"])
@@ -679,6 +763,7 @@ class TrainingLoop:
             raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
         self.optimizer = config.optim(self.params, lr=config.lr)
         if saved is not None:
+            self.checkpoint.check_run(saved, self.run_signature())
             self.checkpoint.restore(self, saved)
         self.elbo = model.loss
         self.trainer: torch.nn.Module = _ELBOLoss(model, self.elbo)
@@ -820,6 +905,27 @@ class TrainingLoop:
                 loss.backward()
             total += loss.detach()
         return total
+
+
+#: A final loss this far above the first (nats per example, or this many times its size)
+#: or this large in size is training that ran away, not a fit.
+DIVERGED_RISE = 100.0
+DIVERGED_SIZE = 1e10
+
+
+def _warn_if_diverged(losses: list[float], lr: float) -> None:
+    """Warn (``RuntimeWarning``) when the last loss is far above the first or enormous."""
+    if len(losses) < 2 or not all(math.isfinite(v) for v in (losses[0], losses[-1])):
+        return
+    first, last = losses[0], losses[-1]
+    if abs(last) <= DIVERGED_SIZE and last - first <= DIVERGED_RISE * max(1.0, abs(first)):
+        return
+    warnings.warn(
+        f"fit: training diverged: the loss went from {first:.4g} to {last:.4g} nats per "
+        f"example over {len(losses)} steps; try a smaller lr (it was {lr:g}) or clip_norm",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _all_processes(callback: Any) -> bool:

@@ -19,6 +19,8 @@ import torch
 import zuko.nn
 from torch import nn
 
+from pyrogen.checks import check_choice
+
 #: Accepted ``precision`` values (PyTorch Lightning's names).
 PRECISIONS = ("32", "bf16-mixed")
 
@@ -38,10 +40,9 @@ _AUTOCAST_LAYERS = (
 
 def check_precision(precision: Any) -> str:
     """``precision`` as one of :data:`PRECISIONS`, or a ValueError naming the argument."""
-    value = str(precision)
-    if value not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
-    return value
+    # The integer 32 means "32" too.
+    is_int = isinstance(precision, int) and not isinstance(precision, bool)
+    return check_choice("precision", str(precision) if is_int else precision, PRECISIONS)
 
 
 @contextlib.contextmanager

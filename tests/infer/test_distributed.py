@@ -193,7 +193,7 @@ def test_unpicklable_callbacks_are_named():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"strategy": "fsdp"}, r"strategy: expected one of \('auto', 'ddp'\), got 'fsdp'"),
+        ({"strategy": "fsdp"}, "strategy: expected one of 'auto', 'ddp', got 'fsdp'"),
         ({"devices": 0}, "devices: expected a positive integer, got 0"),
         ({"micro_batch_size": 0}, "micro_batch_size: expected a positive integer, got 0"),
         ({"num_nodes": 2}, "num_nodes=2: set MASTER_ADDR, MASTER_PORT, NODE_RANK"),

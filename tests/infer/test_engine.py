@@ -391,6 +391,7 @@ def test_checkpoints_keep_their_format(tmp_path):
         "rng",
         "rng_by_rank",
         "order_rng",
+        "run",
         "step",
         "losses",
         "best_loss",
