@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "physical_memory",
     "as_examples",
     "as_labels",
     "as_tensor",
@@ -340,3 +342,12 @@ def float_dtype_of(data: Any) -> torch.dtype:
     if isinstance(data, torch.Tensor) and data.is_floating_point():
         return data.dtype
     return torch.get_default_dtype()
+
+
+def physical_memory() -> int | None:
+    """Bytes of this machine's physical memory where the system says (POSIX), else None:
+    what size checks compare an allocation against before making it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None

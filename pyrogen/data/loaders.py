@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrogen.checks import as_tensor
+from pyrogen.checks import as_tensor, physical_memory
 from pyrogen.data._csv import parse_columns, read_numeric_csv
 from pyrogen.data._files import PathLike, existing_file, is_gzip, read_at_most
 from pyrogen.data._idx import looks_like_idx, read_idx
@@ -159,10 +158,7 @@ def check_fits_in_memory(shape: Sequence[int], name: str, itemsize: int = 4) -> 
         ...
         ValueError: -n: expected at most ... rows, got 10000000000 (rows of 784 values: ...
     """
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        memory = 2 * MAX_ARRAY_BYTES
+    memory = physical_memory() or 2 * MAX_ARRAY_BYTES
     limit, row = min(MAX_ARRAY_BYTES, memory // 2), max(math.prod(shape[1:]), 1) * itemsize
     if shape[0] * row > limit:
         raise ValueError(

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pyrogen.checks import check_choice, check_int
+from pyrogen.checks import check_choice, check_int, physical_memory
 
 #: Accepted ``strategy`` values: ``"auto"`` is one process unless ``devices`` or
 #: ``num_nodes`` ask for more; ``"ddp"`` is DistributedDataParallel.
@@ -357,7 +357,7 @@ def _check_draw_fits(
 ) -> None:
     """A ValueError naming ``n`` when ``n`` rows would take more than half this machine's
     memory (the draws are gathered on the CPU, and drawing needs room of its own)."""
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory is None:
         return
     state = (np.random.get_state(), random.getstate())
@@ -378,13 +378,6 @@ def _check_draw_fits(
             f"shape {tuple(one.shape[1:])} ({one.dtype}) take about {need / 2**30:.3g} GiB, "
             f"more than half of this machine's {memory / 2**30:.3g} GiB; draw them in chunks"
         )
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 def evaluate(

@@ -24,7 +24,6 @@ is mean-field, a Normal in each site's unconstrained space pushed through ``bije
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.nn import PyroParam, pyro_method
 from torch.distributions import biject_to
 
-from pyrogen.checks import as_tensor, check_choice, check_int, float_dtype_of
+from pyrogen.checks import as_tensor, check_choice, check_int, float_dtype_of, physical_memory
 from pyrogen.models.base import GenerativeModel, data_plate
 from pyrogen.models.mixture_em import (
     COVARIANCE_TYPES,
@@ -976,21 +975,13 @@ def _check_size(n_components: int, n_features: int, covariance: str) -> None:
     the estimate, before anything is allocated (D = 200,000 full covariances: 2.6 TB)."""
     tables = {"full": n_components, "tied": 1}.get(covariance, 0)
     needed = _WORKING_COPIES * 8 * max(tables * n_features**2, n_components * n_features)
-    available = _physical_memory()
+    available = physical_memory()
     if available is not None and needed > available:
         raise ValueError(
             f"x: {n_features} features with covariance={covariance!r} and {n_components} "
             f"components need about {needed / 2**30:.0f} GiB to fit, more than this machine's "
             f"{available / 2**30:.0f} GiB; use covariance='diag' or fewer features"
         )
-
-
-def _physical_memory() -> int | None:
-    """Bytes of physical memory, where the system says (POSIX), else None."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _check_representable(sd: torch.Tensor, dtype: torch.dtype) -> None:

@@ -390,7 +390,7 @@ def test_large_but_representable_spreads_fit_in_their_units():
 def test_covariances_that_cannot_fit_in_memory_are_refused_before_allocation(monkeypatch):
     import pyrogen.models.gmm as gmm_module
 
-    monkeypatch.setattr(gmm_module, "_physical_memory", lambda: 24 * 2**30)
+    monkeypatch.setattr(gmm_module, "physical_memory", lambda: 24 * 2**30)
     x = torch.randn(5, 200_000)  # full covariances: 2 x 200,000 x 200,000 values
     with pytest.raises(ValueError, match=r"^x: 200000 features .* need about \d+ GiB"):
         pyrogen.fit(pyrogen.GaussianMixture(2), x, steps=1, progress=False)
