@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "label_tensor",
     "physical_memory",
     "as_examples",
     "as_labels",
@@ -297,6 +298,29 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> Any:
     return value
 
 
+def label_tensor(y: Any, name: str = "y") -> torch.Tensor:
+    """Labels (array-like or tensor) as a tensor, refusing text and other non-numbers with a
+    ValueError naming ``name`` (torch would raise a TypeError about numpy dtypes).
+
+    Example:
+        >>> label_tensor(["a", "b"])
+        Traceback (most recent call last):
+        ...
+        ValueError: y: expected integer class labels, got values of type <U1 (e.g. 'a')
+    """
+    if isinstance(y, torch.Tensor):
+        return y
+    values = np.asarray(y)
+    if values.dtype.kind not in "biuf":
+        example = values.reshape(-1)[0] if values.size else None
+        example = example.item() if isinstance(example, np.generic) else example
+        raise ValueError(
+            f"{name}: expected integer class labels, got values of type {values.dtype} "
+            f"(e.g. {example!r})"
+        )
+    return torch.as_tensor(values)
+
+
 def as_labels(
     y: Any, rows: int, num_classes: int, *, name: str = "y", unlabelled: bool = False
 ) -> torch.Tensor:
@@ -313,7 +337,7 @@ def as_labels(
         ValueError: naming ``name``, for a wrong shape, non-integer values or a label out of
             range (the first offending row is named).
     """
-    labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    labels = label_tensor(y, name)
     if labels.dim() != 1 or labels.shape[0] != rows:
         raise ValueError(f"{name}: expected labels of shape ({rows},), got {tuple(labels.shape)}")
     if labels.is_floating_point():

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 
-from pyrogen.checks import as_tensor, check_int, check_number, float_dtype_of
+from pyrogen.checks import as_tensor, check_int, check_number, float_dtype_of, label_tensor
 from pyrogen.infer import distributed
 from pyrogen.infer.callbacks import (
     Callback,
@@ -469,7 +468,7 @@ class TrainingData:
 def _as_labels(y: Any, num_rows: int, name: str = "y") -> torch.Tensor | None:
     if y is None:
         return None
-    labels = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    labels = label_tensor(y, name)
     if labels.dim() == 0 or labels.shape[0] != num_rows:
         raise ValueError(
             f"{name}: expected {num_rows} rows like "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -249,3 +250,11 @@ def test_a_draw_too_large_for_memory_is_refused_naming_n(monkeypatch):
     monkeypatch.setattr(distributed, "_LARGE_DRAW", 0)
     torch.manual_seed(5)
     assert torch.equal(distributed.sample(gmm, 50, seed=None), plain)
+
+
+@pytest.mark.parametrize("labels", [["a"] * 10, np.array(["0"] * 10), [object()] * 10])
+def test_labels_that_are_not_numbers_are_refused_naming_y(labels):
+    # Before: torch's "can't convert np.ndarray of type numpy.str_" TypeError.
+    model = pyrogen.ConditionalVAE((2,), num_classes=2)
+    with pytest.raises(ValueError, match=r"^y: expected integer class labels, got values"):
+        pyrogen.fit(model, torch.rand(10, 2), labels, steps=1, progress=False)
