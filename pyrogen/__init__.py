@@ -15,6 +15,7 @@ from pyrogen.infer import (
 from pyrogen.models import (
     REGISTRY,
     VAE,
+    AutoregressiveDensity,
     ConditionalVAE,
     DiffusionVAE,
     FlowDensity,
@@ -28,6 +29,7 @@ from pyrogen.version import __version__
 __all__ = [
     "REGISTRY",
     "AutoFlow",
+    "AutoregressiveDensity",
     "ConditionalVAE",
     "DiffusionVAE",
     "FitResult",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyrogen.models.autoregressive import AutoregressiveDensity
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
 from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.diffusion import DiffusionVAE
@@ -22,12 +23,14 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         GaussianMixtureVAE,
         FlowDensity,
         DiffusionVAE,
+        AutoregressiveDensity,
     )
 }
 
 __all__ = [
     "DATA_PLATE",
     "REGISTRY",
+    "AutoregressiveDensity",
     "ConditionalVAE",
     "DiffusionVAE",
     "FlowDensity",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from pyrogen.nn.autoregressive import MADE, CausalConvNet, GatedPixelCNN, MaskedConv
 from pyrogen.nn.conv import ConvDecoder, ConvEncoder
 from pyrogen.nn.denoisers import MLPDenoiser, UNetDenoiser, timestep_embedding
 from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
@@ -117,7 +118,11 @@ __all__ = [
     "FLOWS",
     "SCHEDULES",
     "KINDS",
+    "MADE",
     "MLP",
+    "CausalConvNet",
+    "GatedPixelCNN",
+    "MaskedConv",
     "ConvDecoder",
     "ConvEncoder",
     "FlowDistribution",

@@ -46,6 +46,7 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
         "diffusion-latent": pyrogen.DiffusionVAE(
             (6,), timesteps=4, hidden=(4,), autoencoder=pyrogen.VAE((6,), latent_dim=2, hidden=(4,))
         ),
+        "autoregressive": pyrogen.AutoregressiveDensity((6,), hidden=(4,), num_masks=2),
     }
 
 

@@ -113,6 +113,24 @@ def _diffusion_example(data_shape: tuple[int, ...], likelihood: str = "gaussian"
     return make
 
 
+def _autoregressive_example(data_shape: tuple[int, ...], likelihood: str = "bernoulli", **options):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        if likelihood == "bernoulli":
+            x = _binary(data_shape)
+        elif likelihood == "categorical":
+            x = torch.randint(0, 4, (40, *data_shape), generator=generator) / 3
+        else:
+            x = torch.randn(40, *data_shape, generator=generator).cumsum(-1) * 2 + 1
+        model = pyrogen.AutoregressiveDensity(
+            data_shape, likelihood=likelihood, hidden=(16,), channels=8, layers=2, **options
+        )
+        y = torch.arange(40) % 3 if options.get("num_classes") else None
+        return Example(model, x, y)
+
+    return make
+
+
 EXAMPLES = {
     **{
         f"gmm-{inference}-{covariance}": ("gmm", _gmm_example(inference, covariance))
@@ -184,6 +202,26 @@ EXAMPLES = {
     "diffusion-latent-on-a-vae": (
         "diffusion",
         _diffusion_example((12,), timesteps=5, autoencoder="vae"),
+    ),
+    "autoregressive-made-order-agnostic": (
+        "autoregressive",
+        _autoregressive_example((12,), num_masks=3),
+    ),
+    "autoregressive-made-categorical-labels": (
+        "autoregressive",
+        _autoregressive_example((2, 3), "categorical", network="made", levels=4, num_classes=3),
+    ),
+    "autoregressive-pixelcnn-labels": (
+        "autoregressive",
+        _autoregressive_example((1, 6, 6), num_classes=3, kernel_size=3),
+    ),
+    "autoregressive-causal-conv-logistic-mixture": (
+        "autoregressive",
+        _autoregressive_example((2, 8), "logistic_mixture", network="causal_conv"),
+    ),
+    "autoregressive-causal-conv-gaussian": (
+        "autoregressive",
+        _autoregressive_example((8,), "gaussian", network="causal_conv"),
     ),
     "diffusion-simple-x0-images": (
         "diffusion",
