@@ -63,3 +63,38 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
     torch.save({"object": Payload()}, path)
     with pytest.raises(ValueError, match="could not be read safely"):
         load_checkpoint(path)
+
+
+def test_temporaries_of_dead_writers_are_removed_and_no_others(tmp_path):
+    """A writer killed mid-write (``kill -9``) leaves its temporary file or staging folder;
+    the next write of the same path removes it, but never a live process's, another
+    machine's or one of unknown origin."""
+    import subprocess
+    import sys
+
+    from pyrogen.io import remove_stale_temporaries, temporary_prefix
+
+    path = tmp_path / "ck.pt"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+
+    def of_dead_writer(kind: str = "") -> str:
+        return temporary_prefix(path, kind).replace(f".{os.getpid()}.", f".{gone}.")
+
+    (tmp_path / f"{of_dead_writer()}a1.tmp").write_bytes(b"half")
+    (tmp_path / f"{of_dead_writer('stage')}b2.tmp").mkdir()
+    other_file = of_dead_writer()[len(".ck.pt.") :]
+    kept = [
+        f"{temporary_prefix(path)}c3.tmp",
+        ".ck.pt.legacy.tmp",
+        f".ck.pt.another-host.{gone}.d4.tmp",
+        f".other.pt.{other_file}e5.tmp",
+    ]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"x")
+    if os.name != "posix":
+        assert remove_stale_temporaries(path) == []
+        return
+    with atomic_write(path) as handle:
+        handle.write(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "ck.pt"])

@@ -44,13 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("PYROGEN_DEBUG", "") not in ("", "0")
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv[argv.index(args.command) + 1 :]  # the command's own arguments
         return args.run(args)
     except UsageError as error:
         (rejecting, message), failure = error.args, error
         rejecting.print_usage(sys.stderr)
         code, line = 2, f"{rejecting.prog}: error: {message}"
-    except KeyboardInterrupt as error:
-        code, line, failure = 130, "pyrogen: error: interrupted", error
+    except KeyboardInterrupt as error:  # with a message: where the state was saved
+        code, line, failure = 130, f"pyrogen: {str(error) or 'error: interrupted'}", error
     except (ValueError, OSError) as error:
         code, line, failure = 2, f"pyrogen: error: {error}", error
     except FloatingPointError as error:

@@ -21,9 +21,16 @@ import torch.multiprocessing as mp
 from pyrogen import data
 from pyrogen.cli import options as opt
 from pyrogen.cli.families import FamilySpec, Setup, spec_of
+from pyrogen.cli.resume import (
+    CHECKPOINT_FILE,
+    end_run,
+    resume_command,
+    resumed_arguments,
+    start_run,
+)
 from pyrogen.diagnostics.report import SUMMARY_FILE, check_run_folder, write_run
 from pyrogen.diagnostics.text import describe_fit
-from pyrogen.infer.callbacks import Callback
+from pyrogen.infer.callbacks import Callback, TrainingInterrupted
 from pyrogen.infer.distributed import STRATEGIES, check_scale_out, cluster, join, spawn
 from pyrogen.infer.engine import fit
 from pyrogen.infer.precision import PRECISIONS
@@ -43,7 +50,13 @@ def add_fit_command(commands: argparse._SubParsersAction) -> None:
         description="Fit a model family to data and write a run folder (summary.json, "
         "model.pt, plots; inference_data.nc for the mixture).",
     )
-    commands = fit_parser.add_subparsers(dest="family", metavar="FAMILY", required=True)
+    fit_parser.add_argument(
+        "--resume", type=Path, metavar="RUN",
+        help="continue the run in progress RUN (its folder to be, RUN.partial or the "
+        "checkpoint in it) exactly where it stopped, with the options it was started with",
+    )  # fmt: skip
+    fit_parser.set_defaults(run=run_fit, family=None)
+    commands = fit_parser.add_subparsers(dest="family", metavar="FAMILY")
     for name, family in REGISTRY.items():
         spec = spec_of(name)
         doc = (family.__doc__ or name).strip().splitlines()[0]
@@ -86,8 +99,9 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
          "when their loss has not improved for --patience epochs", {"type": opt.share}),
         ("--patience", "epochs without held-out improvement (default 20)",
          {"type": opt.positive_int, "default": 20}),
-        ("--checkpoint", "checkpoint file written during training", {"type": Path}),
-        ("--resume", "resume from --checkpoint", {"action": "store_true"}),
+        ("--checkpoint-every", "steps between saves of the training state to RUN.partial "
+         "(default: only when stopped by Ctrl-C or SIGTERM); `pyrogen fit --resume RUN` "
+         "continues from it", {"type": opt.positive_int, "metavar": "N"}),
         ("--seed", "random seed (default 0)", {"type": int, "default": 0}),
         ("--device", "(default cpu)", {"choices": ("cpu", "cuda"), "default": "cpu"}),
         *[(opt.flag(family.score_samples_name), "of the test bounds (default %(default)s)",
@@ -103,9 +117,43 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
 
 # --- running it ---------------------------------------------------------------------------------
 def run_fit(args: argparse.Namespace) -> int:
-    """Fit, write the run folder, print its summary (the first process, with several)."""
-    out = args.out or Path("runs") / f"{args.family}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    check_run_folder(out)  # fail before training, not after
+    """Fit (or resume), write the run folder, print its summary (the first process, with
+    several); the run in progress is kept in ``RUN.partial`` (:mod:`pyrogen.cli.resume`)."""
+    if args.resume is not None:
+        if args.family is not None:
+            raise ValueError("--resume: expected no FAMILY (the run's own options are used)")
+        from pyrogen.cli import build_parser  # the whole command line, to read the stored one
+
+        args = resumed_arguments(args.resume, build_parser())
+    elif args.family is None:
+        raise ValueError("fit: expected a FAMILY (see pyrogen fit --help) or --resume RUN")
+    else:
+        args.out = (
+            args.out or Path("runs") / f"{args.family}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        )
+        check_run_folder(args.out)  # fail before training, not after
+        args.partial, args.resuming = start_run(args.out, args.argv), False
+    try:
+        code = _run_fit(args, args.out)
+    except KeyboardInterrupt as error:
+        saved = (args.partial / CHECKPOINT_FILE).exists()
+        end_run(args.partial, succeeded=False)
+        if not saved:
+            raise
+        step = f" after step {error.step}" if isinstance(error, TrainingInterrupted) else ""
+        raise KeyboardInterrupt(
+            f"interrupted{step}; the training state is kept in {str(args.partial)!r}; "
+            f"continue with: {resume_command(args.out)}"
+        ) from None
+    except BaseException:
+        end_run(args.partial, succeeded=False)
+        raise
+    end_run(args.partial, succeeded=True)
+    return code
+
+
+def _run_fit(args: argparse.Namespace, out: Path) -> int:
+    """Fit in this process, or in ``--devices`` processes, and write the run."""
     strategy, devices, num_nodes = check_scale_out(args.strategy, args.devices, args.num_nodes)
     if strategy != "ddp" or devices * num_nodes == 1:
         return write_fitted(args, out)
@@ -168,12 +216,13 @@ def _fit_options(args: argparse.Namespace, family: type) -> dict[str, Any]:
         epochs = IMAGE_EPOCHS if family.reads_images else None
     options = {
         "steps": args.steps, "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "checkpoint": args.checkpoint, "device": args.device, "strategy": args.strategy,
+        "checkpoint": args.partial / CHECKPOINT_FILE, "checkpoint_every": args.checkpoint_every,
+        "device": args.device, "strategy": args.strategy,
         "devices": args.devices, "num_nodes": args.num_nodes, "precision": args.precision,
         "progress": False if args.quiet else None,  # None: bars on a terminal
     }  # fmt: skip
     options = {key: value for key, value in options.items() if value is not None}
-    return {**options, "seed": args.seed, "resume": args.resume}
+    return {**options, "seed": args.seed, "resume": args.resuming}
 
 
 def fit_family(args: argparse.Namespace) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from pyrogen.diagnostics.scoring import (
     summarize,
 )
 from pyrogen.infer.engine import FitResult
-from pyrogen.io import PathLike, atomic_write
+from pyrogen.io import PathLike, atomic_write, remove_stale_temporaries, temporary_prefix
 from pyrogen.models.base import GenerativeModel
 from pyrogen.version import __version__
 
@@ -306,7 +306,8 @@ def read_run_summary(path: PathLike) -> dict[str, Any]:
 def _staging_folder(out: Path) -> Path:
     # A fresh hidden sibling on the same file system, so the final rename is atomic. mkdir
     # (rather than tempfile.mkdtemp's 0700) gives it the permissions a normal folder gets.
-    staging = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    remove_stale_temporaries(out)  # a staging folder of a run killed while writing
+    staging = out.parent / f"{temporary_prefix(out, 'stage')}{secrets.token_hex(4)}.tmp"
     staging.mkdir()
     return staging
 

@@ -3,7 +3,7 @@
 workflows (:func:`select_n_components`, :func:`mixture_nuts`) and the ArviZ conversion of
 posterior draws (:func:`to_inference_data`)."""
 
-from pyrogen.infer.callbacks import Callback, MetricsLogger
+from pyrogen.infer.callbacks import Callback, MetricsLogger, TrainingInterrupted
 from pyrogen.infer.engine import FitConfig, FitResult, fit
 from pyrogen.infer.inference_data import to_inference_data
 from pyrogen.infer.mcmc import run_nuts
@@ -22,4 +22,5 @@ __all__ = [
     "run_nuts",
     "select_n_components",
     "to_inference_data",
+    "TrainingInterrupted",
 ]

@@ -29,6 +29,9 @@ from __future__ import annotations
 import csv
 import math
 import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -334,9 +337,32 @@ class ProgressBar(Callback):
 
 
 # --- checkpoints ------------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (SIGINT) or SIGTERM after a step whose state was saved.
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it too.
+
+    Attributes:
+        step: the steps taken, all saved in ``checkpoint``.
+        checkpoint: the file holding the training state; ``resume=True`` continues from it.
+        signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+    """
+
+    def __init__(self, step: int, checkpoint: Path, signal_name: str) -> None:
+        self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
+        super().__init__(
+            f"training interrupted ({signal_name}) after step {step}; its state is saved in "
+            f"{str(checkpoint)!r} (resume=True continues from it)"
+        )
+
+
+#: The signals :class:`Checkpoint` defers to the end of a step, to save a state to resume from.
+INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM")
+
+
 class Checkpoint(Callback):
-    """Save the training state (atomically) every ``every`` steps and at the end; resume
-    from it.
+    """Save the training state (atomically) every ``every`` steps, at the end and when
+    interrupted; resume from it.
 
     The file holds the model (so it is also a model file for :func:`pyrogen.load`), the
     optimizer, the step, ``loop.state`` (losses, best state, this epoch's row order) and
@@ -345,9 +371,15 @@ class Checkpoint(Callback):
     parameter groups, family, seed), so that a resume on anything else is refused
     (:meth:`check_run`) rather than continued wrongly.
 
+    Ctrl-C (SIGINT) and SIGTERM, in a single training process on the main thread, end
+    training cleanly: the current step completes, its state is saved, and
+    :class:`TrainingInterrupted` is raised (a second signal interrupts at once). Under
+    ``strategy="ddp"`` the processes keep the default handling; the last ``every``-step
+    checkpoint is the one to resume from.
+
     Args:
         path: the checkpoint file.
-        every: steps between checkpoints; None saves at the end only.
+        every: steps between checkpoints; None saves at the end (and when interrupted) only.
         resume: continue from ``path`` when it exists: the loop loads the model from
             :meth:`read`'s state as it sets the model up, and calls :meth:`restore` once
             the optimizer is made, before any ``on_fit_start``.
@@ -357,6 +389,8 @@ class Checkpoint(Callback):
 
     def __init__(self, path: PathLike, every: int | None = None, resume: bool = False) -> None:
         self.path, self.every, self.resume = Path(path), every, resume
+        self._pending: str | None = None  # the deferred signal's name
+        self._handlers: dict[int, Any] = {}  # the handlers replaced while training
 
     def read(self, family: str) -> dict[str, Any] | None:
         """The saved state to resume from, or None (no ``resume``, or no file yet).
@@ -387,12 +421,18 @@ class Checkpoint(Callback):
         recorded = saved.get("run")
         if not isinstance(recorded, dict):
             return
+        if isinstance(current.get("config"), dict):  # settings the data decide later: any
+            config = {k: v for k, v in current["config"].items() if v is not None}
+            current = {**current, "config": config}
+            if isinstance(recorded.get("config"), dict):
+                recorded = {**recorded, "config": {k: recorded["config"].get(k) for k in config}}
         differ = [
             key
             for key, value in current.items()
             if key in recorded and _comparable(recorded[key]) != _comparable(value)
         ]
         if differ:
+            recorded, current = _only_differing_settings(recorded, current)
             was = ", ".join(_describe_run(key, recorded[key]) for key in differ)
             now = ", ".join(_describe_run(key, current[key]) for key in differ)
             raise ValueError(
@@ -423,12 +463,44 @@ class Checkpoint(Callback):
             ) from error
         loop.state = state
 
+    def on_fit_start(self, loop: TrainingLoop) -> None:
+        if loop.where.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set on the main thread of one process
+        for name in INTERRUPT_SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._handlers[number] = signal.signal(number, self._defer)
+
+    def _defer(self, number: int, frame: Any) -> None:
+        if self._pending is not None:  # asked twice: stop now, without saving
+            raise KeyboardInterrupt
+        self._pending = signal.Signals(number).name
+        print(
+            f"pyrogen: {self._pending}: stopping after this step and saving the training "
+            "state (again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def _restore_handlers(self) -> None:
+        for number, handler in self._handlers.items():
+            signal.signal(number, handler)
+        self._handlers.clear()
+
     def on_step_end(self, loop: TrainingLoop, loss: float) -> None:
+        if self._pending is not None:
+            self.save(loop)
+            raise TrainingInterrupted(loop.state.step, self.path, self._pending)
         if self.every and loop.state.step % self.every == 0:
             self.save(loop)
 
     def on_fit_end(self, loop: TrainingLoop) -> None:
+        self._restore_handlers()
         self.save(loop)
+        if self._pending is not None:  # asked to stop as the last step ended: stop
+            raise TrainingInterrupted(loop.state.step, self.path, self._pending)
+
+    def on_exception(self, loop: TrainingLoop, error: BaseException) -> None:
+        self._restore_handlers()
 
     def save(self, loop: TrainingLoop) -> None:
         """Write the file (in the first process, once every process's state is gathered)."""
@@ -465,11 +537,26 @@ _RUN_ENTRIES = {
     "optimizer": "optimizer {}",
     "param_groups": "parameter groups of {} parameters",
     "seed": "seed {}",
+    "config": "the model's settings {}",
 }
 
 
 def _comparable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _comparable(v) for key, v in value.items()}
     return tuple(_comparable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _only_differing_settings(
+    recorded: dict[str, Any], current: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both signatures with their ``config`` cut to the settings that differ."""
+    was, now = recorded.get("config"), current.get("config")
+    if not (isinstance(was, dict) and isinstance(now, dict)):
+        return recorded, current
+    keys = [k for k in {**was, **now} if _comparable(was.get(k)) != _comparable(now.get(k))]
+    cut = lambda config: {k: config.get(k) for k in keys}  # noqa: E731
+    return {**recorded, "config": cut(was)}, {**current, "config": cut(now)}
 
 
 def _describe_run(key: str, value: Any) -> str:

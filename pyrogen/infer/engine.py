@@ -707,8 +707,8 @@ class TrainingLoop:
 
     def run_signature(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote its checkpoint: the rows
-        (number, shape of one, dtype), ``batch_size``, family, ``seed`` and, once it is made,
-        the optimizer (class and parameter-group sizes)."""
+        (number, shape of one, dtype), ``batch_size``, the family and its ``config``,
+        ``seed`` and, once it is made, the optimizer (class and parameter-group sizes)."""
         x, config = self.data.x, self.config
         signature: dict[str, Any] = {
             "rows": self.num_data,
@@ -716,6 +716,7 @@ class TrainingLoop:
             "dtype": self.data_dtype,
             "batch_size": config.batch_size,
             "family": self.model.family,
+            "config": self.model.config,
             "seed": config.seed,
         }
         optimizer = getattr(self, "optimizer", None)

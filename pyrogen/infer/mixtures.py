@@ -159,6 +159,10 @@ def mixture_nuts(
     return to_inference_data(model.relabel(draws), model=model, data=x, sample_stats=stats)
 
 
+#: :func:`pyrogen.fit` options that :func:`fit_mixture` gives the chosen K's fit only.
+_CHECKPOINT_OPTIONS = ("checkpoint", "checkpoint_every", "resume")
+
+
 class MixtureFit(NamedTuple):
     """What :func:`fit_mixture` returns."""
 
@@ -217,7 +221,9 @@ def fit_mixture(
     scores = None
     if n_components == "auto":
         candidates = range(1, min(MAX_AUTO_COMPONENTS, x.shape[0]) + 1)
-        select = {**options, "inference": "map"}
+        # Checkpoints are the chosen K's: the candidates' fits are not resumed.
+        kept = {k: v for k, v in options.items() if k not in _CHECKPOINT_OPTIONS}
+        select = {**kept, "inference": "map"}
         best, scores = select_n_components(x, candidates, criterion="bic", seed=seed, **select)
         n_components = best.n_components
         summary["selection"] = {

@@ -312,3 +312,37 @@ def test_tensorboard_event_files_are_written(tmp_path):
         GaussianMixture(2), rows(), steps=2, callbacks=[MetricsLogger(tmp_path)], progress=False
     )
     assert any(path.name.startswith("events.out.tfevents") for path in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_a_signal_ends_training_after_the_step_with_its_state_saved(tmp_path, how):
+    """Ctrl-C or SIGTERM mid-training: the step completes, the checkpoint holds it, the
+    handlers are put back, and resuming gives the uninterrupted run's bits."""
+    import os
+    import signal
+
+    from pyrogen.infer import TrainingInterrupted
+
+    x = torch.randn(90, 3, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "ck.pt"
+    before = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", "SIGTERM")}
+
+    def send(step, loss, model):
+        if step == 4:
+            os.kill(os.getpid(), getattr(signal, how))
+
+    options = {"steps": 12, "batch_size": 20, "progress": False}
+    with pytest.raises(TrainingInterrupted) as stopped:
+        pyrogen.fit(_vae(), x, checkpoint=path, callbacks=[send], **options)
+    assert (stopped.value.step, stopped.value.signal_name) == (4, how)
+    assert torch.load(path, weights_only=True)["step"] == 4
+    assert {name: signal.getsignal(getattr(signal, name)) for name in before} == before
+    resumed, whole = _vae(), _vae()
+    pyrogen.fit(resumed, x, checkpoint=path, resume=True, **options)
+    pyrogen.fit(whole, x, **options)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
+def _vae():
+    return pyrogen.VAE(data_shape=(3,), latent_dim=2, likelihood="gaussian", hidden=(8,))

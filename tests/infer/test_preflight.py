@@ -258,3 +258,14 @@ def test_labels_that_are_not_numbers_are_refused_naming_y(labels):
     model = pyrogen.ConditionalVAE((2,), num_classes=2)
     with pytest.raises(ValueError, match=r"^y: expected integer class labels, got values"):
         pyrogen.fit(model, torch.rand(10, 2), labels, steps=1, progress=False)
+
+
+def test_resume_refuses_a_model_with_other_settings_naming_only_those(tmp_path):
+    path = _checkpointed(tmp_path, rows(600), batch_size=32)
+    with pytest.raises(ValueError) as error:
+        pyrogen.fit(GaussianMixture(2, covariance="diag"), rows(600), steps=6, batch_size=32,
+                    checkpoint=path, resume=True, progress=False)  # fmt: skip
+    assert "the model's settings {'covariance': 'full'}, got the model's settings " in str(
+        error.value
+    )
+    assert "{'covariance': 'diag'}" in str(error.value)
