@@ -293,13 +293,17 @@ class AutoregressiveDensity(GenerativeModel):
         return x * self.data_scale + self.data_shift if self._continuous else x
 
     def _conditionals(
-        self, values: torch.Tensor, context: torch.Tensor | None, mask: int = 0
+        self,
+        values: torch.Tensor,
+        context: torch.Tensor | None,
+        mask: int = 0,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The parameters (B, ..., P) of every conditional from the modelled values (B,
         ``*network_shape``) (discrete ones centred on 0 for the network)."""
         inputs = values if self._continuous else 2 * values - 1
         if self.network_kind == "made":
-            return self.network(inputs, context, mask=mask)
+            return self.network(inputs, context, mask=mask, weights=weights)
         return self.network(inputs, context)
 
     def chain_log_prob(
@@ -484,9 +488,10 @@ class AutoregressiveDensity(GenerativeModel):
         self, values: torch.Tensor, context: torch.Tensor | None, mask: int, bar: Any
     ) -> torch.Tensor:
         """Fill values (B, ``*network_shape``) one by one in the network's order."""
+        weights = self.network.masks(mask) if self.network_kind == "made" else None
         for index in self._order(mask):
             if self.network_kind == "made":
-                params = self._conditionals(values, context, mask)
+                params = self._conditionals(values, context, mask, weights)
             else:  # nothing after the current row (step) reaches it: run up to there only
                 time = index[1] if self.network_kind == "pixelcnn" else index[-1]
                 params = self._conditionals(values.narrow(2, 0, time + 1), context)

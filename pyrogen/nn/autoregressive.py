@@ -257,12 +257,17 @@ class MADE(nn.Module):
         return found
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: int = 0
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: int = 0,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Args: x (B, D); context (B, context_dim) or None; mask: which of the K masks.
+        """Args: x (B, D); context (B, context_dim) or None; mask: which of the K masks;
+        weights: ``masks(mask)`` computed once by a caller making many passes (sampling).
         Returns: (B, D, P), the parameters of each p(x_i | x_<i)."""
         check_trailing_shape("x", x, (self.features,))
-        weights = self.masks(mask)
+        weights = self.masks(mask) if weights is None else weights
         h = x
         for index, layer in enumerate(self.layers):
             h = F.linear(h, layer.weight * weights[index], layer.bias)
