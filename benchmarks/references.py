@@ -262,6 +262,15 @@ def flow_loss(flow: nn.Module, batch: torch.Tensor, num_data: int) -> torch.Tens
 # --- diffusion ---------------------------------------------------------------------------------
 
 
+def autoregressive_loss(network: nn.Module, batch: torch.Tensor, num_data: int) -> torch.Tensor:
+    """-log p of binary rows under an autoregressive network's Bernoulli conditionals, by
+    hand: the network reads 2x - 1 and returns one logit per value (MADE: (B, D, 1); a
+    PixelCNN: (B, C, H, W, 1)); the sum over the batch, scaled to ``num_data`` rows."""
+    logits = network(2 * batch - 1)[..., 0]
+    nll = F.binary_cross_entropy_with_logits(logits, batch, reduction="sum")
+    return nll * num_data / batch.shape[0]
+
+
 def diffusion_loss(model: Any, objective: str) -> tuple[nn.Module, Callable]:
     """A copy of a ``DiffusionVAE``'s denoiser and the hand-written loss on it.
 

@@ -21,6 +21,7 @@ LIBRARY_MODULES = {"__init__", "harness", "references"}
 #: (script, extra options, result stem): every script once, and the modes that write
 #: results of their own.
 RUNS = [
+    ("autoregressive_density", (), "autoregressive_density"),
     ("diffusion_overhead", (), "diffusion_overhead"),
     ("diffusion_quality", (), "diffusion_quality"),
     ("diffusion_quality", ("--sets", "2d"), "diffusion_quality_2d"),
@@ -44,6 +45,7 @@ RUNS = [
 ]
 #: Scripts that read MNIST from the shared data folder (the others make their own data).
 NEEDS_DATA = {
+    "autoregressive_density",
     "diffusion_quality",
     "flows_density",
     "flows_vae_posterior",
