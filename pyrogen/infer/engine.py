@@ -538,6 +538,11 @@ def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> Fit
     training = TrainingData.from_arguments(
         data, y, options.get("validation"), options.get("validation_y")
     )
+    if y is not None and not model.takes_labels:  # they would be silently ignored
+        raise ValueError(
+            f"y: expected no labels, since {type(model).__name__} does not train on them "
+            "(build it with num_classes to condition on labels, where the family offers it)"
+        )
     config = FitConfig.from_options(model, training, options)
     # Outside "ddp" a process trains alone, whatever group it may belong to.
     if config.strategy != "ddp":

@@ -296,6 +296,14 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         return self.num_classes is not None
 
     @property
+    def takes_labels(self) -> bool:
+        """Whether training uses labels y (``pyrogen.fit(model, x, y)``): by default those
+        of a model conditioned on them (:attr:`conditions_on_labels`); a family that learns
+        from labels otherwise (the semi-supervised VAE) says True. :func:`pyrogen.fit`
+        refuses labels a model would ignore."""
+        return self.conditions_on_labels
+
+    @property
     def given_mask(self) -> torch.Tensor | None:
         """The values of each example the model is given rather than generating (True =
         given), shape ``data_shape``; None where it generates every value."""

@@ -118,7 +118,7 @@ def check_config(cls: type, config: Any, where: str = "config") -> None:
             continue
         _check_json(value, key, 0)
         _check_kind(parameters[name], value, key)
-        if isinstance(value, dict) and {"family", "config"} <= set(value):
+        if isinstance(value, dict) and "family" in value:  # a model saved inside
             _check_nested(value, key)
 
 
@@ -135,6 +135,8 @@ def _check_nested(value: dict[str, Any], where: str) -> None:
     extra = set(value) - {"family", "config"}
     if extra:
         raise ValueError(f"{where}: unknown key {_listed(sorted(extra))}")
+    if "config" not in value:
+        raise ValueError(f"{where}: expected a saved model's 'family' and 'config', got no config")
     check_config(REGISTRY[family], value["config"], f"{where}['config']")
 
 

@@ -327,6 +327,11 @@ class SemiSupervisedVAE(VAE):
         """False: the label is a latent variable, inferred where it is not given."""
         return False
 
+    @property
+    def takes_labels(self) -> bool:
+        """True: the given labels are observed, the others (-1) inferred."""
+        return True
+
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples with labels y (n,), drawn from p(y) when None: (n, ``*data_shape``)."""

@@ -350,6 +350,7 @@ def test_nan_guard_names_the_site_when_validation_is_off():
         ({"lr": -1.0}, "lr: expected a positive number"),
         ({"resume": True}, "resume: expected a checkpoint path"),
         ({"y": [1, 2, 3]}, "y: expected 200 rows like data"),
+        ({"y": [0] * 200}, "y: expected no labels, since NormalMean does not train on them"),
         (
             {"validation": torch.zeros(5, 2)},
             r"validation: expected rows shaped like data, \(M, \), got shape \(5, 2\)",
