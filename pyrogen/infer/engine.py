@@ -570,6 +570,8 @@ def _fit_spawned(
         labels = None if data.labels is None else data.labels[:4096]
         model.setup(data.x[:4096], labels)
     model.load_state_dict(payload.pop("state_dict"))
+    for message in payload.pop("warnings"):  # the training process's (divergence), here
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
     model.to(config.device)
     payload["validation_losses"] = [tuple(pair) for pair in payload["validation_losses"]]
     return FitResult(model=model, **payload, time_s=time.perf_counter() - started)
@@ -581,8 +583,11 @@ def _fit_process(model: GenerativeModel, data: TrainingData, config: FitConfig) 
     # shared, read-only); the parameters must be this process's own, or every process's
     # optimizer would step the same numbers.
     model = copy.deepcopy(model)
-    result = TrainingLoop(model, data, config, distributed.cluster()).run(time.perf_counter())
+    with warnings.catch_warnings(record=True) as caught:  # warned again by the caller
+        warnings.simplefilter("always", RuntimeWarning)
+        result = TrainingLoop(model, data, config, distributed.cluster()).run(time.perf_counter())
     return {
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
         "losses": result.losses,
         "steps": result.steps,

@@ -216,11 +216,13 @@ def test_a_tampered_training_state_names_the_file(tmp_path, entry, value):
         )
 
 
-def test_diverged_training_warns():
+@pytest.mark.parametrize("devices", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_diverged_training_warns(devices):
+    """In the caller's process, also when training ran in spawned processes."""
     vae = pyrogen.VAE((4,), latent_dim=2, hidden=(8,))
     x = (torch.rand(64, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     with pytest.warns(RuntimeWarning, match="training diverged.*smaller lr"):
-        pyrogen.fit(vae, x, steps=40, lr=1e6, progress=False)
+        pyrogen.fit(vae, x, steps=40, lr=1e6, progress=False, devices=devices)
 
 
 def test_converging_training_does_not_warn(recwarn):
