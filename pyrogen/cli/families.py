@@ -134,6 +134,11 @@ def _diffusion_before_data(args: argparse.Namespace, dataset: str | None) -> dic
             return {"likelihood": image_likelihood(dataset, args.binarize, args.model_likelihood)}
     model_file = args.autoencoder
     autoencoder = load(model_file / "model.pt" if model_file.is_dir() else model_file)
+    if autoencoder.family != "vae":  # its encoder gives the codes to model
+        raise ValueError(
+            f"--autoencoder: expected a run or model file of a vae, got a {autoencoder.family} "
+            f"model ({str(model_file)!r})"
+        )
     if args.model_likelihood not in (None, "gaussian"):
         raise ValueError(
             f"--likelihood: the codes of --autoencoder are real vectors, expected gaussian, "

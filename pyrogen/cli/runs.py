@@ -60,6 +60,7 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     given = sample.add_argument_group("examples to complete (a cvae fitted with --observed)")
     given.add_argument("--data", type=Path, help="images whose first N rows are completed")
+    given.add_argument("--key", metavar="NAME", help="the array of an NPZ --data file to use")
     opt.add_image_options(
         given, "its first N test images are completed", "Default the run's (the same images)."
     )

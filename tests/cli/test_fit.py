@@ -623,6 +623,15 @@ def test_fit_diffusion_on_a_table(faithful_csv, tmp_path, capsys):
     assert lines[0] == "eruptions,waiting" and len(lines) == 4
 
 
+def test_latent_diffusion_refuses_a_run_that_is_not_a_vae(auto_run, grey_images, tmp_path, capsys):
+    argv = ["fit", "diffusion", "--data", str(grey_images), "--autoencoder", str(auto_run)]
+    assert main([*argv, "--out", str(tmp_path / "x"), *DIFFUSION_QUICK]) == 2
+    assert "--autoencoder: expected a run or model file of a vae, got a gmm model" in (
+        capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fit_latent_diffusion_on_a_vae_run(npy_run, grey_images, tmp_path, capsys):
     out = tmp_path / "latent"
     argv = ["fit", "diffusion", "--data", str(grey_images), "--autoencoder", str(npy_run)]

@@ -117,6 +117,11 @@ def test_vae_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, v
             r"pyrogen: error: -n: expected at most 90, the examples to complete",
         ),
         (
+            ["sample", "{cvae_top}", "-n", "2", "--data", "{npz}", "--key", "images",
+             "--out", "{tmp}/x.npy"],
+            r"pyrogen: error: .*classes.npz: unknown key: expected one of 'x', 'y', got 'images'",
+        ),
+        (
             ["sample", "{vae}", "-n", "3", "--label", "1", "--out", "{tmp}/x.npy"],
             r"pyrogen: error: --label: expected a model with classes or components .* got vae",
         ),
