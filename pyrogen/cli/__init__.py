@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -42,6 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")  # runs write PNG files; never open a window
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("PYROGEN_DEBUG", "") not in ("", "0")
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _one_line_warning
+        return _run(argv, debug)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``pyrogen: warning:`` line (the source line is for developers)."""
+    print(" ".join(f"pyrogen: warning: {message}".split()), file=sys.stderr)
+
+
+def _run(argv: list[str], debug: bool) -> int:
+    """Parse and run ``argv``; every failure becomes one line and its exit code."""
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv[argv.index(args.command) + 1 :]  # the command's own arguments

@@ -41,7 +41,13 @@ def start_run(out: Path, argv: Sequence[str]) -> Path:
             f"--out: a run in progress is kept in {str(partial)!r}; continue it with "
             f"`pyrogen fit --resume {out}`, or remove that folder to start afresh"
         )
-    partial.mkdir(parents=True)
+    try:  # also the probe that the run's folder can be written, before any training
+        partial.mkdir(parents=True)
+    except OSError as error:
+        raise ValueError(
+            f"--out: expected a folder that can be created, got {str(out)!r} "
+            f"({error.strerror or error})"
+        ) from None
     command = {"argv": list(argv), "cwd": os.getcwd(), "out": str(out.absolute())}
     with atomic_write(partial / COMMAND_FILE, "w") as handle:
         json.dump(command, handle, indent=2)

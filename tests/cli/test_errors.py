@@ -186,3 +186,23 @@ def test_key_chooses_the_array_of_an_npz_with_several(tmp_path, capsys):
     assert "name the images' array with --key NAME" in capsys.readouterr().err
     argv += ["--key", "first", "--latent-dim", "2", "--iw-samples", "2"]
     assert main([*argv, "--out", str(tmp_path / "vae")]) == 0
+
+
+def test_a_warning_is_one_line(tmp_path, capsys):
+    """Training that diverges warns in the command's words, without Python's source line."""
+    data = tmp_path / "bits.csv"
+    np.savetxt(data, np.random.default_rng(0).random((64, 4)) > 0.5, delimiter=",", fmt="%d")
+    argv = ["fit", "vae", "--data", str(data), "--steps", "40", "--lr", "1e6", "--hidden", "8"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pyrogen: warning: fit: training diverged")
+
+
+def test_an_out_folder_that_cannot_be_made_is_named_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = ["fit", "gmm", "--data", str(blocker), "--out", str(blocker / "run")]
+    assert main(argv) == 2
+    assert f"--out: expected a folder that can be created, got '{blocker / 'run'}'" in (
+        capsys.readouterr().err
+    )
