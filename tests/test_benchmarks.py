@@ -37,6 +37,7 @@ RUNS = [
     ("gmm_vs_sklearn", ("--profile",), "gmm_profile"),
     ("scale_ddp", (), "scale_ddp"),
     ("scale_gpu", (), "scale_gpu"),
+    ("step_overhead", (), "step_overhead"),
     ("vae_clustering", (), "vae_clustering"),
     ("vae_memory", (), "vae_memory"),
     ("vae_overhead", (), "vae_overhead"),

@@ -112,6 +112,12 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
         opt.add_scale_out_options(parser, "training processes (one per GPU with --device cuda)"),
         ("--strategy", "(default auto)", {"choices": STRATEGIES, "default": "auto"}),
         ("--precision", "(default 32)", {"choices": PRECISIONS, "default": "32"}),
+        (
+            "--compile",
+            "record the training step once and replay it (pyrogen.fit's compile; "
+            "eager where the step cannot be recorded)",
+            {"action": "store_true"},
+        ),
     )
 
 
@@ -220,6 +226,7 @@ def _fit_options(args: argparse.Namespace, family: type) -> dict[str, Any]:
         "device": args.device, "strategy": args.strategy,
         "devices": args.devices, "num_nodes": args.num_nodes, "precision": args.precision,
         "progress": False if args.quiet else None,  # None: bars on a terminal
+        "compile": args.compile or None,
     }  # fmt: skip
     options = {key: value for key, value in options.items() if value is not None}
     return {**options, "seed": args.seed, "resume": args.resuming}

@@ -35,6 +35,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.nn import PyroParam, pyro_method
+from pyro.poutine.util import is_validation_enabled
 from torch.distributions import biject_to
 
 from pyrogen.checks import as_tensor, check_choice, check_int, float_dtype_of, physical_memory
@@ -358,7 +359,8 @@ class GaussianMixture(GenerativeModel):
             num_data: rows in the full data set when ``x`` is a minibatch.
         """
         self._require_setup()
-        self._require_prior_scale()
+        if is_validation_enabled():  # reads a value back: with Pyro's other checks only
+            self._require_prior_scale()
         values = self._sample_globals(lambda site: pyro.sample(site.name, self._prior(site)))
         with data_plate(x, num_data):
             assignment = pyro.sample(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from pyrogen.nn.autoregressive import MADE, CausalConvNet, GatedPixelCNN, MaskedConv
+from pyrogen.nn.context import one_hot
 from pyrogen.nn.conv import ConvDecoder, ConvEncoder
 from pyrogen.nn.denoisers import MLPDenoiser, UNetDenoiser, timestep_embedding
 from pyrogen.nn.flows import FLOWS, FlowDistribution, build_flow
@@ -134,5 +135,6 @@ __all__ = [
     "build_decoder",
     "build_encoder",
     "build_flow",
+    "one_hot",
     "timestep_embedding",
 ]

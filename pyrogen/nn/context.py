@@ -7,6 +7,22 @@ import torch
 from pyrogen.checks import check_trailing_shape
 
 
+def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Labels (...,) in 0..num_classes-1 as one-hot vectors (..., num_classes) of ``dtype``.
+
+    Unlike ``torch.nn.functional.one_hot`` it reads no value back from the tensor (labels
+    are checked where they enter), so a training step that uses it stays one fixed graph of
+    tensor operations (see :mod:`pyrogen.infer.compiled`).
+
+    Example:
+        >>> one_hot(torch.tensor([2, 0]), 3, torch.float32)
+        tensor([[0., 0., 1.],
+                [1., 0., 0.]])
+    """
+    classes = torch.arange(num_classes, device=labels.device)
+    return (labels.long().unsqueeze(-1) == classes).to(dtype)
+
+
 def join_context(
     features: torch.Tensor, context: torch.Tensor | None, context_dim: int
 ) -> torch.Tensor:

@@ -1,0 +1,194 @@
+"""Every family's training step, eager and compiled (``compile=True``), against its
+hand-written PyTorch twin on the same weights and batch, at a tiny and a realistic network
+size, in one run; and the fixed cost of a ``pyrogen.fit`` call.
+
+Twins (``benchmarks.references``): the VAE against the analytic-KL ELBO on deep copies of its
+encoder and decoder; the flow against zuko used directly; the diffusion model against the
+unbiased ELBO estimate written out from its closed forms; the autoregressive density (MADE)
+against the Bernoulli log-likelihood of a copy of its network. Every side takes a raw step
+(``zero_grad``, the loss, ``backward``, ``Adam.step``, Pyro validation off as in every
+step of ``fit`` after the first); median per-step time over alternating blocks.
+*compiled* is the loss ``fit(..., compile=True)`` trains on
+(:class:`pyrogen.infer.compiled.ReplayedLoss`): recorded once, replayed every step.
+
+Targets (issue "per-step overhead"): compiled / hand-written <= 0.85 on the MLP VAE and the
+diffusion MLP; pyrogen ms - hand-written ms <= 0.3 at the tiny size; a ``fit`` call's fixed
+cost <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pyro
+import torch
+
+import pyrogen
+from benchmarks import harness, references
+from pyrogen.infer.compiled import ReplayedLoss
+from pyrogen.infer.engine import _ELBOLoss
+
+NUM_DATA = 60_000
+COLUMNS = [
+    ("family", "family"),
+    ("size", "size"),
+    ("batch", "batch"),
+    ("eager_ms", "eager ms", ".3f"),
+    ("compiled_ms", "compiled ms", ".3f"),
+    ("reference_ms", "hand-written ms", ".3f"),
+    ("eager_ratio", "eager / hand", ".3f"),
+    ("compiled_ratio", "compiled / hand", ".3f"),
+    ("compiled_extra_ms", "compiled - hand ms", ".3f"),
+    ("recorded", "recorded"),
+]
+CALL_COLUMNS = [
+    ("family", "family"),
+    ("rows", "rows"),
+    ("call_ms", "fit call ms (1 step)", ".1f"),
+    ("step_ms", "one step ms", ".2f"),
+    ("fixed_ms", "fixed cost ms", ".1f"),
+]
+
+
+def _bits(rows: int, features: int, seed: int) -> torch.Tensor:
+    return (torch.rand(rows, features, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
+
+
+def vae(size: str, seed: int):
+    d, hidden, latent, batch = (2, 32, 2, 64) if size == "tiny" else (784, 400, 50, 128)
+    torch.manual_seed(seed)
+    model = pyrogen.VAE((d,), latent_dim=latent, hidden=(hidden,))
+    nets = references.vae_networks(model)
+    return model, nets, references.vae_loss, _bits(batch, d, seed), f"MLP {d}-{hidden}-{latent}"
+
+
+def flow(size: str, seed: int):
+    d, hidden, batch = (2, 32, 64) if size == "tiny" else (8, 256, 256)
+    x = torch.randn(batch, d, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    model = pyrogen.FlowDensity((d,), hidden=(hidden, hidden), standardize=False)
+    model.setup(x)
+    return model, copy.deepcopy(model.flow), references.flow_loss, x, f"MAF D={d}, {hidden}x2"
+
+
+def diffusion(size: str, seed: int):
+    hidden, batch = ((32,), 64) if size == "tiny" else ((256, 256, 256), 256)
+    x = torch.randn(batch, 2, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    model = pyrogen.DiffusionVAE((2,), 1000, hidden=hidden)
+    model.setup(x)
+    network, loss = references.diffusion_loss(model, "elbo")
+    return model, network, loss, x, f"MLP 2-D, {'x'.join(map(str, hidden))}"
+
+
+def autoregressive(size: str, seed: int):
+    d, batch = (6, 64) if size == "tiny" else (784, 128)
+    x = _bits(batch, d, seed)
+    torch.manual_seed(seed)
+    model = pyrogen.AutoregressiveDensity((d,), network="made")
+    model.setup(x)
+    network = copy.deepcopy(model.network)
+    return model, network, references.autoregressive_loss, x, f"MADE D={d}"
+
+
+FAMILIES = {"vae": vae, "flow": flow, "diffusion": diffusion, "autoregressive": autoregressive}
+
+
+def run_setting(family: str, size: str, run: harness.Run) -> dict:
+    model, twin, twin_loss, batch, label = FAMILIES[family](size, run.args.seed)
+    model, twin, batch = model.to(run.device), twin.to(run.device), batch.to(run.device)
+    if not model.is_setup:
+        model.setup(batch)
+    eager = _ELBOLoss(model, model.loss)
+    replayed = ReplayedLoss(_ELBOLoss(model, model.loss), type(model).__name__)
+    with pyro.validation_enabled(False):
+        timings = harness.time_steps(
+            {
+                "eager": references.step_fn(
+                    model.parameters(), lambda: eager(batch, None, NUM_DATA)
+                ),
+                "compiled": references.step_fn(
+                    model.parameters(), lambda: replayed(batch, None, NUM_DATA)
+                ),
+                "reference": references.step_fn(
+                    twin.parameters(), lambda: twin_loss(twin, batch, NUM_DATA)
+                ),
+            },
+            run.args.repeats,
+            run.args.block_s,
+            sync=run.sync,
+        )
+    e, c, r = (timings[k]["ms"] for k in ("eager", "compiled", "reference"))
+    return {
+        "family": family,
+        "size": f"{size}: {label}",
+        "batch": batch.shape[0],
+        "eager_ms": e,
+        "compiled_ms": c,
+        "reference_ms": r,
+        "eager_ratio": e / r,
+        "compiled_ratio": c / r,
+        "compiled_extra_ms": c - r,
+        "recorded": "yes" if replayed.reason is None else f"no ({replayed.reason})",
+    }
+
+
+def fit_call_cost(family: str, run: harness.Run) -> dict:
+    """Median time of a one-step ``fit`` call on 2,048 rows minus one step's time."""
+    model, _, _, batch, _ = FAMILIES[family]("tiny", run.args.seed)
+    rows = batch.repeat(2048 // batch.shape[0], *([1] * (batch.dim() - 1))).to(run.device)
+    options = {"batch_size": batch.shape[0], "progress": False, "device": run.device}
+    pyrogen.fit(model, rows, steps=2, **options)  # imports and first-use costs
+    calls, steps = [], []
+    for _ in range(run.args.calls):
+        stamps = []
+
+        def stamp(step, loss, model, stamps=stamps):
+            stamps.append(time.perf_counter())
+
+        started = time.perf_counter()
+        pyrogen.fit(model, rows, steps=2, callbacks=[stamp], **options)
+        calls.append(time.perf_counter() - started)
+        steps.append(stamps[1] - stamps[0])
+    call, step = sorted(calls)[len(calls) // 2], sorted(steps)[len(steps) // 2]
+    return {
+        "family": family,
+        "rows": rows.shape[0],
+        "call_ms": call * 1e3,
+        "step_ms": step * 1e3,
+        "fixed_ms": (call - 2 * step) * 1e3,
+    }
+
+
+def main(argv=None) -> int:
+    options = harness.parser(__doc__)
+    options.add_argument("--families", default=",".join(FAMILIES))
+    options.add_argument("--sizes", default=None, help="tiny,realistic")
+    options.add_argument("--repeats", type=int, default=None, help="timed blocks (9)")
+    options.add_argument("--block-s", type=float, default=None, help="seconds per block (1)")
+    options.add_argument("--calls", type=int, default=None, help="timed fit calls (9)")
+    run = harness.start(
+        "step_overhead",
+        options,
+        argv,
+        full={"repeats": 9, "block_s": 1.0, "calls": 9, "sizes": "tiny,realistic"},
+        quick={"repeats": 1, "block_s": 0.01, "calls": 1, "sizes": "tiny"},
+    )
+    args = run.args
+    families = args.families.split(",")
+    rows = [run_setting(f, s, run) for f in families for s in args.sizes.split(",")]
+    calls = [fit_call_cost(f, run) for f in families]
+    run.write(
+        "Training step: eager and compiled against the hand-written twin",
+        [harness.Table(rows, COLUMNS, "steps"), harness.Table(calls, CALL_COLUMNS, "fit calls")],
+        notes=[
+            f"Median of {args.repeats} alternating blocks of ~{args.block_s} s per step; "
+            f"fit call cost: median of {args.calls} calls of 2 steps, minus the two steps.",
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
