@@ -271,6 +271,43 @@ def autoregressive_loss(network: nn.Module, batch: torch.Tensor, num_data: int) 
     return nll * num_data / batch.shape[0]
 
 
+class FullyVisibleLogistic(nn.Module):
+    """The fully visible sigmoid belief net: one logistic regression per value on the values
+    before it, p(x_i = 1 | x_<i) = sigmoid(b_i + sum_{j < i} W_ij x_j), written by hand.
+
+    Shapes: x (B, D) (read as 2x - 1, as :func:`autoregressive_loss` passes it) -> logits
+    (B, D, 1).
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, features)
+        nn.init.zeros_(self.linear.weight)
+        self.register_buffer("mask", torch.ones(features, features).tril(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.linear.weight * self.mask, self.linear.bias)[..., None]
+
+
+def train_for(
+    module: nn.Module,
+    loss_fn: Callable[[nn.Module, torch.Tensor, int], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    seconds: float,
+    batch_size: int,
+    seed: int,
+) -> int:
+    """:func:`train_loop` for about ``seconds`` of training: the steps a 50-step trial of a
+    copy takes that long for; returns the steps taken."""
+    trial = copy.deepcopy(module)
+    started = time.perf_counter()
+    train_loop(trial, loss_fn, x, steps=50, batch_size=batch_size, seed=seed)
+    steps = max(1, int(seconds / ((time.perf_counter() - started) / 50)))
+    train_loop(module, loss_fn, x, steps=steps, batch_size=batch_size, seed=seed)
+    return steps
+
+
 def diffusion_loss(model: Any, objective: str) -> tuple[nn.Module, Callable]:
     """A copy of a ``DiffusionVAE``'s denoiser and the hand-written loss on it.
 
