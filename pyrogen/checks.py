@@ -375,3 +375,21 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def check_data_shape(data_shape: Sequence[int] | int) -> tuple[int, ...]:
+    """``data_shape`` as a tuple of positive ints (an int D means (D,)), or a ValueError
+    naming it."""
+    if isinstance(data_shape, int) and not isinstance(data_shape, bool):
+        data_shape = (data_shape,)
+    try:
+        data_shape = tuple(data_shape)
+    except TypeError:
+        raise ValueError(
+            f"data_shape: expected a shape such as (784,), got {data_shape!r}"
+        ) from None
+    if not data_shape or any(
+        isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in data_shape
+    ):
+        raise ValueError(f"data_shape: expected positive integers, got {data_shape!r}")
+    return data_shape

@@ -187,8 +187,8 @@ def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -
 
 
 # --- evaluate -------------------------------------------------------------------------------
-#: Options of the models that report bounds (refused for an exact log-likelihood).
-_BOUND_OPTIONS = ("data_dir", "dataset", "binarize", "iw_samples", "step_samples", "labels")
+#: Options of the models that read images (refused for those fitted to a table).
+_IMAGE_OPTIONS = ("data_dir", "dataset", "binarize", "iw_samples", "step_samples", "labels")
 
 
 def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
@@ -210,7 +210,10 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         ("--columns", "columns of a CSV file to use", {"metavar": "A,B"}),
         ("--key", "the array of an NPZ --data file holding several to use", {"metavar": "NAME"}),
     )
-    latent = evaluate.add_argument_group("models without an exact log-likelihood")
+    latent = evaluate.add_argument_group(
+        "image models (vae, diffusion, autoregressive, ...): --iw-samples and --step-samples "
+        "for those without an exact log-likelihood"
+    )
     opt.add_image_options(latent, "scores the test split", "Default the run's (the same images).")
     opt.add_all(
         latent,
@@ -238,18 +241,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, run, device = opt.load_run(args)
     model.to(device)
     scale_out = {"devices": args.devices, "num_nodes": args.num_nodes, "device": device}
-    evaluate = _evaluate_exact if model.exact_likelihood else _evaluate_bounds
+    evaluate = _evaluate_images if model.reads_images else _evaluate_table
     text = evaluate(args, model, run, scale_out)
     if opt.is_main_process(args):
         print(text)
     return 0
 
 
-def _evaluate_exact(
+def _evaluate_table(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
 ) -> str:
-    """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture)."""
-    for option in (*_BOUND_OPTIONS, "seed"):
+    """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture, a flow)."""
+    for option in (*_IMAGE_OPTIONS, "seed"):
         if getattr(args, option) is not None:
             raise ValueError(
                 f"--{option.replace('_', '-')}: expected no value for a {model.family} model "
@@ -268,11 +271,12 @@ def _evaluate_exact(
     return describe_evaluation(args.model_path, summary, f"{args.data}: {describe_shape(x.shape)}")
 
 
-def _evaluate_bounds(
+def _evaluate_images(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
 ) -> str:
-    """The bounds and bits/dim of the test split of --data-dir, or of --data (and accuracy
-    with labels); defaults from the run, so a run's own data reproduce its numbers."""
+    """The exact log-likelihood or the bounds, and bits/dim, of the test split of
+    --data-dir, or of --data (and accuracy with labels); defaults from the run, so a run's
+    own data reproduce its numbers."""
     seed = args.seed if args.seed is not None else run.get("seed", 0)
     uses_labels = model.conditions_on_labels or model.predicts is not None
     if args.labels is not None and not uses_labels:
@@ -282,13 +286,8 @@ def _evaluate_bounds(
         )
     examples = opt.images_for(args, model, run)
     labels = _labels_for(model, examples.labels, examples.labels_source)
+    _check_sample_options(args, model)
     name = model.score_samples_name
-    other = "step_samples" if name == "iw_samples" else "iw_samples"
-    if getattr(args, other) is not None:
-        raise ValueError(
-            f"--{other.replace('_', '-')}: expected none for a {model.family} model (its "
-            f"bounds are estimated with --{name.replace('_', '-')}), got {getattr(args, other)}"
-        )
     samples = getattr(args, name) or run.get("test", {}).get(name) or model.default_score_samples
     stats = score(model, examples.x, labels=labels, iw_samples=samples, seed=seed, **scale_out)
     use = "the condition y" if model.conditions_on_labels else "scoring predict"
@@ -298,6 +297,24 @@ def _evaluate_bounds(
         stats, preprocessing=f"--binarize {examples.binarize}: {examples.preprocessing}",
         labels=None if labels is None else f"{examples.labels_source} ({use})",
     )  # fmt: skip
+
+
+def _check_sample_options(args: argparse.Namespace, model: GenerativeModel) -> None:
+    """A ValueError for --iw-samples or --step-samples where the model's numbers use neither."""
+    name = model.score_samples_name
+    for other in ("iw_samples", "step_samples"):
+        given = getattr(args, other)
+        if given is None or (other == name and not model.exact_likelihood):
+            continue
+        why = (
+            "its log-likelihood is exact"
+            if model.exact_likelihood
+            else f"its bounds are estimated with --{name.replace('_', '-')}"
+        )
+        raise ValueError(
+            f"--{other.replace('_', '-')}: expected none for a {model.family} model ({why}), "
+            f"got {given}"
+        )
 
 
 def _labels_for(

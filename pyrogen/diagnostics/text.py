@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 #: How a line names each term of an ELBO a family reports beside it.
-_TERMS = {"reconstruction": "recon.", "prior": "prior KL", "diffusion": "diff. KLs"}
+_TERMS = {"reconstruction": "recon.", "prior": "prior KL", "diffusion": "diff. KLs", "kl": "KL"}
 
 
 def _processes(training: dict[str, Any]) -> str:
@@ -139,11 +139,11 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
         )
     bounds = ("elbo_per_example", "log_likelihood_per_example")
     terms = [key for key in stats if key.endswith("_per_example") and key not in bounds]
-    if terms:  # the ELBO's terms stand in for a tighter bound
-        for key in terms:
-            term = key.removesuffix("_per_example")
-            name = _TERMS.get(term, term)
-            lines.append(_label(f"{prefix}{name}") + f"{_number(stats[key])} nats per example")
+    for key in terms:
+        term = key.removesuffix("_per_example")
+        name = _TERMS.get(term, term)
+        lines.append(_label(f"{prefix}{name}") + f"{_number(stats[key])} nats per example")
+    if terms and "step_samples" in stats:  # the ELBO's terms stand in for a tighter bound
         lines.append(
             _label(f"{prefix}bits/dim")
             + f"{_number(stats['bits_per_dim'])} (from the ELBO; {stats['step_samples']} step "
@@ -159,9 +159,8 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
             _label(f"{prefix}log-lik.") + f"{value} nats per example: {quantity} ({bound})"
         )
     if "bits_per_dim" in stats:
-        lines.append(
-            _label(f"{prefix}bits/dim") + f"{_number(stats['bits_per_dim'])} (from the {bound})"
-        )
+        source = "exact" if bound == "exact" else f"from the {bound}"
+        lines.append(_label(f"{prefix}bits/dim") + f"{_number(stats['bits_per_dim'])} ({source})")
     rows = stats.get("labelled_rows")
     if "accuracy" in stats:
         lines.append(

@@ -25,15 +25,22 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import pyro_method
 from torch.distributions import constraints
 from tqdm.auto import tqdm
 
-from pyrogen.checks import as_examples, as_labels, check_choice, check_int, check_ints
+from pyrogen.checks import (
+    as_examples,
+    as_labels,
+    check_choice,
+    check_data_shape,
+    check_int,
+    check_ints,
+)
 from pyrogen.models.base import GenerativeModel, data_plate
-from pyrogen.models.vae import check_data_shape
+from pyrogen.models.objectives import AnalyticKLELBO
+from pyrogen.nn import one_hot
 from pyrogen.nn.autoregressive import MADE, CausalConvNet, GatedPixelCNN
 
 #: The networks, by name.
@@ -96,12 +103,14 @@ class ChainRule(dist.TorchDistribution):
 
     Args:
         density: the model whose network gives the conditionals.
-        context: one-hot labels (B, C) of a class-conditional model, else None.
+        context: the vectors (``*batch_shape``, C) every conditional sees (one-hot labels of
+            a class-conditional model, a VAE's codes z), or None.
         mask: which of the MADE's masks (orderings) to use.
-        batch_shape: the rows, (B,).
+        batch_shape: the rows, e.g. (B,), or (S, B) for S draws of a VAE's codes.
 
     Shapes:
-        values (B, ``*data_shape``) -> log_prob (B,).
+        values (..., ``*data_shape``), broadcast against ``batch_shape`` -> log_prob
+        (the broadcast batch shape).
     """
 
     arg_constraints: dict[str, constraints.Constraint] = {}
@@ -125,14 +134,24 @@ class ChainRule(dist.TorchDistribution):
             return constraints.independent(constraints.unit_interval, ndims)
         return constraints.independent(constraints.real, ndims)
 
+    def _rows_context(self, shape: torch.Size) -> torch.Tensor | None:
+        """The context broadcast to ``shape`` and flattened to rows (prod(shape), C)."""
+        if self.context is None:
+            return None
+        size = self.context.shape[-1]
+        return self.context.expand(*shape, size).reshape(-1, size)
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self.density.chain_log_prob(value, self.context, self.mask)
+        event = self.event_shape
+        shape = torch.broadcast_shapes(value.shape[: value.dim() - len(event)], self.batch_shape)
+        rows = value.expand(*shape, *event).reshape(-1, *event)
+        log_prob = self.density.chain_log_prob(rows, self._rows_context(shape), self.mask)
+        return log_prob.reshape(shape)
 
     def sample(self, sample_shape: Sequence[int] = ()) -> torch.Tensor:
-        rows = math.prod(sample_shape) * math.prod(self.batch_shape)
-        context = None if self.context is None else self.context.expand(rows, -1)
-        draws = self.density.draw(rows, context)
-        return draws.reshape(*sample_shape, *self.batch_shape, *self.event_shape)
+        shape = torch.Size(sample_shape) + self.batch_shape
+        draws = self.density.draw(shape.numel(), self._rows_context(shape))
+        return draws.reshape(*shape, *self.event_shape)
 
 
 class AutoregressiveDensity(GenerativeModel):
@@ -172,6 +191,9 @@ class AutoregressiveDensity(GenerativeModel):
 
     family = "autoregressive"
     reads_images = True
+    #: Size of a real context vector every conditional sees besides the labels' one-hot
+    #: vector: 0 here, set by :class:`ConditionedDensity`.
+    context_dim: int = 0
     fit_defaults = {"steps": 2000, "lr": 1e-3, "batch_size": 128, "early_stopping": None}
     choices = {"network": NETWORKS, "likelihood": LIKELIHOODS}
 
@@ -227,7 +249,7 @@ class AutoregressiveDensity(GenerativeModel):
         }[self.likelihood]
 
     def _build_network(self) -> torch.nn.Module:
-        params, context = self.params_per_value, self.num_classes or 0
+        params, context = self.params_per_value, (self.num_classes or 0) + self.context_dim
         if self.network_kind == "made":
             features = self.network_shape[0]
             return MADE(
@@ -256,17 +278,19 @@ class AutoregressiveDensity(GenerativeModel):
 
     def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
         """The log-likelihood is exact: a probability for discrete values, a density for
-        real ones, the mean over the orderings for MADE with several masks."""
+        real ones, the mean over the orderings for MADE with several masks; so is bits/dim."""
         kind = "density" if self.likelihood in ("gaussian", "logistic_mixture") else "probability"
         text = f"exact {self.likelihood_target} (the chain rule; a log {kind})"
         if self.network_kind == "made" and self.num_masks > 1:
             text += f", of the mean of the densities of K = {self.num_masks} orderings"
-        return {"log_likelihood": text}
+        bits = f"-log_likelihood_per_example / (D ln 2), D = {values} values per example: exact"
+        return {"log_likelihood": text, "bits_per_dim": bits}
 
     @property
-    def loss(self) -> Trace_ELBO:
-        """``Trace_ELBO`` of a model with no latent site: the negative log-likelihood."""
-        return Trace_ELBO(max_plate_nesting=1)
+    def loss(self) -> AnalyticKLELBO:
+        """The negative log-likelihood of a model with no latent site, as ``Trace_ELBO``
+        computes it, without reading the value back to Python every step."""
+        return AnalyticKLELBO(max_plate_nesting=1)
 
     # --- the density ----------------------------------------------------------------------
     def _context(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
@@ -274,7 +298,7 @@ class AutoregressiveDensity(GenerativeModel):
             return None
         if y is None:
             raise ValueError(f"y: expected labels for {x.shape[0]} rows of this model, got None")
-        return F.one_hot(y.long(), self.num_classes).to(x.dtype)
+        return one_hot(y, self.num_classes, x.dtype)
 
     @property
     def _continuous(self) -> bool:
@@ -512,6 +536,32 @@ class AutoregressiveDensity(GenerativeModel):
         ):
             for channel in range(channels):
                 yield (channel, *position.tolist())
+
+
+class ConditionedDensity(AutoregressiveDensity):
+    """p(x | h) = prod_i p(x_i | x_<i, h) for a real vector h (B, ``context_dim``) that every
+    conditional sees: the autoregressive part of a VAE's decoder (h = z) or prior. A building
+    block, not a family of its own: it is used through :class:`ChainRule` (``log_prob`` of
+    values (..., ``*data_shape``) given h (..., ``context_dim``), ``sample`` given h), not
+    trained by itself.
+
+    Args:
+        data_shape: shape of one example.
+        context_dim: size of h.
+        **options: the arguments of :class:`AutoregressiveDensity` (``network``,
+            ``likelihood``, ``hidden``, ``channels``, ``layers``, ...).
+
+    Example:
+        >>> density = ConditionedDensity((6,), 2, network="made", hidden=(8,))
+        >>> h = torch.randn(3, 2)
+        >>> ChainRule(density, h, 0, h.shape[:1]).sample().shape
+        torch.Size([3, 6])
+    """
+
+    def __init__(self, data_shape: Sequence[int] | int, context_dim: int, **options: Any) -> None:
+        # Set before AutoregressiveDensity.__init__, which sizes the network by context_dim.
+        self.context_dim = check_int("context_dim", context_dim)
+        super().__init__(data_shape, **options)
 
 
 def _network_shape(network: str, data_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from pyrogen.checks import as_labels, check_int
 from pyrogen.models.vae import VAE, check_data_shape
-from pyrogen.nn import build_encoder
+from pyrogen.nn import build_encoder, one_hot
 
 #: Shorthands for ``observed``: which half of each example is given.
 HALVES = ("top", "bottom", "left", "right")
@@ -59,7 +58,10 @@ class ConditionalVAE(VAE):
     """
 
     family = "cvae"
-    choices = {**VAE.choices, "observed": HALVES}
+    #: The factorized decoders only: an autoregressive one would score the given values too.
+    decoders = VAE.choices["encoder"]
+    priors = ("normal",)
+    choices = {**VAE.choices, "observed": HALVES, "decoder": decoders, "prior": priors}
 
     def __init__(
         self,
@@ -112,7 +114,7 @@ class ConditionalVAE(VAE):
                     f"y: expected labels of shape ({x.shape[0]},) for a ConditionalVAE with "
                     f"num_classes={self.num_classes}, got None"
                 )
-            parts.append(F.one_hot(y.long(), self.num_classes).to(x.dtype))
+            parts.append(one_hot(y, self.num_classes, x.dtype))
         given = self._given_mask
         if given is not None:
             parts.append(x[..., given])

@@ -63,7 +63,10 @@ class GaussianMixtureVAE(VAE):
         "the mixture prior, its component summed out)"
     )
     objectives = ("elbo",)
-    choices = {**VAE.choices, "objective": objectives}
+    decoders = VAE.choices["encoder"]
+    #: The prior is the mixture of Gaussians.
+    priors = ("mixture",)
+    choices = {**VAE.choices, "objective": objectives, "decoder": decoders, "prior": priors}
     _normal_prior = False
 
     def __init__(

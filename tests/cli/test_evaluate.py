@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,62 @@ def test_sample_and_evaluate_in_two_processes(
 
     assert main([*argv[:-1], "0"]) == 2
     assert "--devices: expected a positive integer" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def autoregressive_run(grey_images, tmp_path_factory) -> Path:
+    """``pyrogen fit autoregressive`` (a small PixelCNN) on thresholded 8 x 8 images."""
+    out = tmp_path_factory.mktemp("autoregressive") / "run"
+    argv = ["fit", "autoregressive", "--data", str(grey_images), "--binarize", "threshold"]
+    argv += ["--steps", "5", "--batch-size", "16", "--channels", "4", "--layers", "2"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_evaluate_an_exact_image_model_reads_images_and_prints_bits_per_dim(
+    autoregressive_run, grey_images, capsys
+):
+    capsys.readouterr()
+    argv = ["evaluate", str(autoregressive_run), "--data", str(grey_images)]
+    assert main([*argv, "--binarize", "threshold"]) == 0
+    printed = capsys.readouterr().out
+    model = pyrogen.load(autoregressive_run / "model.pt")
+    x = (torch.as_tensor(np.load(grey_images)) > 0.5).float()
+    nats = float(model.log_prob(x).mean())
+    assert f"log p(x)        {nats:.4f} nats per example (exact)" in printed
+    assert f"bits/dim        {-nats / (64 * math.log(2)):.4f} (exact)" in printed
+    assert "--binarize threshold" in printed and "120 rows" in printed
+    # the run's preprocessing (--binarize threshold) by default: the same numbers
+    assert main(["evaluate", str(autoregressive_run), "--data", str(grey_images)]) == 0
+    assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--iw-samples", "5"], r"--iw-samples: expected none for a autoregressive model \(its "),
+        (["--step-samples", "2"], r"--step-samples: expected none .*log-likelihood is exact"),
+        (["--labels", "{npy}"], r"--labels: expected none for a autoregressive model"),
+    ],
+)
+def test_exact_image_model_refuses_the_options_of_bounds(
+    options, message, autoregressive_run, grey_images, tmp_path, capsys
+):
+    argv = ["evaluate", str(autoregressive_run), "--data", str(grey_images), *options]
+    exits_2_with([fill_in(a, {"{npy}": str(grey_images)}) for a in argv], message, tmp_path, capsys)
+
+
+def test_evaluate_vae_prints_the_kl_term(npy_run, grey_images, capsys):
+    capsys.readouterr()
+    argv = ["evaluate", str(npy_run), "--data", str(grey_images), "--binarize", "threshold"]
+    assert main([*argv, "--iw-samples", "3"]) == 0
+    printed = capsys.readouterr().out
+    recon = re.search(r"recon\.\s+(-?[\d.]+) nats per example", printed)
+    kl = re.search(r"KL\s+(-?[\d.]+) nats per example", printed)
+    elbo = re.search(r"ELBO\s+(-?[\d.]+) nats per example", printed)
+    assert recon and kl and elbo, printed
+    assert float(kl.group(1)) >= 0
+    assert float(recon.group(1)) - float(kl.group(1)) == pytest.approx(
+        float(elbo.group(1)), abs=2e-4
+    )
+    assert "(IWAE bound, K = 3)" in printed and "bits/dim" in printed

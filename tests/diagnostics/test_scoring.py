@@ -43,7 +43,13 @@ def test_score_of_a_latent_variable_model(fitted_vae):
         "elbo_per_example",
         "log_likelihood_per_example",
         "bits_per_dim",
+        "reconstruction_per_example",
+        "kl_per_example",
     }
+    # the ELBO's two terms, from the same draws: reconstruction - KL = ELBO
+    terms = stats["reconstruction_per_example"] - stats["kl_per_example"]
+    assert terms == pytest.approx(stats["elbo_per_example"], rel=1e-6)
+    assert stats["kl_per_example"] > 0
     assert json.loads(json.dumps(stats, allow_nan=False)) == stats
 
 
@@ -131,6 +137,8 @@ def test_reduce_scores_of_given_per_example_numbers(variant):
         "log_likelihood_per_example",
         "bits_per_dim",
         "clustering_accuracy",
+        "reconstruction",  # described as the model declares them, though not given here
+        "kl",
     }
     assert "predicted_per_example" not in stats
 

@@ -38,6 +38,16 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
         ),
         "vae": pyrogen.VAE((6,), latent_dim=2, hidden=(4,)),
         "vae-iaf": pyrogen.VAE((6,), latent_dim=2, hidden=(4,), posterior="iaf"),
+        "vae-pixelcnn-made-prior": pyrogen.VAE(
+            (1, 3, 3),
+            latent_dim=2,
+            hidden=(4,),
+            decoder="pixelcnn",
+            decoder_channels=2,
+            decoder_layers=1,
+            prior="made",
+        ),  # fmt: skip
+        "vae-made-decoder": pyrogen.VAE((6,), latent_dim=2, hidden=(4,), decoder="made"),
         "cvae": pyrogen.ConditionalVAE((1, 4, 4), latent_dim=2, hidden=(4,), observed="top"),
         "ssvae": pyrogen.SemiSupervisedVAE((6,), num_classes=2, latent_dim=2, hidden=(4,)),
         "gmvae": pyrogen.GaussianMixtureVAE((6,), n_components=2, latent_dim=2, hidden=(4,)),

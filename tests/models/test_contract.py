@@ -147,6 +147,15 @@ EXAMPLES = {
         _vae_example((1, 8, 8), likelihood="continuous_bernoulli", encoder="conv", decoder="conv"),
     ),
     "vae-iaf-posterior": ("vae", _vae_example((12,), posterior="iaf")),
+    "vae-pixelcnn-decoder": (
+        "vae",
+        _vae_example((1, 5, 5), decoder="pixelcnn", decoder_channels=4, decoder_layers=2),
+    ),
+    "vae-made-decoder-made-prior-iwae": (
+        "vae",
+        _vae_example((8,), decoder="made", prior="made", objective="iwae", num_particles=2),
+    ),
+    "vae-made-prior-gaussian": ("vae", _vae_example((6, 2), likelihood="gaussian", prior="made")),
     "vae-nsf-posterior-iwae": (
         "vae",
         _vae_example((12,), posterior="nsf", objective="iwae", num_particles=2),
