@@ -47,7 +47,7 @@ from pyrogen.infer.compiled import ReplayedLoss
 from pyrogen.infer.distributed import Cluster
 from pyrogen.infer.noise import RowNoise, epoch_seed, seed_device, step_seed
 from pyrogen.infer.precision import check_precision, mixed_precision
-from pyrogen.models.base import GenerativeModel
+from pyrogen.models.base import GenerativeModel, unregistered_networks
 
 __all__ = [
     "Callback",
@@ -980,9 +980,10 @@ class _ELBOLoss(torch.nn.Module):
         self.model, self.elbo = model, elbo
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None, num_data: int) -> torch.Tensor:
-        return self.elbo.differentiable_loss(
-            self.model.model, self.model.guide, x, y, num_data=num_data
-        )
+        with unregistered_networks():  # a torch optimizer needs no param sites
+            return self.elbo.differentiable_loss(
+                self.model.model, self.model.guide, x, y, num_data=num_data
+            )
 
 
 def _data_parallel(

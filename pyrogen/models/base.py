@@ -33,10 +33,13 @@ The layers above (diagnostics, the command line) know families only through this
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import itertools
 import math
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +65,29 @@ _MISSING = object()
 # Each instance gets its own prefix in Pyro's global param store, so two models of the same
 # family in one process never share parameters by accident.
 _instance_ids = itertools.count()
+# Whether networks are read without registering their parameters (see unregistered_networks).
+_networks = threading.local()
+
+
+@contextlib.contextmanager
+def unregistered_networks() -> Iterator[None]:
+    """Within the block, a family's plain ``nn.Module`` networks and ``nn.Parameter`` values
+    are read as they are, without the ``pyro.module`` / ``pyro.param`` statement that
+    :class:`~pyro.nn.PyroModule` makes at every access.
+
+    Those statements put every network parameter in Pyro's param store and in every trace,
+    which a ``pyro.optim`` optimizer needs; :func:`pyrogen.fit` steps a torch optimizer
+    over ``model.parameters()`` and needs neither, while the statements cost a message per
+    parameter per step (about a millisecond on a small VAE). The values, and so every loss
+    and gradient, are the same either way. Constrained ``PyroParam`` values are still read
+    through Pyro.
+    """
+    before = getattr(_networks, "unregistered", False)
+    _networks.unregistered = True
+    try:
+        yield
+    finally:
+        _networks.unregistered = before
 
 
 def data_plate(x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
@@ -190,6 +216,17 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
 
     def __init__(self) -> None:
         super().__init__(name=f"{type(self).__name__}_{next(_instance_ids)}")
+
+    def __getattr__(self, name: str) -> Any:
+        if getattr(_networks, "unregistered", False):  # see unregistered_networks
+            state = self.__dict__
+            module = state["_modules"].get(name)
+            if module is not None and not isinstance(module, PyroModule):
+                return module
+            parameter = state["_parameters"].get(name)
+            if parameter is not None and name not in state.get("_pyro_params", ()):
+                return parameter
+        return super().__getattr__(name)
 
     # --- the contract -------------------------------------------------------------------
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):

@@ -87,3 +87,29 @@ def test_bad_compile_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         pyrogen.fit(pyrogen.VAE((6,), latent_dim=2, hidden=(16,)), _bits(), steps=2,
                     batch_size=32, progress=False, **options)  # fmt: skip
+
+
+def test_training_reads_networks_without_param_statements_and_the_same_loss():
+    """Inside ``unregistered_networks`` (every step of ``fit``) the VAE's networks make no
+    ``pyro.param`` messages; its constrained values and its loss are unchanged."""
+    from pyrogen.models.base import unregistered_networks
+
+    vae = pyrogen.VAE((6,), latent_dim=2, hidden=(16,))
+    x = _bits()[:32]
+    vae.setup(x)
+
+    def traced():
+        pyro.set_rng_seed(1)
+        trace = pyro.poutine.trace(vae.guide).get_trace(x)
+        return [n for n, site in trace.nodes.items() if site["type"] == "param"], trace
+
+    registered, _ = traced()
+    with unregistered_networks():
+        unregistered, _ = traced()
+        pyro.set_rng_seed(2)
+        quiet = vae.loss.differentiable_loss(vae.model, vae.guide, x, None, num_data=ROWS)
+    pyro.set_rng_seed(2)
+    loud = vae.loss.differentiable_loss(vae.model, vae.guide, x, None, num_data=ROWS)
+    assert any("encoder" in name for name in registered)
+    assert not any("encoder" in name for name in unregistered)
+    assert torch.equal(quiet, loud)
