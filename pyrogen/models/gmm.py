@@ -96,6 +96,8 @@ _REG_COVAR = 1e-6
 _WEIGHT_FLOOR = 10 * torch.finfo(torch.float64).eps
 # Rows (expected) below which a full component counts as empty in the M-step.
 _EMPTY_ROWS = 1e-10
+# The fields of MixtureParameters that the starts are stacked by, to be scored at once.
+_STACKED = ("weights", "locs", "covariances")
 
 
 @dataclass(frozen=True)
@@ -517,20 +519,20 @@ class GaussianMixture(GenerativeModel):
                     scale.copy_(spread.expand_as(scale).log())
 
     # --- the fit: MAP-EM ----------------------------------------------------------------
-    def _log_prior(
-        self, data_scale: torch.Tensor
-    ) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    def _log_prior(self, data_scale: torch.Tensor) -> Callable[..., torch.Tensor]:
         """log p(weights, locs, scales, corr) of site values on data centred at 0 (the locs'
-        prior is then centred at 0: the model's prior, translated with the data). The
-        priors are built once, for the many evaluations of an M-step."""
+        prior is then centred at 0: the model's prior, translated with the data); with
+        ``batch_dims``, one value per index of that many leading dims of the values (the
+        starts). The priors are built once, for the many evaluations of an M-step, and score
+        without Pyro's validation (the values are the fit's own, in the supports by
+        construction; a distribution reads the flag when it scores, not when it is built)."""
         centre = torch.zeros_like(data_scale)
-        with pyro.validation_enabled(False):
-            priors = {
-                site.name: self._prior(site, centre, data_scale) for site in self._global_sites()
-            }
+        priors = {site.name: self._prior(site, centre, data_scale) for site in self._global_sites()}
 
-        def log_prior(values: dict[str, torch.Tensor]) -> torch.Tensor:
-            return sum(prior.log_prob(values[name]).sum() for name, prior in priors.items())
+        def log_prior(values: dict[str, torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
+            with pyro.validation_enabled(False):
+                terms = [prior.log_prob(values[name]) for name, prior in priors.items()]
+            return sum(term.reshape(*term.shape[:batch_dims], -1).sum(-1) for term in terms)
 
         return log_prior
 
@@ -571,9 +573,9 @@ class GaussianMixture(GenerativeModel):
         width = self.scale_prior_width
         covariances = start.covariances
         locs = start.locs
-        covariance_prior = None
+        prior_gradient = None
         if kind in ("full", "tied"):
-            covariance_prior = self._covariance_log_prior(data_scale)
+            prior_gradient = self._covariance_prior_gradient(data_scale)
         for _ in range(_M_STEP_CYCLES):
             previous = locs
             locs = _conditional_locs(counts, sums, covariances, kind, loc_variance)
@@ -590,7 +592,7 @@ class GaussianMixture(GenerativeModel):
                 # at exp(log_scale - width^2), uncorrelated.
                 mode = torch.diag((2 * (log_scale - width**2)).exp().clamp(min=_REG_COVAR))
                 covariances = _fixed_point_covariance(
-                    counts, sums, second, outer, locs, covariances, kind, covariance_prior, mode
+                    counts, sums, second, outer, locs, covariances, kind, prior_gradient, mode
                 )
                 if covariances is None:
                     return None
@@ -598,28 +600,38 @@ class GaussianMixture(GenerativeModel):
                 break
         return MixtureParameters(weights, locs, covariances, kind)
 
-    def _covariance_log_prior(
+    def _covariance_prior_gradient(
         self, data_scale: torch.Tensor
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """log p(scales) + log p(corr_cholesky) as a function of a (batch of) covariance
-        matrices (full: (K, D, D), tied: (D, D)), for its gradient."""
-        centre = torch.zeros_like(data_scale)
-        with pyro.validation_enabled(False):
-            priors = {
-                site.name: self._prior(site, centre, data_scale)
-                for site in self._global_sites()
-                if site.name in (SCALES, CORRELATION)
-            }
+        """The gradient of log p(scales) + log p(corr_cholesky) with respect to a (batch of)
+        covariance matrices (full: (K, D, D), tied: (D, D)), symmetric, in closed form.
 
-        def log_prior(covariances: torch.Tensor) -> torch.Tensor:
-            scales = covariances.diagonal(dim1=-2, dim2=-1).sqrt()
-            total = priors[SCALES].log_prob(scales).sum()
-            if CORRELATION in priors:
+        With Sigma = L L^T and s_i = sqrt(Sigma_ii), the correlation factor is L / s, whose
+        LKJ log density is sum_i a_i (log L_ii - log s_i) (a_0 = 0, a_i = 2 (eta - 1) + D -
+        1 - i); since d log L_ii = (L^-1 dSigma L^-T)_ii / 2, the log L_ii terms contribute
+        L^-T diag(a) L^-1 / 2. The rest depends on the diagonal only: -a_i log s_i and the
+        LogNormal log density of s_i, -t_i - (t_i - log_scale_i)^2 / (2 width^2) with
+        t_i = log s_i = log(Sigma_ii) / 2."""
+        d = self.n_features
+        log_scale, width = data_scale.log(), self.scale_prior_width
+        order = torch.zeros_like(data_scale)
+        if d > 1:  # the correlation site exists
+            eta = self.correlation_concentration
+            order[1:] = 2 * (eta - 1) + d - torch.arange(2, d + 1).to(order)
+        eye = torch.eye(d, dtype=data_scale.dtype, device=data_scale.device)
+
+        def gradient(covariances: torch.Tensor) -> torch.Tensor:
+            variances = covariances.diagonal(dim1=-2, dim2=-1)
+            t = 0.5 * variances.log()
+            diagonal = 0.5 * (-order - 1 - (t - log_scale) / width**2) / variances
+            total = torch.diag_embed(diagonal)
+            if d > 1:
                 tril = torch.linalg.cholesky(covariances)
-                total = total + priors[CORRELATION].log_prob(tril / scales.unsqueeze(-1)).sum()
+                inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
+                total = total + 0.5 * inverse.transpose(-1, -2) @ (order[:, None] * inverse)
             return total
 
-        return log_prior
+        return gradient
 
     def _lbfgs_m_step(
         self, stats: Statistics, start: MixtureParameters, data_scale: torch.Tensor
@@ -738,10 +750,11 @@ class GaussianMixture(GenerativeModel):
             em_iterations=min(self.em_iterations, _START_ITERATIONS),
             reg=reg,
         )
-        scores = [
-            ll.item() + log_prior(self._site_values(p)).item() / n_rows
-            for p, ll in zip(starts, mean_ll, strict=True)
-        ]
+        stacked = MixtureParameters(
+            *(torch.stack([getattr(p, name) for p in starts]) for name in _STACKED),
+            self.covariance,
+        )
+        scores = (mean_ll + log_prior(self._site_values(stacked), batch_dims=1) / n_rows).tolist()
         params = starts[max(range(self.n_init), key=scores.__getitem__)]
         if self.em_iterations > 0:
             # The best start's likelihood EM continued to convergence (cheap closed-form
@@ -1072,7 +1085,7 @@ def _fixed_point_covariance(
     locs: torch.Tensor,
     covariances: torch.Tensor,
     kind: str,
-    log_prior: Callable[[torch.Tensor], torch.Tensor],
+    prior_gradient: Callable[[torch.Tensor], torch.Tensor],
     mode: torch.Tensor,
 ) -> torch.Tensor | None:
     """Full or tied covariances maximising -n/2 log|Sigma| - tr(Sigma^-1 S)/2 + log p(Sigma)
@@ -1096,10 +1109,7 @@ def _fixed_point_covariance(
         if bool(rows <= _EMPTY_ROWS):
             return None
     for _ in range(_M_STEP_INNER):
-        free = covariances.detach().requires_grad_()
-        with torch.enable_grad():
-            value = log_prior(0.5 * (free + free.transpose(-1, -2)))
-            (gradient,) = torch.autograd.grad(value, free)
+        gradient = prior_gradient(covariances)
         updated = (scatter + 2 * covariances @ gradient @ covariances) / rows
         updated = 0.5 * (updated + updated.transpose(-1, -2))
         if empty is not None:

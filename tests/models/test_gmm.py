@@ -313,6 +313,73 @@ def test_block_wise_m_step_reaches_the_mode_without_the_lbfgs_fallback(covarianc
     assert log_joint_gradient(model, x) < 1e-5
 
 
+@pytest.mark.parametrize("covariance", ["full", "tied"])
+@pytest.mark.parametrize("n_features", [1, 2, 4])
+@pytest.mark.parametrize("concentration", [1.0, 2.5])
+def test_covariance_prior_gradient_equals_autograd(covariance, n_features, concentration):
+    # The fixed-point M-step's closed-form gradient of log p(scales) + log p(corr_cholesky)
+    # with respect to the covariances, against autograd of the model's own priors.
+    model = GaussianMixture(
+        3,
+        covariance=covariance,
+        n_features=n_features,
+        correlation_concentration=concentration,
+        scale_prior_width=0.7,
+    ).double()
+    data_scale = torch.linspace(0.5, 2.0, n_features, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    batch = (3,) if covariance == "full" else ()
+    factor = torch.randn(*batch, n_features, n_features, generator=generator).double()
+    covariances = factor @ factor.transpose(-1, -2) + torch.eye(n_features).double()
+    centre = torch.zeros_like(data_scale)
+    priors = {
+        site.name: model._prior(site, centre, data_scale)
+        for site in model._global_sites()
+        if site.name in ("scales", "corr_cholesky")
+    }
+    free = covariances.clone().requires_grad_()
+    symmetric = 0.5 * (free + free.transpose(-1, -2))
+    scales = symmetric.diagonal(dim1=-2, dim2=-1).sqrt()
+    total = priors["scales"].log_prob(scales).sum()
+    if "corr_cholesky" in priors:
+        tril = torch.linalg.cholesky(symmetric)
+        total = total + priors["corr_cholesky"].log_prob(tril / scales.unsqueeze(-1)).sum()
+    (expected,) = torch.autograd.grad(total, free)
+    gradient = model._covariance_prior_gradient(data_scale)(covariances)
+    torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+def test_starts_are_scored_at_once_as_one_by_one(covariance):
+    # The starts' log priors, scored stacked, are each start's own, and without Pyro's
+    # validation (the fit's values are in the supports by construction).
+    x = torch.as_tensor(blobs(200, seed=4), dtype=torch.float64)
+    model = GaussianMixture(3, covariance=covariance).double()
+    model.setup(x)
+    log_prior = model._log_prior(torch.tensor([1.3, 0.8], dtype=torch.float64))
+    starts = [model.mixture_parameters()]
+    shifted = model.mixture_parameters()
+    starts.append(
+        MixtureParameters(
+            shifted.weights.flip(0), shifted.locs + 0.5, shifted.covariances * 1.5, covariance
+        )
+    )
+    stacked = MixtureParameters(
+        torch.stack([p.weights for p in starts]),
+        torch.stack([p.locs for p in starts]),
+        torch.stack([p.covariances for p in starts]),
+        covariance,
+    )
+    with pyro.validation_enabled(True):
+        together = log_prior(model._site_values(stacked), batch_dims=1)
+        alone = torch.stack([log_prior(model._site_values(p)) for p in starts])
+    torch.testing.assert_close(together, alone, rtol=1e-12, atol=1e-12)
+    outside = {"weights": torch.tensor([0.9, 0.9, 0.9], dtype=torch.float64)}
+    values = {**model._site_values(starts[0]), **outside}  # off the simplex: not checked
+    with pyro.validation_enabled(True):
+        assert torch.isfinite(log_prior(values))
+
+
 def degenerate_data(case: str) -> torch.Tensor:
     rng = np.random.default_rng(3)
     if case == "identical rows":
