@@ -14,8 +14,8 @@ This tutorial, on binarized MNIST:
 * draws MADE's masks and checks the autoregressive property by gradients, and shows that a
   gated PixelCNN has no blind spot;
 * trains MADE with one ordering and with an ensemble of orderings, and a PixelCNN;
-* reports exact test NLL and bits/dim, beside a VAE's importance-weighted bound on the same
-  data;
+* reports exact test NLL and bits/dim, beside a VAE's importance-weighted bound, a flow's
+  dequantization bound and a diffusion model's ELBO on the same data;
 * draws samples and measures what sampling costs (one network pass per pixel).
 
 Every number is in nats per example unless it says bits. The
@@ -52,6 +52,9 @@ PIXELCNN_STEPS = 3 if SMOKE else 600
 PIXELCNN_CHANNELS = 8 if SMOKE else 32
 PIXELCNN_LAYERS = 2 if SMOKE else 5
 VAE_STEPS = 5 if SMOKE else 3_000
+OTHER_STEPS = 5 if SMOKE else 3_000  # the flow and the diffusion model
+OTHER_HIDDEN = (64,) if SMOKE else (512,)
+DIFFUSION_STEPS = 20 if SMOKE else 200  # T, the diffusion's levels
 SAMPLES = 4 if SMOKE else 16
 torch.manual_seed(0)
 
@@ -172,9 +175,21 @@ nll = {
 vae = pyrogen.VAE((784,), latent_dim=32)
 seconds["VAE (IWAE bound, K = 100)"] = train_model(vae, train, VAE_STEPS)
 nll["VAE (IWAE bound, K = 100)"] = -vae.log_likelihood(test, num_samples=100).mean().item()
+# The other explicit-density families on the same images, each with its own number: the
+# flow's dequantization bound (a lower bound on the binary data's log-likelihood) and the
+# diffusion model's ELBO.
+others = {
+    "flow (dequantization bound)": pyrogen.FlowDensity((784,), dequantize=2, hidden=OTHER_HIDDEN),
+    "diffusion (ELBO)": pyrogen.DiffusionVAE(
+        (784,), DIFFUSION_STEPS, likelihood="bernoulli", hidden=OTHER_HIDDEN
+    ),
+}
+for name, model in others.items():
+    seconds[name] = train_model(model, train, OTHER_STEPS)
+    nll[name] = -model.log_likelihood(test).mean().item()
 for name, value in nll.items():
     bits = value / (784 * math.log(2))
-    print(f"{name:28s} {value:8.2f} nats  {bits:.4f} bits/dim  ({seconds[name]:.0f} s training)")
+    print(f"{name:30s} {value:8.2f} nats  {bits:.4f} bits/dim  ({seconds[name]:.0f} s training)")
 
 with torch.no_grad():
     orderings = ensemble.ordering_log_probs(test)  # (K, N)
