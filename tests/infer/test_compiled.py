@@ -39,11 +39,12 @@ FAMILIES = {
 }
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_compiled_fit_gives_the_eager_fit_bit_for_bit(family, recwarn):
+def test_a_compiled_fit_gives_the_eager_fit_bit_for_bit(family, device, recwarn):
     make, data, labels = FAMILIES[family]
     x, y = data(), None if labels is None else labels()
-    options = {"steps": 12, "batch_size": 32, "progress": False, "seed": 3}
+    options = {"steps": 12, "batch_size": 32, "progress": False, "seed": 3, "device": device}
     eager, compiled = make(), make()
     expected = pyrogen.fit(eager, x, y, **options)
     result = pyrogen.fit(compiled, x, y, compile=True, **options)
