@@ -46,6 +46,7 @@ from pyrogen.infer.callbacks import (
 from pyrogen.infer.compiled import ReplayedLoss
 from pyrogen.infer.distributed import Cluster
 from pyrogen.infer.noise import RowNoise, epoch_seed, seed_device, step_seed
+from pyrogen.infer.players import PlayerOptimizers, take_turns
 from pyrogen.infer.precision import check_precision, mixed_precision
 from pyrogen.models.base import GenerativeModel, unregistered_networks
 
@@ -239,6 +240,7 @@ class FitConfig:
         placement = _placement(model, data, options)
         pieces = micro_batch_size is not None and micro_batch_size < (batch_size or data.num_data)
         compiled = _checked_compile(get("compile", False), placement, pieces)
+        _check_turns(model, placement, pieces, compiled, data.validation is not None)
         return cls(
             compile=compiled,
             steps=steps,
@@ -269,6 +271,29 @@ _OPTION_NAMES = frozenset(
         "progress micro_batch_size strategy devices num_nodes precision epoch_transform compile"
     ).split()
 )
+
+
+def _check_turns(
+    model: GenerativeModel,
+    placement: dict[str, Any],
+    pieces: bool,
+    compiled: bool,
+    validation: bool,
+) -> None:
+    """Refuse what a model trained in turns does not support yet (one process, whole
+    batches, eager steps)."""
+    if not model.players():
+        return
+    name = type(model).__name__
+    several = placement["strategy"] == "ddp" and placement["devices"] * placement["num_nodes"] > 1
+    for refused, option in ((several, "strategy='ddp' with several processes"),
+                            (pieces, "a micro_batch_size below the batch size"),
+                            (compiled, "compile=True"),
+                            (validation, "held-out validation (of an ELBO)")):  # fmt: skip
+        if refused:
+            raise ValueError(
+                f"{name} is trained in turns (players), which {option} does not support yet"
+            )
 
 
 def _checked_compile(value: Any, placement: dict[str, Any], pieces: bool) -> bool:
@@ -799,11 +824,15 @@ class TrainingLoop:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
-        self.optimizer = config.optim(self.params, lr=config.lr)
+        self.players = model.players()
+        if self.players:
+            self.optimizer = PlayerOptimizers(self.players, config.optim, config.lr)
+        else:
+            self.optimizer = config.optim(self.params, lr=config.lr)
         if saved is not None:
             self.checkpoint.check_run(saved, self.run_signature())
             self.checkpoint.restore(self, saved)
-        self.elbo = model.loss
+        self.elbo = None if self.players else model.loss
         self.trainer: torch.nn.Module = _ELBOLoss(model, self.elbo)
         if config.compile:
             self.trainer = ReplayedLoss(self.trainer, type(model).__name__)
@@ -896,6 +925,8 @@ class TrainingLoop:
 
     def _train_on(self, index: torch.Tensor | range) -> float:
         """One optimisation step on the global batch ``index``; returns its loss."""
+        if self.players:
+            return self._take_turns(index)
         config, where = self.config, self.where
         batch_rows = len(index)
         index, weight, offset = _share_of(index, where)
@@ -913,6 +944,23 @@ class TrainingLoop:
         if config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, config.clip_norm)
         self.optimizer.step()
+        return loss
+
+    def _take_turns(self, index: torch.Tensor | range) -> float:
+        """One step of a model trained in turns (:func:`~pyrogen.infer.players.take_turns`);
+        returns the first player's loss (``player_losses`` holds every player's)."""
+        rows = _select(index)
+        seed_device(step_seed(self.config.seed, self.state.step), self.device)
+        self.batch = (self.x[rows], _rows(self.data.labels, rows))
+        with (
+            pyro.validation_enabled(self.validate and self.state.step == self.first_step),
+            mixed_precision(self.model, self.config.precision),
+        ):
+            self.player_losses = take_turns(
+                self.model, self.optimizer, *self.batch, self.num_data, self.config.clip_norm
+            )
+        loss = next(iter(self.player_losses.values()))
+        self.dispatch("on_loss", loss)  # after the turns: each player stepped in its own
         return loss
 
     def _accumulate(

@@ -39,7 +39,8 @@ import inspect
 import itertools
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -183,6 +184,23 @@ def _fingerprint(
     return prints
 
 
+@dataclass(frozen=True)
+class Player:
+    """One party of a model trained in turns (:meth:`GenerativeModel.players`).
+
+    Attributes:
+        name: what :meth:`GenerativeModel.player_loss` is asked for.
+        parameters: the parameters this player's optimizer steps.
+        lr_scale: its learning rate as a multiple of ``fit``'s ``lr`` (two time scales).
+        updates: its turns per training step (e.g. a critic's 5 per generator step).
+    """
+
+    name: str
+    parameters: Sequence[torch.nn.Parameter]
+    lr_scale: float = 1.0
+    updates: int = 1
+
+
 class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     """Base class of every family: the shared half of the model contract.
 
@@ -239,6 +257,20 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     def loss(self) -> ELBO:
         """The Pyro ELBO this family is trained with."""
         raise NotImplementedError
+
+    def players(self) -> tuple[Player, ...]:
+        """The parties trained in turn at every step, in order, each on its own
+        :meth:`player_loss` with its own optimizer (a GAN's discriminator, then its
+        generator); ``()`` -- every family with an ELBO -- trains all parameters on
+        :attr:`loss`. See :mod:`pyrogen.infer.players`."""
+        return ()
+
+    def player_loss(
+        self, player: str, x: torch.Tensor, y: torch.Tensor | None, num_data: int
+    ) -> torch.Tensor:
+        """The scalar loss ``player`` minimizes on a batch x (B, ``*data_shape``), scaled
+        to ``num_data`` rows like :attr:`loss` (a family with :meth:`players` defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained in turns")
 
     @property
     def config(self) -> dict[str, Any]:
