@@ -6,7 +6,8 @@ Modules: :mod:`~pyrogen.diagnostics.scoring` (:func:`score`, :func:`summarize`),
 :mod:`~pyrogen.diagnostics.run_plots` (which plots a run draws, keyed by
 ``model.report_plots``), :mod:`~pyrogen.diagnostics.plots` (each plot),
 :mod:`~pyrogen.diagnostics.text` (run summaries as text),
-:mod:`~pyrogen.diagnostics.metrics`, :mod:`~pyrogen.diagnostics.inference_data` and
+:mod:`~pyrogen.diagnostics.metrics`, :mod:`~pyrogen.diagnostics.sample_tests` (samples
+against data without a likelihood), :mod:`~pyrogen.diagnostics.inference_data` and
 :mod:`~pyrogen.diagnostics.pyro_models` (ArviZ). Everything here knows a model only
 through the model contract, :class:`~pyrogen.models.GenerativeModel`.
 """
@@ -29,11 +30,15 @@ from pyrogen.diagnostics.plots import (
 from pyrogen.diagnostics.pyro_models import from_pyro
 from pyrogen.diagnostics.report import write_run
 from pyrogen.diagnostics.run_plots import figure_writer
+from pyrogen.diagnostics.sample_tests import mmd_test, mode_coverage, nearest_neighbour_test
 from pyrogen.diagnostics.scoring import reduce_scores, score, summarize
 
 __all__ = [
     "clustering_accuracy",
     "figure_writer",
+    "mmd_test",
+    "mode_coverage",
+    "nearest_neighbour_test",
     "from_pyro",
     "image_shape",
     "plot_class_samples",
