@@ -6,6 +6,7 @@ from pyrogen.models.autoregressive import AutoregressiveDensity
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
 from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.diffusion import DiffusionVAE
+from pyrogen.models.energy import EnergyDensity
 from pyrogen.models.flow import FlowDensity
 from pyrogen.models.gmm import GaussianMixture
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
@@ -22,6 +23,7 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         SemiSupervisedVAE,
         GaussianMixtureVAE,
         FlowDensity,
+        EnergyDensity,
         DiffusionVAE,
         AutoregressiveDensity,
     )
@@ -33,6 +35,7 @@ __all__ = [
     "AutoregressiveDensity",
     "ConditionalVAE",
     "DiffusionVAE",
+    "EnergyDensity",
     "FlowDensity",
     "GaussianMixture",
     "GaussianMixtureVAE",

@@ -57,6 +57,8 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
             (6,), timesteps=4, hidden=(4,), autoencoder=pyrogen.VAE((6,), latent_dim=2, hidden=(4,))
         ),
         "autoregressive": pyrogen.AutoregressiveDensity((6,), hidden=(4,), num_masks=2),
+        "energy": pyrogen.EnergyDensity((3,), hidden=(4,)),
+        "energy-pcd": pyrogen.EnergyDensity((2,), objective="pcd", hidden=(4,), buffer_size=8),
     }
 
 

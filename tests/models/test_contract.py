@@ -131,6 +131,15 @@ def _autoregressive_example(data_shape: tuple[int, ...], likelihood: str = "bern
     return make
 
 
+def _energy_example(data_shape: tuple[int, ...], **options):
+    def make():
+        x = torch.randn(40, *data_shape, generator=torch.Generator().manual_seed(0)) * 2 + 1
+        model = pyrogen.EnergyDensity(data_shape, hidden=(8,), **options)
+        return Example(model, x)
+
+    return make
+
+
 EXAMPLES = {
     **{
         f"gmm-{inference}-{covariance}": ("gmm", _gmm_example(inference, covariance))
@@ -232,6 +241,10 @@ EXAMPLES = {
         "autoregressive",
         _autoregressive_example((8,), "gaussian", network="causal_conv"),
     ),
+    "energy-mlp-dsm-two-levels": ("energy", _energy_example((3,), noise_levels=(0.1, 0.5))),
+    "energy-mlp-pcd": ("energy", _energy_example((2,), objective="pcd", buffer_size=16)),
+    "energy-mlp-nce": ("energy", _energy_example((2,), objective="nce", noise_ratio=2)),
+    "energy-conv-dsm-ais": ("energy", _energy_example((1, 4, 4), energy="conv")),
     "diffusion-simple-x0-images": (
         "diffusion",
         _diffusion_example((6, 5), "bernoulli", timesteps=5, objective="simple", prediction="x0"),
