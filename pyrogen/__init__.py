@@ -22,6 +22,7 @@ from pyrogen.models import (
     FlowDensity,
     GaussianMixture,
     GaussianMixtureVAE,
+    NaiveBayes,
     SemiSupervisedVAE,
     load,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixtureVAE",
     "MetricsLogger",
+    "NaiveBayes",
     "SemiSupervisedVAE",
     "__version__",
     "data",

@@ -239,11 +239,13 @@ _CLI_RUNS = {
         "{npz}",
     ),
     "flow": (["--data", "{csv}", "--steps", "5", "--transforms", "1", "--hidden", "8"], "{csv}"),
+    "energy": (["--data", "{csv}", "--steps", "5", "--hidden", "8"], "{csv}"),
     "autoregressive": (
         ["--data", "{csv}", "--likelihood", "gaussian", "--steps", "5", "--hidden", "8"]
         + ["--num-masks", "2"],
         "{csv}",
     ),
+    "naive_bayes": (["--data", "{csv}", "--steps", "5"], "{csv}"),  # a latent-class model
     "diffusion": (
         ["--data", "{npz}", "--likelihood", "discretized", "--conditional", "--channels", "8"]
         + ["--timesteps", "5", "--steps", "3", "--batch-size", "16"],

@@ -10,6 +10,7 @@ from pyrogen.models.energy import EnergyDensity
 from pyrogen.models.flow import FlowDensity
 from pyrogen.models.gmm import GaussianMixture
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
+from pyrogen.models.naive_bayes import NaiveBayes
 from pyrogen.models.semisupervised_vae import SemiSupervisedVAE
 from pyrogen.models.vae import VAE
 
@@ -26,6 +27,7 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         EnergyDensity,
         DiffusionVAE,
         AutoregressiveDensity,
+        NaiveBayes,
     )
 }
 
@@ -40,6 +42,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixtureVAE",
     "GenerativeModel",
+    "NaiveBayes",
     "SemiSupervisedVAE",
     "VAE",
     "data_plate",

@@ -32,6 +32,7 @@ from pyro.nn import pyro_method
 from torch import nn
 
 from pyrogen.checks import as_labels, check_int
+from pyrogen.models.labels import InfersLabels
 from pyrogen.models.vae import LATENT, OBS, VAE
 from pyrogen.nn import MLP, one_hot
 
@@ -40,7 +41,7 @@ LABEL = "y"
 LABELLED, UNLABELLED = "labelled", "unlabelled"
 
 
-class SemiSupervisedVAE(VAE):
+class SemiSupervisedVAE(InfersLabels, VAE):
     """M2 semi-supervised VAE: labels where known, an enumerated latent label elsewhere.
 
     Args:
@@ -325,22 +326,7 @@ class SemiSupervisedVAE(VAE):
                 rows.append(torch.where(labels >= 0, picked, unlabelled))
         return torch.cat(rows)
 
-    # --- reporting (the contract of GenerativeModel) ---------------------------------------
-    @property
-    def predicts(self) -> str | None:
-        """``predict(x)`` is the classifier's most probable class."""
-        return "class"
-
-    @property
-    def conditions_on_labels(self) -> bool:
-        """False: the label is a latent variable, inferred where it is not given."""
-        return False
-
-    @property
-    def takes_labels(self) -> bool:
-        """True: the given labels are observed, the others (-1) inferred."""
-        return True
-
+    # --- reporting: predicts, conditions_on_labels and takes_labels from InfersLabels ------
     @torch.no_grad()
     def sample(self, n: int, y: Any = None, *, mean: bool = False) -> torch.Tensor:
         """Draw n examples with labels y (n,), drawn from p(y) when None: (n, ``*data_shape``)."""

@@ -24,6 +24,8 @@ from pyrogen.models import REGISTRY
 
 # The sizes that decide the shapes of a model's weights.
 SHAPING = ("data_shape", "latent_dim", "hidden", "n_components", "transforms")
+# Those of a family that has none of the above (naive Bayes: classes, features, levels).
+OTHER_SHAPING = ("num_classes", "n_features", "levels")
 
 # A mutation's verdict: HARMFUL must be refused; MAYBE may load or be refused.
 HARMFUL, MAYBE = "harmful", "maybe"
@@ -59,6 +61,7 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
         "autoregressive": pyrogen.AutoregressiveDensity((6,), hidden=(4,), num_masks=2),
         "energy": pyrogen.EnergyDensity((3,), hidden=(4,)),
         "energy-pcd": pyrogen.EnergyDensity((2,), objective="pcd", hidden=(4,), buffer_size=8),
+        "naive_bayes": pyrogen.NaiveBayes(3, "categorical", "variational", n_features=4, levels=3),
     }
 
 
@@ -96,10 +99,14 @@ def _huge(payload, rng):
     return _set_config(payload, key, value), HARMFUL
 
 
+def _shaping_keys(config: dict) -> list[str]:
+    keys = [key for key in SHAPING if key in config and config[key] is not None]
+    return keys or [key for key in OTHER_SHAPING if config.get(key) is not None]
+
+
 def _negative_size(payload, rng):
     config = payload["config"]
-    keys = [key for key in SHAPING if key in config and config[key] is not None]
-    key = rng.choice(keys)
+    key = rng.choice(_shaping_keys(config))
     value = rng.choice([-1, -7, 0]) if not isinstance(config[key], list) else [-3]
     if key == "n_components" and value == 0:
         value = -1
@@ -108,8 +115,7 @@ def _negative_size(payload, rng):
 
 def _bigger_size(payload, rng):
     config = payload["config"]
-    keys = [key for key in SHAPING if key in config and config[key] is not None]
-    key = rng.choice(keys)
+    key = rng.choice(_shaping_keys(config))
     value = config[key]
     value = [v + 1 for v in value] if isinstance(value, list) else value + rng.choice([1, 5])
     return _set_config(payload, key, value), HARMFUL

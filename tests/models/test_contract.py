@@ -131,6 +131,26 @@ def _autoregressive_example(data_shape: tuple[int, ...], likelihood: str = "bern
     return make
 
 
+def _naive_bayes_example(likelihood: str, inference: str, labels: str = "some"):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        y = torch.arange(40) % 3
+        if likelihood == "gaussian":
+            x = torch.randn(40, 4, generator=generator) + y[:, None]
+        elif likelihood == "bernoulli":
+            x = (torch.rand(40, 4, generator=generator) < 0.2 + 0.3 * y[:, None]).float()
+        elif likelihood == "categorical":
+            x = torch.randint(0, 3, (40, 4), generator=generator).float()
+        else:
+            x = torch.poisson(torch.ones(40, 4) + y[:, None], generator=generator)
+        if labels == "some":
+            y = torch.where(torch.arange(40) % 4 == 0, -1, y)  # semi-supervised
+        model = pyrogen.NaiveBayes(3, likelihood, inference)
+        return Example(model, x, None if labels == "none" else y)
+
+    return make
+
+
 def _energy_example(data_shape: tuple[int, ...], **options):
     def make():
         x = torch.randn(40, *data_shape, generator=torch.Generator().manual_seed(0)) * 2 + 1
@@ -240,6 +260,26 @@ EXAMPLES = {
     "autoregressive-causal-conv-gaussian": (
         "autoregressive",
         _autoregressive_example((8,), "gaussian", network="causal_conv"),
+    ),
+    "naive_bayes-gaussian-map-semisupervised": (
+        "naive_bayes",
+        _naive_bayes_example("gaussian", "map"),
+    ),
+    "naive_bayes-bernoulli-variational-labelled": (
+        "naive_bayes",
+        _naive_bayes_example("bernoulli", "variational", "all"),
+    ),
+    "naive_bayes-categorical-variational-semisupervised": (
+        "naive_bayes",
+        _naive_bayes_example("categorical", "variational"),
+    ),
+    "naive_bayes-multinomial-map-labelled": (
+        "naive_bayes",
+        _naive_bayes_example("multinomial", "map", "all"),
+    ),
+    "naive_bayes-poisson-map-unsupervised": (
+        "naive_bayes",
+        _naive_bayes_example("poisson", "map", "none"),
     ),
     "energy-mlp-dsm-two-levels": ("energy", _energy_example((3,), noise_levels=(0.1, 0.5))),
     "energy-mlp-pcd": ("energy", _energy_example((2,), objective="pcd", buffer_size=16)),
@@ -639,13 +679,19 @@ def test_posterior_hooks(example):
     # Families with a posterior over global sites (the mixture) say how ArviZ names their
     # dims, what they derive from draws and the pointwise log-likelihood; the rest say none.
     model, x = example.model, example.x
-    if model.family != "gmm":
+    if model.family not in ("gmm", "naive_bayes"):
         assert model.posterior_dims == {}
         assert model.derived_posterior({}) == {}
         assert model.pointwise_log_likelihood(x, {}) is None
         return
     values = model.point_estimates()
     draws = {name: torch.stack([value, value]) for name, value in values.items()}
+    if model.family == "naive_bayes":  # per class (and feature): no derived quantities
+        assert set(model.posterior_dims) == set(values)
+        assert all(dims[0] == "class" for dims in model.posterior_dims.values())
+        torch.testing.assert_close(model.pointwise_log_likelihood(x, draws)[1], model.log_prob(x))
+        assert model.derived_posterior(draws) == {}
+        return
     assert set(model.posterior_dims) <= set(values)
     assert all(dims == ("component",) for dims in model.posterior_dims.values())
     pointwise = model.pointwise_log_likelihood(x, draws)
