@@ -224,7 +224,7 @@ class EnergyDensity(GenerativeModel):
     ) -> DenoisingScoreMatching | PersistentContrastiveDivergence | NoiseContrastiveEstimation:
         """The objective named by ``objective`` (not an ELBO: see its documentation)."""
         if self.objective == "dsm":
-            levels = torch.tensor(self.noise_levels, device=self.data_scale.device)
+            levels = self.data_scale.new_tensor(self.noise_levels)
             return DenoisingScoreMatching(levels, self.data_scale)
         if self.objective == "pcd":
             return PersistentContrastiveDivergence(self.advance_chains)

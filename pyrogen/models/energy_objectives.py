@@ -96,7 +96,7 @@ class DenoisingScoreMatching(_EnergyObjective):
         """The DSM loss for the rows passed, scaled to ``num_data`` rows."""
         x, y, num_data = _batch(args, kwargs)
         flat = x.flatten(1)
-        levels = self.noise_levels.to(flat)
+        levels = self.noise_levels
         sigma = levels[torch.randint(len(levels), (flat.shape[0], 1), device=flat.device)]
         if self.scale is not None:
             sigma = sigma * self.scale.to(flat)

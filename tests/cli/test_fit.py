@@ -570,6 +570,32 @@ def test_fit_flow_bad_input_exits_2(options, message, tmp_path, faithful_csv, ca
     assert not (tmp_path / "f").exists()
 
 
+# --- energy-based models ---------------------------------------------------------------------
+
+
+def test_fit_energy_on_a_csv_then_evaluate_and_sample(tmp_path, faithful_csv, capsys):
+    out = tmp_path / "energy"
+    argv = ["fit", "energy", "--data", str(faithful_csv), "--out", str(out), "--quiet"]
+    assert main([*argv, "--steps", "20", "--hidden", "16", "--objective", "nce"]) == 0
+    summary = run_summary(out)
+    assert summary["family"] == "energy" and summary["config"]["objective"] == "nce"
+    assert summary["log_partition_method"] == "quadrature"  # 2-D: exact nats
+    model = pyrogen.load(out / "model.pt")
+    exact = float(model.log_prob(old_faithful()).mean())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(faithful_csv)]) == 0
+    assert f"{exact:.4f} nats per row" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "4"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 5  # header and 4 rows
+
+
+def test_fit_energy_bad_objective_exits_2(tmp_path, faithful_csv, capsys):
+    argv = ["fit", "energy", "--data", str(faithful_csv), "--out", str(tmp_path / "e")]
+    assert main([*argv, "--objective", "ml", "--quiet"]) == 2
+    assert "ml" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 # --- diffusion -----------------------------------------------------------------------------
 
 
