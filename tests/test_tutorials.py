@@ -24,6 +24,7 @@ TUTORIALS = [
     "plot_semisupervised_vae.py",
     "plot_flow_guides.py",
     "plot_flow_densities.py",
+    "plot_energy.py",
     "plot_autoregressive.py",
     "plot_diffusion.py",
 ]

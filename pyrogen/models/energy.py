@@ -97,7 +97,7 @@ class EnergyDensity(GenerativeModel):
             (noise-contrastive estimation against N(shift, scale^2), learning log Z).
         hidden: hidden widths of ``"mlp"``; channels of ``"conv"``.
         noise_levels: DSM's noise levels sigma, in standardized units.
-        confinement: c, the width of the quadratic term |u|^2 / (2 c^2) added to the
+        confinement: c, the width of the quadratic term ``|u|^2 / (2 c^2)`` added to the
             energy so that it is normalizable; None for none (your energy must be).
         buffer_size: PCD's replay buffer of Langevin chains.
         langevin_steps: PCD's Langevin steps per training step.
@@ -169,7 +169,7 @@ class EnergyDensity(GenerativeModel):
         return math.prod(self.data_shape)
 
     def standardized_energy(self, u: torch.Tensor) -> torch.Tensor:
-        """E_net(u) + |u|^2 / (2 c^2) of standardized rows u (..., D) -> (...); its
+        """``E_net(u) + |u|^2 / (2 c^2)`` of standardized rows u (..., D) -> (...); its
         normalizer is Z, the same as that of :meth:`energy_of` in data units."""
         value = self.energy(u.reshape(*u.shape[:-1], *self.data_shape))
         if self.confinement is not None:
