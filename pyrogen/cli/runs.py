@@ -268,7 +268,9 @@ def _evaluate_table(
     summary = summarize(model, x, **scale_out)
     if "inference" in run:
         summary["inference"] = run["inference"]
-    return describe_evaluation(args.model_path, summary, f"{args.data}: {describe_shape(x.shape)}")
+    described = f"{args.data}: {describe_shape(x.shape)}"
+    scores = None if model.has_likelihood else score(model, x, seed=run.get("seed", 0))
+    return describe_evaluation(args.model_path, summary, described, scores)
 
 
 def _evaluate_images(

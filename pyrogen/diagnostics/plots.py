@@ -121,7 +121,7 @@ def _loss_axes(ax: Axes, losses: np.ndarray, log_scale: bool | None, bound: str 
     if log_scale is None:
         positive = bool((losses > 0).all())
         log_scale = positive and losses.max() / losses.min() > 10
-    title = "negative ELBO" + (f" ({bound})" if bound else "")
+    title = bound or "negative ELBO"
     flat = np.ptp(losses) < _MIN_LOSS_SPAN
     if log_scale:
         ax.set_yscale("log")
@@ -822,9 +822,10 @@ def _running_mean_window(n_steps: int) -> int:
 
 
 def _losses(source: Any) -> tuple[np.ndarray, str | None]:
-    """Per-step losses as a float array, and the name of the bound when known."""
+    """Per-step losses as a float array, and what they are when known (the title)."""
     if isinstance(source, FitResult):
-        losses, bound = np.asarray(source.losses, dtype=float), type(source.model.loss).__name__
+        bound = source.model.training_objective.split(", nats")[0]
+        losses = np.asarray(source.losses, dtype=float)
     else:
         if isinstance(source, torch.Tensor):
             source = source.detach().cpu().numpy()

@@ -353,7 +353,7 @@ def _training(result: FitResult) -> dict[str, Any]:
         "best_loss": result.best_loss,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "loss": f"negative ELBO ({type(result.model.loss).__name__}), nats per example",
+        "loss": result.model.training_objective,
         # (step, held-out loss) pairs; the best_* fields follow them when present
         "validation_losses": [list(pair) for pair in result.validation_losses],
     }

@@ -19,6 +19,7 @@ import torch
 
 from pyrogen.checks import as_tensor, check_int, float_dtype_of
 from pyrogen.diagnostics.metrics import clustering_accuracy
+from pyrogen.diagnostics.sample_tests import mmd_test, nearest_neighbour_test
 from pyrogen.infer import distributed
 from pyrogen.models.base import DEFAULT_IW_SAMPLES, GenerativeModel
 
@@ -161,12 +162,55 @@ def score(
         check_int("iw_samples", iw_samples)
     samples = model.default_score_samples if iw_samples is None else iw_samples
     x = as_float_tensor(data, "data")
+    if not model.has_likelihood:
+        return sample_scores(model, x, labels=labels, seed=seed)
     y = score_labels(model, labels, x.shape[0])
     condition = y if model.conditions_on_labels else None
     scale_out = {"devices": devices, "num_nodes": num_nodes, "device": device}
     per_example = score_rows(model, x, condition, num_samples=samples, seed=seed, **scale_out)
     values = model.values_per_example(x)
     return reduce_scores(model, per_example, num_samples=samples, values=values, labels=y)
+
+
+#: Most rows :func:`sample_scores` compares (the tests hold an (R, R) distance matrix).
+SAMPLE_TEST_ROWS = 2000
+
+
+def sample_scores(
+    model: GenerativeModel, x: torch.Tensor, *, labels: Any = None, seed: int | None = 0
+) -> dict[str, Any]:
+    """What :func:`score` reports for a model without a likelihood (a GAN): as many draws
+    as rows (at most :data:`SAMPLE_TEST_ROWS`, a seeded subset) against the rows, by the
+    kernel MMD and the 1-nearest-neighbour two-sample tests
+    (:mod:`~pyrogen.diagnostics.sample_tests`); a conditional model draws with the rows'
+    labels.
+
+    Returns:
+        ``n_rows``, ``quantity``, ``mmd`` and ``mmd_p_value``, ``nearest_neighbour_accuracy``
+        and ``nearest_neighbour_p_value``, ``bounds`` (what each number is), ``units``.
+    """
+    rows = x.shape[0]
+    generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    keep = torch.randperm(rows, generator=generator)[:SAMPLE_TEST_ROWS].sort().values
+    y = None if labels is None else torch.as_tensor(labels)[keep]
+    if model.takes_labels and y is None:
+        raise ValueError(f"labels: expected the class of each row to draw {model.family} samples")
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0 if seed is None else seed)
+        draws = model.sample(len(keep), y) if y is not None else model.sample(len(keep))
+    reference = x[keep].to(draws.device)
+    mmd = mmd_test(draws, reference, seed=seed or 0)
+    nearest = nearest_neighbour_test(draws, reference, seed=seed or 0)
+    return {
+        "n_rows": int(len(keep)),
+        "quantity": "its samples against these rows (the model has no likelihood)",
+        "mmd": mmd.statistic,
+        "mmd_p_value": mmd.p_value,
+        "nearest_neighbour_accuracy": nearest.statistic,
+        "nearest_neighbour_p_value": nearest.p_value,
+        "bounds": {"mmd": mmd.name, "nearest_neighbour_accuracy": nearest.name},
+        "units": "MMD^2 in the kernel's units; accuracy a share; p-values by permutation",
+    }
 
 
 def score_rows(

@@ -128,6 +128,8 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
     """The numbers of :func:`~pyrogen.diagnostics.score`, each with the bound it is and the
     quantity it bounds (log p(x), or a conditional one such as log p(x | y))."""
     quantity = stats.get("quantity", "log p(x)")
+    if "mmd" in stats:  # a model without a likelihood: its samples against the rows
+        return _sample_test_lines(stats, prefix)
     lines = []
     if any(_number(value) in _NOT_FINITE for value in _scores(stats)):
         lines.append(_label(f"{prefix}warning") + "the score is not finite (nan or inf): the "
@@ -175,6 +177,18 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
             "component matched to one label, the best one-to-one matching)"
         )
     return lines
+
+
+def _sample_test_lines(stats: dict[str, Any], prefix: str) -> list[str]:
+    """The two-sample tests of a model without a likelihood (a GAN)."""
+    rows = stats["n_rows"]
+    return [
+        _label(f"{prefix}samples") + f"{rows} draws against {rows} rows (no likelihood to score)",
+        _label(f"{prefix}MMD^2") + f"{stats['mmd']:.4g} (Gaussian kernel; permutation p-value "
+        f"{stats['mmd_p_value']:.3g})",
+        _label(f"{prefix}1-NN accuracy") + f"{_number(stats['nearest_neighbour_accuracy'])} "
+        f"(1/2: indistinguishable; permutation p-value {stats['nearest_neighbour_p_value']:.3g})",
+    ]
 
 
 _NOT_FINITE = ("nan", "inf", "-inf")

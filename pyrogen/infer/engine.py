@@ -119,7 +119,8 @@ class FitConfig:
       scaled by the data plate to stand for all N rows, so the ELBO is unbiased.
       ``steps_per_epoch`` is ``ceil(len(model.minibatch_order(...)) / batch_size)``, 1
       full-batch (a family may define its epoch otherwise).
-    * ``optim``: optimizer factory ``optim(params, lr=lr)``; default ``torch.optim.Adam``.
+    * ``optim``: optimizer factory ``optim(params, lr=lr)``; default from
+      ``model.fit_defaults``, else ``torch.optim.Adam``.
     * ``lr``: learning rate; default from ``model.fit_defaults`` or 1e-3.
     * ``clip_norm``: clip the gradient norm to this positive, finite value (None: no
       clipping).
@@ -247,7 +248,7 @@ class FitConfig:
             steps_per_epoch=steps_per_epoch,
             batch_size=batch_size,
             lr=lr,
-            optim=_checked_optim(get("optim")),
+            optim=_checked_optim(_given(options, "optim", defaults.get("optim"))),
             clip_norm=clip_norm,
             early_stopping=early_stopping,
             min_delta=min_delta,

@@ -99,5 +99,7 @@ def take_turns(
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(list(player.parameters), clip_norm)
             optimizer.step()
+            if player.after_step is not None:
+                player.after_step()
         losses[player.name] = loss.item() / num_data
     return losses

@@ -39,7 +39,7 @@ import inspect
 import itertools
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -193,12 +193,15 @@ class Player:
         parameters: the parameters this player's optimizer steps.
         lr_scale: its learning rate as a multiple of ``fit``'s ``lr`` (two time scales).
         updates: its turns per training step (e.g. a critic's 5 per generator step).
+        after_step: called after each of its optimizer steps (e.g. to update a moving
+            average of its weights), or None.
     """
 
     name: str
     parameters: Sequence[torch.nn.Parameter]
     lr_scale: float = 1.0
     updates: int = 1
+    after_step: Callable[[], None] | None = None
 
 
 class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
@@ -231,6 +234,10 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     #: Whether the family models images, so that ``pyrogen fit`` reads them (split into
     #: training and test rows, the test rows scored), rather than a table fitted whole.
     reads_images: ClassVar[bool] = False
+    #: Whether the family has a likelihood (exact, or bounded by an ELBO) to score data with;
+    #: an implicit model (a GAN) has none, and is judged by its samples instead
+    #: (:mod:`pyrogen.diagnostics.sample_tests`).
+    has_likelihood: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__(name=f"{type(self).__name__}_{next(_instance_ids)}")
@@ -271,6 +278,12 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         """The scalar loss ``player`` minimizes on a batch x (B, ``*data_shape``), scaled
         to ``num_data`` rows like :attr:`loss` (a family with :meth:`players` defines it)."""
         raise NotImplementedError(f"{type(self).__name__} is not trained in turns")
+
+    @property
+    def training_objective(self) -> str:
+        """What ``FitResult.losses`` are, in words (a run report's ``training.loss``): by
+        default the negative ELBO of :attr:`loss`, in nats per example."""
+        return f"negative ELBO ({type(self.loss).__name__}), nats per example"
 
     @property
     def config(self) -> dict[str, Any]:

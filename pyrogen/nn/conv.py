@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +21,24 @@ def _image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(f"data_shape: expected (C, H, W), got {shape}")
     return shape
+
+
+def conv_features(
+    data_shape: tuple[int, int, int],
+    channels: Sequence[int],
+    activation: Callable[[], nn.Module] = nn.ReLU,
+) -> tuple[nn.Sequential, int]:
+    """Strided convolutions (kernel 4, stride 2, padding 1), each followed by
+    ``activation``, then a flatten: images (B, C, H, W) -> features (B, F); returns the
+    module and F."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip((data_shape[0], *channels[:-1]), channels, strict=True):
+        layers += [nn.Conv2d(c_in, c_out, KERNEL, STRIDE, PADDING), activation()]
+    features = nn.Sequential(*layers, nn.Flatten())
+    # The flattened size depends on H and W through the rounding; a dry run reads it off.
+    with torch.no_grad():
+        size = features(torch.zeros(1, *data_shape)).shape[-1]
+    return features, size
 
 
 class ConvEncoder(nn.Module):
@@ -68,13 +86,7 @@ class ConvEncoder(nn.Module):
                 f"data_shape: expected H and W >= {smallest} for {len(channels)} stride-2 "
                 f"convolutions, got {self.data_shape}"
             )
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip((self.data_shape[0], *channels[:-1]), channels, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, KERNEL, STRIDE, PADDING), nn.ReLU()]
-        self.conv = nn.Sequential(*layers, nn.Flatten())
-        # The flattened size depends on H and W through the rounding; a dry run reads it off.
-        with torch.no_grad():
-            n_features = self.conv(torch.zeros(1, *self.data_shape)).shape[-1]
+        self.conv, n_features = conv_features(self.data_shape, channels)
         self.head = MLP(n_features + self.context_dim, (hidden,), 2 * self.latent_dim)
 
     def forward(
