@@ -26,6 +26,7 @@ TUTORIALS = [
     "plot_flow_densities.py",
     "plot_energy.py",
     "plot_autoregressive.py",
+    "plot_gan.py",
     "plot_diffusion.py",
 ]
 

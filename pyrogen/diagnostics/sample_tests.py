@@ -101,25 +101,30 @@ def mmd_test(
     elif not (isinstance(bandwidth, int | float) and 0 < bandwidth < math.inf):
         raise ValueError(f"bandwidth: expected a positive number, got {bandwidth!r}")
     kernel = torch.exp(-distances / (2 * bandwidth**2))
-    n = len(x)
-    observed = _mmd2(kernel, torch.arange(len(pooled)), n)
+    n, total = len(x), len(pooled)
     generator = torch.Generator().manual_seed(seed)
-    permuted = torch.tensor(
-        [_mmd2(kernel, torch.randperm(len(pooled), generator=generator), n)
-         for _ in range(permutations)]
-    )  # fmt: skip
+    # Row 0 is the observed split (x first); then the random relabellings, all at once.
+    members = torch.zeros(permutations + 1, total, dtype=torch.float64)
+    members[0, :n] = 1.0
+    for row in range(1, permutations + 1):
+        members[row, torch.randperm(total, generator=generator)[:n]] = 1.0
+    statistics = _mmd2(kernel, members)
+    observed = float(statistics[0])
     name = f"MMD^2, Gaussian kernel, bandwidth {bandwidth:.4g}"
-    return TwoSampleTest(observed, _permutation_p_value(observed, permuted), name)
+    return TwoSampleTest(observed, _permutation_p_value(observed, statistics[1:]), name)
 
 
-def _mmd2(kernel: torch.Tensor, order: torch.Tensor, n: int) -> float:
-    """Unbiased MMD^2 of the first n rows of ``order`` against the rest."""
-    a, b = order[:n], order[n:]
-    k_aa, k_bb, k_ab = kernel[a][:, a], kernel[b][:, b], kernel[a][:, b]
-    m = len(b)
-    within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (n * (n - 1))
-    within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1))
-    return float(within_a + within_b - 2 * k_ab.mean())
+def _mmd2(kernel: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Unbiased MMD^2 of each split of the pooled rows, (P,): ``members`` (P, R) marks the
+    first set with 1 and the second with 0; sums of the kernel's blocks by matrix products."""
+    other = 1.0 - members
+    diagonal = kernel.diagonal()
+    k_first, k_other = kernel @ members.T, kernel @ other.T  # (R, P)
+    within_first = (members.T * k_first).sum(0) - members @ diagonal
+    within_other = (other.T * k_other).sum(0) - other @ diagonal
+    between = (other.T * k_first).sum(0)
+    n, m = members.sum(1), other.sum(1)
+    return within_first / (n * (n - 1)) + within_other / (m * (m - 1)) - 2 * between / (n * m)
 
 
 def nearest_neighbour_test(

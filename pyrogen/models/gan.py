@@ -11,7 +11,7 @@ is no likelihood to bound. The two players take turns at every step of ``pyrogen
 * ``"hinge"`` (Lim & Ye 2017; Miyato et al. 2018): D minimizes relu(1 - D(x)) + relu(1 + D(G(z))),
   G minimizes -D(G(z));
 * ``"wgan-gp"`` (Gulrajani et al. 2017): the critic minimizes D(G(z)) - D(x) plus the
-  gradient penalty lambda (|grad D(x_hat)| - 1)^2 on random interpolates, G minimizes
+  gradient penalty ``lambda (|grad D(x_hat)| - 1)^2`` on random interpolates, G minimizes
   -D(G(z)); the critic takes 5 turns per generator turn by default.
 
 Stabilizers: two time scales (``discriminator_lr_scale``), an R1 penalty on real data
@@ -69,7 +69,7 @@ class GAN(GenerativeModel):
             training objective in the contract).
         num_classes: C for a conditional GAN (labels into both networks); None for none.
         gradient_penalty: lambda of ``"wgan-gp"``.
-        r1: gamma of the R1 penalty gamma / 2 |grad D(x)|^2 on real rows (0: none).
+        r1: gamma of the R1 penalty ``gamma / 2 |grad D(x)|^2`` on real rows (0: none).
         discriminator_lr_scale: the discriminator's learning rate as a multiple of ``lr``
             (two time scales, Heusel et al. 2017: the discriminator learns faster).
         discriminator_updates: the discriminator's turns per generator turn (default 5 for
