@@ -53,6 +53,11 @@ positive_float = Checked(float, lambda v: math.isfinite(v) and v > 0, "a positiv
 non_negative_float = Checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
 share = Checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 widths = Checked(_widths, lambda v: all(w > 0 for w in v), "positive integers separated by commas")
+numbers = Checked(
+    lambda text: tuple(float(part) for part in text.split(",")),
+    lambda v: all(math.isfinite(n) and n > 0 for n in v),
+    "positive numbers separated by commas",
+)
 
 
 def add_all(group: Any, *rows: tuple[str, str, dict[str, Any]]) -> None:
@@ -113,6 +118,8 @@ def _option_type(parameter: inspect.Parameter) -> Callable[[str], Any] | None:
         return str
     if "Sequence[int]" in kinds:
         return widths
+    if "Sequence[float]" in kinds:
+        return numbers
     return None
 
 
