@@ -13,6 +13,7 @@ from pyrogen.infer import (
     to_inference_data,
 )
 from pyrogen.models import (
+    GAN,
     REGISTRY,
     VAE,
     AutoregressiveDensity,
@@ -22,6 +23,7 @@ from pyrogen.models import (
     FlowDensity,
     GaussianMixture,
     GaussianMixtureVAE,
+    LogisticRegression,
     NaiveBayes,
     SemiSupervisedVAE,
     load,
@@ -37,8 +39,10 @@ __all__ = [
     "EnergyDensity",
     "FitResult",
     "FlowDensity",
+    "GAN",
     "GaussianMixture",
     "GaussianMixtureVAE",
+    "LogisticRegression",
     "MetricsLogger",
     "NaiveBayes",
     "SemiSupervisedVAE",

@@ -142,13 +142,21 @@ def test_to_converts_every_floating_parameter_and_buffer(example):
     assert not left, f"not converted by .to(): {left}"
 
 
+def _training_loss(model, x, y) -> float:
+    """What ``fit`` differentiates: the ELBO, or every player's loss of a GAN, summed."""
+    if model.players():
+        return sum(model.player_loss(p.name, x, y, len(x)).item() for p in model.players())
+    return model.loss.loss(model.model, model.guide, x, y)
+
+
 def test_float64_never_meets_a_float32_tensor(example):
     model, y = example.model.double(), example.y
     x = example.x.double()
     options = {key: value.double() for key, value in _sample_kwargs(example, 3).items()}
     with _DtypeMixing() as mixing:
-        model.loss.loss(model.model, model.guide, x, y)
-        model.sample(3, **options)
+        _training_loss(model, x, y)
+        if getattr(model, "generates_data", True):  # not a discriminative family
+            model.sample(3, **options)
         score(model, x, labels=y, iw_samples=2)
     assert not mixing.found, "tensors made with torch's defaults:\n" + "\n".join(mixing.found)
 
@@ -184,18 +192,23 @@ def test_trains_evaluates_scores_and_samples_on(device, example, tmp_path):
 
     labels = None if y is None else y.to(device)
     # Every per-example score of the model contract, and bits/dim from them.
-    outputs = dict(model.score_examples(x.to(device), labels, num_samples=_SCORE_SAMPLES))
-    outputs["bits_per_dim"] = model.bits_per_dim(x.to(device), labels, num_samples=_SCORE_SAMPLES)
+    outputs = {}
+    if model.has_likelihood:
+        outputs.update(model.score_examples(x.to(device), labels, num_samples=_SCORE_SAMPLES))
+        outputs["bits_per_dim"] = model.bits_per_dim(
+            x.to(device), labels, num_samples=_SCORE_SAMPLES
+        )
     if model.exact_likelihood:
         condition = {} if y is None else {"y": labels}
         outputs["log_prob"] = model.log_prob(x.to(device), **condition)
-    outputs["sample"] = model.sample(3, **_sample_kwargs(example, 3, device))
-    assert outputs["sample"].shape == (3, *x.shape[1:])
+    if getattr(model, "generates_data", True):  # not a discriminative family
+        outputs["sample"] = model.sample(3, **_sample_kwargs(example, 3, device))
+        assert outputs["sample"].shape == (3, *x.shape[1:])
     for name, value in outputs.items():
         assert value.device.type == device, name
         assert torch.isfinite(value).all(), name
     stats = score(model, x, labels=y, iw_samples=8)  # data on the CPU, as in run reports
-    assert math.isfinite(stats["log_likelihood_per_example"])
+    assert math.isfinite(stats["log_likelihood_per_example" if model.has_likelihood else "mmd"])
 
     path = tmp_path / "model.pt"
     model.save(path)
@@ -203,9 +216,10 @@ def test_trains_evaluates_scores_and_samples_on(device, example, tmp_path):
     state = loaded.state_dict()
     for name, value in model.state_dict().items():
         assert state[name].device.type == "cpu" and torch.equal(state[name], value.cpu()), name
-    assert math.isfinite(loaded.loss.loss(loaded.model, loaded.guide, x, y))
-    draws = loaded.sample(3, **_sample_kwargs(example, 3))
-    assert draws.device.type == "cpu" and torch.isfinite(draws).all()
+    assert math.isfinite(_training_loss(loaded, x, y))
+    if getattr(model, "generates_data", True):
+        draws = loaded.sample(3, **_sample_kwargs(example, 3))
+        assert draws.device.type == "cpu" and torch.isfinite(draws).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -239,6 +253,7 @@ _CLI_RUNS = {
         "{npz}",
     ),
     "flow": (["--data", "{csv}", "--steps", "5", "--transforms", "1", "--hidden", "8"], "{csv}"),
+    "gan": (["--data", "{csv}", "--steps", "5", "--hidden", "8"], "{csv}"),
     "energy": (["--data", "{csv}", "--steps", "5", "--hidden", "8"], "{csv}"),
     "autoregressive": (
         ["--data", "{csv}", "--likelihood", "gaussian", "--steps", "5", "--hidden", "8"]
@@ -246,6 +261,7 @@ _CLI_RUNS = {
         "{csv}",
     ),
     "naive_bayes": (["--data", "{csv}", "--steps", "5"], "{csv}"),  # a latent-class model
+    "logistic_regression": (["--data", "{table}", "--labels", "class", "--steps", "5"], "{table}"),
     "diffusion": (
         ["--data", "{npz}", "--likelihood", "discretized", "--conditional", "--channels", "8"]
         + ["--timesteps", "5", "--steps", "3", "--batch-size", "16"],
@@ -264,7 +280,11 @@ def data_files(tmp_path_factory) -> dict[str, str]:
     for k in range(3):  # each class a bright vertical band
         images[labels == k, :, 2 * k : 2 * k + 3] += 0.7
     np.savez(npz, x=images, y=labels)
-    return {"{csv}": str(csv), "{npz}": str(npz)}
+    table = folder / "classes.csv"  # Old Faithful with a class column: long eruptions
+    faithful = old_faithful().numpy()
+    rows = np.column_stack([faithful, faithful[:, 0] > 3])
+    np.savetxt(table, rows, delimiter=",", header="eruptions,waiting,class", comments="")
+    return {"{csv}": str(csv), "{npz}": str(npz), "{table}": str(table)}
 
 
 def test_every_family_has_a_command_line_run():
@@ -280,7 +300,11 @@ def test_command_line_fits_and_evaluates_on(device, family, data_files, tmp_path
     assert main(["fit", family, *options, "--device", device, "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["training"]["device"].startswith(device)
-    assert main(["evaluate", str(out), "--data", data_files[data], "--device", device]) == 0
+    labels = ["--labels", "class"] if "--labels" in options else []
+    evaluate = ["evaluate", str(out), "--data", data_files[data], *labels, "--device", device]
+    assert main(evaluate) == 0
+    if family == "logistic_regression":  # discriminative: no x to draw
+        return
     draws = tmp_path / "draws.npy"
     assert main(["sample", str(out), "-n", "3", "--out", str(draws)]) == 0
     assert np.isfinite(np.load(draws)).all()

@@ -218,6 +218,10 @@ SPECS: dict[str, FamilySpec] = {
         configure=_configure_gmvae,
     ),
     "flow": FamilySpec(arguments={"context_dim": None}),
+    "naive_bayes": FamilySpec(labels="a column of the --data table, a file or an NPZ array; "
+                              "-1 marks an unlabelled row (its class is inferred)"),
+    "logistic_regression": FamilySpec(labels="a column of the --data table, a file or an NPZ "
+                                      "array (required: the model is of p(y | x))"),
     "diffusion": FamilySpec(
         arguments={"likelihood": {"help": "p(x | z_0): discretized (8-bit levels; default for "
                    "--data-dir mnist), bernoulli (0/1 data; default for binarized-mnist and "

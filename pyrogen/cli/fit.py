@@ -244,9 +244,7 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
     if family.reads_images:
         run, train, setup = _image_data(args, family, spec, options, fit_options)
     else:
-        with opt.as_option_errors():
-            x, source, columns = data.load_table(args.data, args.columns, args.key)
-        run, train, setup = {"data": x, "columns": columns, "extra": {"data": source}}, x, Setup()
+        run, train, setup = _table_data(args, spec)
     if args.validation_share is not None:
         with opt.as_option_errors(_FIT_ARGUMENTS):
             held = data.split_train_test(train, seed=args.seed, test_fraction=args.validation_share)
@@ -275,6 +273,28 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
     for callback in setup.callbacks:  # what the workflow's callbacks did
         extra.update(callback.summary)
     return {**run, "model": model, "result": result}
+
+
+def _table_data(args: argparse.Namespace, spec: FamilySpec) -> tuple[dict, torch.Tensor, Setup]:
+    """The rows of --data (fitted whole) and, for a family that takes labels (its spec has
+    ``labels``), theirs: --labels (a column of a CSV/TSV, a file, an NPZ array) or an NPZ's
+    ``y``/``labels`` array; their classes set the model's ``num_classes``."""
+    with opt.as_option_errors():
+        if spec.labels is None or args.data is None:
+            x, source, columns = data.load_table(args.data, args.columns, args.key)
+            return {"data": x, "columns": columns, "extra": {"data": source}}, x, Setup()
+        x, labels, labels_source = data.read_labelled_array(
+            args.data, labels=args.labels, columns=args.columns, key=args.key
+        )
+    columns = None if args.columns is None else args.columns.split(",")
+    run = {"data": x, "columns": columns, "extra": {"data": str(args.data)}}
+    if labels is None:
+        return run, x, Setup()
+    with opt.as_option_errors():
+        classes = data.count_classes([labels], labels_source, args.num_classes)
+    run["labels"] = labels
+    extra = {"labels": f"{labels_source}, classes 0..{classes - 1} (-1: unlabelled)"}
+    return run, x, Setup({"num_classes": classes}, labels, labels, extra)
 
 
 def _image_data(

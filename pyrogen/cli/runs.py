@@ -251,8 +251,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_table(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
 ) -> str:
-    """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture, a flow)."""
+    """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture, a flow);
+    for a classifier (a model that uses labels) its scores with the data's labels."""
+    uses_labels = model.conditions_on_labels or model.predicts == "class"
     for option in (*_IMAGE_OPTIONS, "seed"):
+        if option == "labels" and uses_labels:
+            continue
         if getattr(args, option) is not None:
             raise ValueError(
                 f"--{option.replace('_', '-')}: expected no value for a {model.family} model "
@@ -263,6 +267,17 @@ def _evaluate_table(
         raise ValueError(
             f"--data: expected a data file to score the {model.family} model on, got none"
         )
+    if uses_labels:
+        with opt.as_option_errors():
+            x, labels, source = data.read_labelled_array(
+                args.data, labels=args.labels, columns=args.columns, key=args.key
+            )
+        labels = _labels_for(model, labels, source)
+        if labels is not None:
+            stats = score(model, x, labels=labels, **scale_out)
+            summary = {"family": model.family, "config": model.config}
+            where = f"{args.data}: {describe_shape(x.shape)}"
+            return describe_evaluation(args.model_path, summary, where, stats, labels=source)
     with opt.as_option_errors():
         x = data.load_table(args.data, args.columns, args.key)[0].to(model.device)
     summary = summarize(model, x, **scale_out)
@@ -324,14 +339,15 @@ def _labels_for(
 ) -> torch.Tensor | None:
     """The data's labels where the model uses them, checked against its classes."""
     conditioned = model.conditions_on_labels
+    classes = model.label_count or model.num_classes  # a discriminative model draws no x
     if conditioned and labels is None:
         raise ValueError(
             f"--labels: expected the labels of the data for a {model.family} conditioned on "
-            f"{model.label_count} classes (it is scored on {model.likelihood_target}; "
+            f"{classes} classes (it is scored on {model.likelihood_target}; "
             "MNIST --data-dir has them, with --data give --labels FILE|KEY), got none"
         )
     if labels is None or not (conditioned or model.predicts is not None):
         return None
     if model.predicts == "class" or conditioned:
-        return data.check_classes(labels, model.label_count, source, unlabelled=not conditioned)
+        return data.check_classes(labels, classes, source, unlabelled=not conditioned)
     return labels

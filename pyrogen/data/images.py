@@ -123,8 +123,9 @@ def read_labelled_array(
 
     Args:
         data: the file (NPY/NPZ, CSV/TSV or IDX).
-        labels: a labels file (NPY, NPZ of one array, or CSV/TSV of one column), or the name
-            of an array of ``data``; None reads an array named as in :data:`LABEL_KEYS`.
+        labels: a labels file (NPY, NPZ of one array, or CSV/TSV of one column), the name
+            of an array of ``data``, or the name of a column of a CSV/TSV ``data`` (then left
+            out of x); None reads an array named as in :data:`LABEL_KEYS`.
         columns: comma-separated columns of a CSV/TSV ``data`` file.
         key: the array of an NPZ ``data`` archive holding the examples (default as above).
 
@@ -141,6 +142,9 @@ def read_labelled_array(
         ((4, 2, 2), [0, 1, 1, 0], True)
     """
     data = Path(data)
+    column = _label_column(data, labels, columns)
+    if column is not None:
+        return column
     keys = _npz_keys(data)
     label_key = None
     if keys is not None and len(keys) > 1:
@@ -169,6 +173,33 @@ def read_labelled_array(
         source, values = str(labels), load(labels)
     else:
         return x, None, None
+    return x, label_vector(values, x.shape[0], source, data), source
+
+
+def _label_column(
+    data: Path, labels: str | None, columns: str | None
+) -> tuple[torch.Tensor, torch.Tensor, str] | None:
+    """Where ``labels`` names a column of the CSV/TSV ``data`` (and no file of that name
+    exists): the other columns (or ``columns``), that column as labels, and its source."""
+    if labels is None or Path(labels).is_file() or data.suffix.lower() not in (".csv", ".tsv"):
+        return None
+    if not data.is_file():
+        return None
+    delimiter = "\t" if data.suffix.lower() == ".tsv" else ","
+    with data.open() as handle:
+        first = next((line for line in handle if line.strip()), "")
+    header = [name.strip().strip('"').strip() for name in first.rstrip("\n").split(delimiter)]
+    if labels not in header:
+        return None
+    if columns is not None:
+        names = [name.strip() for name in columns.split(",")]
+    else:
+        names = [name for name in header if name not in (labels, "", "rownames")]
+    if labels in names:
+        raise ValueError(f"labels: expected a column apart from --columns, got {labels!r} in both")
+    source = f"{data}[{labels!r}]"
+    x = load(data, columns=names)
+    values = load(data, columns=[labels])
     return x, label_vector(values, x.shape[0], source, data), source
 
 

@@ -8,7 +8,9 @@ from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.diffusion import DiffusionVAE
 from pyrogen.models.energy import EnergyDensity
 from pyrogen.models.flow import FlowDensity
+from pyrogen.models.gan import GAN
 from pyrogen.models.gmm import GaussianMixture
+from pyrogen.models.logistic_regression import LogisticRegression
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
 from pyrogen.models.naive_bayes import NaiveBayes
 from pyrogen.models.semisupervised_vae import SemiSupervisedVAE
@@ -27,7 +29,9 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         EnergyDensity,
         DiffusionVAE,
         AutoregressiveDensity,
+        GAN,
         NaiveBayes,
+        LogisticRegression,
     )
 }
 
@@ -39,9 +43,11 @@ __all__ = [
     "DiffusionVAE",
     "EnergyDensity",
     "FlowDensity",
+    "GAN",
     "GaussianMixture",
     "GaussianMixtureVAE",
     "GenerativeModel",
+    "LogisticRegression",
     "NaiveBayes",
     "SemiSupervisedVAE",
     "VAE",

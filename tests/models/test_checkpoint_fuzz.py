@@ -60,8 +60,12 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
         ),
         "autoregressive": pyrogen.AutoregressiveDensity((6,), hidden=(4,), num_masks=2),
         "energy": pyrogen.EnergyDensity((3,), hidden=(4,)),
+        "gan": pyrogen.GAN((3,), latent_dim=2, hidden=(4,)),
         "energy-pcd": pyrogen.EnergyDensity((2,), objective="pcd", hidden=(4,), buffer_size=8),
         "naive_bayes": pyrogen.NaiveBayes(3, "categorical", "variational", n_features=4, levels=3),
+        "logistic_regression": pyrogen.LogisticRegression(
+            3, hierarchical=True, inference="variational", n_features=4
+        ),
     }
 
 

@@ -160,6 +160,30 @@ def _energy_example(data_shape: tuple[int, ...], **options):
     return make
 
 
+def _gan_example(data_shape: tuple[int, ...], **options):
+    def make():
+        x = torch.randn(40, *data_shape, generator=torch.Generator().manual_seed(0)) * 2 + 1
+        model = pyrogen.GAN(data_shape, latent_dim=3, hidden=(8,), **options)
+        return Example(model, x, torch.arange(40) % 3 if model.num_classes else None)
+
+    return make
+
+
+def _logistic_regression_example(**options):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        y = torch.arange(40) % 3
+        x = torch.randn(40, 4, generator=generator) + y[:, None]
+        return Example(pyrogen.LogisticRegression(3, **options), x, y)
+
+    return make
+
+
+def _generates(model: GenerativeModel) -> bool:
+    """Whether ``sample`` draws x: not for a discriminative family (logistic regression)."""
+    return getattr(model, "generates_data", True)
+
+
 EXAMPLES = {
     **{
         f"gmm-{inference}-{covariance}": ("gmm", _gmm_example(inference, covariance))
@@ -285,6 +309,21 @@ EXAMPLES = {
     "energy-mlp-pcd": ("energy", _energy_example((2,), objective="pcd", buffer_size=16)),
     "energy-mlp-nce": ("energy", _energy_example((2,), objective="nce", noise_ratio=2)),
     "energy-conv-dsm-ais": ("energy", _energy_example((1, 4, 4), energy="conv")),
+    "gan-mlp-nonsaturating": ("gan", _gan_example((2,))),
+    "gan-conv-wgan-gp-labels": (
+        "gan",
+        _gan_example(
+            (1, 8, 8), generator="conv", discriminator="conv", objective="wgan-gp", num_classes=3
+        ),
+    ),
+    "gan-hinge-r1-no-average": ("gan", _gan_example((3,), objective="hinge", r1=1.0, ema=None)),
+    "logistic_regression-map": ("logistic_regression", _logistic_regression_example()),
+    "logistic_regression-variational-hierarchical-intercept-prior": (
+        "logistic_regression",
+        _logistic_regression_example(
+            inference="variational", hierarchical=True, intercept_prior_scale=5.0
+        ),
+    ),
     "diffusion-simple-x0-images": (
         "diffusion",
         _diffusion_example((6, 5), "bernoulli", timesteps=5, objective="simple", prediction="x0"),
@@ -325,10 +364,21 @@ def _traces(model, x, y):
     return poutine.trace(enumerated).get_trace(x, y), guide
 
 
+def _training_loss(model: GenerativeModel, x: torch.Tensor, y) -> torch.Tensor:
+    """What ``fit`` differentiates: the ELBO, or every player's loss of a model trained in
+    turns (a GAN), summed."""
+    if model.players():
+        return sum(model.player_loss(p.name, x, y, len(x)) for p in model.players())
+    return model.loss.differentiable_loss(model.model, model.guide, x, y)
+
+
 def test_site_names_match(example):
     model, x, y = example.model, example.x, example.y
     model_trace, guide_trace = _traces(model, x, y)
     model_latent, guide_latent = _latent_sites(model_trace), _latent_sites(guide_trace)
+    if not model.has_likelihood:  # an implicit model infers nothing: z is only drawn
+        assert model_latent and not guide_latent
+        return
     # sites the model enumerates itself (a guide-enumerated site is also in the guide)
     enumerated = {
         n
@@ -345,7 +395,7 @@ def test_elbo_is_finite_and_every_parameter_gets_a_gradient(example):
     with torch.no_grad():  # move off the initial optimum, where some gradients are exactly 0
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
-    loss = model.loss.differentiable_loss(model.model, model.guide, x, y)
+    loss = _training_loss(model, x, y)
     assert math.isfinite(loss.item())
     loss.backward()
     for name, parameter in model.named_parameters():
@@ -358,6 +408,8 @@ def test_elbo_is_finite_and_every_parameter_gets_a_gradient(example):
 
 def test_raw_svi_runs(example):
     model, x, y = example.model, example.x, example.y
+    if not model.has_likelihood:
+        pytest.skip(f"{model.family} has no ELBO for Pyro's SVI (it is trained in turns)")
     svi = pyro.infer.SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}), model.loss)
     assert all(math.isfinite(svi.step(x, y)) for _ in range(3))
 
@@ -375,7 +427,7 @@ def test_save_load_round_trip(example, tmp_path):
     losses = []
     for each in (model, loaded):  # the same objective on the same draws
         pyro.set_rng_seed(1)
-        losses.append(each.loss.loss(each.model, each.guide, x, y))
+        losses.append(_training_loss(each, x, y).item())
     assert losses[0] == losses[1]
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files left behind"
 
@@ -389,6 +441,10 @@ def test_checkpoints_load_without_unpickling_code(example, tmp_path):
 
 def test_sample_shapes(example):
     model, x = example.model, example.x
+    if not _generates(model):
+        with pytest.raises(NotImplementedError, match="discriminative"):
+            model.sample(7)
+        return
     draws = model.sample(7, **example.sample_kwargs)
     assert draws.shape == (7, *x.shape[1:])
     assert torch.isfinite(draws).all()
@@ -400,10 +456,11 @@ def test_moves_with_dtype_conversion(example):
     model.double()
     tensors = [*model.parameters(), *model.buffers()]
     assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
-    loss = model.loss.loss(model.model, model.guide, x.double(), y)
+    loss = _training_loss(model, x.double(), y).item()
     assert math.isfinite(loss)
     kwargs = {key: value[:3] for key, value in example.sample_kwargs.items()}
-    assert model.sample(3, **kwargs).dtype == torch.float64
+    if _generates(model):
+        assert model.sample(3, **kwargs).dtype == torch.float64
 
 
 @pytest.mark.cuda
@@ -411,9 +468,7 @@ def test_moves_to_cuda(example):
     model, x, y = example.model, example.x, example.y
     model.to("cuda")
     assert all(t.is_cuda for t in [*model.parameters(), *model.buffers()])
-    assert math.isfinite(
-        model.loss.loss(model.model, model.guide, x.cuda(), None if y is None else y.cuda())
-    )
+    assert math.isfinite(_training_loss(model, x.cuda(), None if y is None else y.cuda()).item())
     kwargs = {k: v[:3].cuda() for k, v in example.sample_kwargs.items()}
     assert model.sample(3, **kwargs).is_cuda
 
@@ -628,6 +683,8 @@ def _condition(example: Example) -> torch.Tensor | None:
 
 def test_score_examples_keys_shapes_and_descriptions(example):
     model, x = example.model, example.x
+    if not model.has_likelihood:
+        pytest.skip(f"{model.family} has no likelihood to score (see its sample tests)")
     scores = model.score_examples(x, _condition(example), num_samples=2)
     expected = {"log_likelihood"}
     if not model.exact_likelihood:
@@ -647,6 +704,8 @@ def test_score_examples_keys_shapes_and_descriptions(example):
 
 def test_bits_per_dim_is_the_log_likelihood_in_bits_per_value(example):
     model, x, y = example.model, example.x, _condition(example)
+    if not model.has_likelihood:
+        pytest.skip(f"{model.family} has no likelihood to express in bits")
     pyro.set_rng_seed(3)
     torch.manual_seed(3)
     bits = model.bits_per_dim(x, y, num_samples=2)
@@ -679,6 +738,10 @@ def test_posterior_hooks(example):
     # Families with a posterior over global sites (the mixture) say how ArviZ names their
     # dims, what they derive from draws and the pointwise log-likelihood; the rest say none.
     model, x = example.model, example.x
+    if model.family == "logistic_regression":  # the pointwise log p(y | x) needs labels
+        assert set(model.posterior_dims) == {"weights", "bias"}
+        assert model.pointwise_log_likelihood(x, {}) is None
+        return
     if model.family not in ("gmm", "naive_bayes"):
         assert model.posterior_dims == {}
         assert model.derived_posterior({}) == {}

@@ -1,0 +1,58 @@
+"""``pyrogen fit naive_bayes`` and ``pyrogen fit logistic_regression`` on a table with a
+label column, through the command built from the registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from pyrogen.cli import main
+
+
+@pytest.fixture(scope="module")
+def iris_csv(tmp_path_factory):
+    x, y = load_iris(return_X_y=True)
+    path = tmp_path_factory.mktemp("iris") / "iris.csv"
+    header = "sepal_length,sepal_width,petal_length,petal_width,species"
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="")
+    return path
+
+
+@pytest.mark.parametrize(
+    "family, scored", [("naive_bayes", "log p(x)"), ("logistic_regression", "log p(y | x)")]
+)
+def test_fit_and_evaluate_a_classifier_on_a_label_column(
+    family, scored, iris_csv, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    argv = ["fit", family, "--data", str(iris_csv), "--labels", "species", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["num_classes"] == 3  # from the labels
+    assert summary["n_features"] == 4  # the label column is not a feature
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(iris_csv), "--labels", "species"]) == 0
+    printed = capsys.readouterr().out
+    assert scored in printed
+    accuracy = float(printed.split("accuracy")[1].split()[0])
+    assert accuracy > 0.9
+
+
+def test_semi_supervised_naive_bayes_from_the_command_line(iris_csv, tmp_path):
+    x, y = load_iris(return_X_y=True)
+    y = np.where(np.arange(150) % 5 == 0, y, -1)  # one row in five labelled
+    path = tmp_path / "partly.csv"
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header="a,b,c,d,y", comments="")
+    out = tmp_path / "run"
+    argv = ["fit", "naive_bayes", "--data", str(path), "--labels", "y", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["num_classes"] == 3
+
+
+def test_logistic_regression_without_labels_is_a_clear_error(iris_csv, tmp_path, capsys):
+    argv = ["fit", "logistic_regression", "--data", str(iris_csv), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "y: expected the labels" in capsys.readouterr().err
