@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyrogen.models.autoregressive import AutoregressiveDensity
 from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate, load
+from pyrogen.models.bayes_classifier import BayesClassifier
 from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.diffusion import DiffusionVAE
 from pyrogen.models.energy import EnergyDensity
@@ -36,6 +37,7 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
 }
 
 __all__ = [
+    "BayesClassifier",
     "DATA_PLATE",
     "REGISTRY",
     "AutoregressiveDensity",
