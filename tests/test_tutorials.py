@@ -22,6 +22,7 @@ TUTORIALS = [
     "plot_vae.py",
     "plot_conditional_vae.py",
     "plot_semisupervised_vae.py",
+    "plot_generative_classifiers.py",
     "plot_flow_guides.py",
     "plot_flow_densities.py",
     "plot_energy.py",
