@@ -89,10 +89,13 @@ def run_sample(args: argparse.Namespace) -> int:
         options["mean"] = True
     options |= _reverse_process_options(args, model)
     columns_per_class = _conditions(args, model, run, options)
-    rows = distributed.sample(
-        model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
-        device=str(device), seed=args.seed, **options,
-    )  # fmt: skip
+    try:
+        rows = distributed.sample(
+            model, args.num_rows, devices=args.devices, num_nodes=args.num_nodes,
+            device=str(device), seed=args.seed, **options,
+        )  # fmt: skip
+    except NotImplementedError as error:  # a family that draws no x says why (discriminative)
+        raise ValueError(f"RUN: a {model.family} model draws no rows ({error})") from None
     if opt.is_main_process(args):
         _write(args.out, rows, shape, suffix, columns_per_class, run.get("columns"))
     return 0

@@ -56,3 +56,12 @@ def test_logistic_regression_without_labels_is_a_clear_error(iris_csv, tmp_path,
     argv = ["fit", "logistic_regression", "--data", str(iris_csv), "--out", str(tmp_path / "r")]
     assert main(argv) == 2
     assert "y: expected the labels" in capsys.readouterr().err
+
+
+def test_sampling_a_discriminative_model_is_a_clear_error(iris_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "logistic_regression", "--data", str(iris_csv), "--labels", "species"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert main(["sample", str(out), "-n", "3", "--out", str(tmp_path / "draws.npy")]) == 2
+    assert "draws no rows" in capsys.readouterr().err
+    assert not (tmp_path / "draws.npy").exists()
