@@ -238,6 +238,9 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     #: an implicit model (a GAN) has none, and is judged by its samples instead
     #: (:mod:`pyrogen.diagnostics.sample_tests`).
     has_likelihood: ClassVar[bool] = True
+    #: Whether ``sample`` draws examples x; a discriminative family (logistic regression,
+    #: which models p(y | x) only) says False.
+    generates_data: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__(name=f"{type(self).__name__}_{next(_instance_ids)}")
