@@ -31,6 +31,7 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 
 import pyrogen
+from pyrogen.diagnostics import learning_curve
 
 SMOKE = os.environ.get("PYROGEN_SMOKE") == "1"
 SIZES = [8, 32] if SMOKE else [6, 10, 16, 24, 40, 64, 100, 160, 250]
@@ -74,30 +75,19 @@ DATA = {
 # other row. The error bars are standard errors over the splits.
 
 
-def learning_curve(x, y, likelihood):
-    curves = {"naive Bayes": [], "logistic regression": []}
-    generator = torch.Generator().manual_seed(0)
-    for size in SIZES:
-        errors = {name: [] for name in curves}
-        for _ in range(SPLITS):
-            order = torch.randperm(len(y), generator=generator)
-            train = torch.cat([order[y[order] == k][: size // 2] for k in (0, 1)])
-            test = order[~torch.isin(order, train)]
-            models = {
-                "naive Bayes": pyrogen.NaiveBayes(2, likelihood),
-                "logistic regression": pyrogen.LogisticRegression(2),
-            }
-            for name, model in models.items():
-                fitted(model, x[train], y[train])
-                errors[name].append(error(model, x[test], y[test]))
-        for name, values in errors.items():
-            curves[name].append((np.mean(values), np.std(values) / np.sqrt(len(values))))
-    return curves
+def curves_of(x, y, likelihood):
+    """``pyrogen.diagnostics.learning_curve`` of both classifiers on the same splits."""
+    models = {
+        "naive Bayes": lambda: pyrogen.NaiveBayes(2, likelihood),
+        "logistic regression": lambda: pyrogen.LogisticRegression(2),
+    }
+    found = learning_curve(models, x, y, SIZES, splits=SPLITS)
+    return {name: list(zip(c.error, c.standard_error, strict=True)) for name, c in found.items()}
 
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 for ax, (title, (x, y, likelihood)) in zip(axes, DATA.items(), strict=True):
-    curves = learning_curve(x, y, likelihood)
+    curves = curves_of(x, y, likelihood)
     for name, points in curves.items():
         mean, sem = np.array(points).T
         ax.errorbar(SIZES, mean, yerr=sem, marker="o", capsize=3, label=name)

@@ -15,6 +15,7 @@ through the model contract, :class:`~pyrogen.models.GenerativeModel`.
 from __future__ import annotations
 
 from pyrogen.diagnostics.inference_data import to_inference_data
+from pyrogen.diagnostics.learning_curves import LearningCurve, learning_curve
 from pyrogen.diagnostics.metrics import clustering_accuracy
 from pyrogen.diagnostics.plots import (
     image_shape,
@@ -34,6 +35,7 @@ from pyrogen.diagnostics.sample_tests import mmd_test, mode_coverage, nearest_ne
 from pyrogen.diagnostics.scoring import reduce_scores, score, summarize
 
 __all__ = [
+    "LearningCurve",
     "clustering_accuracy",
     "figure_writer",
     "mmd_test",
@@ -41,6 +43,7 @@ __all__ = [
     "nearest_neighbour_test",
     "from_pyro",
     "image_shape",
+    "learning_curve",
     "plot_class_samples",
     "plot_clusters",
     "plot_completions",
