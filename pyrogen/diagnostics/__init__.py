@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pyrogen.diagnostics.inference_data import to_inference_data
 from pyrogen.diagnostics.learning_curves import LearningCurve, learning_curve
-from pyrogen.diagnostics.metrics import clustering_accuracy
+from pyrogen.diagnostics.metrics import clustering_accuracy, confusion_matrix
 from pyrogen.diagnostics.plots import (
     image_shape,
     plot_class_samples,
@@ -37,6 +37,7 @@ from pyrogen.diagnostics.scoring import reduce_scores, score, summarize
 __all__ = [
     "LearningCurve",
     "clustering_accuracy",
+    "confusion_matrix",
     "figure_writer",
     "mmd_test",
     "mode_coverage",

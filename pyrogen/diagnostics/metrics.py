@@ -60,3 +60,31 @@ def clustering_accuracy(labels: Any, clusters: Any) -> float:
     np.add.at(counts, (cluster_index.reshape(-1), label_index.reshape(-1)), 1)
     rows, columns = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, columns].sum() / truth.shape[0])
+
+
+def confusion_matrix(labels: Any, predicted: Any, num_classes: int | None = None) -> np.ndarray:
+    """Counts (C, C) of examples by true class (rows) and predicted class (columns); rows
+    labelled -1 (unlabelled) are left out.
+
+    Args:
+        labels: true classes (N,), integers in 0..C-1 or -1.
+        predicted: predicted classes (N,), integers in 0..C-1.
+        num_classes: C; default one more than the largest class seen.
+
+    Example:
+        >>> confusion_matrix([0, 0, 1, 1, -1], [0, 1, 1, 1, 0]).tolist()
+        [[1, 1], [0, 2]]
+    """
+    truth = _as_1d_array(labels, "labels").astype(np.int64)
+    guess = _as_1d_array(predicted, "predicted").astype(np.int64)
+    if truth.shape != guess.shape:
+        raise ValueError(
+            f"labels, predicted: expected the same length, got {truth.shape[0]} and "
+            f"{guess.shape[0]}"
+        )
+    kept = truth >= 0
+    truth, guess = truth[kept], guess[kept]
+    classes = num_classes or int(max(truth.max(initial=-1), guess.max(initial=-1)) + 1)
+    counts = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(counts, (truth, guess), 1)
+    return counts

@@ -30,6 +30,7 @@ import arviz
 import numpy as np
 import torch
 
+from pyrogen.diagnostics.metrics import confusion_matrix
 from pyrogen.diagnostics.run_plots import RunData, drawable_shape, figure_writer, plot_writers
 from pyrogen.diagnostics.scoring import (
     DEFAULT_IW_SAMPLES,
@@ -59,7 +60,15 @@ MODEL_FILE = "model.pt"
 INFERENCE_DATA_FILE = "inference_data.nc"
 
 # Keys of summary.json that write_run adds to summarize's.
-_RUN_KEYS = ("columns", "training", "test", "image_shape", "files", "pyrogen_version")
+_RUN_KEYS = (
+    "columns",
+    "training",
+    "test",
+    "classification",
+    "image_shape",
+    "files",
+    "pyrogen_version",
+)
 
 
 def write_run(
@@ -190,8 +199,25 @@ def _summary(
         summary["test"] = score(
             run.model, run.held_out, labels=run.labels, iw_samples=iw_samples, seed=run.seed
         )
+    elif run.labels is not None and run.model.predicts == "class":
+        summary["classification"] = _classification(run.model, run.x, run.labels)
     summary.update(_check_extra(extra, summary))
     return summary
+
+
+def _classification(model: GenerativeModel, x: torch.Tensor, labels: np.ndarray) -> dict:
+    """Accuracy and confusion matrix of ``predict`` on the labelled rows the model was
+    fitted on (a classifier's run without held-out rows)."""
+    with torch.no_grad():
+        predicted = model.predict(x.to(model.device)).cpu().numpy()
+    counts = confusion_matrix(labels, predicted, model.label_count)
+    rows = int(counts.sum())
+    return {
+        "rows": "the labelled rows it was fitted on (not held out)",
+        "labelled_rows": rows,
+        "accuracy": float(np.trace(counts) / max(rows, 1)),
+        "confusion_matrix": counts.tolist(),
+    }
 
 
 def _writers(run: RunData, summary: dict[str, Any]) -> dict[str, Callable[[Path], None]]:

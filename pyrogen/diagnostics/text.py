@@ -72,6 +72,8 @@ def describe_fit(summary: dict[str, Any], shape: tuple[int, ...], path: Path) ->
     lines.extend(statistic_lines(summary))
     if test is not None:
         lines.extend(score_lines(test, prefix="test "))
+    if "classification" in summary:
+        lines.extend(classification_lines(summary["classification"]))
     if "mcmc" in summary:
         mcmc = summary["mcmc"]
         lines.append(
@@ -121,6 +123,31 @@ def statistic_lines(summary: dict[str, Any]) -> list[str]:
     for criterion in ("bic", "aic"):
         if criterion in summary:
             lines.append(f"{criterion.upper():<15} {_number(summary[criterion], 2)}")
+    return lines
+
+
+def classification_lines(classification: dict[str, Any]) -> list[str]:
+    """A classifier's accuracy and confusion matrix (rows: true class, columns: predicted)
+    on the rows it was fitted on, as a run summary holds them.
+
+    Example:
+        >>> for line in classification_lines({"labelled_rows": 4, "accuracy": 0.75,
+        ...                                   "confusion_matrix": [[1, 1], [0, 2]]}):
+        ...     print(line)
+        accuracy        0.7500 on the 4 labelled rows it was fitted on (not held out)
+        confusion       rows: true class, columns: predicted
+                             0     1
+                   0         1     1
+                   1         0     2
+    """
+    counts = classification["confusion_matrix"]
+    lines = [
+        _label("accuracy") + f"{_number(classification['accuracy'])} on the "
+        f"{classification['labelled_rows']} labelled rows it was fitted on (not held out)",
+        _label("confusion") + "rows: true class, columns: predicted",
+        " " * 16 + "".join(f"{k:>6}" for k in range(len(counts))),
+    ]
+    lines += [f"{k:>12}    " + "".join(f"{n:>6}" for n in row) for k, row in enumerate(counts)]
     return lines
 
 

@@ -33,12 +33,24 @@ def test_fit_and_evaluate_a_classifier_on_a_label_column(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["num_classes"] == 3  # from the labels
     assert summary["n_features"] == 4  # the label column is not a feature
+    counts = np.array(summary["classification"]["confusion_matrix"])
+    assert counts.shape == (3, 3) and counts.sum(1).tolist() == [50, 50, 50]  # by true class
+    assert summary["classification"]["accuracy"] == pytest.approx(np.trace(counts) / 150)
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(iris_csv), "--labels", "species"]) == 0
     printed = capsys.readouterr().out
     assert scored in printed
     accuracy = float(printed.split("accuracy")[1].split()[0])
     assert accuracy > 0.9
+
+
+def test_the_fit_prints_the_confusion_matrix(iris_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "naive_bayes", "--data", str(iris_csv), "--labels", "species"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "confusion       rows: true class, columns: predicted" in printed
+    assert "accuracy" in printed and "labelled rows it was fitted on" in printed
 
 
 def test_semi_supervised_naive_bayes_from_the_command_line(iris_csv, tmp_path):
