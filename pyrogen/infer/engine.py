@@ -958,7 +958,12 @@ class TrainingLoop:
             mixed_precision(self.model, self.config.precision),
         ):
             self.player_losses = take_turns(
-                self.model, self.optimizer, *self.batch, self.num_data, self.config.clip_norm
+                self.model,
+                self.players,
+                self.optimizer,
+                *self.batch,
+                self.num_data,
+                self.config.clip_norm,
             )
         loss = next(iter(self.player_losses.values()))
         self.dispatch("on_loss", loss)  # after the turns: each player stepped in its own

@@ -69,6 +69,7 @@ class PlayerOptimizers:
 
 def take_turns(
     model: GenerativeModel,
+    players: Sequence[Player],
     optimizers: PlayerOptimizers,
     x: torch.Tensor,
     y: torch.Tensor | None,
@@ -80,8 +81,9 @@ def take_turns(
     forward pass, after the players before it have moved), backward, clip, step.
 
     Args:
-        model: a model whose :meth:`players` are not empty.
-        optimizers: its :class:`PlayerOptimizers`.
+        model: a model trained in turns.
+        players: its :meth:`players`, listed once per fit (not every step).
+        optimizers: their :class:`PlayerOptimizers`.
         x: the step's rows (B, ...); y: their labels (B,) or None.
         num_data: N, the rows in the data set (the losses are scaled to them).
         clip_norm: largest gradient norm of each player's parameters, or None.
@@ -90,7 +92,7 @@ def take_turns(
         player name -> its last turn's loss, in nats per example (divided by N).
     """
     losses = {}
-    for player in model.players():
+    for player in players:
         optimizer = optimizers.optimizers[player.name]
         for _ in range(player.updates):
             optimizer.zero_grad(set_to_none=True)

@@ -111,6 +111,17 @@ def data_plate(x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
     return pyro.plate(DATA_PLATE, num_data, subsample=subsample, dim=-1)
 
 
+def generative_plate(
+    x: torch.Tensor | None, y: torch.Tensor | None, num_data: int | None
+) -> tuple[pyro.plate, int]:
+    """The plate of a model that observes rows x (N, ...) when given (:func:`data_plate`)
+    and otherwise draws ``len(y)`` rows, else ``num_data`` (default 1); and its row count."""
+    if x is not None:
+        return data_plate(x, num_data), x.shape[0]
+    rows = len(y) if y is not None else (num_data or 1)
+    return pyro.plate(DATA_PLATE, rows, dim=-1), rows
+
+
 class _RecordsConstruction(type(PyroModule)):
     """Metaclass that remembers how a model was built: its constructor's arguments and a
     fingerprint of the values the constructor gave its parameters and buffers, so that

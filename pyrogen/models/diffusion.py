@@ -49,7 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyrogen.checks import as_examples, as_labels, check_choice, check_int, check_ints
-from pyrogen.models.base import DATA_PLATE, GenerativeModel, data_plate
+from pyrogen.models.base import GenerativeModel, data_plate, generative_plate
 from pyrogen.models.objectives import (
     AnalyticKLELBO,
     SampledStepELBO,
@@ -353,15 +353,13 @@ class DiffusionVAE(GenerativeModel):
         holds values in the space the diffusion models (the codes, for latent diffusion;
         level indices k for discretized data).
         """
+        plate, rows = generative_plate(x, y, num_data)
         if x is None:
-            rows = len(y) if y is not None else (num_data or 1)
-            plate = pyro.plate(DATA_PLATE, rows, dim=-1)
             device, dtype = self.data_shift.device, self.data_shift.dtype
             observed = None
         else:
             x = self._codes(x)
-            rows, device, dtype = x.shape[0], x.device, x.dtype
-            plate, observed = data_plate(x, num_data), self._observed(x)
+            device, dtype, observed = x.device, x.dtype, self._observed(x)
         labels = self._labels(y, rows, device)
         zeros = torch.zeros(rows, *self.shape, device=device, dtype=dtype)
         with plate:

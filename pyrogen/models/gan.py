@@ -44,7 +44,7 @@ from pyrogen.checks import (
     check_ints,
     check_number,
 )
-from pyrogen.models.base import DATA_PLATE, GenerativeModel, Player, data_plate
+from pyrogen.models.base import GenerativeModel, Player, generative_plate
 from pyrogen.nn import build_decoder, one_hot
 from pyrogen.nn.critic import Critic
 
@@ -244,8 +244,7 @@ class GAN(GenerativeModel):
     ) -> None:
         """z ~ N(0, I), x ~ N(G(z[, y]), s^2) in the data's units; x observed when given,
         else ``len(y)`` or ``num_data`` (default 1) rows are drawn."""
-        rows = len(x) if x is not None else (len(y) if y is not None else (num_data or 1))
-        plate = pyro.plate(DATA_PLATE, rows, dim=-1) if x is None else data_plate(x, num_data)
+        plate, rows = generative_plate(x, y, num_data)
         context = self._context(y, rows)
         shift, scale = self.data_shift, self.data_scale
         with plate:
@@ -295,7 +294,8 @@ class GAN(GenerativeModel):
         return x.to(self.data_shift.device)
 
     def _standardized(self, x: torch.Tensor) -> torch.Tensor:
-        flat = (self._prepare(x).flatten(1) - self.data_shift) / self.data_scale
+        # Batches of fit, checked once when fit was called: no value check every step.
+        flat = (x.to(self.data_shift).flatten(1) - self.data_shift) / self.data_scale
         return flat.reshape(len(x), *self.data_shape)
 
     def _context(self, y: Any, rows: int) -> torch.Tensor | None:
