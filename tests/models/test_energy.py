@@ -203,3 +203,38 @@ def test_bad_data_are_named():
         model.log_prob(torch.zeros(4, 2), torch.zeros(4))
     with pytest.raises(ValueError, match="method: expected one of 'mala', 'langevin'"):
         model.sample(3, method="hmc")
+
+
+def test_log_partition_is_cached_until_a_parameter_changes(monkeypatch):
+    import pyrogen.models.energy as energy_module
+
+    calls = []
+    quadrature = energy_module.quadrature_log_partition
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return quadrature(*args, **kwargs)
+
+    monkeypatch.setattr(energy_module, "quadrature_log_partition", counted)
+    model = pyrogen.EnergyDensity(2, hidden=(8,))
+    x = torch.randn(6, 2)
+    first = model.log_partition()
+    scores = model.log_prob(x)
+    assert model.log_partition() is first and len(calls) == 1  # the fast path
+    assert torch.equal(model.log_prob(x), scores)
+    # An optimizer step changes the parameters in place: log Z is computed afresh.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.energy_of(x).sum().backward()
+    optimizer.step()
+    second = model.log_partition()
+    assert len(calls) == 2 and second.log_z != first.log_z
+    assert not torch.equal(model.log_prob(x), scores)
+    # So does loading other weights (copy_ advances the version counters).
+    model.load_state_dict(pyrogen.EnergyDensity(2, hidden=(8,)).state_dict())
+    model.log_partition()
+    assert len(calls) == 3
+    # Other options are other entries; seeded AIS is cached, unseeded AIS never.
+    assert model.log_partition(points=64) is not model.log_partition()
+    ais = model.log_partition("ais", chains=4, steps=3)
+    assert model.log_partition("ais", chains=4, steps=3) is ais
+    assert model.log_partition("ais", chains=4, steps=3, seed=None) is not ais
