@@ -21,6 +21,7 @@ density, so every number is in the data's own units.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -325,15 +326,20 @@ class FlowDensity(GenerativeModel):
     def ood_score(
         self, x: Any, y: Any = None, *, reference: Any = None, reference_y: Any = None
     ) -> torch.Tensor:
-        """Out-of-distribution score per example (higher = less typical), shape (N,).
+        """Deprecated: use :func:`pyrogen.ood.negative_log_likelihood` and
+        :func:`pyrogen.ood.typicality_score`, which score every family with a likelihood.
 
-        Without ``reference``: -log p(x) / D, nats per value. With ``reference`` (held-out
-        in-distribution examples): the distance of that number from its mean on the
-        reference, the typicality test of Nalisnick et al. (2019), which also flags inputs
-        that are *too* likely (a flow trained on Fashion-MNIST gives MNIST higher
-        likelihood, for example). ``reference_y``: the reference's labels or contexts, for a
-        conditional flow.
+        Out-of-distribution score per example (higher = less typical), shape (N,): without
+        ``reference``, -log p(x) / D, nats per value; with ``reference`` (held-out
+        in-distribution examples, labels ``reference_y``), the distance of that number from
+        its mean on the reference (Nalisnick et al. 2019).
         """
+        warnings.warn(
+            "FlowDensity.ood_score is deprecated: use pyrogen.ood.negative_log_likelihood, or "
+            "pyrogen.ood.typicality_score with reference rows",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         dims = math.prod(self.data_shape)
         score = -self.log_likelihood(x, y) / dims
         if reference is None:
