@@ -254,6 +254,10 @@ _CLI_RUNS = {
     ),
     "flow": (["--data", "{csv}", "--steps", "5", "--transforms", "1", "--hidden", "8"], "{csv}"),
     "gan": (["--data", "{csv}", "--steps", "5", "--hidden", "8"], "{csv}"),
+    "flowgan": (
+        ["--data", "{csv}", "--steps", "5", "--hidden", "8", "--likelihood-weight", "0.1"],
+        "{csv}",
+    ),
     "energy": (["--data", "{csv}", "--steps", "5", "--hidden", "8"], "{csv}"),
     "autoregressive": (
         ["--data", "{csv}", "--likelihood", "gaussian", "--steps", "5", "--hidden", "8"]

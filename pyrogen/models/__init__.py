@@ -9,6 +9,7 @@ from pyrogen.models.conditional_vae import ConditionalVAE
 from pyrogen.models.diffusion import DiffusionVAE
 from pyrogen.models.energy import EnergyDensity
 from pyrogen.models.flow import FlowDensity
+from pyrogen.models.flow_gan import FlowGAN
 from pyrogen.models.gan import GAN
 from pyrogen.models.gmm import GaussianMixture
 from pyrogen.models.logistic_regression import LogisticRegression
@@ -27,6 +28,7 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         SemiSupervisedVAE,
         GaussianMixtureVAE,
         FlowDensity,
+        FlowGAN,
         EnergyDensity,
         DiffusionVAE,
         AutoregressiveDensity,
@@ -45,6 +47,7 @@ __all__ = [
     "DiffusionVAE",
     "EnergyDensity",
     "FlowDensity",
+    "FlowGAN",
     "GAN",
     "GaussianMixture",
     "GaussianMixtureVAE",

@@ -61,6 +61,7 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
         "autoregressive": pyrogen.AutoregressiveDensity((6,), hidden=(4,), num_masks=2),
         "energy": pyrogen.EnergyDensity((3,), hidden=(4,)),
         "gan": pyrogen.GAN((3,), latent_dim=2, hidden=(4,)),
+        "flowgan": pyrogen.FlowGAN((3,), transforms=1, hidden=(4,), likelihood_weight=0.5),
         "energy-pcd": pyrogen.EnergyDensity((2,), objective="pcd", hidden=(4,), buffer_size=8),
         "naive_bayes": pyrogen.NaiveBayes(3, "categorical", "variational", n_features=4, levels=3),
         "logistic_regression": pyrogen.LogisticRegression(

@@ -160,10 +160,11 @@ def _energy_example(data_shape: tuple[int, ...], **options):
     return make
 
 
-def _gan_example(data_shape: tuple[int, ...], **options):
+def _gan_example(data_shape: tuple[int, ...], family=pyrogen.GAN, **options):
     def make():
         x = torch.randn(40, *data_shape, generator=torch.Generator().manual_seed(0)) * 2 + 1
-        model = pyrogen.GAN(data_shape, latent_dim=3, hidden=(8,), **options)
+        latent = {"latent_dim": 3} if family is pyrogen.GAN else {}  # a flow's is D
+        model = family(data_shape, hidden=(8,), **latent, **options)
         return Example(model, x, torch.arange(40) % 3 if model.num_classes else None)
 
     return make
@@ -317,6 +318,12 @@ EXAMPLES = {
         ),
     ),
     "gan-hinge-r1-no-average": ("gan", _gan_example((3,), objective="hinge", r1=1.0, ema=None)),
+    "flowgan-realnvp-hybrid-labels": (
+        "flowgan",
+        _gan_example(
+            (3,), family=pyrogen.FlowGAN, transforms=2, num_classes=3, likelihood_weight=0.1
+        ),
+    ),
     "logistic_regression-map": ("logistic_regression", _logistic_regression_example()),
     "logistic_regression-variational-hierarchical-intercept-prior": (
         "logistic_regression",
