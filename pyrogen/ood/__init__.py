@@ -23,20 +23,16 @@ Metrics: :func:`auroc`, :func:`aupr`, :func:`fpr_at_tpr` (as scikit-learn comput
 
 from __future__ import annotations
 
+from pyrogen.ood.background import fit_background, likelihood_ratio, perturb
+from pyrogen.ood.complexity import COMPRESSORS, code_length, complexity_score
 from pyrogen.ood.metrics import aupr, auroc, fpr_at_tpr, ood_metrics, rejection_curve
 from pyrogen.ood.plots import plot_ood_scores
 from pyrogen.ood.report import SCORES, format_report, ood_report
 from pyrogen.ood.scores import (
-    COMPRESSORS,
     TypicalityTest,
     check_likelihood,
-    code_length,
-    complexity_score,
     describe_score,
-    fit_background,
-    likelihood_ratio,
     negative_log_likelihood,
-    perturb,
     typicality_score,
 )
 

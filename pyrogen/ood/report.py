@@ -11,13 +11,9 @@ import torch
 from pyrogen.checks import check_choice
 from pyrogen.diagnostics.scoring import as_float_tensor
 from pyrogen.models.base import GenerativeModel
+from pyrogen.ood.complexity import complexity_score
 from pyrogen.ood.metrics import ood_metrics
-from pyrogen.ood.scores import (
-    check_likelihood,
-    complexity_score,
-    describe_score,
-    negative_log_likelihood,
-)
+from pyrogen.ood.scores import check_likelihood, describe_score, negative_log_likelihood
 
 __all__ = ["SCORES", "format_report", "ood_report"]
 
