@@ -45,6 +45,11 @@ _MIN_LOSS_SPAN = 0.01
 _MIN_CURVE_STEPS = 10
 #: Rows of :func:`plot_class_samples` at most (one per class or component).
 MAX_GRID_ROWS = 20
+# The energy landscape's colours span this many nats below the highest log-density: deeper
+# tails would take every colour and flatten the valleys the data sit in.
+_LANDSCAPE_DEPTH = 12.0
+# The landscape's grid reaches this share of the data's range beyond it on every side.
+_LANDSCAPE_MARGIN = 0.15
 
 
 def plot_elbo(
@@ -228,12 +233,92 @@ def plot_clusters(
     return ax
 
 
+def plot_energy_landscape(
+    model: GenerativeModel,
+    x: Any,
+    ax: Axes | None = None,
+    *,
+    points: int = 120,
+    feature_names: Sequence[str] | None = None,
+) -> Axes:
+    """The log-density log p(x) = -E(x) - log Z of a 2-D energy model as filled contours
+    (valleys of the energy are the bright hills of the density) on a grid over the range
+    of ``x``, with the rows of ``x`` on top.
+
+    The colours span the 12 nats below the highest log-density; the title says how log Z
+    was computed (quadrature in 2-D: exact to its stated error).
+
+    Args:
+        model: a fitted model that reports ``"energy"`` among its ``report_plots`` (it has
+            ``log_prob`` and ``log_partition``), e.g. :class:`~pyrogen.EnergyDensity`.
+        x: data of shape (N, 2).
+        ax: axes to draw on; default a new figure's.
+        points: grid nodes per side (>= 2).
+        feature_names: 2 names, for the axis labels.
+
+    Returns:
+        the axes.
+
+    Raises:
+        TypeError: ``model`` reports no energy landscape.
+        ValueError: ``x`` is not of 2 features, ``points`` < 2, or ``feature_names`` not of
+            length 2.
+
+    Example:
+        >>> import pyrogen
+        >>> from pyrogen.diagnostics import plot_energy_landscape
+        >>> x = pyrogen.data.old_faithful()
+        >>> ebm = pyrogen.EnergyDensity(2, hidden=(16,))
+        >>> _ = pyrogen.fit(ebm, x, steps=20, progress=False)
+        >>> ax = plot_energy_landscape(ebm, x, points=40)
+        >>> ax.get_title()
+        'log p(x) = -E(x) - log Z, log Z by quadrature'
+    """
+    if not reports(model, "energy"):
+        raise TypeError(
+            f"model: expected an energy model with log_partition, got {type(model).__name__}"
+        )
+    x = as_tensor(x, name="x", ndim=2)
+    if x.shape[1] != 2:
+        raise ValueError(f"x: expected 2 features for an energy landscape, got {x.shape[1]}")
+    if check_int("points", points) < 2:
+        raise ValueError(f"points: expected at least 2, got {points}")
+    names = _feature_names(2, feature_names)
+    low, high = x.min(0).values, x.max(0).values
+    pad = _LANDSCAPE_MARGIN * (high - low).clamp(min=1e-6)
+    axes = [
+        torch.linspace(float(a), float(b), points)
+        for a, b in zip(low - pad, high + pad, strict=True)
+    ]
+    grid = torch.cartesian_prod(*axes).to(model.device)
+    with torch.no_grad():
+        log_p = model.log_prob(grid).reshape(points, points).T.double().cpu().numpy()
+    top = float(log_p.max())
+    levels = np.linspace(max(top - _LANDSCAPE_DEPTH, float(log_p.min())), top, 25)
+    ax = _axes(ax)
+    filled = ax.contourf(
+        axes[0].numpy(), axes[1].numpy(), np.maximum(log_p, levels[0]), levels=levels
+    )
+    ax.figure.colorbar(filled, ax=ax, label="log p(x), nats")
+    rows = x.cpu().numpy()
+    ax.scatter(rows[:, 0], rows[:, 1], s=4, c="white", edgecolors="black", linewidths=0.2)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(f"log p(x) = -E(x) - log Z, log Z by {model.log_partition().method}")
+    return ax
+
+
 def _check_cluster_options(
     n_features: int, n_std: Any, feature_names: Sequence[str] | None
 ) -> list[str]:
     """The names of the features, once ``n_std`` and ``feature_names`` are checked."""
     if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
         raise ValueError(f"n_std: expected a positive number, got {n_std!r}")
+    return _feature_names(n_features, feature_names)
+
+
+def _feature_names(n_features: int, feature_names: Sequence[str] | None) -> list[str]:
+    """``feature_names`` checked for length, or "feature i" names."""
     if feature_names is None:
         return [f"feature {i}" for i in range(n_features)]
     if len(feature_names) != n_features:

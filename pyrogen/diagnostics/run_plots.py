@@ -76,6 +76,10 @@ def _has_two_columns(run: RunData) -> bool:
     return run.x.dim() == 2 and run.x.shape[1] >= 2
 
 
+def _has_plane(run: RunData) -> bool:
+    return run.x.dim() == 2 and run.x.shape[1] == 2
+
+
 def _has_weights_posterior(run: RunData) -> bool:
     return run.idata is not None and plots.WEIGHTS in getattr(run.idata, "posterior", {})
 
@@ -168,6 +172,13 @@ REPORT_PLOTS: dict[str, ReportPlot] = {
             run.model, run.held_out, run.labels, ax, y=_condition(run)
         ),
         needs=_always,
+    ),
+    "energy": ReportPlot(
+        lambda run, ax: plots.plot_energy_landscape(
+            run.model, run.x, ax, feature_names=run.columns
+        ),
+        needs=_has_plane,
+        figsize=(6.0, 5.0),
     ),
 }
 

@@ -120,6 +120,11 @@ def statistic_lines(summary: dict[str, Any]) -> list[str]:
             f"log-likelihood  {_number(summary['log_likelihood_per_row'])} nats per row "
             "(exact, at the point estimates, mean over rows)"
         )
+    if "log_partition" in summary:  # an energy model's normalizer, which that number rests on
+        lines.append(
+            _label("log Z") + f"{_number(summary['log_partition'])} nats by "
+            f"{summary['log_partition_method']} (error {summary['log_partition_error']:.1g} nats)"
+        )
     for criterion in ("bic", "aic"):
         if criterion in summary:
             lines.append(f"{criterion.upper():<15} {_number(summary[criterion], 2)}")

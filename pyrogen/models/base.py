@@ -380,8 +380,9 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
     def report_plots(self) -> tuple[str, ...]:
         """The plots a run report draws for this model, by file stem (``"elbo"``,
         ``"clusters"``, ``"weights_posterior"``, ``"samples"``, ``"class_samples"``,
-        ``"component_samples"``, ``"completions"``, ``"reconstructions"``, ``"latent"``);
-        the report draws those its data allow (image plots only for image data)."""
+        ``"component_samples"``, ``"completions"``, ``"reconstructions"``, ``"latent"``,
+        ``"energy"``); the report draws those its data allow (image plots only for image
+        data, the energy landscape only for 2-D data)."""
         return ("elbo",)
 
     @property

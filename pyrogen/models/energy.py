@@ -437,6 +437,11 @@ class EnergyDensity(GenerativeModel):
         model has no ELBO, and reports this in its place (see :meth:`score_descriptions`)."""
         return self.log_likelihood(x, y, num_samples=self.default_score_samples)
 
+    @property
+    def report_plots(self) -> tuple[str, ...]:
+        """The loss, and for 2-D data the energy landscape (log p(x) on a grid)."""
+        return ("elbo", "energy")
+
     def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
         """Which estimate of log Z each number rests on, and which way it errs."""
         target = self.likelihood_target

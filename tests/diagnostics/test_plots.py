@@ -17,6 +17,7 @@ from pyrogen.diagnostics import (
     image_shape,
     plot_clusters,
     plot_elbo,
+    plot_energy_landscape,
     plot_image_grid,
     plot_latent,
     plot_reconstructions,
@@ -382,3 +383,26 @@ def test_reconstructions_and_latent_of_a_model_conditioned_on_labels():
     points = np.concatenate([c.get_offsets() for c in ax.collections])
     expected = np.concatenate([loc[y == k].numpy() for k in range(3)])
     np.testing.assert_allclose(points, expected, rtol=1e-5)
+
+
+def test_energy_landscape_is_the_normalized_log_density_over_the_data(two_clusters):
+    ebm = pyrogen.EnergyDensity(2, hidden=(8,))
+    pyrogen.fit(ebm, two_clusters, steps=3, progress=False)
+    ax = plot_energy_landscape(ebm, two_clusters, points=30, feature_names=["a", "b"])
+    assert ax.get_title() == "log p(x) = -E(x) - log Z, log Z by quadrature"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("a", "b")
+    # The grid spans the data's range and 15% more on each side; its highest level is the
+    # largest log-density on that grid.
+    low, high = two_clusters.min(0).values, two_clusters.max(0).values
+    pad = 0.15 * (high - low)
+    axes = [
+        torch.linspace(float(a), float(b), 30) for a, b in zip(low - pad, high + pad, strict=True)
+    ]
+    top = ebm.log_prob(torch.cartesian_prod(*axes)).max()
+    assert max(ax.collections[0].levels) == pytest.approx(float(top), rel=1e-5)
+    assert ax.collections[-1].get_offsets().shape == two_clusters.shape  # the rows on top
+    plt.close(ax.figure)
+    with pytest.raises(TypeError, match="model: expected an energy model"):
+        plot_energy_landscape(pyrogen.GaussianMixture(2), two_clusters)
+    with pytest.raises(ValueError, match="x: expected 2 features for an energy landscape"):
+        plot_energy_landscape(ebm, torch.zeros(4, 3))

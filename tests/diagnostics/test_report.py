@@ -296,6 +296,7 @@ def test_the_plots_of_a_run_are_those_the_model_reports(tmp_path, monkeypatch, f
         "completions",
         "reconstructions",
         "latent",
+        "energy",
     }
     monkeypatch.setattr(pyrogen.VAE, "report_plots", property(lambda self: ("latent",)))
     path = write_run(tmp_path / "latent", model=vae, result=result, data=train)
@@ -306,3 +307,13 @@ def test_the_plots_of_a_run_are_those_the_model_reports(tmp_path, monkeypatch, f
     ):
         write_run(tmp_path / "odd", model=vae, result=result, data=train)
     assert not (tmp_path / "odd").exists()
+
+
+def test_an_energy_model_run_draws_its_landscape_for_two_columns_only(tmp_path):
+    torch.manual_seed(0)
+    for dims, files in ((2, {"elbo.png", "energy.png"}), (3, {"elbo.png"})):
+        x = torch.randn(40, dims)
+        ebm = pyrogen.EnergyDensity(dims, hidden=(8,))
+        result = pyrogen.fit(ebm, x, steps=3, progress=False)
+        path = write_run(tmp_path / f"energy{dims}", model=ebm, result=result, data=x)
+        assert {p.name for p in path.glob("*.png")} == files

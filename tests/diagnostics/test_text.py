@@ -107,3 +107,16 @@ def test_scores_that_are_not_finite_print_as_nan_and_inf():
     assert lines[2].split()[:3] == ["log", "p(x)", "-inf"] and lines[3].split()[1] == "nan"
     finite = {"elbo_per_example": -2.0, "log_likelihood_per_example": -1.0}
     assert "not finite" not in "\n".join(score_lines(finite))
+
+
+def test_statistic_lines_say_how_an_energy_models_log_z_was_computed():
+    summary = {
+        "log_likelihood_per_row": -1.5,
+        "log_partition": 2.25,
+        "log_partition_method": "quadrature",
+        "log_partition_error": 3e-9,
+    }
+    assert (
+        statistic_lines(summary)[-1]
+        == "log Z           2.2500 nats by quadrature (error 3e-09 nats)"
+    )

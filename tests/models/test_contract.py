@@ -681,6 +681,7 @@ KNOWN_PLOTS = {
     "completions",
     "reconstructions",
     "latent",
+    "energy",
 }
 
 
