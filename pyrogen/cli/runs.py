@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from pyrogen import data
+from pyrogen import data, ood
+from pyrogen.checks import check_choice
 from pyrogen.cli import options as opt
 from pyrogen.diagnostics import figure_writer, plot_image_grid, score, summarize
 from pyrogen.diagnostics.run_plots import drawable_shape
@@ -236,6 +237,14 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "processes that score the rows, each its share; the "
         "bounds' draws of process r seeded with --seed + r (default 1)",
     )
+    opt.add_all(
+        evaluate.add_argument_group("out-of-distribution detection (pyrogen.ood)"),
+        ("--ood-data", "rows that are not from the model's data, read like --data: prints "
+         "AUROC, AUPR and FPR at 95%% TPR of each --ood-score telling the scored rows "
+         "(in-distribution) from these", {"type": Path, "metavar": "PATH"}),
+        ("--ood-score", f"scores, comma-separated, of {', '.join(ood.SCORES)} (complexity: "
+         "images in [0, 1]); default nll,typicality", {"metavar": "A,B"}),
+    )  # fmt: skip
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -243,9 +252,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Score the data and print the numbers (the first process, with several)."""
     model, run, device = opt.load_run(args)
     model.to(device)
+    scores = _ood_scores(args, model)
     scale_out = {"devices": args.devices, "num_nodes": args.num_nodes, "device": device}
     evaluate = _evaluate_images if model.reads_images else _evaluate_table
-    text = evaluate(args, model, run, scale_out)
+    text, rows = evaluate(args, model, run, scale_out)
+    if scores:
+        text += "\n\n" + _evaluate_ood(args, model, run, rows, scores)
     if opt.is_main_process(args):
         print(text)
     return 0
@@ -253,7 +265,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_table(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
-) -> str:
+) -> tuple[str, torch.Tensor]:
     """The exact log-likelihood per row, BIC and AIC of ``--data`` (the mixture, a flow);
     for a classifier (a model that uses labels) its scores with the data's labels."""
     uses_labels = model.conditions_on_labels or model.predicts == "class"
@@ -280,7 +292,8 @@ def _evaluate_table(
             stats = score(model, x, labels=labels, **scale_out)
             summary = {"family": model.family, "config": model.config}
             where = f"{args.data}: {describe_shape(x.shape)}"
-            return describe_evaluation(args.model_path, summary, where, stats, labels=source)
+            text = describe_evaluation(args.model_path, summary, where, stats, labels=source)
+            return text, x
     with opt.as_option_errors():
         x = data.load_table(args.data, args.columns, args.key)[0].to(model.device)
     summary = summarize(model, x, **scale_out)
@@ -288,12 +301,12 @@ def _evaluate_table(
         summary["inference"] = run["inference"]
     described = f"{args.data}: {describe_shape(x.shape)}"
     scores = None if model.has_likelihood else score(model, x, seed=run.get("seed", 0))
-    return describe_evaluation(args.model_path, summary, described, scores)
+    return describe_evaluation(args.model_path, summary, described, scores), x
 
 
 def _evaluate_images(
     args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any], scale_out: dict
-) -> str:
+) -> tuple[str, torch.Tensor]:
     """The exact log-likelihood or the bounds, and bits/dim, of the test split of
     --data-dir, or of --data (and accuracy with labels); defaults from the run, so a run's
     own data reproduce its numbers."""
@@ -307,16 +320,75 @@ def _evaluate_images(
     examples = opt.images_for(args, model, run)
     labels = _labels_for(model, examples.labels, examples.labels_source)
     _check_sample_options(args, model)
-    name = model.score_samples_name
-    samples = getattr(args, name) or run.get("test", {}).get(name) or model.default_score_samples
+    samples = _score_samples(args, model, run)
     stats = score(model, examples.x, labels=labels, iw_samples=samples, seed=seed, **scale_out)
     use = "the condition y" if model.conditions_on_labels else "scoring predict"
-    return describe_evaluation(
+    text = describe_evaluation(
         args.model_path, {"family": model.family, "config": model.config},
         f"{examples.description}, scored as examples of shape {tuple(examples.x.shape[1:])}",
         stats, preprocessing=f"--binarize {examples.binarize}: {examples.preprocessing}",
         labels=None if labels is None else f"{examples.labels_source} ({use})",
     )  # fmt: skip
+    return text, examples.x
+
+
+def _score_samples(args: argparse.Namespace, model: GenerativeModel, run: dict[str, Any]) -> int:
+    """--iw-samples or --step-samples (what the model's bounds use), else the run's, else the
+    family's default."""
+    name = model.score_samples_name
+    return getattr(args, name) or run.get("test", {}).get(name) or model.default_score_samples
+
+
+def _ood_scores(args: argparse.Namespace, model: GenerativeModel) -> tuple[str, ...]:
+    """The --ood-score names where --ood-data is given (checked: known, and a model of p(x)
+    with a likelihood), else ()."""
+    if args.ood_data is None:
+        if args.ood_score is not None:
+            raise ValueError(f"--ood-score: expected --ood-data with it, got {args.ood_score!r}")
+        return ()
+    names = tuple(name.strip() for name in (args.ood_score or "nll,typicality").split(","))
+    for name in names:
+        check_choice("--ood-score", name, ood.SCORES)
+    try:
+        ood.check_likelihood(model)
+    except ValueError as error:
+        raise ValueError(f"--ood-data: {error}") from None
+    if model.conditions_on_labels:
+        raise ValueError(
+            f"--ood-data: expected a model of p(x), got a {model.family} of "
+            f"{model.likelihood_target} (out-of-distribution rows have no labels)"
+        )
+    return names
+
+
+def _evaluate_ood(
+    args: argparse.Namespace,
+    model: GenerativeModel,
+    run: dict[str, Any],
+    rows: torch.Tensor,
+    scores: tuple[str, ...],
+) -> str:
+    """:func:`pyrogen.ood.ood_report` of the rows scored (in-distribution) against the rows
+    of --ood-data, read and prepared as --data is."""
+    if model.reads_images:
+        reading = argparse.Namespace(**{**vars(args), "data": args.ood_data, "data_dir": None})
+        with opt.as_option_errors():
+            outside = opt.images_for(reading, model, run).x
+    else:
+        with opt.as_option_errors():
+            outside = data.load_table(args.ood_data, args.columns, args.key)[0]
+    if outside.shape[1:] != rows.shape[1:]:
+        raise ValueError(
+            f"--ood-data: expected rows of shape {tuple(rows.shape[1:])}, as the rows the "
+            f"model scores, got {tuple(outside.shape[1:])} in {args.ood_data}"
+        )
+    seed = args.seed if args.seed is not None else run.get("seed", 0)
+    samples = None if model.exact_likelihood else _score_samples(args, model, run)
+    report = ood.ood_report(model, rows, outside, scores=scores, num_samples=samples, seed=seed)
+    return (
+        f"out-of-distribution: {args.ood_data}: {describe_shape(outside.shape)} against the "
+        "rows above (in-distribution, the positives)\n" + ood.format_report(report)
+    )
 
 
 def _check_sample_options(args: argparse.Namespace, model: GenerativeModel) -> None:
