@@ -1,6 +1,6 @@
 """pyrogen: generative models as first-class Pyro model/guide pairs."""
 
-from pyrogen import data
+from pyrogen import data, ood
 from pyrogen.diagnostics import from_pyro
 from pyrogen.guides import AutoFlow
 from pyrogen.infer import (
@@ -57,6 +57,7 @@ __all__ = [
     "load",
     "mixture_nuts",
     "neutra",
+    "ood",
     "select_n_components",
     "to_inference_data",
     "VAE",
