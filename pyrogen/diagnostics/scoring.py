@@ -27,6 +27,9 @@ __all__ = ["DEFAULT_IW_SAMPLES", "reduce_scores", "score", "summarize"]
 
 #: Per-example key of :meth:`GenerativeModel.score_examples` holding ``predict(x)``.
 PREDICTED = "predicted"
+#: Per-example key of :func:`score`'s rows holding log p(y_n | x_n) of a class predictor,
+#: from its ``predict_proba`` at the row's label (reduced to the log-loss, not to a mean).
+LABEL_LOG_PROB = "label_log_prob"
 #: Suffix of the per-example means in :func:`score`'s statistics.
 PER_EXAMPLE = "_per_example"
 UNITS = "nats per example (bits_per_dim: bits per value)"
@@ -141,7 +144,9 @@ def score(
         also ``elbo_per_example`` (and each term the family reports, as
         ``<term>_per_example``), ``iw_samples`` or ``step_samples`` and ``bits_per_dim``;
         with labels, where the model predicts them, ``accuracy`` or
-        ``clustering_accuracy`` and ``labelled_rows``; ``standard_errors`` (of each mean
+        ``clustering_accuracy`` and ``labelled_rows`` (and, for a class predictor,
+        ``log_loss``: the mean -log p(y | x) of the labelled rows' labels under its
+        ``predict_proba``, in nats); ``standard_errors`` (of each mean
         over the N examples: std / sqrt(N), which includes the spread between examples as
         well as Monte Carlo noise); ``bounds`` (what each number is); ``units``.
 
@@ -168,6 +173,8 @@ def score(
     condition = y if model.conditions_on_labels else None
     scale_out = {"devices": devices, "num_nodes": num_nodes, "device": device}
     per_example = score_rows(model, x, condition, num_samples=samples, seed=seed, **scale_out)
+    if y is not None and model.predicts == "class":
+        per_example[LABEL_LOG_PROB] = label_log_probs(model, x, y, seed=seed)
     values = model.values_per_example(x)
     return reduce_scores(model, per_example, num_samples=samples, values=values, labels=y)
 
@@ -262,7 +269,11 @@ def reduce_scores(
     Returns:
         the statistics described in :func:`score`, JSON-ready.
     """
-    means = {name: tensor for name, tensor in per_example.items() if name != PREDICTED}
+    means = {
+        name: tensor
+        for name, tensor in per_example.items()
+        if name not in (PREDICTED, LABEL_LOG_PROB)
+    }
     count = int(means["log_likelihood"].shape[0])
     stats: dict[str, Any] = {"n_rows": count, "quantity": model.likelihood_target}
     if not model.exact_likelihood:
@@ -274,6 +285,8 @@ def reduce_scores(
     }
     if labels is not None and PREDICTED in per_example:
         bounds.update(_prediction_scores(model, per_example[PREDICTED], labels, stats))
+    if labels is not None and LABEL_LOG_PROB in per_example:
+        bounds.update(_log_loss(per_example[LABEL_LOG_PROB], labels, stats))
     for name, tensor in means.items():
         stats[f"{name}{PER_EXAMPLE}"] = float(tensor.double().mean())
     if "bits_per_dim" in descriptions:
@@ -310,6 +323,34 @@ def _prediction_scores(
         "clustering_accuracy": "fraction of the labelled rows whose predict(x) (the most "
         f"probable of the {_component_count(model)} components) is matched to their label by "
         "the best one-to-one matching of components to labels (Hungarian algorithm)"
+    }
+
+
+def label_log_probs(
+    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, *, seed: int | None = 0
+) -> torch.Tensor:
+    """log p(y_n | x_n) of each row under a class predictor's ``predict_proba`` (N, C), at
+    its label y_n (N,); NaN where the row is unlabelled (-1). Shape (N,), float64, CPU."""
+    with seeded(seed), torch.no_grad():
+        probs = model.predict_proba(x).detach().cpu().double()
+    known = y >= 0
+    picked = probs.gather(-1, y.clamp(min=0)[:, None])[:, 0]
+    return torch.where(known, picked.log(), torch.full_like(picked, math.nan))
+
+
+def _log_loss(
+    label_log_prob: torch.Tensor, y: torch.Tensor, stats: dict[str, Any]
+) -> dict[str, str]:
+    """The log-loss, mean -log p(y | x) over the labelled rows (y >= 0), into ``stats``."""
+    known = y >= 0
+    if not bool(known.any()):
+        return {}
+    losses = -label_log_prob[known]
+    stats["log_loss"] = float(losses.mean())
+    stats["labelled_rows"] = int(known.sum())
+    return {
+        "log_loss": "mean over the labelled rows of -log p(y | x), the probability "
+        "predict_proba gives their label (nats; 0 is perfect, log C a uniform guess)"
     }
 
 

@@ -202,6 +202,12 @@ def score_lines(stats: dict[str, Any], prefix: str = "") -> list[str]:
             + f"{_number(stats['accuracy'])} of {rows} labelled rows (predict: the most probable "
             "class under the classifier q(y | x))"
         )
+    if "log_loss" in stats:
+        lines.append(
+            _label(f"{prefix}log-loss")
+            + f"{_number(stats['log_loss'])} nats per labelled row (mean -log p(y | x) of "
+            "their labels)"
+        )
     if "clustering_accuracy" in stats:
         lines.append(
             _label(f"{prefix}clustering")

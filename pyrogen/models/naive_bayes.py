@@ -29,9 +29,10 @@ poisson      Poisson(lambda_kj)       Gamma(1 + alpha, alpha)      (S + alpha) /
 ===========  =======================  ===========================  ========================
 
 The Gaussian variances are kept above ``var_smoothing`` times the largest column variance,
-a bound (the MAP is the mode subject to it) that plays the part of scikit-learn's
-``var_smoothing``. With ``class_concentration`` a_0 = 1 the class weights are the class
-frequencies, as scikit-learn's ``class_prior_``.
+a bound (the likelihood reads each scale as at least the floor's square root, and the MAP is
+the mode subject to it) that plays the part of scikit-learn's ``var_smoothing``. With
+``class_concentration`` a_0 = 1 the class weights are the class frequencies, as
+scikit-learn's ``class_prior_``.
 
 :meth:`NaiveBayes.setup` fits the MAP by EM in closed form (one M-step when every row is
 labelled); :func:`pyrogen.fit`'s steps then check it, or fit the variational posterior
@@ -241,7 +242,10 @@ class NaiveBayes(InfersLabels, GenerativeModel):
             a distribution with batch shape S and event shape (D,).
         """
         if self.likelihood == "gaussian":
-            return dist.Normal(values[LOCS][y], values[SCALES][y]).to_event(1)
+            # The floor is part of the likelihood, so that no step of SVI gains by going under
+            # it (a class's constant feature would otherwise shrink its scale without end).
+            scales = torch.maximum(values[SCALES], self.variance_floor.sqrt())
+            return dist.Normal(values[LOCS][y], scales[y]).to_event(1)
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(values[PROBS][y]).to_event(1)
         if self.likelihood == "poisson":

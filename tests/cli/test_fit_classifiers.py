@@ -42,6 +42,9 @@ def test_fit_and_evaluate_a_classifier_on_a_label_column(
     assert scored in printed
     accuracy = float(printed.split("accuracy")[1].split()[0])
     assert accuracy > 0.9
+    log_loss = float(printed.split("log-loss")[1].split()[0])
+    assert 0 < log_loss < 0.5  # a good classifier's, well under log 3 (a uniform guess)
+    assert ("log p(x)" in printed) == (family == "naive_bayes")  # only where p(x) exists
 
 
 def test_the_fit_prints_the_confusion_matrix(iris_csv, tmp_path, capsys):

@@ -216,3 +216,23 @@ def test_split_scores_go_through_the_same_reduction(monkeypatch, fit_gmm, two_cl
     assert len(calls) == 2
     with pytest.raises(ValueError, match="devices: expected a positive integer, got 0"):
         score(vae, x, devices=0)
+
+
+@pytest.mark.parametrize("family", [pyrogen.NaiveBayes, pyrogen.LogisticRegression])
+def test_log_loss_of_a_classifier_is_scikit_learns(family):
+    from sklearn.datasets import load_iris
+    from sklearn.metrics import log_loss
+
+    x, y = load_iris(return_X_y=True)
+    x = torch.as_tensor(x)
+    model = family(3)
+    model.setup(x, y)
+    labels = torch.as_tensor(y).clone()
+    if not model.conditions_on_labels:  # logistic regression needs every row's label
+        labels[::7] = -1  # unlabelled rows are left out of the log-loss
+    stats = score(model, x, labels=labels)
+    known = (labels >= 0).numpy()
+    expected = log_loss(y[known], model.predict_proba(x).numpy()[known], labels=[0, 1, 2])
+    assert stats["log_loss"] == pytest.approx(expected, rel=1e-10)
+    assert stats["labelled_rows"] == int(known.sum())
+    assert "-log p(y | x)" in stats["bounds"]["log_loss"]

@@ -53,6 +53,22 @@ def test_gaussian_map_is_gaussian_nb(loader, var_smoothing):
     assert (model.predict(x).numpy() == reference.predict(x)).all()
 
 
+def test_fit_keeps_the_variance_floor_of_a_constant_feature():
+    # A feature constant within a class has its variance at the floor; the engine's steps
+    # must not gain by shrinking it further (the floor is part of the likelihood), so the
+    # fit ends at the closed-form MAP, where scikit-learn's probabilities are.
+    x, y = load_iris(return_X_y=True)
+    x = np.column_stack([x, np.where(y == 0, 1.0, x[:, 0])])  # constant in class 0
+    model = pyrogen.NaiveBayes(3)
+    result = pyrogen.fit(model, torch.as_tensor(x), y, seed=0, progress=False)
+    assert result.steps < 5  # the first step gains nothing, so early stopping ends it
+    floor = float(model.variance_floor.sqrt())
+    effective = model.feature_distribution(model.point_estimates(), torch.arange(3))
+    assert float(effective.base_dist.scale.min()) == pytest.approx(floor, rel=1e-9)
+    reference = GaussianNB().fit(x, y)
+    np.testing.assert_allclose(model.predict_proba(x), reference.predict_proba(x), atol=1e-6)
+
+
 @pytest.mark.parametrize("alpha", [1.0, 0.3])
 def test_bernoulli_map_is_bernoulli_nb_with_beta_prior(alpha):
     # smoothing alpha = a Beta(1 + alpha, 1 + alpha) prior on every probability
