@@ -26,6 +26,7 @@ RUNS = [
     ("diffusion_quality", (), "diffusion_quality"),
     ("diffusion_quality", ("--sets", "2d"), "diffusion_quality_2d"),
     ("diffusion_sampling", (), "diffusion_sampling"),
+    ("energy_density", (), "energy_density"),
     ("flows_density", (), "flows_density"),
     ("flows_overhead", (), "flows_overhead"),
     ("flows_posterior", (), "flows_posterior"),

@@ -84,8 +84,11 @@ def langevin(
     steps: int,
     step_size: float,
     progress: bool = False,
+    on_step: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """Unadjusted Langevin dynamics from rows u (N, D): ``steps`` steps of size h.
+    """Unadjusted Langevin dynamics from rows u (N, D): ``steps`` steps of size h;
+    ``on_step(u)`` is called with the states (N, D) after each step (e.g. to keep the chains'
+    paths for effective sample sizes).
 
     Returns:
         the chains' last states (N, D), detached.
@@ -98,6 +101,8 @@ def langevin(
         _, gradient = log_density_and_gradient(log_density, u)
         u = u + 0.5 * step_size * gradient + noise_scale * torch.randn_like(u)
         _check_finite(u, "langevin", step_size)
+        if on_step is not None:
+            on_step(u.detach())
     return u.detach()
 
 
@@ -147,13 +152,15 @@ def mala(
     target_acceptance: float = MALA_TARGET_ACCEPTANCE,
     adapt: bool = True,
     progress: bool = False,
+    on_step: Callable[[torch.Tensor], None] | None = None,
 ) -> MALAResult:
     """Metropolis-adjusted Langevin from rows u (N, D), f exactly invariant.
 
     With ``adapt``, the first half of the steps tunes one step size for all chains by a
     Robbins-Monro update of log h towards ``target_acceptance`` (the mean acceptance
     probability over the chains); the second half keeps it fixed, so those steps are a
-    proper MCMC kernel of f.
+    proper MCMC kernel of f. ``on_step(u)`` is called with the states (N, D) after each
+    step.
 
     Returns:
         :class:`MALAResult`.
@@ -167,6 +174,8 @@ def mala(
     adapting = steps // 2 if adapt else 0
     for step in tqdm(range(steps), disable=not progress, desc="MALA", leave=False):
         u, value, gradient, acceptance = _mala_step(log_density, u, value, gradient, step_size)
+        if on_step is not None:
+            on_step(u.detach())
         rate = float(acceptance.mean())
         if step < adapting:
             step_size *= math.exp((rate - target_acceptance) / math.sqrt(step + 1))

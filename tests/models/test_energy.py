@@ -12,7 +12,7 @@ from pyro.infer import MCMC, NUTS
 from torch import nn
 
 import pyrogen
-from pyrogen.models.energy_sampling import DivergedChainsError, mala
+from pyrogen.models.energy_sampling import DivergedChainsError, langevin, mala
 
 MEAN = torch.tensor([1.0, -2.0])
 COVARIANCE = torch.tensor([[1.0, 0.5], [0.5, 0.8]])
@@ -131,6 +131,12 @@ def test_mala_adapts_to_its_target_acceptance_and_samples_the_density():
     assert torch.allclose(torch.cov(result.samples.T), covariance, atol=0.2)
     draws = model.sample(50, method="langevin", steps=20, step_size=0.05)
     assert draws.shape == (50, 2) and torch.isfinite(draws).all()
+    for sampler in (mala, langevin):  # on_step sees every state, the last one returned
+        path = []
+        last = sampler(
+            model._log_density, torch.randn(3, 2), steps=4, step_size=0.1, on_step=path.append
+        )
+        assert len(path) == 4 and torch.equal(path[-1], getattr(last, "samples", last))
 
 
 def test_dsm_recovers_a_gaussian():
