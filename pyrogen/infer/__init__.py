@@ -4,7 +4,8 @@ workflows (:func:`select_n_components`, :func:`mixture_nuts`) and the ArviZ conv
 posterior draws (:func:`to_inference_data`)."""
 
 from pyrogen.infer.callbacks import Callback, MetricsLogger, TrainingInterrupted
-from pyrogen.infer.engine import FitConfig, FitResult, fit
+from pyrogen.infer.engine import FitResult, fit
+from pyrogen.infer.fit_options import FitConfig
 from pyrogen.infer.inference_data import to_inference_data
 from pyrogen.infer.mcmc import run_nuts
 from pyrogen.infer.mixtures import fit_mixture, mixture_nuts, select_n_components

@@ -63,7 +63,7 @@ class Callback:
     """Base class of training callbacks: every hook does nothing; override those you need.
 
     ``loop`` is the running :class:`~pyrogen.infer.engine.TrainingLoop`: ``loop.model``,
-    ``loop.optimizer``, ``loop.config`` (a :class:`~pyrogen.infer.engine.FitConfig`),
+    ``loop.optimizer``, ``loop.config`` (a :class:`~pyrogen.infer.fit_options.FitConfig`),
     ``loop.state`` (step, losses, validation losses, best loss, ...), ``loop.where`` (the
     process's rank) and ``loop.request_stop()``.
     """

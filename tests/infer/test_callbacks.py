@@ -14,7 +14,7 @@ import torch
 
 import pyrogen
 from pyrogen.infer import Callback, FitConfig, MetricsLogger
-from pyrogen.infer.engine import TrainingData
+from pyrogen.infer.fit_options import TrainingData
 from pyrogen.models.gmm import GaussianMixture
 
 
