@@ -85,8 +85,10 @@ def fit_background(
     """The background model of the likelihood ratio (Ren et al. 2019): a fresh model of
     ``model``'s family and config (``type(model)(**model.config)``) fitted by
     :func:`pyrogen.fit` on the training rows x with a share ``rate`` of their values
-    perturbed (:func:`perturb`, drawn anew each epoch), so it learns the population-level
-    background statistics (the share of zeros, local smoothness) but not the semantics.
+    perturbed (:func:`perturb`, one copy drawn from ``seed``), so it learns the
+    population-level background statistics (the share of zeros, local smoothness) but not
+    the semantics. One perturbed copy rather than a new one each epoch, so that a family's
+    data-dependent start (a mixture's EM in ``setup``) sees the perturbed rows too.
 
     Args:
         model: the fitted model whose family and config the background takes.
@@ -111,13 +113,8 @@ def fit_background(
                 "pass background=, an unfitted model of the same kind"
             ) from None
     x = as_float_tensor(x, "x")
-    levels, low, high = _support(x)
-
-    def perturbed(rows: torch.Tensor, epoch: int, generator: torch.Generator) -> torch.Tensor:
-        return perturb(rows, rate, levels=levels, low=low, high=high, generator=generator)
-
-    perturbed(x[:1], 0, None)  # checks rate before any training
-    return fit(background, x, y, seed=seed, epoch_transform=perturbed, **fit_options).model
+    generator = torch.Generator(x.device).manual_seed(seed)
+    return fit(background, perturb(x, rate, generator=generator), y, seed=seed, **fit_options).model
 
 
 def likelihood_ratio(
