@@ -25,6 +25,7 @@ from pyrogen.models.mixture_em import (
     GaussianComponents,
     MixtureParameters,
 )
+from pyrogen.models.mixture_map import MapMStep, covariance_prior_gradient
 
 
 def fitted(model, x, **options):
@@ -306,7 +307,7 @@ def test_block_wise_m_step_reaches_the_mode_without_the_lbfgs_fallback(covarianc
     def fallback(*args, **kwargs):
         raise AssertionError("the L-BFGS M-step ran")
 
-    monkeypatch.setattr(GaussianMixture, "_lbfgs_m_step", fallback)
+    monkeypatch.setattr(MapMStep, "lbfgs", fallback)
     x = torch.as_tensor(blobs(300, seed=7), dtype=torch.float64)
     model = GaussianMixture(3, covariance=covariance, tol=1e-8).double()
     model.setup(x)
@@ -345,7 +346,7 @@ def test_covariance_prior_gradient_equals_autograd(covariance, n_features, conce
         tril = torch.linalg.cholesky(symmetric)
         total = total + priors["corr_cholesky"].log_prob(tril / scales.unsqueeze(-1)).sum()
     (expected,) = torch.autograd.grad(total, free)
-    gradient = model._covariance_prior_gradient(data_scale)(covariances)
+    gradient = covariance_prior_gradient(model, data_scale)(covariances)
     torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-12)
 
 
