@@ -182,6 +182,10 @@ def test_likelihood_ratio_against_a_background_fitted_on_perturbed_rows():
     centre, edge = torch.zeros(1, 2), torch.full((1, 2), 1.5)
     assert background.log_prob(centre) < gmm.log_prob(centre)
     assert background.log_prob(edge) > gmm.log_prob(edge)
+    # The same as fitting a fresh mixture on the seeded perturbed copy by hand.
+    copy = ood.perturb(x, 0.5, generator=torch.Generator().manual_seed(0))
+    by_hand = pyrogen.fit(pyrogen.GaussianMixture(1), copy, steps=5, progress=False).model
+    torch.testing.assert_close(background.log_prob(x), by_hand.log_prob(x))
     expected = (background.log_prob(x) - gmm.log_prob(x)) / 2
     torch.testing.assert_close(ood.likelihood_ratio(gmm, background, x), expected)
 
