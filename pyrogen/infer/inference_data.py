@@ -8,6 +8,7 @@ return it) and knows families only through the model contract: ``posterior_dims`
 Both routes end in the same place: a dict ``site -> (chain, draw, *site_shape)`` of the
 model's global latent sites, from which the groups ArviZ's diagnostics need are built
 (``posterior``, ``log_likelihood`` for ``arviz.loo`` / ``arviz.waic``, ``observed_data``,
+``constant_data`` where the model is conditioned on something it does not model,
 ``sample_stats`` and, on request, ``posterior_predictive``).
 """
 
@@ -23,13 +24,16 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from pyrogen.checks import as_tensor, check_int
+from pyrogen.checks import as_labels, as_tensor, check_int
 from pyrogen.infer.engine import FitResult
 from pyrogen.models.base import DATA_PLATE, GenerativeModel
 
 #: Dim names shared by every group, so ArviZ lines variables up across groups.
 ROW_DIM = "row"
 FEATURE_DIM = "feature"
+#: ``constant_data`` names of what a model conditioned on labels is given: the rows x of a
+#: discriminative model (which observes the labels), or the labels of a generative one.
+ROWS_NAME, LABELS_NAME = "x", "y"
 
 Draws = dict[str, torch.Tensor]
 
@@ -39,6 +43,7 @@ def to_inference_data(
     data: Any = None,
     *,
     model: GenerativeModel | None = None,
+    labels: Any = None,
     num_samples: int = 500,
     seed: int = 0,
     sample_stats: Mapping[str, Any] | None = None,
@@ -56,6 +61,9 @@ def to_inference_data(
         data: the rows of shape (N, ...) the posterior was conditioned on; required (the
             guide is run on it, and ``observed_data`` / ``log_likelihood`` are built from it).
         model: the model the draws belong to (dict sources only).
+        labels: the labels (N,) of ``data``, for a model conditioned on them
+            (``model.conditions_on_labels``, e.g. logistic regression, which observes them
+            given the rows); required there, and refused elsewhere.
         num_samples: draws from the guide (FitResult / model sources).
         seed: seeds the guide draws and the posterior predictive draws.
         sample_stats: per-draw statistics, ``name -> array (chains, draws)``, e.g. the
@@ -69,12 +77,17 @@ def to_inference_data(
         ``covariance``), ``log_likelihood`` (``obs``: chain, draw, row; nats; where the
         model's ``pointwise_log_likelihood`` gives one), ``observed_data`` (``obs``: row,
         ...), ``sample_stats`` when given and ``posterior_predictive`` (``obs``: chain,
-        draw, row, ...) when asked for. Leading dims are named by the model's
-        ``posterior_dims`` (``component`` for a mixture's per-component sites).
+        draw, row, ...) when asked for. A discriminative model (``generates_data`` False)
+        observes the labels: its observed site (``y``) holds them in ``observed_data`` and
+        ``log_likelihood`` (log p(y_n | x_n, theta_s)), and ``constant_data`` holds the rows
+        ``x``; a generative model conditioned on labels keeps them in ``constant_data``.
+        Leading dims are named by the model's ``posterior_dims`` (``component`` for a
+        mixture's per-component sites).
 
     Raises:
         TypeError: ``source`` or ``model`` is of the wrong type.
-        ValueError: ``data`` or (dict source) ``model`` is missing, the model is not
+        ValueError: ``data`` or (dict source) ``model`` is missing, ``labels`` are missing
+            for a model conditioned on them (or given to one that is not), the model is not
             fitted, it has no global latent sites (a VAE, a flow: nothing to convert), or
             the draws / statistics do not have shape (chain, draw, ...).
 
@@ -88,6 +101,16 @@ def to_inference_data(
         >>> idata.log_likelihood["obs"].shape
         (1, 100, 272)
         >>> loo = arviz.loo(idata)  # PSIS-LOO from the pointwise log-likelihood
+
+        A discriminative model's labels are what it observes:
+
+        >>> from sklearn.datasets import load_iris
+        >>> x, y = load_iris(return_X_y=True)
+        >>> logistic = pyrogen.LogisticRegression(3, inference="variational")
+        >>> result = pyrogen.fit(logistic, x, y, steps=50, progress=False)
+        >>> idata = to_inference_data(result, x, labels=y, num_samples=100)
+        >>> idata.log_likelihood["y"].shape
+        (1, 100, 150)
     """
     check_int("num_samples", num_samples)
     if not isinstance(posterior_predictive, bool):
@@ -95,9 +118,14 @@ def to_inference_data(
             f"posterior_predictive: expected a bool, got {type(posterior_predictive).__name__}"
         )
     model = _source_model(source, model)
-    x, sites, observed = _conditioned_data(model, data)
+    x, y, sites, observed = _conditioned_data(model, data, labels)
+    if posterior_predictive and not model.generates_data:
+        raise ValueError(
+            f"posterior_predictive: expected False for a {type(model).__name__}, which draws "
+            "no rows (it models the labels given the rows), got True"
+        )
     draws, origin = _posterior_draws(source, model, x, sites, num_samples, seed)
-    groups, dims = _posterior_groups(model, x, draws, sites, observed)
+    groups, dims = _posterior_groups(model, x, y, draws, sites, observed)
     chains, per_chain = next(iter(draws.values())).shape[:2]
     if sample_stats is not None:
         groups["sample_stats"] = _checked_stats(sample_stats, chains, per_chain)
@@ -135,10 +163,11 @@ def _posterior_draws(
 
 
 def _conditioned_data(
-    model: GenerativeModel, data: Any
-) -> tuple[torch.Tensor, dict[str, dict[str, Any]], str]:
-    """``data`` as a tensor on the model's device, the model's global latent sites and the
-    name of its observed site; a ValueError where there is no posterior to convert."""
+    model: GenerativeModel, data: Any, labels: Any
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, dict[str, Any]], str]:
+    """``data`` as a tensor on the model's device, its labels (a model conditioned on them;
+    else None), the model's global latent sites and the name of its observed site; a
+    ValueError where there is no posterior to convert."""
     if not model.is_setup:
         raise ValueError(
             f"model: expected a fitted model (call pyrogen.fit first), got an unfitted "
@@ -149,7 +178,8 @@ def _conditioned_data(
             "data: expected the (N, ...) rows the posterior is conditioned on, got None"
         )
     x = as_tensor(data, name="data", ndim=None, dtype=_dtype_of(model)).to(model.device)
-    sites, observed = _model_sites(model, x)
+    y = _checked_labels(model, labels, x.shape[0])
+    sites, observed = _model_sites(model, x, y)
     if not sites:
         raise ValueError(
             f"source: expected a model with global latent sites (a posterior to convert, as "
@@ -158,18 +188,39 @@ def _conditioned_data(
             "pyrogen.diagnostics.score, or convert a plain Pyro model and guide with "
             "pyrogen.from_pyro"
         )
-    return x, sites, observed
+    return x, y, sites, observed
+
+
+def _checked_labels(model: GenerativeModel, labels: Any, rows: int) -> torch.Tensor | None:
+    """The labels (rows,) on the model's device where it is conditioned on them, else None;
+    a ValueError where they are missing, unwanted or out of range."""
+    if not model.conditions_on_labels:
+        if labels is not None:
+            raise ValueError(
+                f"labels: expected None for a {type(model).__name__} (its likelihood is "
+                f"{model.likelihood_target}, not conditioned on labels), got labels"
+            )
+        return None
+    if labels is None:
+        raise ValueError(
+            f"labels: expected the labels ({rows},) of the data for a {type(model).__name__} "
+            f"(its likelihood is {model.likelihood_target}), got None"
+        )
+    classes = model.num_classes or model.label_count
+    return as_labels(labels, rows, classes, name="labels").to(model.device)
 
 
 def _posterior_groups(
     model: GenerativeModel,
     x: torch.Tensor,
+    y: torch.Tensor | None,
     draws: Draws,
     sites: dict[str, dict[str, Any]],
     observed: str,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The ``posterior`` (sites and the model's derived quantities), ``observed_data`` and,
-    where the model gives one, ``log_likelihood`` groups, with the dims of their variables."""
+    """The ``posterior`` (sites and the model's derived quantities), ``observed_data``,
+    ``constant_data`` (with labels) and, where the model gives one, ``log_likelihood``
+    groups, with the dims of their variables."""
     chains, per_chain = next(iter(draws.values())).shape[:2]
     flat = _flat(draws)
     posterior = {name: _numpy(value) for name, value in draws.items()}
@@ -177,10 +228,23 @@ def _posterior_groups(
     for name, (value, names) in model.derived_posterior(flat).items():
         posterior[name] = _numpy(value.reshape(chains, per_chain, *value.shape[1:]))
         dims[name] = list(names)
-    dims[observed] = [ROW_DIM, FEATURE_DIM] if x.dim() == 2 else [ROW_DIM]
+    row_dims = [ROW_DIM, FEATURE_DIM] if x.dim() == 2 else [ROW_DIM]
     groups: dict[str, Any] = {"posterior": posterior, "observed_data": {observed: _numpy(x)}}
+    dims[observed] = row_dims
+    if y is not None:
+        # What the model observes (the labels of a discriminative model, else the rows) and
+        # what it is given.
+        seen, given = (y, x) if not model.generates_data else (x, y)
+        given_name = ROWS_NAME if not model.generates_data else LABELS_NAME
+        groups["observed_data"] = {observed: _numpy(seen)}
+        groups["constant_data"] = {given_name: _numpy(given)}
+        dims[observed] = [ROW_DIM] if seen is y else row_dims
+        dims[given_name] = [ROW_DIM] if given is y else row_dims
     with torch.no_grad():
-        pointwise = model.pointwise_log_likelihood(x, flat)
+        if y is None:
+            pointwise = model.pointwise_log_likelihood(x, flat)
+        else:
+            pointwise = model.pointwise_log_likelihood(x, flat, y)
     if pointwise is not None:
         groups["log_likelihood"] = {
             observed: _numpy(_checked_pointwise(model, pointwise, chains, per_chain, x.shape[0]))
@@ -237,19 +301,22 @@ def _source_model(source: Any, model: GenerativeModel | None) -> GenerativeModel
     return owner
 
 
-def _model_sites(model: GenerativeModel, x: torch.Tensor) -> tuple[dict[str, dict[str, Any]], str]:
-    """The model's global latent sites and the name of its observed site.
+def _model_sites(
+    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None = None
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """The model's global latent sites and the name of its observed site (given the labels
+    ``y`` of a model conditioned on them).
 
     Global latent sites are sampled, not observed, and outside the data plate (per-row
     latents such as enumerated assignments are not parameters of the posterior).
 
     Returns:
         ``(sites, observed)``: trace sites by name, and the observed site's name (``"obs"``
-        in every family).
+        in every generative family, ``"y"`` in logistic regression).
     """
     # One row suffices to learn the global sites' shapes, whatever N is.
     with torch.no_grad():
-        trace = poutine.trace(model.model).get_trace(x[:1])
+        trace = poutine.trace(model.model).get_trace(x[:1], None if y is None else y[:1])
     samples = {
         name: site
         for name, site in trace.nodes.items()

@@ -587,14 +587,17 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         return {}
 
     def pointwise_log_likelihood(
-        self, x: torch.Tensor, draws: dict[str, torch.Tensor]
+        self, x: torch.Tensor, draws: dict[str, torch.Tensor], y: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """log p(x_n | theta_s) of every row under every posterior draw, for ``arviz.loo``
-        and ``arviz.waic``.
+        and ``arviz.waic``; for a model conditioned on labels, of what it observes given
+        them (log p(y_n | x_n, theta_s) for a discriminative one).
 
         Args:
             x: data (N, ...).
             draws: site name -> tensor (S, ``*site_shape``), S draws of the global latent sites.
+            y: labels (N,) of a model conditioned on them (:attr:`conditions_on_labels`);
+                None (and not passed) for the others.
 
         Returns:
             (S, N) in nats, or None where the family has no posterior over global sites.

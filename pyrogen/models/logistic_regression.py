@@ -373,6 +373,33 @@ class LogisticRegression(GenerativeModel):
         """``feature``, ``class`` for the weights; ``class`` for the bias."""
         return {WEIGHTS: (FEATURE_DIM, CLASS_DIM), BIAS: (CLASS_DIM,)}
 
+    def pointwise_log_likelihood(
+        self, x: torch.Tensor, draws: dict[str, torch.Tensor], y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p(y_n | x_n, W_s, b_s) of every row under S posterior draws (the labels are
+        what the model observes), for ``arviz.loo`` and ``arviz.waic``.
+
+        Args:
+            x: data (N, D).
+            draws: ``weights`` (S, D, C) and ``bias`` (S, C) (others ignored).
+            y: labels (N,) in 0..C-1, required.
+
+        Returns:
+            Tensor of shape (S, N), nats.
+        """
+        if y is None:
+            raise ValueError(
+                "y: expected the labels (N,) of the rows, got None ("
+                + DISCRIMINATIVE.strip()
+                + ": its pointwise log-likelihood is of the labels)"
+            )
+        x = self._prepare(x)
+        labels = as_labels(y, x.shape[0], self.num_classes).to(x.device)
+        weights, bias = (draws[name].to(x) for name in (WEIGHTS, BIAS))
+        logits = torch.einsum("nd,sdc->snc", x, weights) + bias[:, None, :]
+        index = labels[None, :, None].expand(logits.shape[0], -1, 1)
+        return torch.log_softmax(logits, -1).gather(-1, index)[..., 0]
+
 
 def _penalized_loss(inputs: torch.Tensor, y: torch.Tensor, precision: torch.Tensor):
     """theta (D + 1, C) -> minus the log joint: the summed cross-entropy of softmax(inputs

@@ -746,9 +746,12 @@ def test_posterior_hooks(example):
     # Families with a posterior over global sites (the mixture) say how ArviZ names their
     # dims, what they derive from draws and the pointwise log-likelihood; the rest say none.
     model, x = example.model, example.x
-    if model.family == "logistic_regression":  # the pointwise log p(y | x) needs labels
+    if model.family == "logistic_regression":  # the pointwise log p(y | x), of the labels
         assert set(model.posterior_dims) == {"weights", "bias"}
-        assert model.pointwise_log_likelihood(x, {}) is None
+        values = model.point_estimates()
+        draws = {name: torch.stack([value, value]) for name, value in values.items()}
+        pointwise = model.pointwise_log_likelihood(x, draws, example.y)
+        torch.testing.assert_close(pointwise[1], model.log_prob(x, example.y))
         return
     if model.family not in ("gmm", "naive_bayes"):
         assert model.posterior_dims == {}

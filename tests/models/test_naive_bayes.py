@@ -264,6 +264,8 @@ def test_variational_posterior_and_inference_data():
     idata = pyrogen.to_inference_data(result, x, num_samples=20)
     assert idata.posterior["locs"].dims == ("chain", "draw", "class", "feature")
     assert idata.log_likelihood["obs"].shape == (1, 20, 150)
+    with pytest.raises(ValueError, match=r"labels: expected None for a NaiveBayes"):
+        pyrogen.to_inference_data(result, x, labels=y, num_samples=2)  # log p(x): no labels
 
 
 def test_variational_class_probabilities_are_less_confident_on_tiny_data():
