@@ -30,7 +30,8 @@ from pyrogen.cli.resume import (
 )
 from pyrogen.diagnostics.report import SUMMARY_FILE, check_run_folder, write_run
 from pyrogen.diagnostics.text import describe_fit
-from pyrogen.infer.callbacks import Callback, TrainingInterrupted
+from pyrogen.infer.callbacks import Callback
+from pyrogen.infer.checkpointing import TrainingInterrupted
 from pyrogen.infer.distributed import STRATEGIES, check_scale_out, cluster, join, spawn
 from pyrogen.infer.engine import fit
 from pyrogen.infer.precision import PRECISIONS

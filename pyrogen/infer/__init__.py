@@ -3,7 +3,8 @@
 workflows (:func:`select_n_components`, :func:`mixture_nuts`) and the ArviZ conversion of
 posterior draws (:func:`to_inference_data`)."""
 
-from pyrogen.infer.callbacks import Callback, MetricsLogger, TrainingInterrupted
+from pyrogen.infer.callbacks import Callback, MetricsLogger
+from pyrogen.infer.checkpointing import TrainingInterrupted
 from pyrogen.infer.engine import FitResult, fit
 from pyrogen.infer.fit_options import FitConfig
 from pyrogen.infer.inference_data import to_inference_data

@@ -30,13 +30,13 @@ import torch
 from pyrogen.infer import distributed
 from pyrogen.infer.callbacks import (
     Callback,
-    Checkpoint,
     EarlyStopping,
     HeldOutValidation,
     NanGuard,
     ProgressBar,
     StepFunction,
 )
+from pyrogen.infer.checkpointing import Checkpoint
 from pyrogen.infer.compiled import ReplayedLoss
 from pyrogen.infer.distributed import Cluster
 from pyrogen.infer.fit_options import EpochTransform, FitConfig, TrainingData
