@@ -11,7 +11,7 @@ uses what only the generative model has:
 * **log p(x)**, which flags an input far from the data while p(y | x) is confident;
 * **unlabelled rows**, from which naive Bayes learns by enumerating their class (EM);
 * **generation** of (x, y) pairs;
-* and **Bayes' rule over any density**: a Gaussian mixture per class
+* and **Bayes' rule over any density**: a Gaussian mixture or a normalizing flow per class
   (:class:`pyrogen.BayesClassifier`).
 
 Every number is in nats per example.
@@ -36,6 +36,7 @@ from pyrogen.diagnostics import learning_curve
 SMOKE = os.environ.get("PYROGEN_SMOKE") == "1"
 SIZES = [8, 32] if SMOKE else [6, 10, 16, 24, 40, 64, 100, 160, 250]
 SPLITS = 2 if SMOKE else 20
+FLOW_STEPS = 20 if SMOKE else 500
 torch.set_num_threads(1)
 torch.manual_seed(0)
 
@@ -191,7 +192,9 @@ for ax, image, label in zip(axes, draws, classes, strict=True):
 # ----------------------------
 # Naive Bayes is one choice of class-conditional density. :class:`pyrogen.BayesClassifier`
 # takes any: here a Gaussian mixture of two components per class on the first ten cancer
-# features (mixture discriminant analysis), beside the two classifiers above.
+# features (mixture discriminant analysis), and a small normalizing flow per class (a masked
+# autoregressive flow of three layers, one hidden layer of 32 units, trained by maximum
+# likelihood on that class's rows alone), beside the two classifiers above.
 
 x, y, _ = DATA["breast cancer"]
 x = x[:, :10]
@@ -203,13 +206,25 @@ for k in (0, 1):
     densities.append(density)
 frequencies = torch.bincount(y[train]) / len(y[train])
 mixtures = pyrogen.BayesClassifier(densities, prior=frequencies)
+flows = []
+for k in (0, 1):
+    flow = pyrogen.FlowDensity(10, "maf", transforms=3, hidden=(32,))
+    pyrogen.fit(flow, x[train][y[train] == k], steps=FLOW_STEPS, seed=k, progress=False)
+    flows.append(flow)
 candidates = {
     "Gaussian mixture per class": mixtures,
+    "flow per class": pyrogen.BayesClassifier(flows, prior=frequencies),
     "naive Bayes": fitted(pyrogen.NaiveBayes(2), x[train], y[train]),
     "logistic regression": fitted(pyrogen.LogisticRegression(2), x[train], y[train]),
 }
 for name, model in candidates.items():
     print(f"{name}: test error {error(model, x[test], y[test]):.3f}")
+
+# %%
+# On these 169 test rows the four land within a few rows of each other (measured: mixture
+# 0.077, flow 0.071, naive Bayes 0.065, logistic regression 0.083), within the noise of one
+# split. The flow makes no assumption of form, but each of its densities learns from 150 to
+# 250 rows only; what it buys is the same as the mixture's: a log p(x) of its own.
 
 # %%
 # Its log p(x) gives the reject option to every density: rows below the lowest training
