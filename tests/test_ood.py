@@ -277,3 +277,18 @@ def test_plot_ood_scores_draws_a_histogram_per_set():
     assert len(labels) == 3
     with pytest.raises(ValueError, match="out_scores: expected a non-empty mapping"):
         ood.plot_ood_scores(torch.randn(5), {})
+
+
+@pytest.mark.cuda
+def test_scores_of_a_model_on_the_gpu_equal_those_on_the_cpu():
+    x = torch.randn(50, 3)
+    gmm = _gaussian_mixture(x)
+    on_cpu = ood.negative_log_likelihood(gmm, x)
+    gmm.to("cuda")
+    on_gpu = ood.negative_log_likelihood(gmm, x)
+    assert on_gpu.device.type == "cpu"
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-5)
+    generator = torch.Generator("cuda").manual_seed(0)
+    assert ood.perturb(x.cuda(), 0.5, generator=generator).device.type == "cuda"
+    background = ood.fit_background(gmm, x.cuda(), steps=2, progress=False, device="cuda")
+    assert ood.likelihood_ratio(gmm, background, x).shape == (50,)
