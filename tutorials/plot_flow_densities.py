@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import pyrogen
+from pyrogen import ood
 
 SMOKE = os.environ.get("PYROGEN_SMOKE") == "1"
 
@@ -404,12 +405,12 @@ show_grid(mnist_flow.sample(32), 8, f"samples (8-bit levels) after {result.steps
 # Out-of-distribution images
 # --------------------------
 # A density model seems to give an out-of-distribution detector for free: flag images the
-# model finds unlikely. :meth:`~pyrogen.FlowDensity.ood_score` gives
+# model finds unlikely. :func:`pyrogen.ood.negative_log_likelihood` gives
 # :math:`-\log p(x) / D`, nats per pixel (high means unlikely). But flows are known to give
 # *higher* likelihood to some data they never saw than to their own test data (Nalisnick et
 # al., 2019): in 784 dimensions the likeliest images, smooth and mostly background, are not
-# typical ones. With ``reference=`` held-out in-distribution images, ``ood_score`` instead
-# measures how far an image's :math:`-\log p(x) / D` is from its mean on the reference, in
+# typical ones. Given held-out in-distribution images, :func:`pyrogen.ood.typicality_score`
+# instead measures how far an image's :math:`-\log p(x) / D` is from its mean on the reference, in
 # either direction: a typicality test, which also flags images that are too likely.
 #
 # The candidates: held-out digits (in distribution), Fashion-MNIST test images if they are
@@ -428,9 +429,14 @@ candidates["blank"] = torch.zeros_like(x_test[:100])
 candidates["uniform noise"] = torch.randint(0, 256, x_test[:100].shape).double() / 255
 candidates["inverted digits"] = 1 - x_test[:100]
 
-scores = {name: mnist_flow.ood_score(images) for name, images in candidates.items()}
+# One dequantization per image (num_samples=1), as in training.
+scores = {
+    name: ood.negative_log_likelihood(mnist_flow, images, num_samples=1)
+    for name, images in candidates.items()
+}
 typicality = {
-    name: mnist_flow.ood_score(images, reference=x_reference) for name, images in candidates.items()
+    name: ood.typicality_score(mnist_flow, images, x_reference, num_samples=1)
+    for name, images in candidates.items()
 }
 
 # %%
@@ -481,7 +487,8 @@ fig.tight_layout()
 # * For 8-bit images, dequantization is a guide, Pyro's ELBO is the standard bound, and
 #   bits/dim follow from it with nothing added by hand.
 # * A flow's likelihood alone is a poor out-of-distribution test; the typicality score
-#   (``ood_score(x, reference=...)``) also catches inputs that are too likely.
+#   (:func:`pyrogen.ood.typicality_score`) also catches inputs that are too likely; the
+#   :doc:`/ood` page and its tutorial add the likelihood ratio and the complexity correction.
 #
 # References: Dinh, Sohl-Dickstein and Bengio (2017), *Density estimation using Real NVP*;
 # Durkan et al. (2019), *Neural spline flows*; Theis, van den Oord and Bethge (2016), *A

@@ -9,7 +9,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import pyrogen
-from pyrogen import FlowDensity
+from pyrogen import FlowDensity, ood
 from pyrogen.nn.flows import FLOWS
 
 
@@ -106,9 +106,10 @@ def test_typicality_flags_data_that_are_too_likely_as_well_as_unlikely():
     pyrogen.fit(model, x, steps=300, lr=5e-3, progress=False)
     reference = torch.randn(500, 2)
     far, centre = torch.full((1, 2), 6.0), torch.zeros(1, 2)
-    assert model.ood_score(far) > model.ood_score(centre)  # -log p / D
-    typical = model.ood_score(reference[:100], reference=reference).mean()
-    assert model.ood_score(centre, reference=reference) > typical  # the mode is atypical
+    nll = ood.negative_log_likelihood
+    assert nll(model, far) > nll(model, centre)  # -log p / D
+    typical = ood.typicality_score(model, reference[:100], reference).mean()
+    assert ood.typicality_score(model, centre, reference) > typical  # the mode is atypical
 
 
 def test_bad_input_is_named():
