@@ -233,6 +233,45 @@ def plot_clusters(
     return ax
 
 
+def plot_sample_scatter(
+    model: GenerativeModel,
+    x: Any,
+    ax: Axes | None = None,
+    *,
+    n: int = 1000,
+    dims: tuple[int, int] = (0, 1),
+    feature_names: Sequence[str] | None = None,
+) -> Axes:
+    """``n`` draws of ``model.sample`` over the rows of ``x`` (grey), two features against
+    each other: where the samples of a model without a likelihood (a GAN) fall.
+
+    Args:
+        model: a fitted model that draws rows (N, D).
+        x: data of shape (N, D), D >= 2.
+        ax: axes to draw on; default a new figure's.
+        n: draws.
+        dims: the two feature indices to plot, in ``[0, D)``.
+        feature_names: D names, for the axis labels.
+
+    Returns:
+        the axes.
+    """
+    x = _as_float_tensor(x)
+    first, second = _check_dims(dims, x.shape[-1] if x.dim() == 2 else 0)
+    names = _feature_names(x.shape[1], feature_names)
+    with torch.no_grad():
+        draws = model.sample(n).reshape(n, -1).detach().cpu().numpy()
+    data = x.cpu().numpy()
+    ax = _axes(ax)
+    ax.scatter(data[:, first], data[:, second], s=3, color="0.7", label=f"data ({len(data)})")
+    ax.scatter(draws[:, first], draws[:, second], s=3, alpha=0.6, label=f"samples ({n})")
+    ax.set_xlabel(names[first])
+    ax.set_ylabel(names[second])
+    ax.set_title(f"{type(model).__name__}: samples over the data")
+    ax.legend(loc="best", fontsize="small", markerscale=3)
+    return ax
+
+
 def plot_energy_landscape(
     model: GenerativeModel,
     x: Any,

@@ -173,6 +173,10 @@ REPORT_PLOTS: dict[str, ReportPlot] = {
         ),
         needs=_always,
     ),
+    "sample_scatter": ReportPlot(
+        lambda run, ax: plots.plot_sample_scatter(run.model, run.x, ax, feature_names=run.columns),
+        needs=_has_two_columns,
+    ),
     "energy": ReportPlot(
         lambda run, ax: plots.plot_energy_landscape(
             run.model, run.x, ax, feature_names=run.columns

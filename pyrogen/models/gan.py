@@ -169,7 +169,7 @@ class GAN(GenerativeModel):
 
     @property
     def report_plots(self) -> tuple[str, ...]:
-        return ("elbo",) + self.label_sample_plots
+        return ("elbo", "sample_scatter") + self.label_sample_plots
 
     def players(self) -> tuple[Player, ...]:
         """The discriminator (``discriminator_updates`` turns at ``discriminator_lr_scale``

@@ -297,6 +297,7 @@ def test_the_plots_of_a_run_are_those_the_model_reports(tmp_path, monkeypatch, f
         "reconstructions",
         "latent",
         "energy",
+        "sample_scatter",
     }
     monkeypatch.setattr(pyrogen.VAE, "report_plots", property(lambda self: ("latent",)))
     path = write_run(tmp_path / "latent", model=vae, result=result, data=train)

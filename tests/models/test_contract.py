@@ -682,6 +682,7 @@ KNOWN_PLOTS = {
     "reconstructions",
     "latent",
     "energy",
+    "sample_scatter",
 }
 
 

@@ -122,3 +122,12 @@ def test_a_gan_has_no_elbo_and_says_so():
 def test_bad_settings_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         GAN((2,), **options)
+
+
+def test_a_run_of_a_gan_on_a_table_draws_its_samples_over_the_data(tmp_path):
+    from pyrogen.diagnostics import write_run
+
+    gan, x = _set_up(), _rows(40)
+    result = pyrogen.fit(gan, x, steps=2, progress=False)
+    path = write_run(tmp_path / "run", model=gan, result=result, data=x)
+    assert {"elbo.png", "sample_scatter.png"} <= {p.name for p in path.iterdir()}
