@@ -9,7 +9,10 @@ against the Bernoulli log-likelihood of a copy of its network. Every side takes 
 (``zero_grad``, the loss, ``backward``, ``Adam.step``, Pyro validation off as in every
 step of ``fit`` after the first); median per-step time over alternating blocks.
 *compiled* is the loss ``fit(..., compile=True)`` trains on
-(:class:`pyrogen.infer.compiled.ReplayedLoss`): recorded once, replayed every step.
+(:class:`pyrogen.infer.compiled.ReplayedLoss`): recorded once, replayed every step;
+*inductor* the one ``compile="inductor"`` trains on: the recording's random draws made
+eagerly, the rest compiled by ``torch.compile`` (``--no-inductor`` leaves it out; the
+``--quick`` run does, as it compiles for tens of seconds per setting).
 
 Targets (issue "per-step overhead"): compiled / hand-written <= 0.85 on the MLP VAE and the
 diffusion MLP; pyrogen ms - hand-written ms <= 0.3 at the tiny size; a ``fit`` call's fixed
@@ -18,7 +21,9 @@ cost <= 20 ms.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import math
 import time
 
 import pyro
@@ -40,6 +45,8 @@ COLUMNS = [
     ("eager_ratio", "eager / hand", ".3f"),
     ("compiled_ratio", "compiled / hand", ".3f"),
     ("compiled_extra_ms", "compiled - hand ms", ".3f"),
+    ("inductor_ms", "inductor ms", ".3f"),
+    ("inductor_ratio", "inductor / hand", ".3f"),
     ("recorded", "recorded"),
 ]
 CALL_COLUMNS = [
@@ -101,25 +108,33 @@ def run_setting(family: str, size: str, run: harness.Run) -> dict:
     if not model.is_setup:
         model.setup(batch)
     eager = _ELBOLoss(model, model.loss)
-    replayed = ReplayedLoss(_ELBOLoss(model, model.loss), type(model).__name__)
+    name = type(model).__name__
+    replayed = ReplayedLoss(_ELBOLoss(model, model.loss), name)
+    sides = {
+        "eager": lambda: eager(batch, None, NUM_DATA),
+        "compiled": lambda: replayed(batch, None, NUM_DATA),
+        "reference": lambda: twin_loss(twin, batch, NUM_DATA),
+    }
+    if run.args.inductor:
+        inductor = ReplayedLoss(_ELBOLoss(model, model.loss), name, mode="inductor")
+        sides["inductor"] = lambda: inductor(batch, None, NUM_DATA)
     with pyro.validation_enabled(False):
         timings = harness.time_steps(
             {
-                "eager": references.step_fn(
-                    model.parameters(), lambda: eager(batch, None, NUM_DATA)
-                ),
-                "compiled": references.step_fn(
-                    model.parameters(), lambda: replayed(batch, None, NUM_DATA)
-                ),
-                "reference": references.step_fn(
-                    twin.parameters(), lambda: twin_loss(twin, batch, NUM_DATA)
-                ),
+                side: references.step_fn(
+                    (twin if side == "reference" else model).parameters(), loss
+                )
+                for side, loss in sides.items()
             },
             run.args.repeats,
             run.args.block_s,
             sync=run.sync,
         )
     e, c, r = (timings[k]["ms"] for k in ("eager", "compiled", "reference"))
+    i = timings["inductor"]["ms"] if run.args.inductor else math.nan
+    recorded = "yes" if replayed.reason is None else f"no ({replayed.reason})"
+    if run.args.inductor and inductor.uncompiled is not None:
+        recorded += f"; inductor: uncompiled ({inductor.uncompiled})"
     return {
         "family": family,
         "size": f"{size}: {label}",
@@ -130,7 +145,9 @@ def run_setting(family: str, size: str, run: harness.Run) -> dict:
         "eager_ratio": e / r,
         "compiled_ratio": c / r,
         "compiled_extra_ms": c - r,
-        "recorded": "yes" if replayed.reason is None else f"no ({replayed.reason})",
+        "inductor_ms": i,
+        "inductor_ratio": i / r,
+        "recorded": recorded,
     }
 
 
@@ -168,12 +185,24 @@ def main(argv=None) -> int:
     options.add_argument("--repeats", type=int, default=None, help="timed blocks (9)")
     options.add_argument("--block-s", type=float, default=None, help="seconds per block (1)")
     options.add_argument("--calls", type=int, default=None, help="timed fit calls (9)")
+    options.add_argument(
+        "--inductor",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='time compile="inductor" too (default: in the full run)',
+    )
     run = harness.start(
         "step_overhead",
         options,
         argv,
-        full={"repeats": 9, "block_s": 1.0, "calls": 9, "sizes": "tiny,realistic"},
-        quick={"repeats": 1, "block_s": 0.01, "calls": 1, "sizes": "tiny"},
+        full={
+            "repeats": 9,
+            "block_s": 1.0,
+            "calls": 9,
+            "sizes": "tiny,realistic",
+            "inductor": True,
+        },
+        quick={"repeats": 1, "block_s": 0.01, "calls": 1, "sizes": "tiny", "inductor": False},
     )
     args = run.args
     families = args.families.split(",")

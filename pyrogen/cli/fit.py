@@ -32,6 +32,7 @@ from pyrogen.diagnostics.report import SUMMARY_FILE, check_run_folder, write_run
 from pyrogen.diagnostics.text import describe_fit
 from pyrogen.infer.callbacks import Callback
 from pyrogen.infer.checkpointing import TrainingInterrupted
+from pyrogen.infer.compiled import COMPILE_MODES
 from pyrogen.infer.distributed import STRATEGIES, check_scale_out, cluster, join, spawn
 from pyrogen.infer.engine import fit
 from pyrogen.infer.precision import PRECISIONS
@@ -116,8 +117,9 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
         (
             "--compile",
             "record the training step once and replay it (pyrogen.fit's compile; "
-            "eager where the step cannot be recorded)",
-            {"action": "store_true"},
+            "eager where the step cannot be recorded); --compile inductor also compiles it "
+            "with torch.compile",
+            {"nargs": "?", "const": "replay", "choices": COMPILE_MODES, "metavar": "MODE"},
         ),
     )
 
@@ -265,7 +267,7 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
             extra.update(more)
         else:
             pyro.set_rng_seed(args.seed)  # the networks' initial weights are drawn here
-            model = family(**options)
+            model = spec.build(options) if spec.build else family(**options)
             result = fit(model, train, setup.train_labels, **fit_options)
     if family.reads_images:
         extra["epochs"] = result.steps / schedule.steps_per_epoch

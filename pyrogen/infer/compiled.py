@@ -16,6 +16,15 @@ eager loss on the same batch and the same random state. Either failure means the
 step is not a fixed graph; training then continues eagerly, with a ``RuntimeWarning``
 saying why. The random streams are left exactly as eager training leaves them, so a
 compiled fit gives the eager fit's losses.
+
+``compile="inductor"`` goes one step further: the recording's random draws are lifted out
+of it (:func:`lift_random_draws`) and made eagerly, in the recorded order, by the same
+operations on the same generators, so they are exactly the eager draws; the rest of the
+graph, now deterministic, is compiled by ``torch.compile`` (inductor), which fuses its
+element-wise operations. Inductor's fused arithmetic rounds differently, so the losses equal
+the eager ones to float tolerance rather than bit for bit; the recording is checked
+against the eager loss as before, and where that check or the compilation fails, the
+plain recording is replayed instead, with a warning.
 """
 
 from __future__ import annotations
@@ -27,9 +36,14 @@ from collections.abc import Callable
 
 import pyro
 import torch
+import torch.fx
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils import _pytree as pytree
 
-__all__ = ["ReplayedLoss"]
+__all__ = ["COMPILE_MODES", "ReplayedLoss", "lift_random_draws"]
+
+#: What ``fit(compile=...)`` takes besides False: True is ``"replay"``.
+COMPILE_MODES = ("replay", "inductor")
 
 #: Largest relative difference between a recording and the eager loss it must equal.
 REPLAY_TOLERANCE = 1e-5
@@ -47,17 +61,25 @@ class ReplayedLoss(torch.nn.Module):
     Args:
         trainer: the loss module; its parameters and buffers are the graph's inputs.
         name: how a warning names the model.
+        mode: ``"replay"`` (the recording replayed operation by operation) or
+            ``"inductor"`` (its random draws made eagerly, the rest compiled by
+            ``torch.compile``; see the module).
 
     Attributes:
         recordings: the replayed graphs by input shapes (tests and benchmarks read it).
         reason: why the loss runs eagerly (None while it does not).
+        uncompiled: with ``mode="inductor"``, why a recording is replayed uncompiled
+            (None while none is).
     """
 
-    def __init__(self, trainer: torch.nn.Module, name: str) -> None:
+    def __init__(self, trainer: torch.nn.Module, name: str, mode: str = "replay") -> None:
         super().__init__()
-        self.trainer, self.name = trainer, name
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"mode: expected one of {COMPILE_MODES}, got {mode!r}")
+        self.trainer, self.name, self.mode = trainer, name, mode
         self.recordings: dict[tuple, Callable[..., torch.Tensor]] = {}
         self.reason: str | None = None
+        self.uncompiled: str | None = None
         self.tensors: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None, num_data: int) -> torch.Tensor:
@@ -102,19 +124,115 @@ class ReplayedLoss(torch.nn.Module):
                 replayed = float(graph(tensors, x, y))
         if not _close(eager, replayed):
             return self._give_up(f"a recording gave {replayed:.8g}, the eager loss {eager:.8g}")
+        if self.mode == "inductor":
+            graph = self._compiled(graph, tensors, x, y, eager)
         self.recordings[key] = graph
+        return graph
+
+    def _compiled(
+        self,
+        graph: torch.fx.GraphModule,
+        tensors: list[torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        eager: float,
+    ) -> Callable[..., torch.Tensor]:
+        """The recording with its draws lifted out and the rest compiled by inductor, or
+        the recording itself (and a warning) where that fails or gives another loss."""
+        try:
+            run = lift_random_draws(graph, len([t for t in tensors if t.requires_grad]))
+            with torch.no_grad(), _same_random_state(x.device):
+                compiled = float(run(tensors, x, y))  # compiles here
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            return self._uncompiled(graph, f"torch.compile failed: {reason}")
+        if not _close(eager, compiled):
+            return self._uncompiled(
+                graph, f"the compiled step gave {compiled:.8g}, the eager loss {eager:.8g}"
+            )
+        return run
+
+    def _uncompiled(self, graph: torch.fx.GraphModule, reason: str) -> torch.fx.GraphModule:
+        self.uncompiled = reason
+        self._warn(f"{self.name}'s recorded step is replayed uncompiled ({reason})")
         return graph
 
     def _give_up(self, reason: str) -> None:
         self.reason = reason
         self.recordings.clear()
-        warnings.warn(
-            f"compile: {self.name}'s training step cannot be recorded ({reason}); it runs "
-            "eagerly, as with compile=False",
-            RuntimeWarning,
-            stacklevel=2,
+        self._warn(
+            f"{self.name}'s training step cannot be recorded ({reason}); it runs eagerly, as "
+            "with compile=False"
         )
         return None
+
+    def _warn(self, message: str) -> None:
+        warnings.warn(f"compile: {message}", RuntimeWarning, stacklevel=3)
+
+
+def lift_random_draws(
+    graph: torch.fx.GraphModule, trained: int
+) -> Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """Split a recorded loss ``graph(tensors, x, y)`` into its random draws, made eagerly,
+    and the deterministic rest, compiled by ``torch.compile``.
+
+    A draw is an operation tagged ``nondeterministic_seeded`` (``normal_``, ``randint``,
+    ...); it and what it is computed from (shapes, constants) form a small graph run as
+    recorded, so the draws come from the same generators, in the same order and by the same
+    kernels as in eager training. Each draw then enters the compiled rest as an input.
+
+    Args:
+        graph: a ``make_fx`` recording of ``loss(tensors, x, y)``.
+        trained: the first ``trained`` of ``tensors`` are trained: a draw computed from one
+            (a reparameterized Gamma, say) would lose its gradient, and is refused.
+
+    Returns:
+        ``run(tensors, x, y)``, the loss.
+
+    Raises:
+        ValueError: a draw depends on a trained tensor.
+    """
+    nodes = list(graph.graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    draws = [n for n in nodes if n.op == "call_function" and _is_draw(n.target)]
+    needed: set[torch.fx.Node] = set()
+    stack = list(draws)
+    while stack:
+        node = stack.pop()
+        if node not in needed:
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
+    if needed & set(inputs[:trained]):
+        raise ValueError("a random draw depends on trained parameters")
+    prelude, env = torch.fx.Graph(), {}
+    for node in nodes:
+        if node.op == "placeholder":
+            env[node] = prelude.placeholder(node.name)
+        elif node in needed:
+            env[node] = prelude.node_copy(node, env.__getitem__)
+    prelude.output(tuple(env[node] for node in draws))
+    rest, env = torch.fx.Graph(), {}
+    for node in inputs:
+        env[node] = rest.placeholder(node.name)
+    for i, node in enumerate(draws):
+        env[node] = rest.placeholder(f"draw_{i}")
+    for node in nodes:
+        if node not in env:
+            env[node] = rest.node_copy(node, env.__getitem__)
+    rest.eliminate_dead_code()
+    draw = torch.fx.GraphModule(graph, prelude)
+    compiled = torch.compile(torch.fx.GraphModule(graph, rest), dynamic=False)
+    in_spec, out_spec = graph._in_spec, graph._out_spec  # how make_fx flattened them
+
+    def run(tensors: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor | None):
+        flat = torch.fx._pytree.tree_flatten_spec((tensors, x, y), in_spec)
+        return pytree.tree_unflatten(list(compiled(*flat, *draw(*flat))), out_spec)
+
+    return run
+
+
+def _is_draw(target: object) -> bool:
+    return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
 
 
 def _close(a: float, b: float) -> bool:

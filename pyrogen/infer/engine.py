@@ -399,7 +399,7 @@ class TrainingLoop:
         self.elbo = None if self.players else model.loss
         self.trainer: torch.nn.Module = _ELBOLoss(model, self.elbo)
         if config.compile:
-            self.trainer = ReplayedLoss(self.trainer, type(model).__name__)
+            self.trainer = ReplayedLoss(self.trainer, type(model).__name__, config.compile)
         self.validate, self.first_step = pyro.poutine.util.is_validation_enabled(), self.state.step
         self.callbacks = self._callbacks()
         self.stop_is_shared = any(not _all_processes(c) for c in self.callbacks)

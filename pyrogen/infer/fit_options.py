@@ -21,6 +21,7 @@ import torch
 from pyrogen.checks import as_tensor, check_int, check_number, float_dtype_of, label_tensor
 from pyrogen.infer import distributed
 from pyrogen.infer.callbacks import Callback, as_callback
+from pyrogen.infer.compiled import COMPILE_MODES
 from pyrogen.infer.precision import check_precision, mixed_precision
 from pyrogen.models.base import GenerativeModel
 
@@ -108,6 +109,10 @@ class FitConfig:
       faster where Python dominates a step (small networks, GPUs). A family whose step
       reads values out of tensors (enumeration, masks by label) trains eagerly, with a
       warning. One process only, whole batches (no ``micro_batch_size`` below the batch).
+      ``True`` is ``"replay"``; ``"inductor"`` also compiles the recording, its random
+      draws made eagerly, with ``torch.compile`` (fused element-wise operations; losses
+      equal to float tolerance; 10-40 s of compilation per batch shape on a CPU, which
+      needs a C++ compiler). Here False or the mode's name.
     """
 
     steps: int
@@ -132,7 +137,7 @@ class FitConfig:
     num_nodes: int
     precision: str
     epoch_transform: EpochTransform | None
-    compile: bool = False
+    compile: bool | str = False
 
     @property
     def world_size(self) -> int:
@@ -206,7 +211,7 @@ def _check_turns(
     model: GenerativeModel,
     placement: dict[str, Any],
     pieces: bool,
-    compiled: bool,
+    compiled: bool | str,
     validation: bool,
 ) -> None:
     """Refuse what a model trained in turns does not support yet (one process, whole
@@ -225,11 +230,15 @@ def _check_turns(
             )
 
 
-def _checked_compile(value: Any, placement: dict[str, Any], pieces: bool) -> bool:
-    """``compile`` as a bool, refused where a recorded step cannot stand for every step
-    (``pieces``: batches are scored in micro-batches)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"compile: expected True or False, got {value!r}")
+def _checked_compile(value: Any, placement: dict[str, Any], pieces: bool) -> bool | str:
+    """``compile`` as False or a mode of :data:`~pyrogen.infer.compiled.COMPILE_MODES`,
+    refused where a recorded step cannot stand for every step (``pieces``: batches are
+    scored in micro-batches)."""
+    if value is True:
+        value = "replay"
+    if value is not False and value not in COMPILE_MODES:
+        modes = ", ".join(repr(mode) for mode in COMPILE_MODES)
+        raise ValueError(f"compile: expected True, False, {modes}, got {value!r}")
     several = placement["devices"] * placement["num_nodes"] > 1
     if value and placement["strategy"] == "ddp" and several:
         raise ValueError("compile: expected one training process, got strategy='ddp' with more")

@@ -4,12 +4,15 @@ that is not one fixed graph."""
 
 from __future__ import annotations
 
+import shutil
+
 import pyro
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 import pyrogen
-from pyrogen.infer.compiled import ReplayedLoss
+from pyrogen.infer.compiled import ReplayedLoss, lift_random_draws
 
 ROWS = 150  # batches of 32: four of 32 and one of 22, so two recordings
 
@@ -80,7 +83,7 @@ def test_a_step_that_reads_values_trains_eagerly_with_a_warning():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"compile": "yes"}, "compile: expected True or False, got 'yes'"),
+        ({"compile": "yes"}, "compile: expected True, False, 'replay', 'inductor', got 'yes'"),
         ({"compile": True, "micro_batch_size": 8}, "compile: expected whole batches"),
     ],
 )
@@ -114,3 +117,38 @@ def test_training_reads_networks_without_param_statements_and_the_same_loss():
     assert any("encoder" in name for name in registered)
     assert not any("encoder" in name for name in unregistered)
     assert torch.equal(quiet, loud)
+
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler (g++)"
+)
+
+
+@needs_compiler
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_an_inductor_fit_gives_the_eager_losses_to_float_tolerance(device, recwarn):
+    # One batch shape (full batch), so one compilation. Inductor's fused arithmetic rounds
+    # differently from eager kernels (float32: ~1e-7 relative per operation), while the
+    # random draws are the eager ones exactly: losses agree to ~1e-6 relative after a few
+    # Adam steps, far below the 1e-2 a different draw of z would move this VAE's loss.
+    x = _bits()
+    options = {"steps": 4, "progress": False, "seed": 3, "device": device}
+    eager, compiled = (pyrogen.VAE((6,), latent_dim=2, hidden=(16,)) for _ in range(2))
+    expected = pyrogen.fit(eager, x, **options)
+    result = pyrogen.fit(compiled, x, compile="inductor", **options)
+    assert not [w for w in recwarn if str(w.message).startswith("compile:")]
+    torch.testing.assert_close(result.losses, expected.losses, rtol=1e-5, atol=0)
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_random_draws_are_lifted_out_unless_they_depend_on_trained_tensors():
+    def loss(tensors, x, y):
+        (w,) = tensors
+        return (w * x + torch.randn_like(x)).sum() + torch.normal(w, 1.0).sum()
+
+    w = torch.ones(3, requires_grad=True)
+    graph = make_fx(loss)([w], torch.ones(3), None)
+    with pytest.raises(ValueError, match="depends on trained parameters"):
+        lift_random_draws(graph, trained=1)
+    lift_random_draws(graph, trained=0)  # as buffers, the draws may be made eagerly
