@@ -34,6 +34,7 @@ RUNS = [
     ("flows_posterior", ("--models", "funnel_neutra"), "flows_posterior_funnel_neutra"),
     ("flows_vae_posterior", (), "flows_vae_posterior"),
     ("generative_classifiers", (), "generative_classifiers"),
+    ("gan_modes", (), "gan_modes"),
     ("gmm_vs_sklearn", (), "gmm_vs_sklearn"),
     ("gmm_vs_sklearn", ("--scale",), "scale_gmm"),
     ("gmm_vs_sklearn", ("--profile",), "gmm_profile"),
