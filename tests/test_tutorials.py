@@ -29,6 +29,7 @@ TUTORIALS = [
     "plot_autoregressive.py",
     "plot_gan.py",
     "plot_diffusion.py",
+    "plot_ood.py",
 ]
 
 # Smoke runs take well under a minute; this only stops a hung run from hanging the suite.
