@@ -10,7 +10,7 @@ and KernelDensity, in one run.
   pixels, ``FlowDensity`` (RealNVP, ``dequantize=256``, logit) and ``DiffusionVAE``
   (``likelihood="discretized"``, ELBO) the levels k / 255, ``AutoregressiveDensity`` (MADE)
   and ``VAE`` (importance-weighted bound) pixels binarized at 1/2 (every set binarized
-  alike). ``EnergyDensity`` on 784 pixels: see ``--families``.
+  alike), ``EnergyDensity`` (denoising score matching, log Z by AIS) the levels.
 * **Breast cancer** (scikit-learn, 30 features, standardized on the training rows):
   in-distribution = benign tumours; out-of-distribution = malignant ones, held-out benign
   rows shifted by ``--shift`` standard deviations in every feature, and held-out benign
@@ -46,6 +46,9 @@ TABLE_SETS = ("malignant", "shifted", "shrunk")
 #: Scores computed from a model (complexity: images only).
 MODEL_SCORES = ("nll", "typicality", "likelihood_ratio", "complexity_zlib", "complexity_png")
 BASELINES = ("IsolationForest", "OneClassSVM", "KernelDensity")
+SIDE = 28  # MNIST's images are SIDE x SIDE
+PIXELS = SIDE * SIDE
+FEATURES = 30  # breast cancer's
 METRICS = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("fpr_at_95_tpr", "FPR@95TPR"))
 
 
@@ -74,7 +77,7 @@ class Task:
 
 
 def _views(x: torch.Tensor, view: str, generator: torch.Generator) -> torch.Tensor:
-    """Images (N, 784) of levels k / 255 in the view a family models."""
+    """Images (N, PIXELS) of levels k / 255 in the view a family models."""
     if view == "binary":
         return (x > 0.5).float()
     if view == "dequantized":
@@ -83,21 +86,21 @@ def _views(x: torch.Tensor, view: str, generator: torch.Generator) -> torch.Tens
 
 
 def mnist_task(args) -> Task:
-    """Digits 0-4 in, 5-9, noise, inverted and blank images out; all (N, 784) in [0, 1]."""
+    """Digits 0-4 in, 5-9, noise, inverted and blank images out; all (N, PIXELS) in [0, 1]."""
     train_images, train_labels, _ = harness.mnist(args, "train")
     test_images, test_labels, _ = harness.mnist(args, "test")
     generator = torch.Generator().manual_seed(args.seed)
-    inside = train_images[train_labels < 5].reshape(-1, 784)
+    inside = train_images[train_labels < 5].reshape(-1, PIXELS)
     inside = inside[torch.randperm(len(inside), generator=generator)]
     train, validation = inside[: args.train_rows], inside[-args.test_rows :]
-    test_in = test_images[test_labels < 5].reshape(-1, 784)[: args.test_rows]
-    held_out = test_images[test_labels >= 5].reshape(-1, 784)[: args.test_rows]
-    noise = torch.randint(256, (args.test_rows, 784), generator=generator).float() / 255
+    test_in = test_images[test_labels < 5].reshape(-1, PIXELS)[: args.test_rows]
+    held_out = test_images[test_labels >= 5].reshape(-1, PIXELS)[: args.test_rows]
+    noise = torch.randint(256, (args.test_rows, PIXELS), generator=generator).float() / 255
     outside = {
         "digits 5-9": held_out,
         "noise": noise,
         "inverted": 1 - test_in,
-        "blank": torch.zeros(args.test_rows, 784),
+        "blank": torch.zeros(args.test_rows, PIXELS),
     }
     return Task("MNIST", train, validation, test_in, outside, images=True)
 
@@ -130,7 +133,7 @@ def image_families(args) -> list[Family]:
         Family(
             "FlowDensity",
             lambda: pyrogen.FlowDensity(
-                784, "realnvp", transforms=4, hidden=hidden, dequantize=256, logit=0.05
+                PIXELS, "realnvp", transforms=4, hidden=hidden, dequantize=256, logit=0.05
             ),
             "levels",
             fit,
@@ -138,13 +141,13 @@ def image_families(args) -> list[Family]:
         ),
         Family(
             "AutoregressiveDensity",
-            lambda: pyrogen.AutoregressiveDensity(784, "made", hidden=hidden),
+            lambda: pyrogen.AutoregressiveDensity(PIXELS, "made", hidden=hidden),
             "binary",
             fit,
         ),
         Family(
             "VAE",
-            lambda: pyrogen.VAE(784, latent_dim=20, hidden=hidden),
+            lambda: pyrogen.VAE(PIXELS, latent_dim=20, hidden=hidden),
             "binary",
             fit,
             num_samples=args.iw_samples,
@@ -152,7 +155,10 @@ def image_families(args) -> list[Family]:
         Family(
             "DiffusionVAE",
             lambda: pyrogen.DiffusionVAE(
-                784, timesteps=args.timesteps, likelihood="discretized", hidden=(args.hidden,) * 2
+                PIXELS,
+                timesteps=args.timesteps,
+                likelihood="discretized",
+                hidden=(args.hidden,) * 2,
             ),
             "levels",
             fit,
@@ -160,7 +166,7 @@ def image_families(args) -> list[Family]:
         ),
         Family(
             "EnergyDensity",
-            lambda: pyrogen.EnergyDensity(784, hidden=hidden, noise_levels=(0.3,)),
+            lambda: pyrogen.EnergyDensity(PIXELS, hidden=hidden, noise_levels=(0.3,)),
             "levels",
             fit,
             num_samples=args.ais_chains,
@@ -175,33 +181,33 @@ def table_families(args) -> list[Family]:
         Family("GaussianMixture", lambda: pyrogen.GaussianMixture(2, covariance="full"), "table"),
         Family(
             "FlowDensity",
-            lambda: pyrogen.FlowDensity(30, "realnvp", transforms=4, hidden=(64, 64)),
+            lambda: pyrogen.FlowDensity(FEATURES, "realnvp", transforms=4, hidden=(64, 64)),
             "table",
             fit,
         ),
         Family(
             "AutoregressiveDensity",
-            lambda: pyrogen.AutoregressiveDensity(30, "made", "gaussian", hidden=(64,)),
+            lambda: pyrogen.AutoregressiveDensity(FEATURES, "made", "gaussian", hidden=(64,)),
             "table",
             fit,
         ),
         Family(
             "VAE",
-            lambda: pyrogen.VAE(30, latent_dim=5, likelihood="gaussian", hidden=(64,)),
+            lambda: pyrogen.VAE(FEATURES, latent_dim=5, likelihood="gaussian", hidden=(64,)),
             "table",
             fit,
             num_samples=args.iw_samples,
         ),
         Family(
             "DiffusionVAE",
-            lambda: pyrogen.DiffusionVAE(30, timesteps=args.timesteps, hidden=(64, 64)),
+            lambda: pyrogen.DiffusionVAE(FEATURES, timesteps=args.timesteps, hidden=(64, 64)),
             "table",
             fit,
             num_samples=args.timesteps,
         ),
         Family(
             "EnergyDensity",
-            lambda: pyrogen.EnergyDensity(30, hidden=(64, 64), noise_levels=(0.3,)),
+            lambda: pyrogen.EnergyDensity(FEATURES, hidden=(64, 64), noise_levels=(0.3,)),
             "table",
             fit,
             num_samples=args.ais_chains,
@@ -254,10 +260,10 @@ def score_family(args, task: Task, family: Family) -> tuple[list[dict], dict, di
     }
     if task.images:
         for compressor in ood.COMPRESSORS:
-            # Compressed as 28 x 28 images, so PNG's filters see neighbouring rows.
+            # Compressed as SIDE x SIDE images, so PNG's filters see neighbouring rows.
             scores[f"complexity_{compressor}"] = {
                 name: nll[name] / math.log(2)
-                - ood.code_length(rows.reshape(-1, 1, 28, 28), compressor)
+                - ood.code_length(rows.reshape(-1, 1, SIDE, SIDE), compressor)
                 for name, rows in view.items()
             }
     rows = []
