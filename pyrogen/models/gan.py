@@ -17,8 +17,8 @@ is no likelihood to bound. The two players take turns at every step of ``pyrogen
 Stabilizers: two time scales (``discriminator_lr_scale``), an R1 penalty on real data
 (``r1``, Mescheder et al. 2018), and an exponential moving average of the generator's
 weights (``ema``) that ``sample`` draws from. Data are standardized inside the model, as the
-flow does. Judge samples with :mod:`pyrogen.diagnostics.sample_tests` (two-sample tests,
-mode coverage): a GAN has no likelihood to report.
+flow does (``standardize``). Judge samples with :mod:`pyrogen.diagnostics.sample_tests`
+(two-sample tests, mode coverage): a GAN has no likelihood to report.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ class GAN(GenerativeModel):
         ema: decay of the moving average of the generator's weights that ``sample`` uses
             (None: the trained weights themselves).
         observation_sd: s, the model's observation noise around G(z) (standardized units).
+        standardize: shift and scale each value by its training mean and standard deviation
+            inside the model (False: model the data as given, e.g. pixels in [0, 1], where
+            a nearly constant pixel would otherwise be scaled up by its tiny deviation).
 
     Shapes:
         x (N, ``*data_shape``); y (N,) labels of a conditional GAN.
@@ -109,6 +112,7 @@ class GAN(GenerativeModel):
         discriminator_updates: int | None = None,
         ema: float | None = 0.999,
         observation_sd: float = 0.01,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
         self.data_shape = check_data_shape(data_shape)
@@ -126,6 +130,9 @@ class GAN(GenerativeModel):
             raise ValueError(f"ema: expected a decay in [0, 1) or None, got {ema!r}")
         self.ema = None if ema is None else float(ema)
         self.observation_sd = check_number("observation_sd", observation_sd)
+        if not isinstance(standardize, bool):
+            raise ValueError(f"standardize: expected True or False, got {standardize!r}")
+        self.standardize = standardize
         context = num_classes or 0
         self.generator_kind = generator if isinstance(generator, str) else "custom"
         self.discriminator_kind = discriminator if isinstance(discriminator, str) else "custom"
@@ -280,12 +287,14 @@ class GAN(GenerativeModel):
 
     # --- data -----------------------------------------------------------------------------
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
-        """Check the data (and labels); standardize from them; start the average."""
+        """Check the data (and labels); standardize from them (``standardize``); start the
+        average."""
         x = self._prepare(x)
         self._context(y, len(x))
-        flat = x.flatten(1)
-        self.data_shift.copy_(flat.mean(0))
-        self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
+        if self.standardize:
+            flat = x.flatten(1)
+            self.data_shift.copy_(flat.mean(0))
+            self.data_scale.copy_(flat.std(0).clamp(min=1e-6) if len(flat) > 1 else 1.0)
         if self.average is not None and int(self.averaged_steps) == 0:
             self.average.load_state_dict(self.generator.state_dict())
 

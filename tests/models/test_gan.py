@@ -117,6 +117,7 @@ def test_a_gan_has_no_elbo_and_says_so():
         ({"ema": 1.0}, r"ema: expected a decay in \[0, 1\)"),
         ({"num_classes": 1}, "num_classes"),
         ({"discriminator_updates": 0}, "discriminator_updates"),
+        ({"standardize": "yes"}, "standardize: expected True or False"),
     ],
 )
 def test_bad_settings_are_named(options, message):
@@ -131,3 +132,14 @@ def test_a_run_of_a_gan_on_a_table_draws_its_samples_over_the_data(tmp_path):
     result = pyrogen.fit(gan, x, steps=2, progress=False)
     path = write_run(tmp_path / "run", model=gan, result=result, data=x)
     assert {"elbo.png", "sample_scatter.png"} <= {p.name for p in path.iterdir()}
+
+
+def test_without_standardizing_the_data_are_modelled_as_given():
+    gan = _set_up(standardize=False)
+    assert torch.equal(gan.data_shift, torch.zeros(2)) and torch.equal(
+        gan.data_scale, torch.ones(2)
+    )
+    torch.manual_seed(0)
+    z = torch.randn(4, 3)
+    torch.manual_seed(0)
+    torch.testing.assert_close(gan.sample(4), gan.average(z))
