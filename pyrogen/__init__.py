@@ -27,6 +27,7 @@ from pyrogen.models import (
     GaussianMixtureVAE,
     LogisticRegression,
     NaiveBayes,
+    NoiseConditionalClassifier,
     SemiSupervisedVAE,
     load,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "LogisticRegression",
     "MetricsLogger",
     "NaiveBayes",
+    "NoiseConditionalClassifier",
     "SemiSupervisedVAE",
     "__version__",
     "data",

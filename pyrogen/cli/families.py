@@ -40,8 +40,10 @@ class FamilySpec:
     ``score_samples``, ``labels`` (the help of ``--labels``; None: no such option),
     ``options`` (rows of :func:`~pyrogen.cli.options.add_all`), ``before_data`` (constructor
     keywords decided before the data are read), ``configure`` (what the labels are for;
-    default: they colour the report) and ``train`` (replaces :func:`pyrogen.fit`: ``train(args,
-    family, options, x, fit_options)`` -> model, FitResult, InferenceData, summary entries)."""
+    default: they colour the report), ``build`` (makes the model from the constructor
+    keywords; default ``family(**options)``) and ``train`` (replaces :func:`pyrogen.fit`:
+    ``train(args, family, options, x, fit_options)`` -> model, FitResult, InferenceData,
+    summary entries)."""
 
     arguments: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
@@ -53,6 +55,7 @@ class FamilySpec:
     before_data: Callable[[argparse.Namespace, str | None], dict[str, Any]] | None = None
     configure: Callable[[argparse.Namespace, ImageSplit], Setup] | None = None
     train: Callable[..., tuple[GenerativeModel, Any, Any, dict[str, Any]]] | None = None
+    build: Callable[[dict[str, Any]], GenerativeModel] | None = None
 
 
 # --- gmm ----------------------------------------------------------------------------------
@@ -162,6 +165,39 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
     return setup
 
 
+# --- noise_classifier -------------------------------------------------------------------------
+def _noise_classifier_before_data(args: argparse.Namespace, dataset: str | None) -> dict:
+    """The diffusion run whose latents the classifier reads: its shape and likelihood say
+    how the data are read; ``build`` copies the rest (schedule, levels, scaling)."""
+    model_file = args.diffusion
+    diffusion = load(model_file / "model.pt" if model_file.is_dir() else model_file)
+    if diffusion.family != "diffusion":
+        raise ValueError(
+            f"--diffusion: expected a run or model file of a diffusion model, got a "
+            f"{diffusion.family} model ({str(model_file)!r})"
+        )
+    shape, likelihood = tuple(diffusion.data_shape), diffusion.likelihood
+    return {"diffusion": diffusion, "data_shape": shape, "likelihood": likelihood}
+
+
+def _configure_noise_classifier(args: argparse.Namespace, data: ImageSplit) -> Setup:
+    if data.train_labels is None:
+        raise ValueError(
+            "--labels: expected labels for the noise classifier (MNIST --data-dir has them; "
+            "with --data give --labels FILE|KEY), got none"
+        )
+    setup = _labelled(args, data)
+    setup.extra["diffusion"] = str(args.diffusion)
+    return setup
+
+
+def _build_noise_classifier(options: dict[str, Any]) -> GenerativeModel:
+    """:meth:`~pyrogen.NoiseConditionalClassifier.for_model` of the --diffusion model."""
+    own = {key: options[key] for key in ("network", "hidden", "channels") if key in options}
+    family = REGISTRY["noise_classifier"]
+    return family.for_model(options["diffusion"], options["num_classes"], **own)
+
+
 # --- the table --------------------------------------------------------------------------------
 #: What every VAE family's spec shares.
 _VAE = {
@@ -235,6 +271,15 @@ SPECS: dict[str, FamilySpec] = {
              "training so that guidance works", {"action": "store_true"}),
         ),
         before_data=_diffusion_before_data, configure=_configure_diffusion,
+    ),
+    "noise_classifier": FamilySpec(
+        arguments={"timesteps": None, "schedule": None, "likelihood": None},
+        labels="the classes the classifier learns (required)",
+        options=(("--diffusion", "the diffusion model (a run folder or model file) whose noisy "
+                  "latents to classify: its schedule, levels and data scaling are copied",
+                  {"type": Path, "metavar": "RUN", "required": True}),),
+        before_data=_noise_classifier_before_data, configure=_configure_noise_classifier,
+        build=_build_noise_classifier,
     ),
 }
 # fmt: on

@@ -17,7 +17,7 @@ from pyrogen.diagnostics import figure_writer, plot_image_grid, score, summarize
 from pyrogen.diagnostics.run_plots import drawable_shape
 from pyrogen.diagnostics.text import describe_evaluation, describe_shape
 from pyrogen.infer import distributed
-from pyrogen.models import GenerativeModel
+from pyrogen.models import GenerativeModel, load
 
 #: ``pyrogen sample --out`` formats: tables (rows of numbers) and images.
 TABLE_FORMATS = (".csv", ".npy")
@@ -54,6 +54,11 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
          {"choices": ("ancestral", "ddim")}),
         ("--guidance", "classifier-free guidance scale of a class-conditional model: 0 "
          "unconditional, 1 conditional (default), above 1 sharper classes", {"type": float}),
+        ("--classifier", "classifier guidance by this noise_classifier run (fitted with "
+         "--diffusion RUN): rows of the classes in turn, or of --label K",
+         {"type": Path, "metavar": "CLF_RUN"}),
+        ("--classifier-scale", "the classifier's scale: 1 (default) the class-conditional "
+         "distribution, above 1 sharper classes", {"type": float}),
         ("--label --component", "draw every row from class (or mixture component) K; default "
          "the classes in turn (a PNG column each), a mixture prior's by its weights, or a "
          "completed example's own label",
@@ -129,6 +134,8 @@ def _conditions(
     """Add the labels (``y``) and given examples (``observed``) of the draw to ``options``;
     returns the columns of a PNG with one column per class, or None for a square grid."""
     n, classes = args.num_rows, model.label_count
+    if options.get("classifier") is not None:  # classifier guidance: the classifier's classes
+        classes = options["classifier"].num_classes
     if args.label is not None:
         if classes is None:
             raise ValueError(
@@ -172,8 +179,15 @@ def _conditions(
 
 
 def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -> dict:
-    """--steps, --method and --guidance, for models that sample by a reverse process."""
-    flags = (("--steps", args.steps), ("--method", args.method), ("--guidance", args.guidance))
+    """--steps, --method, --guidance and --classifier(-scale), for models that sample by a
+    reverse process."""
+    flags = (
+        ("--steps", args.steps),
+        ("--method", args.method),
+        ("--guidance", args.guidance),
+        ("--classifier", args.classifier),
+        ("--classifier-scale", args.classifier_scale),
+    )
     given = [flag for flag, value in flags if value is not None]
     if "guidance" not in inspect.signature(model.sample).parameters:
         if given:
@@ -181,6 +195,7 @@ def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -
         return {}
     options: dict[str, Any] = {"steps": args.steps}
     options["method"] = args.method or ("ddim" if args.steps is not None else "ancestral")
+    options |= _classifier_options(args)
     if args.guidance is not None:
         if model.label_count is None:
             raise ValueError(
@@ -188,6 +203,26 @@ def _reverse_process_options(args: argparse.Namespace, model: GenerativeModel) -
             )
         options["guidance"] = args.guidance
     return options
+
+
+def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--classifier (loaded on --device) and --classifier-scale, for classifier guidance."""
+    if args.classifier is None:
+        if args.classifier_scale is not None:
+            raise ValueError(
+                "--classifier-scale: expected a classifier to scale (--classifier CLF_RUN), "
+                "got none"
+            )
+        return {}
+    path = args.classifier
+    classifier = load(path / "model.pt" if path.is_dir() else path)
+    if classifier.family != "noise_classifier":
+        raise ValueError(
+            f"--classifier: expected a run or model file of a noise_classifier, got a "
+            f"{classifier.family} model ({str(path)!r})"
+        )
+    scale = 1.0 if args.classifier_scale is None else args.classifier_scale
+    return {"classifier": classifier.to(args.device), "classifier_scale": scale}
 
 
 # --- evaluate -------------------------------------------------------------------------------

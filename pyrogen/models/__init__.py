@@ -15,6 +15,7 @@ from pyrogen.models.gmm import GaussianMixture
 from pyrogen.models.logistic_regression import LogisticRegression
 from pyrogen.models.mixture_vae import GaussianMixtureVAE
 from pyrogen.models.naive_bayes import NaiveBayes
+from pyrogen.models.noise_classifier import NoiseConditionalClassifier
 from pyrogen.models.semisupervised_vae import SemiSupervisedVAE
 from pyrogen.models.vae import VAE
 
@@ -35,6 +36,7 @@ REGISTRY: dict[str, type[GenerativeModel]] = {
         GAN,
         NaiveBayes,
         LogisticRegression,
+        NoiseConditionalClassifier,
     )
 }
 
@@ -54,6 +56,7 @@ __all__ = [
     "GenerativeModel",
     "LogisticRegression",
     "NaiveBayes",
+    "NoiseConditionalClassifier",
     "SemiSupervisedVAE",
     "VAE",
     "data_plate",

@@ -246,8 +246,7 @@ class DiffusionVAE(GenerativeModel):
     def _levels(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """gamma_t, alpha_t, sigma_t at integer levels t (B,) (or any batch shape), shaped
         to broadcast with x."""
-        gamma = self.schedule().to(like.dtype)[t].reshape(*t.shape, *([1] * len(self.shape)))
-        return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+        return noise_levels(self.schedule(), t, like, len(self.shape))
 
     def _q_marginal(self, x: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
         """q(z_t | x) = N(alpha_t x, sigma_t^2), event shape data_shape."""
@@ -326,10 +325,7 @@ class DiffusionVAE(GenerativeModel):
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
         """x as the diffusion sees it: in [-1, 1] for bounded data, standardized otherwise."""
-        if self.likelihood == "gaussian":
-            flat = (x.flatten(1) - self.data_shift) / self.data_scale
-            return flat.reshape(x.shape)
-        return 2 * x - 1
+        return scale_data(x, self.likelihood, self.data_shift, self.data_scale)
 
     def _observed(self, x: torch.Tensor) -> torch.Tensor:
         """x as p(x | z_0) scores it: values, or level indices for discretized data."""
@@ -565,6 +561,60 @@ class DiffusionVAE(GenerativeModel):
             "bound in expectation",
         }
 
+    # --- the score -------------------------------------------------------------------------
+    def score(self, z: Any, t: int | torch.Tensor, y: Any = None, *, guidance: float = 1.0):
+        """The model's estimate of the score grad_z log q_t(z) of the noisy marginal q_t, the
+        distribution of z_t = alpha_t x + sigma_t eps over the data, at level t.
+
+        It is the denoiser read as a score (Vincent 2011; Song & Ermon 2019): with the
+        estimates eps_hat of the noise and x_hat of x (unclipped),
+        ``score = -eps_hat / sigma_t = (alpha_t x_hat - z) / sigma_t**2``, and conversely
+        Tweedie's formula E[x | z_t] = (z_t + sigma_t**2 grad log q_t(z_t)) / alpha_t. The
+        units are those the diffusion runs in: x scaled to [-1, 1] (bounded data) or
+        standardized (Gaussian data), or the codes of latent diffusion; an energy model
+        trained by denoising score matching at noise sigma on x / alpha_t estimates
+        alpha_t times this score (see the docs' diffusion page).
+
+        Args:
+            z: latents (N, ``*shape``) (``shape``: ``data_shape``, or the codes').
+            t: the level, an int in 0..T or int64 levels (N,).
+            y: labels (N,) of a conditional model; None: its unconditional score.
+            guidance: classifier-free guidance scale, as for :meth:`sample`.
+
+        Returns:
+            (N, ``*shape``), differentiable in z and in the parameters.
+
+        Example:
+            >>> model = DiffusionVAE((2,), timesteps=10, hidden=(16,))
+            >>> model.score(torch.zeros(4, 2), 5).shape
+            torch.Size([4, 2])
+        """
+        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
+            raise ValueError(f"guidance: expected a number, got {guidance!r}")
+        z = as_examples(z, self.shape, dtype=self.data_shift.dtype, name="z")
+        z = z.to(self.data_shift.device)
+        levels = self._level_tensor(t, z.shape[0])
+        labels = self._prepare_y(y, z.shape[0])
+        if labels is None and self.num_classes is not None:
+            labels = torch.full_like(levels, self.num_classes)  # the null label
+        _, alpha, sigma = self._levels(levels, z)
+        x_hat = self._combined_x_hat(z, levels, labels, guidance)
+        return (alpha * x_hat - z) / sigma**2
+
+    def _level_tensor(self, t: int | torch.Tensor, rows: int) -> torch.Tensor:
+        """Levels t as int64 (rows,), checked to lie in 0..T."""
+        T = self.timesteps
+        if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.shape == (rows,):
+            levels = t.long().to(self.data_shift.device)
+        elif isinstance(t, int) and not isinstance(t, bool):
+            levels = torch.full((rows,), t, dtype=torch.long, device=self.data_shift.device)
+        else:
+            got = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(t)
+            raise ValueError(f"t: expected an int or int64 levels of shape ({rows},), got {got}")
+        if not ((levels >= 0) & (levels <= T)).all():
+            raise ValueError(f"t: expected levels in 0..{T}, got {levels.min()}..{levels.max()}")
+        return levels
+
     # --- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def sample(
@@ -575,13 +625,16 @@ class DiffusionVAE(GenerativeModel):
         steps: int | None = None,
         method: str = "ancestral",
         guidance: float = 1.0,
+        classifier: Any = None,
+        classifier_scale: float = 1.0,
         progress: bool | None = False,
     ) -> torch.Tensor:
         """Draw n examples (n, ``*data_shape``), in the data's units.
 
         Args:
             n: number of examples.
-            y: labels (n,) for a conditional model; None draws them uniformly.
+            y: labels (n,) for a conditional model or for ``classifier``; None draws them
+                uniformly.
             steps: reverse steps: all T for ``"ancestral"`` (DDPM's algorithm 2); for
                 ``"ddim"`` (deterministic, Song et al. 2021) any number from 1 to T
                 (default 50, or T if smaller), evenly spaced.
@@ -591,6 +644,16 @@ class DiffusionVAE(GenerativeModel):
                 ``guidance=0``): the estimate is
                 x_hat(unconditional) + s (x_hat(y) - x_hat(unconditional)); 0 is the
                 unconditional model, 1 the conditional one, above 1 sharper classes.
+            classifier: a :class:`~pyrogen.NoiseConditionalClassifier` of this model's
+                forward process (built by its ``for_model``): classifier guidance (Dhariwal
+                & Nichol 2021) towards the labels y. Each ancestral step's Gaussian
+                p(z_s | z_t), of mean mu and covariance Sigma, is drawn with mean
+                mu + c Sigma grad_z log p(y | z_t) (their algorithm 1); each DDIM step uses
+                the noise estimate eps_hat - c sigma_t grad_z log p(y | z_t) (algorithm 2),
+                i.e. the score :meth:`score` plus c grad log p(y | z_t). With a conditional
+                model it composes with classifier-free ``guidance``.
+            classifier_scale: c, the classifier's scale: 1 draws from
+                p(z) p(y | z) / p(y) up to the discretization, above 1 sharper classes.
             progress: show a progress bar.
 
         Returns:
@@ -607,13 +670,16 @@ class DiffusionVAE(GenerativeModel):
         check_int("n", n)
         steps = self._sampling_steps(steps, method, guidance)
         device, dtype = self.data_shift.device, self.data_shift.dtype
+        gradient = self._classifier_gradient(classifier, classifier_scale)
+        classes = self.num_classes if classifier is None else classifier.num_classes
         labels = None
-        if self.num_classes is not None:
+        if classes is not None:
             if y is None:
-                y = torch.randint(self.num_classes, (n,), device=device)
-            labels = as_labels(y, n, self.num_classes).to(device)
+                y = torch.randint(classes, (n,), device=device)
+            labels = as_labels(y, n, classes).to(device)
         elif y is not None:
             raise ValueError("y: this diffusion model is not conditional, got labels")
+        conditions = labels if self.num_classes is not None else None
         T = self.timesteps
         levels = torch.linspace(T, 0, steps + 1, dtype=torch.float64).round().long().tolist()
         was_training = self.training
@@ -626,12 +692,18 @@ class DiffusionVAE(GenerativeModel):
                 desc="sampling",
             ):
                 t_ = torch.full((n,), t, dtype=torch.long, device=device)
-                x_hat = self._guided_x_hat(z, t_, labels, guidance)
+                x_hat = self._guided_x_hat(z, t_, conditions, guidance)
+                # c grad log p(y | z_t), or None without a classifier
+                tilt = None if gradient is None else gradient(z, t_, labels)
                 if method == "ancestral":
-                    z = self._q_posterior(z, x_hat, t_).sample()
+                    step = self._q_posterior(z, x_hat, t_)
+                    loc = step.mean if tilt is None else step.mean + step.variance * tilt
+                    z = loc + step.stddev * torch.randn_like(z)
                 else:
                     _, alpha_t, sigma_t = self._levels(t_, z)
                     _, alpha_s, sigma_s = self._levels(t_ * 0 + s, z)
+                    if tilt is not None:  # eps_hat - c sigma_t grad, read through x_hat
+                        x_hat = self._clipped(x_hat + sigma_t**2 * tilt / alpha_t)
                     eps_hat = (z - alpha_t * x_hat) / sigma_t
                     z = alpha_s * x_hat + sigma_s * eps_hat
         finally:
@@ -639,6 +711,28 @@ class DiffusionVAE(GenerativeModel):
         if self.autoencoder is None:
             return self._mode(z)
         return self.autoencoder.decode(self._mode(z))
+
+    def _classifier_gradient(self, classifier: Any, scale: float):
+        """``(z, t, y) -> scale * grad_z log p(y | z_t)`` of ``classifier``, checked against
+        this model; None without a classifier."""
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise ValueError(f"classifier_scale: expected a number, got {scale!r}")
+        if classifier is None:
+            if scale != 1.0:
+                raise ValueError(
+                    f"classifier_scale: expected a classifier to scale, got classifier=None "
+                    f"with classifier_scale={scale!r}"
+                )
+            return None
+        from pyrogen.models.noise_classifier import NoiseConditionalClassifier  # imports this
+
+        if not isinstance(classifier, NoiseConditionalClassifier):
+            raise TypeError(
+                "classifier: expected a NoiseConditionalClassifier (built by its for_model), "
+                f"got {type(classifier).__name__}"
+            )
+        classifier.check_matches(self)
+        return lambda z, t, y: scale * classifier.log_prob_gradient(z, t, y)
 
     def _sampling_steps(self, steps: int | None, method: str, guidance: float) -> int:
         """The reverse steps ``sample`` takes (``steps``, or the method's default), with
@@ -658,19 +752,23 @@ class DiffusionVAE(GenerativeModel):
             raise ValueError(f"steps: expected at most timesteps={T}, got {steps}")
         return steps
 
-    def _guided_x_hat(self, z, t, labels, guidance: float) -> torch.Tensor:
-        bounded = self.likelihood != "gaussian"
+    def _combined_x_hat(self, z, t, labels, guidance: float) -> torch.Tensor:
+        """x_hat with classifier-free guidance: unconditional + s (conditional -
+        unconditional) (the conditional estimate alone for s = 1), unclipped."""
         if labels is None or guidance == 1:
-            x_hat = self._x_hat(z, t, labels)
-        else:
-            null = torch.full_like(labels, self.num_classes)
-            unconditional = self._x_hat(z, t, null)
-            x_hat = (
-                unconditional
-                if guidance == 0
-                else unconditional + guidance * (self._x_hat(z, t, labels) - unconditional)
-            )
-        if bounded:
+            return self._x_hat(z, t, labels)
+        null = torch.full_like(labels, self.num_classes)
+        unconditional = self._x_hat(z, t, null)
+        if guidance == 0:
+            return unconditional
+        return unconditional + guidance * (self._x_hat(z, t, labels) - unconditional)
+
+    def _guided_x_hat(self, z, t, labels, guidance: float) -> torch.Tensor:
+        return self._clipped(self._combined_x_hat(z, t, labels, guidance))
+
+    def _clipped(self, x_hat: torch.Tensor) -> torch.Tensor:
+        """x_hat within [-1, 1] (bounded data) or the training data's range (see sample)."""
+        if self.likelihood != "gaussian":
             return x_hat.clamp(-1, 1)
         return x_hat.clamp(self.sample_low.view(self.shape), self.sample_high.view(self.shape))
 
@@ -681,6 +779,35 @@ class DiffusionVAE(GenerativeModel):
             return (z_0 > 0).to(z_0.dtype)
         level = self._observation(z_0).base_dist.mode
         return level.to(z_0.dtype) / (self.levels - 1)
+
+
+def noise_levels(
+    gamma: torch.Tensor, t: torch.Tensor, like: torch.Tensor, event_dims: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gamma_t, alpha_t = sqrt(sigmoid(-gamma_t)), sigma_t = sqrt(sigmoid(gamma_t)) of a
+    variance-preserving schedule, at integer levels t.
+
+    Args:
+        gamma: the schedule's gamma_0..gamma_T, shape (T + 1,).
+        t: levels in 0..T, int64 of any batch shape (B,).
+        like: a tensor whose dtype the results take.
+        event_dims: dims of one example, so that the results broadcast with z (B, ...).
+
+    Returns:
+        three tensors of shape (B, 1, ..., 1) (``event_dims`` ones).
+    """
+    gamma = gamma.to(like.dtype)[t].reshape(*t.shape, *([1] * event_dims))
+    return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+
+def scale_data(
+    x: torch.Tensor, likelihood: str, shift: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """x (N, ...) as a diffusion model of ``likelihood`` noises it: 2 x - 1 (in [-1, 1]) for
+    bounded data, (x - shift) / scale per value (shift and scale flat, (D,)) for Gaussian."""
+    if likelihood == "gaussian":
+        return ((x.flatten(1) - shift) / scale).reshape(x.shape)
+    return 2 * x - 1
 
 
 def _frozen_autoencoder(

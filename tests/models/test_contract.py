@@ -180,6 +180,22 @@ def _logistic_regression_example(**options):
     return make
 
 
+def _noise_classifier_example(data_shape: tuple[int, ...], likelihood: str = "gaussian", **options):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        y = torch.arange(40) % 3
+        if likelihood == "gaussian":
+            x = torch.randn(40, *data_shape, generator=generator) * 2 + 1
+        else:
+            x = _binary(data_shape)
+        model = pyrogen.NoiseConditionalClassifier(
+            data_shape, 3, timesteps=10, likelihood=likelihood, hidden=(8,), **options
+        )
+        return Example(model, x, y)
+
+    return make
+
+
 def _generates(model: GenerativeModel) -> bool:
     """Whether ``sample`` draws x: not for a discriminative family (logistic regression)."""
     return getattr(model, "generates_data", True)
@@ -325,6 +341,11 @@ EXAMPLES = {
         ),
     ),
     "logistic_regression-map": ("logistic_regression", _logistic_regression_example()),
+    "noise_classifier-mlp-gaussian": ("noise_classifier", _noise_classifier_example((3,))),
+    "noise_classifier-conv-bernoulli-cosine": (
+        "noise_classifier",
+        _noise_classifier_example((1, 8, 8), "bernoulli", schedule="cosine", channels=4),
+    ),
     "logistic_regression-variational-hierarchical-intercept-prior": (
         "logistic_regression",
         _logistic_regression_example(
