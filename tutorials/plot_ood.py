@@ -318,19 +318,24 @@ rejecting = {
     "none (random order)": torch.rand(len(mixed), generator=generator),
 }
 fig, ax = plt.subplots(figsize=(6, 4))
+print(f"accuracy with no rejection: {correct.double().mean():.3f}")
 for name, score in rejecting.items():
     rates, accuracy = ood.rejection_curve(correct, score)
     ax.plot(rates, accuracy, marker=".", label=name)
+    print(f"{name:>24}: accuracy of the half kept {accuracy[rates.searchsorted(0.5)]:.3f}")
 ax.set_xlabel("share of rows rejected")
 ax.set_ylabel("accuracy of the rows kept")
 ax.legend(frameon=False)
 fig.tight_layout()
-print(f"accuracy with no rejection: {correct.double().mean():.3f}")
 
 # %%
-# The curve is only as good as the score's AUROC on the digits 5-9: a score that ranks them
-# first lifts the accuracy towards the classifier's accuracy on the digits it knows as the
-# rejected share nears one half.
+# The curve is only as good as the score's AUROC on the digits 5-9: a score that ranked
+# them all first would lift the accuracy of the half kept to the classifier's accuracy on
+# the digits it knows (0.93 in the full run, where 0.465 of the mixed rows are right). In
+# the full run, keeping the half each score finds most familiar gives 0.624 with naive
+# Bayes' own p(x), 0.654 with MADE's likelihood and 0.656 with its likelihood ratio,
+# against 0.468 in random order: p(x) helps, and the better density helps more, but new
+# digits are the set on which every score here is weakest.
 #
 # A tabular set with a shift
 # --------------------------
