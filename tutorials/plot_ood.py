@@ -347,7 +347,8 @@ fig.tight_layout()
 
 features, target = load_breast_cancer(return_X_y=True)
 features = torch.as_tensor(features, dtype=torch.float32)
-benign = features[target == 1][torch.randperm(int((target == 1).sum()), generator=generator)]
+shuffle = torch.randperm(int((target == 1).sum()), generator=torch.Generator().manual_seed(0))
+benign = features[target == 1][shuffle]
 mean, sd = benign[:200].mean(0), benign[:200].std(0)
 t_train, t_validation, t_test = (
     (rows - mean) / sd for rows in (benign[:200], benign[200:280], benign[280:])
@@ -358,9 +359,14 @@ TABLE_SETS = {
     "shrunk": 0.1 * t_test,
 }
 tabular = {
-    "GaussianMixture": pyrogen.fit(pyrogen.GaussianMixture(2), t_train, progress=False).model,
+    "GaussianMixture": pyrogen.fit(
+        pyrogen.GaussianMixture(2), t_train, seed=0, progress=False
+    ).model,
     "FlowDensity": pyrogen.fit(
-        pyrogen.FlowDensity(30, "realnvp", transforms=4, hidden=(64, 64)), t_train, **TRAINING
+        pyrogen.FlowDensity(30, "realnvp", transforms=4, hidden=(64, 64)),
+        t_train,
+        seed=0,
+        **TRAINING,
     ).model,
 }
 for family, model in tabular.items():
