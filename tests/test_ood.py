@@ -211,6 +211,8 @@ def test_complexity_score_is_the_code_length_difference_in_bits():
     gmm = _gaussian_mixture(x)
     expected = -gmm.log_prob(x) / (4 * math.log(2)) - ood.code_length(x)
     torch.testing.assert_close(ood.complexity_score(gmm, x), expected)
+    nll = ood.negative_log_likelihood(gmm, x)  # given once computed: the same score
+    torch.testing.assert_close(ood.complexity_score(gmm, x, nll=nll), expected)
 
 
 # --- every family ----------------------------------------------------------------------------

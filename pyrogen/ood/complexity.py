@@ -87,6 +87,7 @@ def complexity_score(
     high: float = 1.0,
     num_samples: int | None = None,
     seed: int | None = 0,
+    nll: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-log2 p(x) / D - L(x) / D per example, bits per value (Serra et al. 2020): the
     model's code length of x less a generic compressor's (:func:`code_length`), so that
@@ -102,10 +103,13 @@ def complexity_score(
     Args:
         model, x, y, num_samples, seed: as :func:`negative_log_likelihood`.
         compressor, low, high: as :func:`code_length`.
+        nll: x's :func:`negative_log_likelihood` (N,) where it is already computed (a bound's
+            Monte Carlo estimate is costly); None computes it.
 
     Returns:
         (N,) float tensor, bits per value.
     """
     lengths = code_length(x, compressor, low=low, high=high)
-    nll = negative_log_likelihood(model, x, y, num_samples=num_samples, seed=seed)
+    if nll is None:
+        nll = negative_log_likelihood(model, x, y, num_samples=num_samples, seed=seed)
     return nll / math.log(2) - lengths

@@ -79,7 +79,8 @@ def ood_report(
         per_score["typicality"] = ((nll_in - typical).abs(), (nll_out - typical).abs())
     if "complexity" in scores:
         per_score["complexity"] = tuple(
-            complexity_score(model, x, compressor=compressor, **options) for x in (x_in, x_out)
+            complexity_score(model, x, compressor=compressor, nll=nll)
+            for x, nll in ((x_in, nll_in), (x_out, nll_out))
         )
     return {
         name: {
