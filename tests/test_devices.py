@@ -271,6 +271,11 @@ _CLI_RUNS = {
         + ["--timesteps", "5", "--steps", "3", "--batch-size", "16"],
         "{npz}",
     ),
+    "noise_classifier": (
+        ["--data", "{npz}", "--diffusion", "{diffusion}", "--channels", "4", "--hidden", "8"]
+        + ["--steps", "3", "--batch-size", "16"],
+        "{npz}",
+    ),
 }
 
 
@@ -288,7 +293,10 @@ def data_files(tmp_path_factory) -> dict[str, str]:
     faithful = old_faithful().numpy()
     rows = np.column_stack([faithful, faithful[:, 0] > 3])
     np.savetxt(table, rows, delimiter=",", header="eruptions,waiting,class", comments="")
-    return {"{csv}": str(csv), "{npz}": str(npz), "{table}": str(table)}
+    diffusion = folder / "diffusion.pt"  # the model a noise classifier reads the latents of
+    pyrogen.DiffusionVAE((8, 8), 5, likelihood="discretized", channels=8).save(diffusion)
+    files = {"{csv}": csv, "{npz}": npz, "{table}": table, "{diffusion}": diffusion}
+    return {key: str(path) for key, path in files.items()}
 
 
 def test_every_family_has_a_command_line_run():
@@ -307,7 +315,7 @@ def test_command_line_fits_and_evaluates_on(device, family, data_files, tmp_path
     labels = ["--labels", "class"] if "--labels" in options else []
     evaluate = ["evaluate", str(out), "--data", data_files[data], *labels, "--device", device]
     assert main(evaluate) == 0
-    if family == "logistic_regression":  # discriminative: no x to draw
+    if not REGISTRY[family].generates_data:  # discriminative: no x to draw
         return
     draws = tmp_path / "draws.npy"
     assert main(["sample", str(out), "-n", "3", "--out", str(draws)]) == 0

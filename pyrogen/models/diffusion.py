@@ -671,14 +671,7 @@ class DiffusionVAE(GenerativeModel):
         steps = self._sampling_steps(steps, method, guidance)
         device, dtype = self.data_shift.device, self.data_shift.dtype
         gradient = self._classifier_gradient(classifier, classifier_scale)
-        classes = self.num_classes if classifier is None else classifier.num_classes
-        labels = None
-        if classes is not None:
-            if y is None:
-                y = torch.randint(classes, (n,), device=device)
-            labels = as_labels(y, n, classes).to(device)
-        elif y is not None:
-            raise ValueError("y: this diffusion model is not conditional, got labels")
+        labels = self._sample_labels(n, y, classifier)
         conditions = labels if self.num_classes is not None else None
         T = self.timesteps
         levels = torch.linspace(T, 0, steps + 1, dtype=torch.float64).round().long().tolist()
@@ -695,22 +688,39 @@ class DiffusionVAE(GenerativeModel):
                 x_hat = self._guided_x_hat(z, t_, conditions, guidance)
                 # c grad log p(y | z_t), or None without a classifier
                 tilt = None if gradient is None else gradient(z, t_, labels)
-                if method == "ancestral":
-                    step = self._q_posterior(z, x_hat, t_)
-                    loc = step.mean if tilt is None else step.mean + step.variance * tilt
-                    z = loc + step.stddev * torch.randn_like(z)
-                else:
-                    _, alpha_t, sigma_t = self._levels(t_, z)
-                    _, alpha_s, sigma_s = self._levels(t_ * 0 + s, z)
-                    if tilt is not None:  # eps_hat - c sigma_t grad, read through x_hat
-                        x_hat = self._clipped(x_hat + sigma_t**2 * tilt / alpha_t)
-                    eps_hat = (z - alpha_t * x_hat) / sigma_t
-                    z = alpha_s * x_hat + sigma_s * eps_hat
+                z = self._reverse_step(z, x_hat, t_, s, method, tilt)
         finally:
             self.train(was_training)
         if self.autoencoder is None:
             return self._mode(z)
         return self.autoencoder.decode(self._mode(z))
+
+    def _sample_labels(self, n: int, y: Any, classifier: Any) -> torch.Tensor | None:
+        """The labels (n,) of a draw, checked (drawn uniformly where None), for a
+        conditional model or a classifier; None for neither."""
+        classes = self.num_classes if classifier is None else classifier.num_classes
+        if classes is None:
+            if y is not None:
+                raise ValueError("y: this diffusion model is not conditional, got labels")
+            return None
+        device = self.data_shift.device
+        if y is None:
+            return torch.randint(classes, (n,), device=device)
+        return as_labels(y, n, classes).to(device)
+
+    def _reverse_step(self, z, x_hat, t, s: int, method: str, tilt) -> torch.Tensor:
+        """z_s from z_t (levels t (n,) to s) given x_hat: an ancestral draw, its mean moved
+        by Sigma tilt, or a DDIM step with the noise estimate eps_hat - sigma_t tilt."""
+        if method == "ancestral":
+            step = self._q_posterior(z, x_hat, t)
+            loc = step.mean if tilt is None else step.mean + step.variance * tilt
+            return loc + step.stddev * torch.randn_like(z)
+        _, alpha_t, sigma_t = self._levels(t, z)
+        _, alpha_s, sigma_s = self._levels(t * 0 + s, z)
+        if tilt is not None:  # eps_hat - sigma_t tilt, read through x_hat
+            x_hat = self._clipped(x_hat + sigma_t**2 * tilt / alpha_t)
+        eps_hat = (z - alpha_t * x_hat) / sigma_t
+        return alpha_s * x_hat + sigma_s * eps_hat
 
     def _classifier_gradient(self, classifier: Any, scale: float):
         """``(z, t, y) -> scale * grad_z log p(y | z_t)`` of ``classifier``, checked against

@@ -67,6 +67,7 @@ def _models() -> dict[str, pyrogen.models.GenerativeModel]:
         "logistic_regression": pyrogen.LogisticRegression(
             3, hierarchical=True, inference="variational", n_features=4
         ),
+        "noise_classifier": pyrogen.NoiseConditionalClassifier((3,), 2, timesteps=4, hidden=(4,)),
     }
 
 
