@@ -211,7 +211,11 @@ class NoiseConditionalClassifier(GenerativeModel):
             options: ``network``, ``hidden``, ``channels``.
 
         Returns:
-            a new classifier on ``diffusion``'s device and in its dtype.
+            a new classifier on ``diffusion``'s device and in its dtype. Its network is
+            drawn from torch's random state as this runs (seed torch first for a
+            reproducible fit): with the diffusion model's levels copied in, it is no
+            longer as its constructor built it, so :func:`pyrogen.fit`'s ``seed`` keeps
+            its values rather than drawing them again.
         """
         if not isinstance(diffusion, DiffusionVAE):
             raise TypeError(f"diffusion: expected a DiffusionVAE, got {type(diffusion).__name__}")
