@@ -145,10 +145,9 @@ def score(
         ``<term>_per_example``), ``iw_samples`` or ``step_samples`` and ``bits_per_dim``;
         with labels, where the model predicts them, ``accuracy`` or
         ``clustering_accuracy`` and ``labelled_rows`` (and, for a class predictor,
-        ``log_loss``: the mean -log p(y | x) of the labelled rows' labels under its
-        ``predict_proba``, in nats); ``standard_errors`` (of each mean
-        over the N examples: std / sqrt(N), which includes the spread between examples as
-        well as Monte Carlo noise); ``bounds`` (what each number is); ``units``.
+        ``log_loss``: the labels' mean -log p(y | x) under ``predict_proba``, nats);
+        ``standard_errors`` (of each mean over the N examples: std / sqrt(N), the spread
+        between examples and Monte Carlo noise); ``bounds`` (what each number is); ``units``.
 
     Raises:
         TypeError: ``model`` is not a pyrogen model.
@@ -163,9 +162,8 @@ def score(
         'IWAE bound L_K with K = 10 importance samples: below log p(x) in expectation'
     """
     check_model(model)
-    if iw_samples is not None:
-        check_int("iw_samples", iw_samples)
     samples = model.default_score_samples if iw_samples is None else iw_samples
+    check_int("iw_samples", samples)
     x = as_float_tensor(data, "data")
     if not model.has_likelihood:
         return sample_scores(model, x, labels=labels, seed=seed)

@@ -61,9 +61,8 @@ def to_inference_data(
         data: the rows of shape (N, ...) the posterior was conditioned on; required (the
             guide is run on it, and ``observed_data`` / ``log_likelihood`` are built from it).
         model: the model the draws belong to (dict sources only).
-        labels: the labels (N,) of ``data``, for a model conditioned on them
-            (``model.conditions_on_labels``, e.g. logistic regression, which observes them
-            given the rows); required there, and refused elsewhere.
+        labels: the labels (N,) of ``data``, required for a model conditioned on them
+            (``model.conditions_on_labels``: logistic regression observes them), else refused.
         num_samples: draws from the guide (FitResult / model sources).
         seed: seeds the guide draws and the posterior predictive draws.
         sample_stats: per-draw statistics, ``name -> array (chains, draws)``, e.g. the
@@ -77,19 +76,17 @@ def to_inference_data(
         ``covariance``), ``log_likelihood`` (``obs``: chain, draw, row; nats; where the
         model's ``pointwise_log_likelihood`` gives one), ``observed_data`` (``obs``: row,
         ...), ``sample_stats`` when given and ``posterior_predictive`` (``obs``: chain,
-        draw, row, ...) when asked for. A discriminative model (``generates_data`` False)
-        observes the labels: its observed site (``y``) holds them in ``observed_data`` and
-        ``log_likelihood`` (log p(y_n | x_n, theta_s)), and ``constant_data`` holds the rows
-        ``x``; a generative model conditioned on labels keeps them in ``constant_data``.
-        Leading dims are named by the model's ``posterior_dims`` (``component`` for a
-        mixture's per-component sites).
+        draw, row, ...) when asked for. A discriminative model observes the labels: its
+        site ``y`` holds them (``observed_data``; ``log_likelihood``: log p(y_n | x_n,
+        theta_s)) and ``constant_data`` the rows ``x``. Leading dims are named by the
+        model's ``posterior_dims`` (``component`` for a mixture's per-component sites).
 
     Raises:
         TypeError: ``source`` or ``model`` is of the wrong type.
-        ValueError: ``data`` or (dict source) ``model`` is missing, ``labels`` are missing
-            for a model conditioned on them (or given to one that is not), the model is not
-            fitted, it has no global latent sites (a VAE, a flow: nothing to convert), or
-            the draws / statistics do not have shape (chain, draw, ...).
+        ValueError: ``data`` or (dict source) ``model`` is missing, ``labels`` missing for
+            a model conditioned on them (or given to another), an unfitted model, one with
+            no global latent sites (a VAE: nothing to convert), or draws / statistics not
+            shaped (chain, draw, ...).
 
     Example:
         >>> import arviz, pyrogen
@@ -102,28 +99,14 @@ def to_inference_data(
         (1, 100, 272)
         >>> loo = arviz.loo(idata)  # PSIS-LOO from the pointwise log-likelihood
 
-        A discriminative model's labels are what it observes:
-
-        >>> from sklearn.datasets import load_iris
-        >>> x, y = load_iris(return_X_y=True)
-        >>> logistic = pyrogen.LogisticRegression(3, inference="variational")
-        >>> result = pyrogen.fit(logistic, x, y, steps=50, progress=False)
-        >>> idata = to_inference_data(result, x, labels=y, num_samples=100)
-        >>> idata.log_likelihood["y"].shape
-        (1, 100, 150)
+        A discriminative model's labels are what it observes: for a fitted
+        ``pyrogen.LogisticRegression``, ``to_inference_data(result, x, labels=y)`` holds
+        ``log_likelihood["y"]`` of shape (chains, draws, N).
     """
     check_int("num_samples", num_samples)
-    if not isinstance(posterior_predictive, bool):
-        raise TypeError(
-            f"posterior_predictive: expected a bool, got {type(posterior_predictive).__name__}"
-        )
     model = _source_model(source, model)
+    _check_predictive(model, posterior_predictive)
     x, y, sites, observed = _conditioned_data(model, data, labels)
-    if posterior_predictive and not model.generates_data:
-        raise ValueError(
-            f"posterior_predictive: expected False for a {type(model).__name__}, which draws "
-            "no rows (it models the labels given the rows), got True"
-        )
     draws, origin = _posterior_draws(source, model, x, sites, num_samples, seed)
     groups, dims = _posterior_groups(model, x, y, draws, sites, observed)
     chains, per_chain = next(iter(draws.values())).shape[:2]
@@ -131,14 +114,22 @@ def to_inference_data(
         groups["sample_stats"] = _checked_stats(sample_stats, chains, per_chain)
     if posterior_predictive:
         groups["posterior_predictive"] = {observed: _numpy(_predictive(model, x, draws))}
-    attrs = {
-        "inference_library": "pyro",
-        "inference_library_version": pyro.__version__,
-        "pyrogen_family": model.family,
-        "posterior_from": origin,
-    }
+    attrs = {"inference_library": "pyro", "inference_library_version": pyro.__version__}
+    attrs |= {"pyrogen_family": model.family, "posterior_from": origin}
     # On the whole InferenceData and on the posterior, where ArviZ's own converters put it.
     return arviz.from_dict(**groups, dims=dims, attrs=attrs, posterior_attrs=dict(attrs))
+
+
+def _check_predictive(model: GenerativeModel, posterior_predictive: Any) -> None:
+    if not isinstance(posterior_predictive, bool):
+        raise TypeError(
+            f"posterior_predictive: expected a bool, got {type(posterior_predictive).__name__}"
+        )
+    if posterior_predictive and not model.generates_data:
+        raise ValueError(
+            f"posterior_predictive: expected False for a {type(model).__name__}, which draws "
+            "no rows (it models the labels given the rows), got True"
+        )
 
 
 def _posterior_draws(
