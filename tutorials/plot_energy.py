@@ -34,10 +34,10 @@ HIDDEN = (16,) if SMOKE else (128, 128)
 DRAWS = 50 if SMOKE else 1000
 NUTS_DRAWS, NUTS_WARMUP = (20, 20) if SMOKE else (500, 300)
 MNIST_TRAIN, MNIST_TEST = (200, 50) if SMOKE else (5000, 1000)
-MNIST_STEPS = 5 if SMOKE else 1500
-MNIST_HIDDEN = (32,) if SMOKE else (256, 256)
-LANGEVIN_STEPS = 10 if SMOKE else 500
-AIS_CHAINS, AIS_STEPS = (8, 10) if SMOKE else (100, 500)
+MNIST_STEPS = 5 if SMOKE else 600
+MNIST_HIDDEN = (32,) if SMOKE else (256,)
+LANGEVIN_STEPS = 10 if SMOKE else 300
+AIS_CHAINS, AIS_STEPS = (8, 10) if SMOKE else (100, 300)
 torch.manual_seed(0)
 
 # %%
@@ -127,7 +127,10 @@ y_train, y_test = dequantize(train_images[:MNIST_TRAIN]), dequantize(test_images
 mnist_ebm = pyrogen.EnergyDensity(D, hidden=MNIST_HIDDEN)
 pyrogen.fit(mnist_ebm, y_train, steps=MNIST_STEPS, seed=0, progress=False)
 
-# Unadjusted Langevin from the base N(0, I) (standardized units), 16 chains.
+# Unadjusted Langevin from the base N(0, I) (standardized units), 16 chains. After this
+# short run (600 steps of one hidden layer, a few minutes on a CPU) the draws are blobs of
+# ink where digits are written rather than digits, and the test bits/dim come out near 6
+# (6.01 +- 0.06 in one run): a weak density model, with its number's error bar.
 digits = mnist_ebm.sample(16, method="langevin", steps=LANGEVIN_STEPS, step_size=0.01)
 fig, ax = plt.subplots(figsize=(4, 4))
 plot_image_grid(digits.clamp(0, 1), ax, shape=(28, 28), title=f"Langevin draws ({DATASET})")
