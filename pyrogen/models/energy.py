@@ -234,6 +234,11 @@ class EnergyDensity(GenerativeModel):
         noise = dist.Normal(self.data_shift, self.data_scale).to_event(1)
         return NoiseContrastiveEstimation(noise, self.noise_ratio)
 
+    @property
+    def training_objective(self) -> str:
+        """What the losses of a fit are: the objective's, not an ELBO (see :attr:`loss`)."""
+        return f"{type(self.loss).__name__} loss (not an ELBO), nats per example"
+
     # --- data -----------------------------------------------------------------------------
     def setup(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> None:
         """Check the data; set the standardization from them (when ``standardize``)."""

@@ -161,6 +161,9 @@ def test_nce_learns_log_z():
     # sampling error of a few hundredths; 0.1 nats.
     assert model.log_normalizer.item() == pytest.approx(quadrature.log_z, abs=0.1)
     assert "nce_log_partition" in model.fit_statistics(x)
+    assert model.training_objective == (
+        "NoiseContrastiveEstimation loss (not an ELBO), nats per example"
+    )
 
 
 def test_pcd_replay_buffer_is_state_and_resumes_exactly(tmp_path):
