@@ -27,7 +27,7 @@ works on it too, as on any Pyro model.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -44,7 +44,8 @@ from pyrogen.checks import (
     check_number,
     float_dtype_of,
 )
-from pyrogen.models.base import GenerativeModel, data_plate
+from pyrogen.models.base import data_plate
+from pyrogen.models.discriminative import DiscriminativeModel
 from pyrogen.models.global_sites import (
     FlatPrior,
     GlobalSite,
@@ -70,10 +71,8 @@ _NEWTON_ITERATIONS = 100
 _LBFGS_ITERATIONS = 1000
 _GRADIENT_TOLERANCE = 1e-9
 
-DISCRIMINATIVE = "LogisticRegression is discriminative: it models p(y | x) only, so it has no p(x) "
 
-
-class LogisticRegression(GenerativeModel):
+class LogisticRegression(DiscriminativeModel):
     """Bayesian multinomial logistic regression p(y | x) = softmax(x W + b).
 
     Args:
@@ -104,8 +103,6 @@ class LogisticRegression(GenerativeModel):
 
     family = "logistic_regression"
     choices = {"inference": INFERENCE_METHODS}
-    #: Not a generator of x: ``sample`` raises.
-    generates_data: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -244,7 +241,7 @@ class LogisticRegression(GenerativeModel):
         if y is None:
             raise ValueError(
                 "y: expected the labels (N,) of the rows, got None ("
-                + DISCRIMINATIVE.strip()
+                + self.discriminative_reason.strip()
                 + " to learn from unlabelled rows)"
             )
         labels = as_labels(y, x.shape[0], self.num_classes)
@@ -304,7 +301,9 @@ class LogisticRegression(GenerativeModel):
         """
         if y is None:
             raise ValueError(
-                "y: expected labels, got None (" + DISCRIMINATIVE + "to score; log_prob(x, y) "
+                "y: expected labels, got None ("
+                + self.discriminative_reason
+                + "to score; log_prob(x, y) "
                 "is log p(y | x))"
             )
         x = self._prepare(x)
@@ -327,7 +326,7 @@ class LogisticRegression(GenerativeModel):
             NotImplementedError: always, saying why.
         """
         raise NotImplementedError(
-            DISCRIMINATIVE + "to draw x from; draw labels for given rows with "
+            self.discriminative_reason + "to draw x from; draw labels for given rows with "
             "sample_labels(x), or use NaiveBayes for a generative classifier"
         )
 
@@ -337,30 +336,6 @@ class LogisticRegression(GenerativeModel):
         return dist.Categorical(logits=self.logits(self._prepare(x))).sample()
 
     # --- reporting (the contract of GenerativeModel) ---------------------------------------
-    @property
-    def exact_likelihood(self) -> bool:
-        """True, of the conditional: ``log_prob(x, y)`` is log p(y | x) exactly."""
-        return True
-
-    @property
-    def likelihood_target(self) -> str:
-        """``"log p(y | x)"``: the model has no p(x)."""
-        return "log p(y | x)"
-
-    @property
-    def label_count(self) -> int | None:
-        """None: ``sample`` takes no label (it draws no x)."""
-        return None
-
-    @property
-    def predicts(self) -> str | None:
-        """``predict(x)`` is the most probable class."""
-        return "class"
-
-    def values_per_example(self, x: torch.Tensor) -> int:
-        """1: the label is the one value scored per example."""
-        return 1
-
     def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
         """The exact conditional log-likelihood, at the point estimates."""
         return {
@@ -390,7 +365,7 @@ class LogisticRegression(GenerativeModel):
         if y is None:
             raise ValueError(
                 "y: expected the labels (N,) of the rows, got None ("
-                + DISCRIMINATIVE.strip()
+                + self.discriminative_reason.strip()
                 + ": its pointwise log-likelihood is of the labels)"
             )
         x = self._prepare(x)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -38,8 +38,9 @@ from pyro.nn import pyro_method
 from torch import nn
 
 from pyrogen.checks import as_examples, as_labels, check_choice, check_int, check_ints
-from pyrogen.models.base import GenerativeModel, data_plate
+from pyrogen.models.base import data_plate
 from pyrogen.models.diffusion import LIKELIHOODS, DiffusionVAE, noise_levels, scale_data
+from pyrogen.models.discriminative import DiscriminativeModel
 from pyrogen.models.vae import check_data_shape
 from pyrogen.nn import MLP, timestep_embedding
 from pyrogen.nn.conv import conv_features
@@ -54,10 +55,6 @@ NETWORKS = ("mlp", "conv")
 _TIME_DIM = 64
 # Relative tolerance of the schedule and scaling checks against a diffusion model.
 _MATCH_RTOL = 1e-5
-
-DISCRIMINATIVE = (
-    "NoiseConditionalClassifier is discriminative: it models p(y | z_t) only, so it has no p(x) "
-)
 
 
 class NoisyInputClassifier(nn.Module):
@@ -119,7 +116,7 @@ class NoisyInputClassifier(nn.Module):
         return self.head(torch.cat([self.features(z), time], -1))
 
 
-class NoiseConditionalClassifier(GenerativeModel):
+class NoiseConditionalClassifier(DiscriminativeModel):
     """p(y | z_t, t): a classifier of a diffusion model's noisy latents, for guidance.
 
     Build it with :meth:`for_model` from the diffusion model it will guide (the same
@@ -158,8 +155,7 @@ class NoiseConditionalClassifier(GenerativeModel):
     fit_defaults = {"steps": 3000, "lr": 1e-3, "batch_size": 128, "early_stopping": None}
     choices = {"schedule": SCHEDULES, "likelihood": LIKELIHOODS, "network": NETWORKS}
     reads_images = True
-    #: Not a generator of x: ``sample`` raises.
-    generates_data: ClassVar[bool] = False
+    conditioned_on = "z_t"
 
     def __init__(
         self,
@@ -332,9 +328,9 @@ class NoiseConditionalClassifier(GenerativeModel):
         x = self._prepare(x)
         if y is None:
             raise ValueError(
-                "y: expected the labels (N,) of the rows, got None (" + DISCRIMINATIVE.strip()
-                + ")"
-            )  # fmt: skip
+                f"y: expected the labels (N,) of the rows, got None "
+                f"({self.discriminative_reason.strip()})"
+            )
         as_labels(y, x.shape[0], self.num_classes)
         if self.likelihood == "gaussian" and not bool(self.scaling_given):
             flat = x.flatten(1)
@@ -389,7 +385,9 @@ class NoiseConditionalClassifier(GenerativeModel):
         the nearly noiseless level 0, read as a classifier of x."""
         if y is None:
             raise ValueError(
-                "y: expected labels, got None (" + DISCRIMINATIVE + "to score; log_prob(x, y) "
+                "y: expected labels, got None ("
+                + self.discriminative_reason
+                + "to score; log_prob(x, y) "
                 "is log p(y | z_0))"
             )
         log_probs = self._log_probs(x, 0)
@@ -404,34 +402,15 @@ class NoiseConditionalClassifier(GenerativeModel):
             NotImplementedError: always, saying why.
         """
         raise NotImplementedError(
-            DISCRIMINATIVE + "to draw x from; draw with DiffusionVAE.sample(n, y, "
+            self.discriminative_reason + "to draw x from; draw with DiffusionVAE.sample(n, y, "
             "classifier=this classifier)"
         )
 
     # --- reporting (the contract of GenerativeModel) --------------------------------------
     @property
-    def exact_likelihood(self) -> bool:
-        """True, of the conditional: ``log_prob(x, y)`` is log p(y | z_0) exactly."""
-        return True
-
-    @property
     def likelihood_target(self) -> str:
-        """``"log p(y | z_0)"``: the model has no p(x)."""
+        """``"log p(y | z_0)"``: scored at the nearly noiseless level; no p(x)."""
         return "log p(y | z_0)"
-
-    @property
-    def label_count(self) -> int | None:
-        """None: ``sample`` takes no label (it draws no x)."""
-        return None
-
-    @property
-    def predicts(self) -> str | None:
-        """``predict(x)`` is the most probable class at level 0."""
-        return "class"
-
-    def values_per_example(self, x: torch.Tensor) -> int:
-        """1: the label is the one value scored per example."""
-        return 1
 
     def score_descriptions(self, num_samples: int, values: int) -> dict[str, str]:
         """The exact conditional log-likelihood at the noise-free level 0."""
