@@ -82,8 +82,9 @@ class FlowGAN(GAN):
         adversarial_weight: the weight of the adversarial loss in it (0: maximum likelihood
             only, and the discriminator is not trained).
         **options: the :class:`~pyrogen.models.gan.GAN`'s discriminator and training
-            settings (``discriminator``, ``objective``, ``r1``, ``ema``, ...);
-            ``observation_sd`` is unused (the flow's density is exact).
+            settings (``discriminator``, ``objective``, ``r1``, ``ema``, ...) with its
+            defaults (R1 on for the nonsaturating and hinge objectives); ``observation_sd``
+            is unused (the flow's density is exact).
 
     Shapes:
         x (N, ``*data_shape``); y (N,) labels. The model's site ``x`` holds flattened rows

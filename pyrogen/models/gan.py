@@ -15,10 +15,11 @@ is no likelihood to bound. The two players take turns at every step of ``pyrogen
   -D(G(z)); the critic takes 5 turns per generator turn by default.
 
 Stabilizers: two time scales (``discriminator_lr_scale``), an R1 penalty on real data
-(``r1``, Mescheder et al. 2018), and an exponential moving average of the generator's
-weights (``ema``) that ``sample`` draws from. Data are standardized inside the model, as the
-flow does (``standardize``). Judge samples with :mod:`pyrogen.diagnostics.sample_tests`
-(two-sample tests, mode coverage): a GAN has no likelihood to report.
+(``r1``, Mescheder et al. 2018; on by default for the nonsaturating and hinge objectives),
+and an exponential moving average of the generator's weights (``ema``) that ``sample``
+draws from. Data are standardized inside the model, as the flow does (``standardize``).
+Judge samples with :mod:`pyrogen.diagnostics.sample_tests` (two-sample tests, mode
+coverage): a GAN has no likelihood to report.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ from pyrogen.nn.critic import Critic
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
 #: The networks by name (``generator=``, ``discriminator=``).
 NETWORKS = ("mlp", "conv")
+#: gamma of the R1 penalty with ``r1=None`` for the objectives it stabilizes (Mescheder et
+#: al. 2018: it makes non-saturating training converge locally; StyleGAN's default).
+R1_DEFAULT = 1.0
 
 
 class GAN(GenerativeModel):
@@ -69,7 +73,10 @@ class GAN(GenerativeModel):
             training objective in the contract).
         num_classes: C for a conditional GAN (labels into both networks); None for none.
         gradient_penalty: lambda of ``"wgan-gp"``.
-        r1: gamma of the R1 penalty ``gamma / 2 |grad D(x)|^2`` on real rows (0: none).
+        r1: gamma of the R1 penalty ``gamma / 2 |grad D(x)|^2`` on real rows x as the
+            discriminator sees them (standardized unless ``standardize=False``, so gamma is
+            free of the data's units); 0: none; None (default): 1 for ``"nonsaturating"``
+            and ``"hinge"``, 0 for ``"wgan-gp"`` (whose gradient penalty plays that role).
         discriminator_lr_scale: the discriminator's learning rate as a multiple of ``lr``
             (two time scales, Heusel et al. 2017: the discriminator learns faster).
         discriminator_updates: the discriminator's turns per generator turn (default 5 for
@@ -107,7 +114,7 @@ class GAN(GenerativeModel):
         objective: str = "nonsaturating",
         num_classes: int | None = None,
         gradient_penalty: float = 10.0,
-        r1: float = 0.0,
+        r1: float | None = None,
         discriminator_lr_scale: float = 2.0,
         discriminator_updates: int | None = None,
         ema: float | None = 0.999,
@@ -121,7 +128,11 @@ class GAN(GenerativeModel):
         self.hidden = check_ints("hidden", hidden)
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, 2)
         self.gradient_penalty = check_number("gradient_penalty", gradient_penalty, allow_zero=True)
-        self.r1 = check_number("r1", r1, allow_zero=True)
+        self.r1 = None if r1 is None else check_number("r1", r1, allow_zero=True)
+        #: the gamma used: ``r1``, or its default for the objective
+        self.r1_gamma = (
+            self.r1 if r1 is not None else 0.0 if self.objective == "wgan-gp" else R1_DEFAULT
+        )
         self.discriminator_lr_scale = check_number("discriminator_lr_scale", discriminator_lr_scale)
         default_updates = 5 if objective == "wgan-gp" else 1
         updates = default_updates if discriminator_updates is None else discriminator_updates
@@ -209,7 +220,7 @@ class GAN(GenerativeModel):
     def _discriminator_rows(
         self, real: torch.Tensor, fake: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor:
-        if self.r1 > 0 or self.objective == "wgan-gp":
+        if self.r1_gamma > 0 or self.objective == "wgan-gp":
             real = real.requires_grad_(True)
         real_score, fake_score = (
             self.discriminator(real, context),
@@ -225,8 +236,8 @@ class GAN(GenerativeModel):
             between = (share * real + (1 - share) * fake).requires_grad_(True)
             slope = _input_gradient(self.discriminator(between, context), between)
             rows = fake_score - real_score + self.gradient_penalty * (slope.norm(dim=1) - 1) ** 2
-        if self.r1 > 0:
-            rows = rows + self.r1 / 2 * _input_gradient(real_score, real).square().sum(1)
+        if self.r1_gamma > 0:
+            rows = rows + self.r1_gamma / 2 * _input_gradient(real_score, real).square().sum(1)
         return rows
 
     @torch.no_grad()
