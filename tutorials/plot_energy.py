@@ -96,24 +96,29 @@ print(f"held-out nats per row: energy {ebm.log_prob(test).mean():.3f}, "
 # The three objectives side by side, in exact nats
 # ------------------------------------------------
 # The same network and step budget, trained by each objective on the same rows (the
-# denoising score matching model is the one above). Denoising score matching fits the score
-# of the data blurred by noise of sd 0.1 standardized units, never touching log Z;
-# persistent contrastive divergence follows the log-likelihood's gradient with Langevin
-# negatives, so it is as good as its short chains are mixed; noise-contrastive estimation
-# tells the rows from Gaussian noise, and learns log Z as a parameter on the way. None of
-# them reports a log-likelihood, but in 2-D quadrature gives log Z to its stated error, so
-# all three are scored in the same exact held-out nats as the Gaussian mixture and the flow,
-# beside the density that drew the rows. The numbers printed are those of the run that
-# built this page; each landscape's colours span the 12 nats below its own peak.
+# denoising score matching model is the one above). Each estimates something different:
+# denoising score matching fits the score of the data blurred by noise of sd 0.1
+# standardized units, so its density is slightly too wide and never sees log Z; persistent
+# contrastive divergence follows the log-likelihood's gradient with Langevin negatives, so
+# it is as good as its short chains mix between the three modes; noise-contrastive
+# estimation tells the rows from Gaussian noise and learns log Z as a parameter, and learns
+# little where that noise seldom goes. None of the losses is a log-likelihood, but in 2-D
+# quadrature gives log Z to its stated error, so all three are scored in the same exact
+# held-out nats as the Gaussian mixture and the flow, beside the density that drew the
+# rows; the gaps between the rows of the table are what each objective misses. The numbers
+# printed are those of the run that built this page; each landscape's colours span the 12
+# nats below its own peak.
 ebms = {"dsm": ebm}
 for objective in ("pcd", "nce"):
     options = {"objective": objective, "hidden": HIDDEN, **SMOKE_PCD}
     ebms[objective] = pyrogen.EnergyDensity(2, **options)
     pyrogen.fit(ebms[objective], train, steps=STEPS, seed=0, progress=False)
-fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharex=True, sharey=True, layout="constrained")
 for ax, (objective, model) in zip(axes, ebms.items(), strict=True):
     plot_energy_landscape(model, train, ax, points=40 if SMOKE else 120)
     ax.set_title(f'"{objective}": log p(x), log Z by quadrature')
+for ax in axes[1:]:
+    ax.set_ylabel("")
 plt.show()
 
 gmm = pyrogen.GaussianMixture(3)
