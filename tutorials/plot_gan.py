@@ -67,14 +67,16 @@ print({name: tuple(value.shape) for name, value in draws.items()})
 # modes with high-quality samples (within 3 standard deviations) and the share of such
 # samples (0.989 for exact draws in 2-D). Without a penalty the generator tends to collapse
 # onto a few modes of this sharp ring; the R1 penalty on the discriminator's gradient at
-# real rows (``r1``) keeps every mode (see :doc:`../benchmarks`).
+# real rows (``r1``), on by default (gamma = 1) for the nonsaturating and hinge objectives,
+# keeps every mode (see :doc:`../benchmarks`). ``r1=0`` turns it off; WGAN-GP has its own
+# gradient penalty instead.
 
 settings = {
-    "nonsaturating, no average": {"ema": None},
-    "nonsaturating": {},
-    "nonsaturating + R1": {"r1": 1.0},
-    "hinge": {"objective": "hinge"},
-    "WGAN-GP": {"objective": "wgan-gp"},
+    "nonsaturating, no R1, no average": {"r1": 0.0, "ema": None},
+    "nonsaturating, no R1": {"r1": 0.0},
+    "nonsaturating (default: R1)": {},
+    "hinge (default: R1)": {"objective": "hinge"},
+    "WGAN-GP (gradient penalty)": {"objective": "wgan-gp"},
 }
 samples = {}
 for name, options in settings.items():
@@ -82,7 +84,7 @@ for name, options in settings.items():
     pyrogen.fit(model, x, steps=STEPS, seed=0, progress=False)
     samples[name] = model.sample(DRAWS)
     found = mode_coverage(samples[name], centres, sd)
-    print(f"{name:28s} modes {found.modes}/{found.total}  high quality {found.high_quality:.2f}")
+    print(f"{name:32s} modes {found.modes}/{found.total}  high quality {found.high_quality:.2f}")
 
 fig, axes = plt.subplots(1, len(samples) + 1, figsize=(3 * (len(samples) + 1), 3))
 for ax, (name, draw) in zip(axes, [("data", held_out), *samples.items()], strict=True):
@@ -106,7 +108,7 @@ candidates = {**samples, "Gaussian mixture (K = 8)": mixture.sample(DRAWS)}
 for name, draw in candidates.items():
     mmd = mmd_test(draw, held_out, permutations=100)
     nearest = nearest_neighbour_test(draw, held_out, permutations=100)
-    print(f"{name:28s} MMD^2 {mmd.statistic:8.4f}   1-NN accuracy {nearest.statistic:.3f}")
+    print(f"{name:32s} MMD^2 {mmd.statistic:8.4f}   1-NN accuracy {nearest.statistic:.3f}")
 
 # %%
 # Digits on demand: a conditional GAN on MNIST
@@ -116,7 +118,8 @@ for name, draw in candidates.items():
 # ``$PYROGEN_DATA/mnist`` (``PYROGEN_DATA`` defaults to ``../shared/data`` beside the
 # repository). Grey levels in [0, 1] are modelled as they are (``standardize=False``: a
 # border pixel that is nearly always 0 would otherwise be scaled up by its tiny deviation),
-# with MLP networks (fast on a CPU).
+# with MLP networks (fast on a CPU), and without the R1 penalty (``r1=0``), as the figures
+# of the :doc:`GAN page <../gan>` were measured.
 
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 MNIST_DIR = Path(os.environ.get("PYROGEN_DATA", HERE.parent.parent / "shared" / "data")) / "mnist"
@@ -124,7 +127,9 @@ train_images, train_labels = pyrogen.data.mnist(MNIST_DIR, "train")
 test_images, test_labels = pyrogen.data.mnist(MNIST_DIR, "test")
 digits, digit_labels = train_images[:DIGIT_ROWS].flatten(1), train_labels[:DIGIT_ROWS]
 
-conditional = pyrogen.GAN(784, latent_dim=32, hidden=(512, 512), num_classes=10, standardize=False)
+conditional = pyrogen.GAN(
+    784, latent_dim=32, hidden=(512, 512), num_classes=10, standardize=False, r1=0.0
+)
 pyrogen.fit(conditional, digits, digit_labels, steps=DIGIT_STEPS, batch_size=64, seed=0,
             progress=False)  # fmt: skip
 wanted = torch.arange(10).repeat_interleave(10)
@@ -168,10 +173,11 @@ print(f"Fréchet distance in the judge's features: draws {distance:.2f}, test ha
 # normalizing-flow generator, so the exact log-likelihood of held-out data can be
 # measured, and mixes it with maximum likelihood: the generator minimizes
 # ``adversarial + lambda * (-log p(x))``. ``adversarial_weight=0`` is plain maximum
-# likelihood. On the ring (1,500 steps, measured when this was written): the adversarial
-# objective alone gives the largest share of samples near a mode (0.17) but a held-out
-# log-likelihood of -8.4 nats, far below the other settings (-0.6 to 0.0 nats); a weight
-# on the likelihood buys those nats back, at some cost in sample quality (0.07 to 0.14).
+# likelihood. On the ring (1,500 steps, without the R1 penalty, ``r1=0``, measured when
+# this was written): the adversarial objective alone gives the largest share of samples
+# near a mode (0.17) but a held-out log-likelihood of -8.4 nats, far below the other
+# settings (-0.6 to 0.0 nats); a weight on the likelihood buys those nats back, at some
+# cost in sample quality (0.07 to 0.14).
 
 flow_settings = {
     "adversarial (lambda = 0)": {},
@@ -181,7 +187,7 @@ flow_settings = {
 }
 flow_draws = {}
 for name, options in flow_settings.items():
-    flow_gan = pyrogen.FlowGAN(2, transforms=6, hidden=(64, 64), **options)
+    flow_gan = pyrogen.FlowGAN(2, transforms=6, hidden=(64, 64), r1=0.0, **options)
     pyrogen.fit(flow_gan, x, steps=FLOW_STEPS, seed=0, progress=False)
     nats = flow_gan.log_prob(held_out).mean()
     torch.manual_seed(2)
@@ -206,8 +212,8 @@ fig.tight_layout()
 # * The generator is the generative program: ``Predictive``, ``poutine.condition`` and the
 #   run reports work on it as on every family.
 # * Training is the adversarial objective, taken in turns inside the same
-#   ``pyrogen.fit`` loop (``GAN.players``): two time scales, R1 and the moving average of
-#   the generator are the stabilizers that matter on the ring.
+#   ``pyrogen.fit`` loop (``GAN.players``): two time scales, R1 (on by default) and the
+#   moving average of the generator are the stabilizers that matter on the ring.
 # * Without a likelihood, samples are judged by mode coverage and two-sample tests; a
 #   family that has a likelihood can be judged the same way, beside its nats.
 # * A conditional GAN draws digits on demand; a classifier trained on the data is an
