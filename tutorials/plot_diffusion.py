@@ -746,6 +746,10 @@ fig.tight_layout()
 # one to anyone else (at large scales the push can be adversarial), and that is why an
 # independent judge scores the draws here, not the classifier that guided them. Both kinds
 # buy accuracy with variety: larger scales pull the draws of a class together.
+# In a full run (the judge at 0.975 on the test images, 30 draws per digit) classifier-free
+# guidance reached 0.72 at s = 3 and classifier guidance 0.44 at s = 3 and 0.50 at s = 10,
+# from 0.10 unguided, as the within-class distance fell from 11.2 to 9.6 and 10.3 (test
+# images: 8.8): this small classifier steers less than the model's own labels.
 #
 # Summary
 # -------
