@@ -222,7 +222,7 @@ def _check_turns(
     several = placement["strategy"] == "ddp" and placement["devices"] * placement["num_nodes"] > 1
     for refused, option in ((several, "strategy='ddp' with several processes"),
                             (pieces, "a micro_batch_size below the batch size"),
-                            (compiled, "compile=True"),
+                            (compiled, f"compile={compiled!r}"),
                             (validation, "held-out validation (of an ELBO)")):  # fmt: skip
         if refused:
             raise ValueError(

@@ -85,7 +85,8 @@ def test_a_run_in_turns_resumes_exactly(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"compile": True}, "compile=True does not support"),
+        ({"compile": True}, "compile='replay' does not support"),
+        ({"compile": "inductor"}, "compile='inductor' does not support"),
         ({"micro_batch_size": 5}, "micro_batch_size below the batch size does not support"),
         ({"validation": torch.zeros(4, 2)}, "held-out validation"),
     ],
