@@ -4,7 +4,8 @@ metrics against known answers.
 Modules: :mod:`~pyrogen.diagnostics.scoring` (:func:`score`, :func:`summarize`),
 :mod:`~pyrogen.diagnostics.report` (:func:`write_run`: a run folder),
 :mod:`~pyrogen.diagnostics.run_plots` (which plots a run draws, keyed by
-``model.report_plots``), :mod:`~pyrogen.diagnostics.plots` (each plot),
+``model.report_plots``), :mod:`~pyrogen.diagnostics.plots` and
+:mod:`~pyrogen.diagnostics.image_plots` (each plot),
 :mod:`~pyrogen.diagnostics.text` (run summaries as text),
 :mod:`~pyrogen.diagnostics.metrics`, :mod:`~pyrogen.diagnostics.sample_tests` (samples
 against data without a likelihood), :mod:`~pyrogen.diagnostics.inference_data` and
@@ -14,19 +15,21 @@ through the model contract, :class:`~pyrogen.models.GenerativeModel`.
 
 from __future__ import annotations
 
+from pyrogen.diagnostics.image_plots import (
+    image_shape,
+    plot_class_samples,
+    plot_completions,
+    plot_image_grid,
+    plot_latent,
+    plot_reconstructions,
+)
 from pyrogen.diagnostics.inference_data import to_inference_data
 from pyrogen.diagnostics.learning_curves import LearningCurve, learning_curve
 from pyrogen.diagnostics.metrics import clustering_accuracy, confusion_matrix
 from pyrogen.diagnostics.plots import (
-    image_shape,
-    plot_class_samples,
     plot_clusters,
-    plot_completions,
     plot_elbo,
     plot_energy_landscape,
-    plot_image_grid,
-    plot_latent,
-    plot_reconstructions,
     plot_weights_posterior,
 )
 from pyrogen.diagnostics.pyro_models import from_pyro

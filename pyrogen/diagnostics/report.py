@@ -115,7 +115,7 @@ def write_run(
             ``predict`` of a model that predicts classes or components (see :func:`score`).
         image_shape: how to draw one example, ``(H, W)`` or ``(3, H, W)``; default from
             the examples' shape where it is an image's (see
-            :func:`~pyrogen.diagnostics.plots.image_shape`); image plots need one.
+            :func:`~pyrogen.diagnostics.image_plots.image_shape`); image plots need one.
         iw_samples: ``num_samples`` of the scores in ``test`` (see :func:`score`, which
             also gets ``labels``).
         seed: seeds the Monte Carlo draws of ``test`` and of the plots of samples.

@@ -20,7 +20,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from pyrogen.diagnostics import plots
+from pyrogen.diagnostics import image_plots, plots
 from pyrogen.diagnostics.scoring import label_tensor, seeded
 from pyrogen.infer.engine import FitResult
 from pyrogen.io import PathLike, atomic_write
@@ -96,7 +96,7 @@ def _always(run: RunData) -> bool:
 def _draw_samples(run: RunData, ax: Axes) -> Axes:
     with seeded(run.seed), torch.no_grad():
         images = run.model.report_samples(SAMPLE_GRID).cpu()
-    return plots.plot_image_grid(
+    return image_plots.plot_image_grid(
         images,
         ax,
         shape=run.image_shape,
@@ -110,14 +110,14 @@ def _draw_label_samples(run: RunData, ax: Axes) -> Axes:
     given = run.model.given_mask is not None
     observed = run.held_out[:RECONSTRUCTED] if given else None
     with seeded(run.seed):
-        return plots.plot_class_samples(
+        return image_plots.plot_class_samples(
             run.model, ax, per_row=RECONSTRUCTED, observed=observed, shape=run.image_shape
         )
 
 
 def _grid_figsize(run: RunData) -> tuple[float, float]:
     """A figure for a grid of RECONSTRUCTED columns and one row per class or component."""
-    rows = min(run.model.label_count or 1, plots.MAX_GRID_ROWS)
+    rows = min(run.model.label_count or 1, image_plots.MAX_GRID_ROWS)
     height, width = run.image_shape[-2:] if run.image_shape else (1, 1)
     return (6.0, min(10.0, max(2.0, 0.8 + 5.2 * rows * height / (RECONSTRUCTED * width))))
 
@@ -130,7 +130,7 @@ def _condition(run: RunData) -> torch.Tensor | None:
 
 
 def _draw_completions(run: RunData, ax: Axes) -> Axes:
-    return plots.plot_completions(
+    return image_plots.plot_completions(
         run.model,
         run.held_out,
         ax,
@@ -142,15 +142,16 @@ def _draw_completions(run: RunData, ax: Axes) -> Axes:
 
 
 def _draw_reconstructions(run: RunData, ax: Axes) -> Axes:
-    return plots.plot_reconstructions(
+    return image_plots.plot_reconstructions(
         run.model, run.held_out, ax, n=RECONSTRUCTED, shape=run.image_shape, y=_condition(run)
     )
 
 
 #: The plots a run can draw, by the stem a model names in ``report_plots`` (the file is
 #: ``<stem>.png``): how each is drawn and what the run needs for it. Files are written in
-#: this order. The plotting functions are looked up in :mod:`~pyrogen.diagnostics.plots`
-#: when a plot is drawn (not bound here), so they can be replaced, e.g. by tests.
+#: this order. The plotting functions are looked up in :mod:`~pyrogen.diagnostics.plots` and
+#: :mod:`~pyrogen.diagnostics.image_plots` when a plot is drawn (not bound here), so they can
+#: be replaced, e.g. by tests.
 REPORT_PLOTS: dict[str, ReportPlot] = {
     "elbo": ReportPlot(lambda run, ax: plots.plot_elbo(run.result, ax), needs=_has_losses),
     "clusters": ReportPlot(
@@ -168,7 +169,7 @@ REPORT_PLOTS: dict[str, ReportPlot] = {
     # are never trained (the likelihood leaves them out).
     "reconstructions": ReportPlot(_draw_reconstructions, needs=_has_images, figsize=_STRIP_FIGURE),
     "latent": ReportPlot(
-        lambda run, ax: plots.plot_latent(
+        lambda run, ax: image_plots.plot_latent(
             run.model, run.held_out, run.labels, ax, y=_condition(run)
         ),
         needs=_always,
@@ -210,14 +211,14 @@ def drawable_shape(
     shape: Sequence[int] | None, example_shape: Sequence[int]
 ) -> tuple[int, ...] | None:
     """How to draw one example: ``shape`` checked against the examples' shape, else
-    guessed from it (see :func:`~pyrogen.diagnostics.plots.image_shape`).
+    guessed from it (see :func:`~pyrogen.diagnostics.image_plots.image_shape`).
 
     Raises:
         ValueError: ``shape`` is not an image shape, or not of as many values as an example.
     """
     if shape is None:
-        return plots.image_shape(example_shape)
-    drawable = plots.image_shape(shape)
+        return image_plots.image_shape(example_shape)
+    drawable = image_plots.image_shape(shape)
     if drawable is None:
         raise ValueError(
             f"image_shape: expected (H, W), (1, H, W) or (3, H, W), got {tuple(shape)}"

@@ -24,7 +24,7 @@ from pyrogen.diagnostics import (
     plot_weights_posterior,
     to_inference_data,
 )
-from pyrogen.diagnostics.plots import plot_class_samples, plot_completions
+from pyrogen.diagnostics.image_plots import plot_class_samples, plot_completions
 from pyrogen.models.conditional_vae import observed_mask
 
 WEIGHTS = torch.tensor([0.4, 0.6])
