@@ -4,9 +4,10 @@
 :class:`TrainingLoop`: per epoch it orders the rows (``model.minibatch_order``) and applies
 ``epoch_transform``; per step it draws the batch, adds up the gradients of its pieces
 (processes and micro-batches, each row with the noise one process would draw for it) and
-steps the optimizer. Everything else -- the NaN guard, held-out validation, early stopping,
-the progress bar, checkpoints and the user's callbacks -- is a callback on the loop's hooks
-(:mod:`pyrogen.infer.callbacks`).
+steps the optimizer (unless ``gradient_tolerance`` finds the gradient flat: then it stops
+with the parameters as they are). Everything else -- the NaN guard, held-out validation,
+early stopping, the progress bar, checkpoints and the user's callbacks -- is a callback on
+the loop's hooks (:mod:`pyrogen.infer.callbacks`).
 
 The engine differentiates ``model.loss`` (a Pyro ELBO) of ``model.model`` / ``model.guide``
 and steps a plain ``torch.optim`` optimizer over ``model.parameters()``. Using a torch
@@ -106,8 +107,9 @@ def fit(model: GenerativeModel, data: Any, y: Any = None, **options: Any) -> Fit
             ``validation``, ``validation_y``, ``early_stopping``, ``min_delta``,
             ``restore_best``, ``device``, ``seed``, ``callbacks``, ``checkpoint``,
             ``checkpoint_every``, ``resume``, ``progress``, ``micro_batch_size``,
-            ``strategy``, ``devices``, ``num_nodes``, ``precision``, ``compile`` (each explained in
-            :class:`FitConfig`) and ``epoch_transform``:
+            ``strategy``, ``devices``, ``num_nodes``, ``precision``, ``compile``,
+            ``gradient_tolerance`` (each explained in :class:`FitConfig`) and
+            ``epoch_transform``:
         epoch_transform: ``epoch_transform(x, epoch, generator)`` is called at the start of
             every epoch (every step, full-batch), epochs counted from 0, with the original
             training rows ``x`` (N, ...) on the training device and a ``torch.Generator``
@@ -505,10 +507,22 @@ class TrainingLoop:
         # The global batch's loss: DDP averages the processes' gradients, so the mean.
         loss = distributed.all_sum(total, where).item() / (where.world_size * self.num_data)
         self.dispatch("on_loss", loss)
+        if config.gradient_tolerance is not None and self._stationary(config.gradient_tolerance):
+            self.request_stop()  # a stationary point: the parameters stay as they are
+            return loss
         if config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, config.clip_norm)
         self.optimizer.step()
         return loss
+
+    def _stationary(self, tolerance: float) -> bool:
+        """Whether the gradient's L1 norm, in nats per example, is at most ``tolerance``
+        (``FitConfig.gradient_tolerance``); every process reads the same averaged gradient."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return False
+        norm = torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum()
+        return norm.item() <= tolerance * self.num_data
 
     def _take_turns(self, index: torch.Tensor | range) -> float:
         """One step of a model trained in turns (:func:`~pyrogen.infer.players.take_turns`);

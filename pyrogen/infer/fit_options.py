@@ -113,6 +113,14 @@ class FitConfig:
       draws made eagerly, with ``torch.compile`` (fused element-wise operations; losses
       equal to float tolerance; 10-40 s of compilation per batch shape on a CPU, which
       needs a C++ compiler). Here False or the mode's name.
+    * ``gradient_tolerance``: stop before an update whose gradient (of the loss in nats per
+      example) has an L1 norm over every trainable entry of at most this: no move of at most
+      ``delta`` per entry can then gain more than ``delta * gradient_tolerance`` to first
+      order, so a deterministic objective (MAP) is at a stationary point and the
+      parameters are kept as they are. With Adam, whose first step moves each entry by
+      about ``lr``, ``min_delta / lr`` stops exactly where one step's first-order gain is
+      below ``min_delta``. Default from ``model.fit_defaults`` while ``early_stopping`` is
+      on (with ``early_stopping=None`` only a given value stops), else None (never).
     """
 
     steps: int
@@ -138,6 +146,7 @@ class FitConfig:
     precision: str
     epoch_transform: EpochTransform | None
     compile: bool | str = False
+    gradient_tolerance: float | None = None
 
     @property
     def world_size(self) -> int:
@@ -175,8 +184,15 @@ class FitConfig:
         pieces = micro_batch_size is not None and micro_batch_size < (batch_size or data.num_data)
         compiled = _checked_compile(get("compile", False), placement, pieces)
         _check_turns(model, placement, pieces, compiled, data.validation is not None)
+        # A family's default is a way of stopping early: off with early_stopping=None.
+        tolerance = options.get("gradient_tolerance")
+        if tolerance is None and early_stopping is not None:
+            tolerance = defaults.get("gradient_tolerance")
+        if tolerance is not None:
+            tolerance = check_number("gradient_tolerance", tolerance, allow_zero=True)
         return cls(
             compile=compiled,
+            gradient_tolerance=tolerance,
             steps=steps,
             steps_per_epoch=steps_per_epoch,
             batch_size=batch_size,
@@ -202,7 +218,8 @@ _OPTION_NAMES = frozenset(
     (
         "steps epochs batch_size optim lr clip_norm validation validation_y early_stopping "
         "min_delta restore_best device seed callbacks checkpoint checkpoint_every resume "
-        "progress micro_batch_size strategy devices num_nodes precision epoch_transform compile"
+        "progress micro_batch_size strategy devices num_nodes precision epoch_transform compile "
+        "gradient_tolerance"
     ).split()
 )
 

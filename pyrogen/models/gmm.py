@@ -75,6 +75,8 @@ _KMEANS_ITERATIONS = 10
 _SEED_ROWS = 2**14
 _START_ITERATIONS = 5
 _FINAL_TOL = 0.1
+# Adam's step size when SVI checks (and, where needed, polishes) the MAP-EM mode.
+_CHECK_LR = 0.005
 # The fields of MixtureParameters that the starts are stacked by, to be scored at once.
 _STACKED = ("weights", "locs", "covariances")
 
@@ -189,10 +191,13 @@ class GaussianMixture(GenerativeModel):
     @property
     def fit_defaults(self) -> dict[str, Any]:
         """MAP with EM (the default): :meth:`setup` has climbed the model's log joint to a
-        mode by MAP-EM, so the SVI steps only check it: the objective being deterministic,
-        they stop at the first step that gains less than ``tol`` (two steps: the mode's
-        loss, then one update's) and the best state is kept (the result's ``best_step`` 0
-        says SVI found nothing better). MAP without EM
+        mode by MAP-EM, so the SVI steps only check it. The first step's loss and gradient
+        (of the TraceEnum_ELBO, through the Pyro model and guide) test the mode: when the
+        gradient's L1 norm per row is at most ``tol / lr`` (``gradient_tolerance``), no
+        Adam step can gain ``tol`` to first order, and the fit stops there with the
+        parameters untouched (one step). Else SVI climbs on, stopping at the first step
+        that gains less than ``tol``, and the best state is kept (the result's
+        ``best_step`` 0 says SVI found nothing better). MAP without EM
         (``em_iterations=0``): SVI climbs from the k-means start itself, at a larger step
         with a patience that lets it converge. Variational needs longer to fit its spreads,
         with a patience that tolerates sampled ELBOs. Full-batch steps score the rows in
@@ -201,10 +206,11 @@ class GaussianMixture(GenerativeModel):
         if self.inference == "map" and self.em_iterations > 0:
             return {
                 "steps": 200,
-                "lr": 0.005,
+                "lr": _CHECK_LR,
                 "early_stopping": 1,
                 "min_delta": self.tol,
                 "restore_best": True,
+                "gradient_tolerance": self.tol / _CHECK_LR,
                 "micro_batch_size": MICRO_BATCH_ROWS,
             }
         if self.inference == "map":

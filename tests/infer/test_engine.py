@@ -126,6 +126,52 @@ def test_resume_continues_exactly(tmp_path, inference, batch_size):
     assert torch.equal(loaded.log_prob(x), resumed.log_prob(x))
 
 
+class PointMean(GenerativeModel):
+    """mu ~ N(0, 10^2), x_n ~ N(mu, 1), a Delta guide: the loss is minus the log joint,
+    whose gradient in nats per example is (mu - map) (N + 10^-2) / N."""
+
+    family = "point-mean"
+
+    def __init__(self, start: float = 0.0) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+
+    @property
+    def loss(self):
+        return pyro.infer.Trace_ELBO()
+
+    @property
+    def config(self):
+        return {"start": self.loc.item()}
+
+    @pyro_method
+    def model(self, x, y=None, num_data=None):
+        mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=x.dtype), PRIOR_SD))
+        with data_plate(x, num_data):
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=x)
+
+    @pyro_method
+    def guide(self, x, y=None, num_data=None):
+        pyro.sample("mu", dist.Delta(self.loc))
+
+
+def test_gradient_tolerance_stops_before_the_update_at_a_stationary_point():
+    x = normal_data().double()
+    mode = float(x.sum() / (x.numel() + PRIOR_SD**-2))
+    options = dict(optim=torch.optim.SGD, lr=0.5 / x.numel(), steps=100, progress=False)
+    at_mode = PointMean(mode)
+    result = pyrogen.fit(at_mode, x, gradient_tolerance=1e-6, **options)
+    assert result.steps == 1 and result.stopped_early and at_mode.loc.item() == mode
+    # from 1 away, SGD halves the distance every step: it stops at the first step whose
+    # gradient (about the distance) is at most 1e-3, 2^-10 away, before that update
+    away = PointMean(mode + 1.0)
+    result = pyrogen.fit(away, x, gradient_tolerance=1e-3, **options)
+    assert result.steps == 11 and result.stopped_early
+    assert abs(away.loc.item() - mode) == pytest.approx(2.0**-10, rel=0.01)
+    with pytest.raises(ValueError, match="gradient_tolerance: expected a non-negative number"):
+        pyrogen.fit(PointMean(), x, gradient_tolerance=-1.0, **options)
+
+
 def test_same_seed_same_result():
     x = normal_data()
     a, b = NormalMean(), NormalMean()
@@ -381,7 +427,10 @@ def test_bad_data_and_model():
 def test_checkpoints_keep_their_format(tmp_path):
     # Old checkpoints resume, and older versions read new ones: the entries stay these.
     path = tmp_path / "run.ckpt"
-    pyrogen.fit(GaussianMixture(2), torch.randn(50, 2), steps=2, checkpoint=path, progress=False)
+    pyrogen.fit(
+        GaussianMixture(2), torch.randn(50, 2), steps=2, early_stopping=None, checkpoint=path,
+        progress=False,
+    )  # fmt: skip
     saved = load_checkpoint(path)
     assert set(saved) == {
         "pyrogen_version",

@@ -212,6 +212,35 @@ def test_map_fit_with_default_tolerance_is_near_the_mode():
     assert loss(default) == pytest.approx(loss(tight), abs=1e-3)
 
 
+class PerturbedMixture(GaussianMixture):
+    """A mixture whose setup ends a tenth of a data sd away from the MAP-EM mode."""
+
+    def setup(self, x, y=None, *, seed=0):
+        super().setup(x, y, seed=seed)
+        with torch.no_grad():
+            self.locs_loc.add_(0.1 * self.data_scale)
+
+
+def test_the_check_step_keeps_the_mode_and_refuses_a_perturbed_one():
+    x = torch.as_tensor(blobs(200, seed=3), dtype=torch.float64)
+    mode = GaussianMixture(3).double()
+    mode.setup(x)
+    model = GaussianMixture(3).double()
+    result = pyrogen.fit(model, x, progress=False)
+    # one Pyro loss and gradient, no update: the parameters are setup's, bit for bit
+    assert result.steps == 1 and result.best_step == 0 and result.stopped_early
+    for (name, a), b in zip(mode.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    perturbed = PerturbedMixture(3).double()
+    result = pyrogen.fit(perturbed, x, steps=20, progress=False)
+    # the gradient test refuses it, and the SVI steps climb back towards the mode
+    assert result.steps > 1 and result.best_loss < result.losses[0] - 1e-3
+    # with early stopping off, the family's gradient test is off too: every step is taken
+    result = pyrogen.fit(GaussianMixture(3).double(), x, steps=3, early_stopping=None,
+                         progress=False)  # fmt: skip
+    assert result.steps == 3
+
+
 def test_svi_only_defaults_reach_the_map():
     # Without EM the default SVI climbs from k-means to the mode MAP-EM finds (Old Faithful,
     # float32 SVI against a float64 MAP-EM reference: 1e-4 nats per row covers float32).
