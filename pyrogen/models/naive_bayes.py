@@ -86,6 +86,11 @@ CLASS_DIM, FEATURE_DIM, LEVEL_DIM = "class", "feature", "level"
 LIKELIHOODS = ("gaussian", "bernoulli", "categorical", "multinomial", "poisson")
 INFERENCE_METHODS = ("map", "variational")
 # The features' sites of each likelihood: name and support.
+# The MAP's check by SVI: Adam's step size, and the gain per row (nats) below which a
+# step, or a gradient's first-order promise of one, says the mode is reached.
+_CHECK_LR = 0.005
+_CHECK_GAIN = 1e-4
+
 _FEATURE_SITES = {
     "gaussian": ((LOCS, constraints.real), (SCALES, constraints.positive)),
     "bernoulli": ((PROBS, constraints.unit_interval),),
@@ -204,11 +209,21 @@ class NaiveBayes(InfersLabels, GenerativeModel):
 
     @property
     def fit_defaults(self) -> dict[str, Any]:
-        """MAP: :meth:`setup` has reached the mode by EM, so the steps only check it (they
-        stop at the first that gains less than ``tol`` and keep the best state).
-        Variational: the spreads are fitted by SVI from the MAP."""
+        """MAP: :meth:`setup` has reached the mode by EM, so the steps only check it: the
+        first step's loss and gradient (of the TraceEnum_ELBO, through the Pyro model and
+        guide) stop the fit before any update when the gradient's L1 norm per row is at
+        most ``min_delta / lr`` (no Adam step can gain ``min_delta``, 1e-4 nats per row, to
+        first order); else SVI climbs until a step gains less than ``min_delta`` and the
+        best state is kept. Variational: the spreads are fitted by SVI from the MAP."""
         if self.inference == "map":
-            return {"steps": 100, "lr": 0.005, "early_stopping": 1, "restore_best": True}
+            return {
+                "steps": 100,
+                "lr": _CHECK_LR,
+                "early_stopping": 1,
+                "min_delta": _CHECK_GAIN,
+                "restore_best": True,
+                "gradient_tolerance": _CHECK_GAIN / _CHECK_LR,
+            }
         return {"steps": 1000, "lr": 0.02, "early_stopping": 100}
 
     @property
