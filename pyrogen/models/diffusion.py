@@ -42,7 +42,6 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro import poutine
 from pyro.nn import pyro_method
 from torch import nn
@@ -50,6 +49,7 @@ from tqdm.auto import tqdm
 
 from pyrogen.checks import as_examples, as_labels, check_choice, check_int, check_ints
 from pyrogen.models.base import GenerativeModel, data_plate, generative_plate
+from pyrogen.models.forward_process import ForwardPosterior, noise_levels, step_levels
 from pyrogen.models.objectives import (
     AnalyticKLELBO,
     SampledStepELBO,
@@ -256,15 +256,11 @@ class DiffusionVAE(GenerativeModel):
     def _q_posterior(
         self, z_t: torch.Tensor, x: torch.Tensor, t: torch.Tensor
     ) -> dist.Distribution:
-        """q(z_{t-1} | z_t, x): the forward process run backwards, given x (Gaussian)."""
-        gamma_t, alpha_t, sigma_t = self._levels(t, x)
-        gamma_s, alpha_s, sigma_s = self._levels(t - 1, x)
-        # sigma^2_{t|s} = 1 - alpha_t^2 / alpha_s^2, without cancellation (VDM's form)
-        sigma2_ts = -torch.expm1(F.softplus(gamma_s) - F.softplus(gamma_t))
-        alpha_ts = alpha_t / alpha_s
-        loc = (alpha_ts * sigma_s**2 * z_t + alpha_s * sigma2_ts * x) / sigma_t**2
-        scale = (sigma2_ts * sigma_s**2 / sigma_t**2).sqrt()
-        return _normal(loc, scale.expand_as(x), len(self.shape))
+        """q(z_{t-1} | z_t, x): the forward process run backwards, given x (Gaussian). Two
+        of them at the same z_t and t have the closed-form KL of
+        :class:`~pyrogen.models.forward_process.ForwardPosterior`."""
+        levels = step_levels(self.schedule(), t, x, len(self.shape), self.schedule)
+        return ForwardPosterior(z_t, x, levels).to_event(len(self.shape))
 
     # --- the reverse model ----------------------------------------------------------------
     def _x_hat(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -789,25 +785,6 @@ class DiffusionVAE(GenerativeModel):
             return (z_0 > 0).to(z_0.dtype)
         level = self._observation(z_0).base_dist.mode
         return level.to(z_0.dtype) / (self.levels - 1)
-
-
-def noise_levels(
-    gamma: torch.Tensor, t: torch.Tensor, like: torch.Tensor, event_dims: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """gamma_t, alpha_t = sqrt(sigmoid(-gamma_t)), sigma_t = sqrt(sigmoid(gamma_t)) of a
-    variance-preserving schedule, at integer levels t.
-
-    Args:
-        gamma: the schedule's gamma_0..gamma_T, shape (T + 1,).
-        t: levels in 0..T, int64 of any batch shape (B,).
-        like: a tensor whose dtype the results take.
-        event_dims: dims of one example, so that the results broadcast with z (B, ...).
-
-    Returns:
-        three tensors of shape (B, 1, ..., 1) (``event_dims`` ones).
-    """
-    gamma = gamma.to(like.dtype)[t].reshape(*t.shape, *([1] * event_dims))
-    return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
 
 
 def scale_data(
