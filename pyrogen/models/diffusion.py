@@ -49,7 +49,14 @@ from tqdm.auto import tqdm
 
 from pyrogen.checks import as_examples, as_labels, check_choice, check_int, check_ints
 from pyrogen.models.base import GenerativeModel, data_plate, generative_plate
-from pyrogen.models.forward_process import ForwardPosterior, noise_levels, step_levels
+from pyrogen.models.forward_process import (
+    ForwardPosterior,
+    LevelTables,
+    level_tables,
+    levels_at,
+    step_levels,
+)
+from pyrogen.models.forward_process import noise_levels as noise_levels  # the classifier's
 from pyrogen.models.objectives import (
     AnalyticKLELBO,
     SampledStepELBO,
@@ -243,29 +250,61 @@ class DiffusionVAE(GenerativeModel):
         return SampledStepELBO(weight, max_plate_nesting=1)
 
     # --- the forward process (all from gamma) --------------------------------------------
-    def _levels(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """gamma_t, alpha_t, sigma_t at integer levels t (B,) (or any batch shape), shaped
-        to broadcast with x."""
-        return noise_levels(self.schedule(), t, like, len(self.shape))
+    def _tables(self, dtype: torch.dtype) -> LevelTables:
+        """Every level's gamma, alpha, sigma and step coefficients, in ``dtype``. A fixed
+        schedule's are computed once (again after ``.to()`` or loading new values); a
+        learned one's, which depend on its parameters, at every call: the programs call
+        this once per run and hand the tables on."""
+        if self.schedule_kind == "learned":
+            return level_tables(self.schedule(), dtype, self.schedule)
+        gamma = self.schedule.fixed
+        key = (gamma, gamma._version, dtype)
+        memo = self.__dict__.get("_table_memo")
+        if memo is None or memo[0][0] is not gamma or memo[0][1:] != key[1:]:
+            with torch.no_grad():
+                memo = (key, level_tables(gamma, dtype, self.schedule))
+            self.__dict__["_table_memo"] = memo  # not a buffer: derived, and never saved
+        return memo[1]
 
-    def _q_marginal(self, x: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
+    def _levels(
+        self, t: torch.Tensor | int, like: torch.Tensor, tables: LevelTables | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """gamma_t, alpha_t, sigma_t at integer levels t (B,) (or any batch shape, or one
+        int), shaped to broadcast with x."""
+        tables = self._tables(like.dtype) if tables is None else tables
+        return levels_at(tables, t, len(self.shape))
+
+    def _q_marginal(
+        self, x: torch.Tensor, t: torch.Tensor | int, tables: LevelTables | None = None
+    ) -> dist.Distribution:
         """q(z_t | x) = N(alpha_t x, sigma_t^2), event shape data_shape."""
-        _, alpha, sigma = self._levels(t, x)
+        _, alpha, sigma = self._levels(t, x, tables)
         return _normal(alpha * x, sigma.expand_as(x), len(self.shape))
 
     def _q_posterior(
-        self, z_t: torch.Tensor, x: torch.Tensor, t: torch.Tensor
+        self,
+        z_t: torch.Tensor,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        tables: LevelTables | None = None,
     ) -> dist.Distribution:
         """q(z_{t-1} | z_t, x): the forward process run backwards, given x (Gaussian). Two
         of them at the same z_t and t have the closed-form KL of
         :class:`~pyrogen.models.forward_process.ForwardPosterior`."""
-        levels = step_levels(self.schedule(), t, x, len(self.shape), self.schedule)
+        tables = self._tables(x.dtype) if tables is None else tables
+        levels = step_levels(tables, t, len(self.shape))
         return ForwardPosterior(z_t, x, levels).to_event(len(self.shape))
 
     # --- the reverse model ----------------------------------------------------------------
-    def _x_hat(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _x_hat(
+        self,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None,
+        tables: LevelTables | None = None,
+    ) -> torch.Tensor:
         """The denoiser's estimate of (scaled) x from z_t, through its parameterization."""
-        _, alpha, sigma = self._levels(t, z)
+        _, alpha, sigma = self._levels(t, z, tables)
         # The network takes one flat batch: batch shapes beyond (B,) (a vectorized
         # Predictive's sample dimension) are flattened, t and y broadcast to them.
         batch = z.shape[: z.dim() - len(self.shape)]
@@ -293,11 +332,11 @@ class DiffusionVAE(GenerativeModel):
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return y
 
-    def _observation(self, z_0: torch.Tensor) -> dist.Distribution:
+    def _observation(
+        self, z_0: torch.Tensor, tables: LevelTables | None = None
+    ) -> dist.Distribution:
         """p(x | z_0) in the data's own units (see the module docstring)."""
-        batch = z_0.shape[: z_0.dim() - len(self.shape)]
-        zero = torch.zeros(batch, dtype=torch.long, device=z_0.device)
-        gamma, alpha, sigma = self._levels(zero, z_0)
+        gamma, alpha, sigma = self._levels(0, z_0, tables)
         event = len(self.shape)
         if self.likelihood == "gaussian":
             shift = self.data_shift.reshape(self.shape)
@@ -354,14 +393,15 @@ class DiffusionVAE(GenerativeModel):
             device, dtype, observed = x.device, x.dtype, self._observed(x)
         labels = self._labels(y, rows, device)
         zeros = torch.zeros(rows, *self.shape, device=device, dtype=dtype)
+        tables = self._tables(dtype)
         with plate:
             z_0 = markov_chain(
                 "z",
                 self.timesteps,
                 _normal(zeros, torch.ones_like(zeros), len(self.shape)),
-                lambda z, t: self._q_posterior(z, self._x_hat(z, t, labels), t),
+                lambda z, t: self._q_posterior(z, self._x_hat(z, t, labels, tables), t, tables),
             )
-            pyro.sample("x", self._observation(z_0), obs=observed)
+            pyro.sample("x", self._observation(z_0, tables), obs=observed)
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
@@ -370,14 +410,14 @@ class DiffusionVAE(GenerativeModel):
         estimator."""
         x = self._codes(x)
         scaled = self._scaled(x)
-        every = torch.full((x.shape[0],), self.timesteps, dtype=torch.long, device=x.device)
+        tables = self._tables(x.dtype)
         with data_plate(x, num_data):
             markov_chain(
                 "z",
                 self.timesteps,
-                self._q_marginal(scaled, every),
-                lambda z, t: self._q_posterior(z, scaled, t),
-                marginal=lambda t: self._q_marginal(scaled, t),
+                self._q_marginal(scaled, self.timesteps, tables),
+                lambda z, t: self._q_posterior(z, scaled, t, tables),
+                marginal=lambda t: self._q_marginal(scaled, t, tables),
             )
 
     def _step_weight(self, t: torch.Tensor) -> torch.Tensor:

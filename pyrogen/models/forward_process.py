@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch.distributions.kl import _kl_normal_normal, register_kl
 
-__all__ = ["ForwardPosterior", "StepLevels", "noise_levels", "step_levels"]
+__all__ = [
+    "ForwardPosterior",
+    "LevelTables",
+    "StepLevels",
+    "level_tables",
+    "levels_at",
+    "noise_levels",
+    "step_levels",
+]
 
 
 class StepLevels(NamedTuple):
@@ -63,28 +71,64 @@ def noise_levels(
     return gamma, torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
 
 
-def step_levels(
-    gamma: torch.Tensor, t: torch.Tensor, like: torch.Tensor, event_dims: int, source: object
-) -> StepLevels:
-    """The reverse step's coefficients from level t to t - 1 (see :class:`StepLevels`).
+class LevelTables(NamedTuple):
+    """Every level's quantities of a schedule, computed at once: ``levels`` (T + 1, 3) holds
+    gamma_t, alpha_t, sigma_t; ``steps`` (T + 1, 4) the reverse step from t to t - 1 as
+    z_coef, x_coef, scale, snr_drop (:class:`StepLevels`; row 0, no step, is NaN);
+    ``source`` is what they were computed from."""
 
-    Args:
-        gamma: the schedule's gamma_0..gamma_T, shape (T + 1,).
-        t: levels in 1..T, int64 (B,).
-        like: a tensor whose dtype the results take.
-        event_dims: dims of one example.
-        source: what ``gamma`` came from (identifies the levels with ``t``).
+    levels: torch.Tensor
+    steps: torch.Tensor
+    source: object
+
+
+def level_tables(gamma: torch.Tensor, dtype: torch.dtype, source: object) -> LevelTables:
+    """The :class:`LevelTables` of gamma_0..gamma_T (T + 1,), computed in float64 (through
+    VDM's expm1 / softplus forms, so no difference of nearby numbers is formed) and rounded
+    once to ``dtype``; differentiable in gamma.
+
+    Example:
+        >>> tables = level_tables(torch.linspace(-5.0, 5.0, 11), torch.float32, source=None)
+        >>> tables.levels.shape, tables.steps.shape
+        (torch.Size([11, 3]), torch.Size([11, 4]))
     """
-    gamma_t, alpha_t, sigma_t = noise_levels(gamma, t, like, event_dims)
-    gamma_s, alpha_s, sigma_s = noise_levels(gamma, t - 1, like, event_dims)
-    # sigma^2_{t|s} = 1 - alpha_t^2 / alpha_s^2 and SNR_s - SNR_t without cancellation
-    # (VDM's expm1 / softplus forms)
+    gamma = gamma.to(torch.float64)
+    alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+    gamma_s, gamma_t = gamma[:-1], gamma[1:]
+    # sigma^2_{t|s} = 1 - alpha_t^2 / alpha_s^2 and SNR_s - SNR_t
     sigma2_ts = -torch.expm1(F.softplus(gamma_s) - F.softplus(gamma_t))
     snr_drop = -torch.exp(-gamma_s) * torch.expm1(gamma_s - gamma_t)
-    z_coef = alpha_t / alpha_s * sigma_s**2 / sigma_t**2
-    x_coef = alpha_s * sigma2_ts / sigma_t**2
-    scale = (sigma2_ts * sigma_s**2 / sigma_t**2).sqrt()
-    return StepLevels(t, source, z_coef, x_coef, scale, snr_drop)
+    sigma2_s, sigma2_t = sigma[:-1] ** 2, sigma[1:] ** 2
+    steps = torch.stack(
+        [
+            alpha[1:] / alpha[:-1] * sigma2_s / sigma2_t,
+            alpha[:-1] * sigma2_ts / sigma2_t,
+            (sigma2_ts * sigma2_s / sigma2_t).sqrt(),
+            snr_drop,
+        ],
+        -1,
+    )
+    steps = torch.cat([steps.new_full((1, 4), torch.nan), steps])
+    levels = torch.stack([gamma, alpha, sigma], -1)
+    return LevelTables(levels.to(dtype), steps.to(dtype), source)
+
+
+def levels_at(
+    tables: LevelTables, t: torch.Tensor | int, event_dims: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gamma_t, alpha_t, sigma_t at levels t (int64 (B,), or one int), each (B, 1, ..., 1)
+    (``event_dims`` ones; () for an int) to broadcast with z."""
+    if isinstance(t, int):
+        return tables.levels[t].unbind(-1)
+    rows = tables.levels[t].reshape(*t.shape, *([1] * event_dims), 3)
+    return rows.unbind(-1)
+
+
+def step_levels(tables: LevelTables, t: torch.Tensor, event_dims: int) -> StepLevels:
+    """The reverse step's coefficients from levels t (int64 (B,), in 1..T) to t - 1, each
+    (B, 1, ..., 1) (see :class:`StepLevels`)."""
+    rows = tables.steps[t].reshape(*t.shape, *([1] * event_dims), 4)
+    return StepLevels(t, tables.source, *rows.unbind(-1))
 
 
 class ForwardPosterior(dist.Normal):
@@ -97,9 +141,9 @@ class ForwardPosterior(dist.Normal):
         levels: the step's :class:`StepLevels`, broadcasting with z_t.
 
     Example:
-        >>> gamma = torch.linspace(-5.0, 5.0, 11)
+        >>> tables = level_tables(torch.linspace(-5.0, 5.0, 11), torch.float32, source=None)
         >>> z_t, x = torch.zeros(3, 2), torch.ones(3, 2)
-        >>> levels = step_levels(gamma, torch.tensor([4, 5, 6]), z_t, 1, source=None)
+        >>> levels = step_levels(tables, torch.tensor([4, 5, 6]), 1)
         >>> ForwardPosterior(z_t, x, levels).batch_shape
         torch.Size([3, 2])
     """

@@ -9,7 +9,12 @@ from pyro import poutine
 from torch.distributions.kl import _kl_normal_normal
 
 from pyrogen.models.diffusion import DiffusionVAE
-from pyrogen.models.forward_process import ForwardPosterior, noise_levels, step_levels
+from pyrogen.models.forward_process import (
+    ForwardPosterior,
+    level_tables,
+    noise_levels,
+    step_levels,
+)
 from pyrogen.models.objectives import SampledSteps, analytic_kl_terms
 from pyrogen.nn.schedules import NoiseSchedule
 
@@ -45,7 +50,7 @@ def test_closed_form_kl_is_the_float64_gaussian_kl_at_every_level(kind):
     x_hat = x + 0.3 * torch.randn(T, 2, generator=generator)
     _, alpha, sigma = noise_levels(gamma, t, x, 1)
     z_t = alpha * x + sigma * torch.randn(T, 2, generator=generator)
-    levels = step_levels(gamma, t, x, 1, source="schedule")
+    levels = step_levels(level_tables(gamma, torch.float32, "schedule"), t, 1)
     q, p = ForwardPosterior(z_t, x, levels), ForwardPosterior(z_t, x_hat, levels)
     kl = torch.distributions.kl_divergence(q, p).sum(-1)
     reference = _generic_kl64(gamma, t, z_t, x, x_hat)
@@ -60,8 +65,9 @@ def test_kl_falls_back_to_the_normal_kl_unless_z_t_and_levels_are_shared():
     gamma = NoiseSchedule("cosine", 10)()
     t = torch.tensor([3, 7])
     z_t, x, x_hat = torch.randn(3, 2, 1).unbind(0)
-    levels = step_levels(gamma, t, x, 1, source="schedule")
-    same_t_other_object = step_levels(gamma, t.clone(), x, 1, source="schedule")
+    tables = level_tables(gamma, torch.float32, "schedule")
+    levels = step_levels(tables, t, 1)
+    same_t_other_object = step_levels(tables, t.clone(), 1)
     q = ForwardPosterior(z_t, x, levels)
     for p in (
         ForwardPosterior(z_t.clone(), x_hat, levels),  # another z_t
