@@ -89,7 +89,10 @@ def add_common_options(parser: Any, name: str, family: type, spec: FamilySpec) -
         ("--key", "the array of an NPZ --data file holding several to use", {"metavar": "NAME"}),
         ("--out", f"run folder to create; default runs/{name}-YYYYmmdd-HHMMSS", {"type": Path}),
         ("--quiet", "no progress bars; print only the run folder", {"action": "store_true"}),
-    )
+        *[("--test-share", "share of the --data rows held out (seeded): not trained on, "
+           "scored at the end (held-out nats; 0: train on every row; default %(default)s)",
+           {"type": opt.share_or_none, "default": data.TEST_FRACTION})][: int(not images)],
+    )  # fmt: skip
     epochs = f"default {IMAGE_EPOCHS}" if images else "exclusive with --steps"
     opt.add_all(
         parser.add_argument_group("training (see pyrogen.fit; defaults: the family's)"),
@@ -279,25 +282,37 @@ def fit_family(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _table_data(args: argparse.Namespace, spec: FamilySpec) -> tuple[dict, torch.Tensor, Setup]:
-    """The rows of --data (fitted whole) and, for a family that takes labels (its spec has
-    ``labels``), theirs: --labels (a column of a CSV/TSV, a file, an NPZ array) or an NPZ's
-    ``y``/``labels`` array; their classes set the model's ``num_classes``."""
+    """The rows of --data and, for a family that takes labels (its spec has ``labels``),
+    theirs: --labels (a column of a CSV/TSV, a file, an NPZ array) or an NPZ's
+    ``y``/``labels`` array; their classes set the model's ``num_classes``. A seeded
+    ``--test-share`` of the rows is held out: not trained on, scored in the run's ``test``."""
+    labels = labels_source = None
     with opt.as_option_errors():
         if spec.labels is None or args.data is None:
             x, source, columns = data.load_table(args.data, args.columns, args.key)
-            return {"data": x, "columns": columns, "extra": {"data": source}}, x, Setup()
-        x, labels, labels_source = data.read_labelled_array(
-            args.data, labels=args.labels, columns=args.columns, key=args.key
+        else:
+            x, labels, labels_source = data.read_labelled_array(
+                args.data, labels=args.labels, columns=args.columns, key=args.key
+            )
+            source = str(args.data)
+            columns = None if args.columns is None else args.columns.split(",")
+    setup = Setup()
+    if labels is not None:
+        with opt.as_option_errors():
+            classes = data.count_classes([labels], labels_source, args.num_classes)
+        described = f"{labels_source}, classes 0..{classes - 1} (-1: unlabelled)"
+        setup = Setup({"num_classes": classes}, labels, labels, {"labels": described})
+    run = {"data": x, "columns": columns, "extra": {"data": source}, "labels": labels}
+    if not args.test_share:
+        return run, x, setup
+    with opt.as_option_errors(("test_share",)):
+        split = data.split_train_test(
+            x, labels, seed=args.seed, source=source, test_fraction=args.test_share
         )
-    columns = None if args.columns is None else args.columns.split(",")
-    run = {"data": x, "columns": columns, "extra": {"data": str(args.data)}}
-    if labels is None:
-        return run, x, Setup()
-    with opt.as_option_errors():
-        classes = data.count_classes([labels], labels_source, args.num_classes)
-    run["labels"] = labels
-    extra = {"labels": f"{labels_source}, classes 0..{classes - 1} (-1: unlabelled)"}
-    return run, x, Setup({"num_classes": classes}, labels, labels, extra)
+    run.update(data=split.train, test_data=split.test, labels=split.test_labels)
+    run["extra"]["data"] = split.description
+    setup.train_labels, setup.test_labels = split.train_labels, split.test_labels
+    return run, split.train, setup
 
 
 def _image_data(

@@ -52,6 +52,7 @@ at_least_two = Checked(int, lambda v: v >= 2, "at least 2 classes")
 positive_float = Checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 non_negative_float = Checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
 share = Checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+share_or_none = Checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 widths = Checked(_widths, lambda v: all(w > 0 for w in v), "positive integers separated by commas")
 numbers = Checked(
     lambda text: tuple(float(part) for part in text.split(",")),
@@ -200,9 +201,10 @@ SPLIT_DATA_HELP = (
     f"{1 - data.TEST_FRACTION:.0%}% training and {data.TEST_FRACTION:.0%}% test rows (an NPZ "
     f"may hold labels: {' or '.join(data.LABEL_KEYS)}); one of --data and --data-dir is required"
 )
-#: Help of ``--data`` for families fitted to a whole table.
+#: Help of ``--data`` for families fitted to a table.
 TABLE_DATA_HELP = (
-    "data file (CSV/TSV, NPY/NPZ or IDX) of shape (N, D); default the bundled Old Faithful data"
+    "data file (CSV/TSV, NPY/NPZ or IDX) of shape (N, D), split at random (seeded) into "
+    "training and test rows by --test-share; default the bundled Old Faithful data"
 )
 
 

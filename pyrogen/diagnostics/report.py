@@ -199,21 +199,28 @@ def _summary(
         summary["test"] = score(
             run.model, run.held_out, labels=run.labels, iw_samples=iw_samples, seed=run.seed
         )
-    elif run.labels is not None and run.model.predicts == "class":
-        summary["classification"] = _classification(run.model, run.x, run.labels)
+    if run.labels is not None and run.model.predicts == "class":
+        summary["classification"] = _classification(run.model, run.held_out, run.labels, tested)
     summary.update(_check_extra(extra, summary))
     return summary
 
 
-def _classification(model: GenerativeModel, x: torch.Tensor, labels: np.ndarray) -> dict:
-    """Accuracy and confusion matrix of ``predict`` on the labelled rows the model was
-    fitted on (a classifier's run without held-out rows)."""
+def _classification(
+    model: GenerativeModel, x: torch.Tensor, labels: np.ndarray, held_out: bool
+) -> dict:
+    """Accuracy and confusion matrix of ``predict`` on the labelled rows x: the held-out
+    rows, or those the model was fitted on (a classifier's run without held-out rows)."""
     with torch.no_grad():
         predicted = model.predict(x.to(model.device)).cpu().numpy()
     counts = confusion_matrix(labels, predicted, model.label_count)
     rows = int(counts.sum())
     return {
-        "rows": "the labelled rows it was fitted on (not held out)",
+        "rows": (
+            "the labelled held-out rows (not fitted on)"
+            if held_out
+            else "the labelled rows it was fitted on (not held out)"
+        ),
+        "held_out": held_out,
         "labelled_rows": rows,
         "accuracy": float(np.trace(counts) / max(rows, 1)),
         "confusion_matrix": counts.tolist(),

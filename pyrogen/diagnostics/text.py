@@ -133,7 +133,8 @@ def statistic_lines(summary: dict[str, Any]) -> list[str]:
 
 def classification_lines(classification: dict[str, Any]) -> list[str]:
     """A classifier's accuracy and confusion matrix (rows: true class, columns: predicted)
-    on the rows it was fitted on, as a run summary holds them.
+    on the rows it was fitted on, or its confusion matrix on the held-out rows (whose
+    accuracy is among the test scores), as a run summary holds them.
 
     Example:
         >>> for line in classification_lines({"labelled_rows": 4, "accuracy": 0.75,
@@ -146,12 +147,16 @@ def classification_lines(classification: dict[str, Any]) -> list[str]:
                    1         0     2
     """
     counts = classification["confusion_matrix"]
-    lines = [
-        _label("accuracy") + f"{_number(classification['accuracy'])} on the "
-        f"{classification['labelled_rows']} labelled rows it was fitted on (not held out)",
-        _label("confusion") + "rows: true class, columns: predicted",
-        " " * 16 + "".join(f"{k:>6}" for k in range(len(counts))),
-    ]
+    header = "rows: true class, columns: predicted"
+    if classification.get("held_out"):
+        lines = [_label("test confusion") + header]
+    else:
+        lines = [
+            _label("accuracy") + f"{_number(classification['accuracy'])} on the "
+            f"{classification['labelled_rows']} labelled rows it was fitted on (not held out)",
+            _label("confusion") + header,
+        ]
+    lines.append(" " * 16 + "".join(f"{k:>6}" for k in range(len(counts))))
     lines += [f"{k:>12}    " + "".join(f"{n:>6}" for n in row) for k, row in enumerate(counts)]
     return lines
 

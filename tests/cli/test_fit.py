@@ -44,8 +44,11 @@ def test_fit_auto_picks_two_components_on_old_faithful(auto_run):
     assert sorted(scores) == list(range(1, 9))
     assert min(scores, key=scores.get) == 2
     assert summary["bic"] == pytest.approx(scores[2], rel=1e-6)  # the refit is the selected fit
-    assert summary["columns"] == ["eruptions", "waiting"] and summary["n_rows"] == 272
-    assert summary["data"] == "Old Faithful (bundled)" and summary["inference"] == "map"
+    # --test-share's default holds 10% of the rows out (seeded), scored in "test"
+    assert summary["columns"] == ["eruptions", "waiting"] and summary["n_rows"] == 245
+    assert summary["test"]["n_rows"] == 27 and summary["inference"] == "map"
+    split = "split at random (seed 0) into 245 training and 27 test rows"
+    assert summary["data"] == f"Old Faithful (bundled), {split}"
     assert {p.name for p in auto_run.iterdir()} == {
         "elbo.png",
         "clusters.png",
@@ -66,6 +69,7 @@ def test_fit_variational_prints_a_summary(tmp_path, capsys, faithful_csv):
     out = tmp_path / "run"
     argv = ["fit", "gmm", "--data", str(faithful_csv), "--columns", "waiting,eruptions"]
     argv += ["--components", "2", "--inference", "variational", "--out", str(out), *QUICK]
+    argv += ["--test-share", "0"]  # every row fitted, none held out
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = run_summary(out)
@@ -93,7 +97,7 @@ def test_fit_nuts(tmp_path):
     idata = arviz.from_netcdf(out / "inference_data.nc")
     assert idata.posterior["locs"].shape == (2, 5, 2, 2)
     assert idata.sample_stats["diverging"].shape == (2, 5)
-    assert idata.log_likelihood["obs"].shape == (2, 5, 272)
+    assert idata.log_likelihood["obs"].shape == (2, 5, 245)  # the training rows
 
 
 def test_fit_default_run_folder(tmp_path, monkeypatch, capsys):
@@ -126,8 +130,13 @@ def test_fit_default_run_folder(tmp_path, monkeypatch, capsys):
             r"pyrogen fit gmm: error: argument --covariance: invalid choice: 'banana'",
         ),
         (
+            ["fit", "gmm", "--test-share", "1"],
+            r"pyrogen fit gmm: error: argument --test-share: expected a number in \[0, 1\), "
+            r"got '1'",
+        ),
+        (
             ["fit", "gmm", "--components", "300", *QUICK],
-            r"pyrogen: error: n_components: expected at most n_samples=272 components, got 300",
+            r"pyrogen: error: n_components: expected at most n_samples=245 components, got 300",
         ),
         (["fit", "gmm", "--out", "{tmp}"], r"pyrogen: error: out_dir: .* never overwritten"),
         (["fit", "banana"], r"pyrogen fit: error: argument FAMILY: invalid choice: 'banana'"),
@@ -582,6 +591,16 @@ def test_fit_energy_on_a_csv_then_evaluate_and_sample(tmp_path, faithful_csv, ca
     assert summary["log_partition_method"] == "quadrature"  # 2-D: exact nats
     model = pyrogen.load(out / "model.pt")
     exact = float(model.log_prob(old_faithful()).mean())
+    # the held-out rows (--test-share's default, seeded) scored exactly
+    table = pyrogen.data.load_table(faithful_csv)[0]
+    held_out = pyrogen.data.split_train_test(table, seed=0, test_fraction=0.1).test
+    test = summary["test"]
+    assert (
+        test["n_rows"] == len(held_out) == 27
+        and "by quadrature" in test["bounds"]["log_likelihood_per_example"]
+    )
+    held_out_nats = float(model.log_prob(held_out).mean())
+    assert test["log_likelihood_per_example"] == pytest.approx(held_out_nats, abs=1e-5)
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(faithful_csv)]) == 0
     assert f"{exact:.4f} nats per row" in capsys.readouterr().out
@@ -748,4 +767,4 @@ def test_a_family_without_a_spec_is_fitted_from_its_signature(
     summary = run_summary(out)
     assert summary["family"] == "tiny" and summary["config"]["flow"] == "maf"
     assert summary["config"]["hidden"] == [8, 8] and summary["config"]["transforms"] == 1
-    assert summary["training"]["steps"] == 3 and summary["n_rows"] == 272
+    assert summary["training"]["steps"] == 3 and summary["n_rows"] == 245

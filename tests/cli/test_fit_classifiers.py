@@ -33,9 +33,13 @@ def test_fit_and_evaluate_a_classifier_on_a_label_column(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["num_classes"] == 3  # from the labels
     assert summary["n_features"] == 4  # the label column is not a feature
+    # scored on the 15 rows --test-share holds out by default
     counts = np.array(summary["classification"]["confusion_matrix"])
-    assert counts.shape == (3, 3) and counts.sum(1).tolist() == [50, 50, 50]  # by true class
-    assert summary["classification"]["accuracy"] == pytest.approx(np.trace(counts) / 150)
+    held_out = summary["test"]["n_rows"]
+    assert held_out == 15 and summary["n_rows"] == 135 and summary["classification"]["held_out"]
+    assert counts.shape == (3, 3) and counts.sum() == held_out
+    assert summary["classification"]["accuracy"] == pytest.approx(np.trace(counts) / held_out)
+    assert summary["test"]["accuracy"] == pytest.approx(np.trace(counts) / held_out)
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(iris_csv), "--labels", "species"]) == 0
     printed = capsys.readouterr().out
@@ -47,13 +51,18 @@ def test_fit_and_evaluate_a_classifier_on_a_label_column(
     assert ("log p(x)" in printed) == (family == "naive_bayes")  # only where p(x) exists
 
 
-def test_the_fit_prints_the_confusion_matrix(iris_csv, tmp_path, capsys):
+@pytest.mark.parametrize("test_share", ["0", "0.1"])
+def test_the_fit_prints_the_confusion_matrix(test_share, iris_csv, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["fit", "naive_bayes", "--data", str(iris_csv), "--labels", "species"]
-    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--test-share", test_share, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "confusion       rows: true class, columns: predicted" in printed
-    assert "accuracy" in printed and "labelled rows it was fitted on" in printed
+    if test_share == "0":  # every row fitted: the confusion matrix of those rows
+        assert "confusion       rows: true class, columns: predicted" in printed
+        assert "accuracy" in printed and "labelled rows it was fitted on" in printed
+    else:
+        assert "test confusion  rows: true class, columns: predicted" in printed
+        assert "test accuracy" in printed and "fitted on" not in printed
 
 
 def test_semi_supervised_naive_bayes_from_the_command_line(iris_csv, tmp_path):
