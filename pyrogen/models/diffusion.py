@@ -422,14 +422,14 @@ class DiffusionVAE(GenerativeModel):
 
     def _step_weight(self, t: torch.Tensor) -> torch.Tensor:
         """DDPM's reweighting of the step at levels t (B,) for ``"simple"`` (not a bound)."""
-        dtype = self.data_shift.dtype
-        # KL_t = (SNR_{t-1} - SNR_t) / 2 * ||x - x_hat||^2 and x - x_hat = c_t (out_hat - out)
-        gamma = self.schedule().to(dtype)
-        snr_drop = torch.exp(-gamma[t - 1]) - torch.exp(-gamma[t])
+        tables = self._tables(self.data_shift.dtype)
+        # KL_t = (SNR_{t-1} - SNR_t) / 2 * ||x - x_hat||^2 and x - x_hat = c_t (out_hat - out);
+        # the SNR drop from the tables (no difference of nearby float32 numbers)
+        gamma, snr_drop = tables.levels[t, 0], tables.steps[t, 3]
         c2 = {
-            "eps": torch.exp(gamma[t]),
+            "eps": torch.exp(gamma),
             "x0": torch.ones_like(snr_drop),
-            "v": torch.sigmoid(gamma[t]),
+            "v": torch.sigmoid(gamma),
         }
         return 1 / (snr_drop * c2[self.prediction])
 
