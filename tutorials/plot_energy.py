@@ -107,7 +107,14 @@ print(f"held-out nats per row: energy {ebm.log_prob(test).mean():.3f}, "
 # held-out nats as the Gaussian mixture and the flow, beside the density that drew the
 # rows; the gaps between the rows of the table are what each objective misses. The numbers
 # printed are those of the run that built this page; each landscape's colours span the 12
-# nats below its own peak.
+# nats below its own peak. One full run (2000 steps each; the whole 2-D part took 380 s
+# with one thread on a shared 2-core machine) gave, in held-out nats per row: dsm -2.283,
+# pcd -2.177, nce -2.138, the mixture -2.148, the flow -2.540 and the true density -2.099,
+# with NCE's learned log Z at 0.046 against 0.296 by quadrature. Denoising score matching
+# is last here not for its blur (under 0.01 nats per row at these modes' width) but for the
+# three modes' relative masses, which its loss barely sees (see the energy page): its
+# density put 0.22, 0.20 and 0.58 of its mass by the three centres, and the true density
+# with those masses scores -2.255, most of the gap.
 ebms = {"dsm": ebm}
 for objective in ("pcd", "nce"):
     options = {"objective": objective, "hidden": HIDDEN, **SMOKE_PCD}
