@@ -27,6 +27,7 @@ RUNS = [
     ("diffusion_quality", ("--sets", "2d"), "diffusion_quality_2d"),
     ("diffusion_sampling", (), "diffusion_sampling"),
     ("energy_density", (), "energy_density"),
+    ("energy_noise_level", (), "energy_noise_level"),
     ("flows_density", (), "flows_density"),
     ("flows_overhead", (), "flows_overhead"),
     ("flows_posterior", (), "flows_posterior"),
