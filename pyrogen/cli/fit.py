@@ -305,10 +305,14 @@ def _table_data(args: argparse.Namespace, spec: FamilySpec) -> tuple[dict, torch
     run = {"data": x, "columns": columns, "extra": {"data": source}, "labels": labels}
     if not args.test_share:
         return run, x, setup
-    with opt.as_option_errors(("test_share",)):
-        split = data.split_train_test(
-            x, labels, seed=args.seed, source=source, test_fraction=args.test_share
+    if len(x) < 2:
+        raise ValueError(
+            f"{source}: expected at least 2 rows to hold --test-share {args.test_share} of "
+            f"them out, got {len(x)} (--test-share 0 trains on every row)"
         )
+    split = data.split_train_test(
+        x, labels, seed=args.seed, source=source, test_fraction=args.test_share
+    )
     run.update(data=split.train, test_data=split.test, labels=split.test_labels)
     run["extra"]["data"] = split.description
     setup.train_labels, setup.test_labels = split.train_labels, split.test_labels

@@ -101,12 +101,14 @@ def variant_run(labelled_npz, tmp_path_factory, capsys):
 @pytest.fixture
 def table_inputs(tmp_path, auto_run, faithful_csv) -> dict[str, str]:
     """Placeholders of the mixture's bad command lines: an occupied folder, a CSV of three
-    columns, the mixture's run."""
+    columns, a CSV of one row, the mixture's run."""
     (tmp_path / "occupied.txt").write_text("an earlier run")
     wide = tmp_path / "wide.csv"
     np.savetxt(wide, np.ones((4, 3)), delimiter=",", header="a,b,c", comments="")
+    one_row = tmp_path / "one_row.csv"
+    np.savetxt(one_row, np.ones((1, 2)), delimiter=",", header="a,b", comments="")
     fill = {"{tmp}": str(tmp_path), "{csv}": str(faithful_csv), "{run}": str(auto_run)}
-    return {**fill, "{wide}": str(wide)}
+    return {**fill, "{wide}": str(wide), "{one_row}": str(one_row)}
 
 
 @pytest.fixture

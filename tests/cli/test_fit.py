@@ -130,6 +130,11 @@ def test_fit_default_run_folder(tmp_path, monkeypatch, capsys):
             r"pyrogen fit gmm: error: argument --covariance: invalid choice: 'banana'",
         ),
         (
+            ["fit", "gmm", "--data", "{one_row}", "--components", "1"],
+            r"pyrogen: error: .*one_row.csv: expected at least 2 rows to hold --test-share 0.1 "
+            r"of them out, got 1 \(--test-share 0 trains on every row\)",
+        ),
+        (
             ["fit", "gmm", "--test-share", "1"],
             r"pyrogen fit gmm: error: argument --test-share: expected a number in \[0, 1\), "
             r"got '1'",
