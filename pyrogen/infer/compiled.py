@@ -117,6 +117,7 @@ class ReplayedLoss(torch.nn.Module):
         except RuntimeError as error:  # make_fx refuses to read values out of tensors
             what = "reads values out of tensors" if "tracing tensor" in str(error) else error
             return self._give_up(f"its loss {what}: data-dependent control flow")
+        _drop_unused(graph)
         with torch.no_grad():
             with _same_random_state(x.device):
                 eager = float(self.trainer(x, y, num_data))
@@ -229,6 +230,19 @@ def lift_random_draws(
         return pytree.tree_unflatten(list(compiled(*flat, *draw(*flat))), out_spec)
 
     return run
+
+
+def _drop_unused(graph: torch.fx.GraphModule) -> None:
+    """Remove the recording's operations whose results nothing reads (index ``arange``s of
+    Pyro's plates, constants copied for a check that does not run, ``detach``es): a replay
+    pays for every operation in Python. Random draws stay, read or not, so the random
+    streams advance exactly as in eager training."""
+
+    def kept(node: torch.fx.Node) -> bool:
+        return node.is_impure() or _is_draw(node.target)
+
+    if graph.graph.eliminate_dead_code(is_impure_node=kept):
+        graph.recompile()
 
 
 def _is_draw(target: object) -> bool:

@@ -152,3 +152,35 @@ def test_random_draws_are_lifted_out_unless_they_depend_on_trained_tensors():
     with pytest.raises(ValueError, match="depends on trained parameters"):
         lift_random_draws(graph, trained=1)
     lift_random_draws(graph, trained=0)  # as buffers, the draws may be made eagerly
+
+
+class _UnusedWork(torch.nn.Module):
+    """A loss that computes what it never reads (an index range, a draw)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x, y, num_data):
+        torch.arange(x.shape[0])  # like a plate's subsample indices
+        torch.randint(10, (4,))  # a draw nothing reads: it still advances the stream
+        return (self.w * x + torch.randn_like(x)).sum()
+
+
+def test_a_replay_drops_unread_operations_but_keeps_every_draw():
+    x = torch.ones(5, 3)
+    replayed = ReplayedLoss(_UnusedWork(), "UnusedWork")
+    with pyro.validation_enabled(False):
+        torch.manual_seed(0)
+        replayed(x, None, 5)  # records (and checks) at this random state
+        graph = next(iter(replayed.recordings.values()))
+        targets = [node.target for node in graph.graph.nodes if node.op == "call_function"]
+        assert torch.ops.aten.arange.default not in targets  # read by nothing: dropped
+        assert any("randint" in str(target) for target in targets)  # a draw: kept
+        torch.manual_seed(1)
+        replayed_loss = replayed(x, None, 5)
+        after_replay = torch.rand(1)
+        torch.manual_seed(1)
+        eager_loss = replayed.trainer(x, None, 5)
+        after_eager = torch.rand(1)
+    assert torch.equal(replayed_loss, eager_loss) and torch.equal(after_replay, after_eager)
