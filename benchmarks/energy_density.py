@@ -8,7 +8,7 @@ diffusion model; AIS log Z against quadrature; effective samples per second of i
   two sets the defaults were not tuned on: a 5 x 5 grid of Gaussians
   (``grid_of_gaussians``, spacing 2, sd ``--ring-sd``) and a noisy spiral (:func:`spiral`),
   split in half like the ring. ``EnergyDensity(2, objective=...)``
-  with its defaults for each objective (dsm, pcd, nce), trained by ``pyrogen.fit`` for
+  with its defaults for each objective (dsm, pcd, nce, quadrature), trained by ``pyrogen.fit`` for
   ``--steps`` steps, and the default model (dsm) for ``--default-steps`` (its
   ``fit_defaults``: 2000), scored by ``log_prob``: -E(x) - log Z with log Z by quadrature,
   exact to the stated error (reported beside each number). Against
@@ -49,7 +49,7 @@ from pyrogen.data import old_faithful
 from pyrogen.diagnostics.sample_tests import grid_of_gaussians, ring_of_gaussians
 from pyrogen.models.energy_sampling import langevin, mala
 
-OBJECTIVES = ("dsm", "pcd", "nce")
+OBJECTIVES = ("dsm", "pcd", "nce", "quadrature")
 #: Step size of unadjusted Langevin (EnergyDensity.sample's default), standardized units.
 LANGEVIN_STEP = 0.05
 

@@ -11,7 +11,7 @@ result every time:
   during the first half of the steps to a target acceptance rate (0.574, optimal for MALA
   in high dimensions, Roberts & Rosenthal 1998) and then held fixed.
 * :func:`quadrature_log_partition`: log Z = log of the integral of f by the midpoint rule on
-  a grid, for D <= 3, with an error estimate.
+  a grid (:func:`quadrature_grid`), for D <= 3, with an error estimate.
 * :func:`ais_log_partition`: annealed importance sampling (Neal 2001) from a standard
   normal base to f, for any D, with the Monte Carlo standard error.
 """
@@ -185,6 +185,36 @@ def mala(
     return MALAResult(u.detach(), step_size, mean)
 
 
+def quadrature_grid(
+    dims: int,
+    *,
+    bound: float,
+    points: int,
+    offset: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, float]:
+    """The nodes (points ** D, D) of a regular grid on the box [-bound, bound]^D (D <= 3),
+    ``points`` per side, and their spacing h.
+
+    Node i of an axis is at -bound + h (i + offset), offset (D,) in [0, 1): 0.5 (None) is
+    the midpoint rule; an offset drawn uniformly makes h^D sum_i f(node_i) an unbiased
+    estimate of the integral of f over the box (randomized quadrature).
+    """
+    if not 1 <= dims <= MAX_QUADRATURE_DIMS:
+        raise ValueError(
+            f"quadrature: expected at most {MAX_QUADRATURE_DIMS} dimensions, got {dims}; use AIS"
+        )
+    if points < 1:
+        raise ValueError(f"points: expected a positive number, got {points}")
+    spacing = 2 * bound / points
+    index = torch.arange(points, dtype=dtype, device=device)
+    shift = torch.full((dims,), 0.5, dtype=dtype, device=device) if offset is None else offset
+    axes = [-bound + spacing * (index + shift[d].to(dtype)) for d in range(dims)]
+    grid = torch.cartesian_prod(*axes).reshape(-1, dims)
+    return grid, spacing
+
+
 def quadrature_log_partition(
     log_density: LogDensity,
     dims: int,
@@ -206,15 +236,9 @@ def quadrature_log_partition(
     Returns:
         :class:`PartitionEstimate` with method ``"quadrature"``.
     """
-    if not 1 <= dims <= MAX_QUADRATURE_DIMS:
-        raise ValueError(
-            f"quadrature: expected at most {MAX_QUADRATURE_DIMS} dimensions, got {dims}; use AIS"
-        )
     if points < 4 or points % 2:
         raise ValueError(f"points: expected an even number >= 4, got {points}")
-    spacing = 2 * bound / points
-    axis = -bound + spacing * (torch.arange(points, dtype=dtype, device=device) + 0.5)
-    grid = torch.cartesian_prod(*[axis] * dims).reshape(-1, dims)
+    grid, spacing = quadrature_grid(dims, bound=bound, points=points, dtype=dtype, device=device)
     with torch.no_grad():
         values = torch.cat([log_density(chunk) for chunk in grid.split(_GRID_CHUNK)])
     values = values.to(torch.float64).reshape((points,) * dims)

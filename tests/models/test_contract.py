@@ -325,6 +325,10 @@ EXAMPLES = {
     "energy-mlp-dsm-two-levels": ("energy", _energy_example((3,), noise_levels=(0.1, 0.5))),
     "energy-mlp-pcd": ("energy", _energy_example((2,), objective="pcd", buffer_size=16)),
     "energy-mlp-nce": ("energy", _energy_example((2,), objective="nce", noise_ratio=2)),
+    "energy-mlp-quadrature": (
+        "energy",
+        _energy_example((2,), objective="quadrature", grid_points=8),
+    ),
     "energy-conv-dsm-ais": ("energy", _energy_example((1, 4, 4), energy="conv")),
     "gan-mlp-nonsaturating": ("gan", _gan_example((2,))),
     "gan-conv-wgan-gp-labels": (
