@@ -185,6 +185,13 @@ def mala(
     return MALAResult(u.detach(), step_size, mean)
 
 
+def _check_quadrature_dims(dims: int) -> None:
+    if not 1 <= dims <= MAX_QUADRATURE_DIMS:
+        raise ValueError(
+            f"quadrature: expected at most {MAX_QUADRATURE_DIMS} dimensions, got {dims}; use AIS"
+        )
+
+
 def quadrature_grid(
     dims: int,
     *,
@@ -201,10 +208,7 @@ def quadrature_grid(
     the midpoint rule; an offset drawn uniformly makes h^D sum_i f(node_i) an unbiased
     estimate of the integral of f over the box (randomized quadrature).
     """
-    if not 1 <= dims <= MAX_QUADRATURE_DIMS:
-        raise ValueError(
-            f"quadrature: expected at most {MAX_QUADRATURE_DIMS} dimensions, got {dims}; use AIS"
-        )
+    _check_quadrature_dims(dims)
     if points < 1:
         raise ValueError(f"points: expected a positive number, got {points}")
     spacing = 2 * bound / points
@@ -236,6 +240,7 @@ def quadrature_log_partition(
     Returns:
         :class:`PartitionEstimate` with method ``"quadrature"``.
     """
+    _check_quadrature_dims(dims)  # first: a grid's size means nothing above 3 dimensions
     if points < 4 or points % 2:
         raise ValueError(f"points: expected an even number >= 4, got {points}")
     grid, spacing = quadrature_grid(dims, bound=bound, points=points, dtype=dtype, device=device)
