@@ -70,6 +70,7 @@ def test_valid_numbers_of_other_types_are_accepted():
         precision=32,
         device="cpu",
         progress=False,
+        early_stopping=None,  # both steps, past the MAP-EM mode's one-step check
     )
     assert result.steps == 2
 
