@@ -16,7 +16,7 @@ from pyrogen.cli import options as opt
 from pyrogen.data import ImageSplit, condition_labels, image_likelihood, semi_supervised_labels
 from pyrogen.infer.callbacks import ComponentWarmup
 from pyrogen.infer.mixtures import MAX_AUTO_COMPONENTS, MIXTURE_INFERENCE, NUTS_CHAINS, fit_mixture
-from pyrogen.models import REGISTRY, GenerativeModel, load
+from pyrogen.models import REGISTRY, GenerativeModel
 
 
 @dataclass
@@ -135,13 +135,8 @@ def _diffusion_before_data(args: argparse.Namespace, dataset: str | None) -> dic
     if args.autoencoder is None:
         with opt.as_option_errors():
             return {"likelihood": image_likelihood(dataset, args.binarize, args.model_likelihood)}
-    model_file = args.autoencoder
-    autoencoder = load(model_file / "model.pt" if model_file.is_dir() else model_file)
-    if autoencoder.family != "vae":  # its encoder gives the codes to model
-        raise ValueError(
-            f"--autoencoder: expected a run or model file of a vae, got a {autoencoder.family} "
-            f"model ({str(model_file)!r})"
-        )
+    # a VAE: its encoder gives the codes to model
+    autoencoder = opt.load_family_run(args.autoencoder, "vae", "--autoencoder")
     if args.model_likelihood not in (None, "gaussian"):
         raise ValueError(
             f"--likelihood: the codes of --autoencoder are real vectors, expected gaussian, "
@@ -169,13 +164,7 @@ def _configure_diffusion(args: argparse.Namespace, data: ImageSplit) -> Setup:
 def _noise_classifier_before_data(args: argparse.Namespace, dataset: str | None) -> dict:
     """The diffusion run whose latents the classifier reads: its shape and likelihood say
     how the data are read; ``build`` copies the rest (schedule, levels, scaling)."""
-    model_file = args.diffusion
-    diffusion = load(model_file / "model.pt" if model_file.is_dir() else model_file)
-    if diffusion.family != "diffusion":
-        raise ValueError(
-            f"--diffusion: expected a run or model file of a diffusion model, got a "
-            f"{diffusion.family} model ({str(model_file)!r})"
-        )
+    diffusion = opt.load_family_run(args.diffusion, "diffusion", "--diffusion")
     shape, likelihood = tuple(diffusion.data_shape), diffusion.likelihood
     return {"diffusion": diffusion, "data_shape": shape, "likelihood": likelihood}
 

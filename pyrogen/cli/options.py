@@ -293,6 +293,18 @@ def load_run(args: argparse.Namespace) -> tuple[GenerativeModel, dict[str, Any],
     return model, run, torch.device(args.device)
 
 
+def load_family_run(path: Path, family: str, option: str) -> GenerativeModel:
+    """The model of a run folder (its model.pt) or model file at ``path`` that an option
+    names (``option``, e.g. ``"--diffusion"``), refused unless it is a ``family`` model."""
+    model = load(path / MODEL_FILE if path.is_dir() else path)
+    if model.family != family:
+        raise ValueError(
+            f"{option}: expected a run or model file of a {family} model, got a "
+            f"{model.family} model ({str(path)!r})"
+        )
+    return model
+
+
 def is_main_process(args: argparse.Namespace) -> bool:
     """Whether this process writes or prints a sharded command's result (first process, node 0)."""
     return cluster().is_main and (args.num_nodes == 1 or os.environ.get("NODE_RANK", "0") == "0")

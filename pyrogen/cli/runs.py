@@ -17,7 +17,7 @@ from pyrogen.diagnostics import figure_writer, plot_image_grid, score, summarize
 from pyrogen.diagnostics.run_plots import drawable_shape
 from pyrogen.diagnostics.text import describe_evaluation, describe_shape
 from pyrogen.infer import distributed
-from pyrogen.models import GenerativeModel, load
+from pyrogen.models import GenerativeModel
 
 #: ``pyrogen sample --out`` formats: tables (rows of numbers) and images.
 TABLE_FORMATS = (".csv", ".npy")
@@ -214,13 +214,7 @@ def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
                 "got none"
             )
         return {}
-    path = args.classifier
-    classifier = load(path / "model.pt" if path.is_dir() else path)
-    if classifier.family != "noise_classifier":
-        raise ValueError(
-            f"--classifier: expected a run or model file of a noise_classifier, got a "
-            f"{classifier.family} model ({str(path)!r})"
-        )
+    classifier = opt.load_family_run(args.classifier, "noise_classifier", "--classifier")
     scale = 1.0 if args.classifier_scale is None else args.classifier_scale
     return {"classifier": classifier.to(args.device), "classifier_scale": scale}
 

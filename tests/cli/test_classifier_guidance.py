@@ -42,7 +42,7 @@ def test_fit_a_classifier_of_a_diffusion_run_then_guide_its_samples(labelled_npz
     assert main([*argv, "--classifier-scale", "2"]) == 2
     assert "--classifier-scale: expected a classifier" in capsys.readouterr().err
     assert main([*argv, "--classifier", str(diffusion)]) == 2
-    assert "--classifier: expected a run or model file of a noise_classifier" in (
+    assert "--classifier: expected a run or model file of a noise_classifier model" in (
         capsys.readouterr().err
     )
 

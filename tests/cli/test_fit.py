@@ -676,7 +676,7 @@ def test_fit_diffusion_on_a_table(faithful_csv, tmp_path, capsys):
 def test_latent_diffusion_refuses_a_run_that_is_not_a_vae(auto_run, grey_images, tmp_path, capsys):
     argv = ["fit", "diffusion", "--data", str(grey_images), "--autoencoder", str(auto_run)]
     assert main([*argv, "--out", str(tmp_path / "x"), *DIFFUSION_QUICK]) == 2
-    assert "--autoencoder: expected a run or model file of a vae, got a gmm model" in (
+    assert "--autoencoder: expected a run or model file of a vae model, got a gmm model" in (
         capsys.readouterr().err
     )
     assert list(tmp_path.iterdir()) == []
