@@ -59,6 +59,10 @@ DATA_PLATE = "data"
 
 #: K, the importance samples per example of the log-likelihood bound when scoring.
 DEFAULT_IW_SAMPLES = 100
+#: What a model's config records for a constructor argument given as an ``nn.Module``: the
+#: module itself is not saved, so :func:`load` refuses such a model (rebuild it, then
+#: ``load_state_dict``).
+CUSTOM_MODULE = "custom"
 
 # What _config_attribute finds where a constructor stored nothing.
 _MISSING = object()
@@ -677,6 +681,13 @@ class GenerativeModel(PyroModule, metaclass=_RecordsConstruction):
         :func:`load`): a :class:`ValueError` says what does not fit, and nothing larger than
         :data:`pyrogen.models.checkpoints.MAX_MODEL_VALUES` values is ever allocated.
         """
+        custom = [name for name, value in config.items() if value == CUSTOM_MODULE]
+        if custom:  # the config records that a module was given, not the module
+            given = ", ".join(f"{name}=module" for name in custom)
+            raise ValueError(
+                f"this {cls.__name__} was saved with a custom {'/'.join(custom)} module: "
+                f"rebuild it with {cls.__name__}(..., {given}) and call load_state_dict"
+            )
         check_config(cls, config)
         if not isinstance(state_dict, dict):
             raise ValueError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
@@ -693,7 +704,7 @@ def _config_value(name: str, value: Any) -> Any:
     if isinstance(value, GenerativeModel):
         return {"family": value.family, "config": value.config}
     if isinstance(value, torch.nn.Module):
-        return "custom"
+        return CUSTOM_MODULE
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, (tuple, list)):

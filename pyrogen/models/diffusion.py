@@ -215,11 +215,6 @@ class DiffusionVAE(GenerativeModel):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
-        if config.get("denoiser") == "custom":
-            raise ValueError(
-                f"this {cls.__name__} was saved with a custom denoiser module: rebuild it with "
-                f"{cls.__name__}(..., denoiser=module) and call load_state_dict"
-            )
         config = dict(config)
         config.setdefault("fourier_features", 0)  # saved before they were a default
         if "sample_bound" in state_dict:  # saved before the range clip: keep its box

@@ -418,12 +418,3 @@ class NoiseConditionalClassifier(DiscriminativeModel):
             "log_likelihood": "exact log p(y | z_0) at z_0 = alpha_0 x, the nearly noiseless "
             "level (the model is discriminative: it has no p(x))"
         }
-
-    @classmethod
-    def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
-        if config.get("network") == "custom":
-            raise ValueError(
-                f"this {cls.__name__} was saved with a custom network module: rebuild it with "
-                f"{cls.__name__}(..., network=module) and call load_state_dict"
-            )
-        return super().from_state(config, state_dict)

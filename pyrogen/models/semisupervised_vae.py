@@ -126,15 +126,6 @@ class SemiSupervisedVAE(InfersLabels, VAE):
         else:
             raise ValueError(f"classifier: expected 'mlp' or an nn.Module, got {classifier!r}")
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]):
-        if config.get("classifier") == "custom":
-            raise ValueError(
-                "this SemiSupervisedVAE was saved with a custom classifier module: rebuild it "
-                "with SemiSupervisedVAE(..., classifier=module) and call load_state_dict"
-            )
-        return super().from_state(config, state_dict)
-
     @property
     def loss(self) -> TraceEnum_ELBO:
         """``TraceEnum_ELBO``: enumerates the label of unlabelled rows exactly."""

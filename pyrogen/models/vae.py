@@ -289,16 +289,6 @@ class VAE(GenerativeModel):
             )
         check_choice(name, value, supported)
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> VAE:
-        if "custom" in (config.get("encoder"), config.get("decoder")):
-            raise ValueError(
-                f"this {cls.__name__} was saved with a custom encoder/decoder module: rebuild "
-                f"it with {cls.__name__}(..., encoder=module, decoder=module) and call "
-                "load_state_dict"
-            )
-        return super().from_state(config, state_dict)
-
     @property
     def loss(self) -> ELBO:
         """The training objective (see ``objective``); all are bounds on log p(x) at beta=1."""

@@ -247,3 +247,16 @@ def test_log_partition_is_cached_until_a_parameter_changes(monkeypatch):
     ais = model.log_partition("ais", chains=4, steps=3)
     assert model.log_partition("ais", chains=4, steps=3) is ais
     assert model.log_partition("ais", chains=4, steps=3, seed=None) is not ais
+
+
+def test_a_model_saved_with_a_custom_energy_module_is_refused_with_how_to_rebuild(tmp_path):
+    class Quadratic(torch.nn.Module):  # E(u) = |u|^2 / 2
+        def forward(self, u):
+            return 0.5 * (u**2).sum(-1)
+
+    model = pyrogen.EnergyDensity((2,), Quadratic(), confinement=None)
+    assert model.config["energy"] == "custom"
+    model.save(tmp_path / "ebm.pt")
+    message = r"custom energy module: rebuild it with EnergyDensity\(\.\.\., energy=module\)"
+    with pytest.raises(ValueError, match=message):
+        pyrogen.load(tmp_path / "ebm.pt")

@@ -131,7 +131,9 @@ def test_custom_modules_are_used_and_refuse_to_load_blindly(tmp_path):
     vae = VAE((12,), latent_dim=2, encoder=Encoder())
     assert vae.config["encoder"] == "custom"
     vae.save(tmp_path / "vae.pt")
-    with pytest.raises(ValueError, match="custom encoder/decoder"):
+    with pytest.raises(
+        ValueError, match=r"custom encoder module: rebuild it with VAE\(\.\.\., encoder=module\)"
+    ):
         pyrogen.load(tmp_path / "vae.pt")
 
 
