@@ -11,6 +11,7 @@ standardised data (see ``GaussianMixture.setup``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -179,16 +180,19 @@ def covariance_prior_gradient(
         eta = model.correlation_concentration
         order[1:] = 2 * (eta - 1) + d - torch.arange(2, d + 1).to(order)
     eye = torch.eye(d, dtype=data_scale.dtype, device=data_scale.device)
+    # The diagonal terms' derivative in Sigma_ii, (constant_i - slope log Sigma_ii) / Sigma_ii,
+    # with the terms that do not depend on Sigma gathered once.
+    constant = 0.5 * (-order - 1 + log_scale / width**2)
+    slope = 0.25 / width**2
+    half_order = 0.5 * order[:, None]
 
     def gradient(covariances: torch.Tensor) -> torch.Tensor:
         variances = covariances.diagonal(dim1=-2, dim2=-1)
-        t = 0.5 * variances.log()
-        diagonal = 0.5 * (-order - 1 - (t - log_scale) / width**2) / variances
-        total = torch.diag_embed(diagonal)
+        total = torch.diag_embed((constant - slope * variances.log()) / variances)
         if d > 1:
             tril = torch.linalg.cholesky(covariances)
             inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
-            total = total + 0.5 * inverse.transpose(-1, -2) @ (order[:, None] * inverse)
+            total = total + _product(inverse.transpose(-1, -2), half_order * inverse)
         return total
 
     return gradient
@@ -256,44 +260,61 @@ def _fixed_point_covariance(
     prior's. None when it does not converge or leaves the finite matrices."""
     cross = locs[:, :, None] * sums[:, None, :]
     own = counts[:, None, None] * locs[:, :, None] * locs[:, None, :]
+    empty = None
     if kind == "full":
         scatter = second - cross - cross.transpose(-1, -2) + own
-        empty = counts <= _EMPTY_ROWS
-        rows = torch.where(empty, 1.0, counts)[:, None, None]
-        covariances = torch.where(empty[:, None, None], mode, covariances)
+        rows = counts[:, None, None]
+        if bool((counts <= _EMPTY_ROWS).any()):
+            empty = (counts <= _EMPTY_ROWS)[:, None, None]
+            rows = torch.where(empty, 1.0, rows)
+            covariances = torch.where(empty, mode, covariances)
     else:
         scatter = outer - (cross + cross.transpose(-1, -2) - own).sum(0)
-        empty = None
         rows = counts.sum()
         if bool(rows <= _EMPTY_ROWS):
             return None
+    floor = REG_COVAR * torch.eye(scatter.shape[-1], dtype=scatter.dtype, device=scatter.device)
     for _ in range(_M_STEP_INNER):
         gradient = prior_gradient(covariances)
-        updated = (scatter + 2 * covariances @ gradient @ covariances) / rows
+        updated = (scatter + 2 * _product(_product(covariances, gradient), covariances)) / rows
         updated = 0.5 * (updated + updated.transpose(-1, -2))
         if empty is not None:
-            updated = torch.where(empty[:, None, None], mode, updated)
-        if not bool(torch.isfinite(updated).all()):
+            updated = torch.where(empty, mode, updated)
+        # One read of the change also tells a non-finite iterate (its change is NaN or inf).
+        change = (updated - covariances).abs().max().item()
+        if not math.isfinite(change):
             return None
-        updated = _floor_eigenvalues(updated)
-        change = (updated - covariances).abs().max()
-        covariances = updated
-        if change <= _M_STEP_TOLERANCE * covariances.diagonal(dim1=-2, dim2=-1).max():
+        floored = _floor_eigenvalues(updated, floor)
+        if floored is not updated:  # the change between the iterates as they are kept
+            change = (floored - covariances).abs().max().item()
+        covariances = floored
+        if change <= _M_STEP_TOLERANCE * covariances.diagonal(dim1=-2, dim2=-1).max().item():
             return covariances
     return None
 
 
-def _floor_eigenvalues(covariances: torch.Tensor) -> torch.Tensor:
+def _floor_eigenvalues(
+    covariances: torch.Tensor, floor: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric (..., D, D) matrices with their eigenvalues below REG_COVAR raised to it
-    (unchanged, by one Cholesky test, when none is)."""
-    eye = torch.eye(covariances.shape[-1], dtype=covariances.dtype, device=covariances.device)
-    _, info = torch.linalg.cholesky_ex(covariances - REG_COVAR * eye)
+    (the same tensor, by one Cholesky test, when none is); ``floor``: REG_COVAR times the
+    (D, D) identity, if at hand."""
+    if floor is None:
+        d = covariances.shape[-1]
+        floor = REG_COVAR * torch.eye(d, dtype=covariances.dtype, device=covariances.device)
+    _, info = torch.linalg.cholesky_ex(covariances - floor)
     if not bool((info != 0).any()):
         return covariances
     values, vectors = torch.linalg.eigh(covariances)
     floored = (vectors * values.clamp(min=REG_COVAR).unsqueeze(-2)) @ vectors.transpose(-1, -2)
     floored = 0.5 * (floored + floored.transpose(-1, -2))
     return torch.where((info != 0)[..., None, None], floored, covariances)
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for (K, D, D) or (D, D) matrices, straight to the batched or plain product
+    (``@`` on stacks adds four view operations, which cost more than the product at D = 2)."""
+    return torch.bmm(a, b) if a.dim() == 3 else torch.mm(a, b)
 
 
 def _bounded(
