@@ -41,7 +41,7 @@ from pyrogen.infer.checkpointing import Checkpoint
 from pyrogen.infer.compiled import ReplayedLoss
 from pyrogen.infer.distributed import Cluster
 from pyrogen.infer.fit_options import EpochTransform, FitConfig, TrainingData
-from pyrogen.infer.noise import RowNoise, epoch_seed, seed_device, step_seed
+from pyrogen.infer.noise import RowNoise, epoch_seed, seed_device, seed_globally, step_seed
 from pyrogen.infer.players import PlayerOptimizers, take_turns
 from pyrogen.infer.precision import mixed_precision
 from pyrogen.models.base import GenerativeModel, unregistered_networks
@@ -372,7 +372,7 @@ class TrainingLoop:
         model, config, device = self.model, self.config, self.device
         model.to(device)
         data = self.data.to(device)
-        pyro.set_rng_seed(config.seed)
+        seed_globally(config.seed, device)
         # One order for all processes: they split the same global batches.
         self.order_rng = torch.Generator().manual_seed(config.seed)
         saved = None if self.checkpoint is None else self.checkpoint.read(model.family)

@@ -19,6 +19,7 @@ estimate, but no longer the same numbers as one process.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,6 +85,20 @@ def seed_device(seed: int, device: torch.device) -> None:
         torch.cuda.default_generators[index].manual_seed(seed)
     elif device.type != "cpu":
         torch.manual_seed(seed)
+
+
+def seed_globally(seed: int, device: torch.device) -> None:
+    """Seed Python's, NumPy's and torch's global generators (the CPU's and ``device``'s),
+    as ``pyro.set_rng_seed`` does for every device, without the 0.1 ms of queueing a
+    seed for each backend not yet started.
+
+    Args:
+        seed: the seed.
+        device: the device whose generator is seeded besides the CPU's.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    seed_device(seed, device)
 
 
 class RowNoise(Messenger):
