@@ -24,6 +24,7 @@ from pyrogen.infer.callbacks import Callback, as_callback
 from pyrogen.infer.compiled import COMPILE_MODES
 from pyrogen.infer.precision import check_precision, mixed_precision
 from pyrogen.models.base import GenerativeModel
+from pyrogen.nn.optim import adam
 
 __all__ = ["EpochTransform", "FitConfig", "OptimizerFactory", "TrainingData"]
 
@@ -49,7 +50,8 @@ class FitConfig:
       ``steps_per_epoch`` is ``ceil(len(model.minibatch_order(...)) / batch_size)``, 1
       full-batch (a family may define its epoch otherwise).
     * ``optim``: optimizer factory ``optim(params, lr=lr)``; default from
-      ``model.fit_defaults``, else ``torch.optim.Adam``.
+      ``model.fit_defaults``, else :func:`pyrogen.nn.optim.adam` (``torch.optim.Adam``,
+      fused where the parameters allow).
     * ``lr``: learning rate; default from ``model.fit_defaults`` or 1e-3.
     * ``clip_norm``: clip the gradient norm to this positive, finite value (None: no
       clipping).
@@ -331,7 +333,7 @@ def _placement(
 
 def _checked_optim(optim: Any) -> OptimizerFactory:
     if optim is None:
-        return torch.optim.Adam
+        return adam
     if not callable(optim):
         raise ValueError(
             "optim: expected an optimizer class or function optim(params, lr=lr), e.g. "

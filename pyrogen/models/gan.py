@@ -48,6 +48,7 @@ from pyrogen.checks import (
 from pyrogen.models.base import GenerativeModel, Player, generative_plate
 from pyrogen.nn import build_decoder, one_hot
 from pyrogen.nn.critic import Critic
+from pyrogen.nn.optim import adam
 
 #: The adversarial objectives ``GAN(loss=...)`` knows.
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
@@ -99,7 +100,7 @@ class GAN(GenerativeModel):
         "steps": 5000,
         "batch_size": 128,
         "lr": 2e-4,
-        "optim": functools.partial(torch.optim.Adam, betas=(0.5, 0.999)),
+        "optim": functools.partial(adam, betas=(0.5, 0.999)),
     }
     choices = {"objective": LOSSES, "generator": NETWORKS, "discriminator": NETWORKS}
 

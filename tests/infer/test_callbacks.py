@@ -16,6 +16,7 @@ import pyrogen
 from pyrogen.infer import Callback, FitConfig, MetricsLogger
 from pyrogen.infer.fit_options import TrainingData
 from pyrogen.models.gmm import GaussianMixture
+from pyrogen.nn.optim import adam
 
 
 def rows(n: int = 100, seed: int = 0) -> torch.Tensor:
@@ -126,7 +127,7 @@ def test_options_are_checked_once_into_a_frozen_config():
     data = TrainingData.from_arguments(rows(), None, None, None)
     config = FitConfig.from_options(GaussianMixture(2), data, {"epochs": 2, "batch_size": 30})
     assert (config.steps_per_epoch, config.steps, config.batch_size) == (4, 8, 30)
-    assert config.lr > 0 and config.optim is torch.optim.Adam and config.world_size == 1
+    assert config.lr > 0 and config.optim is adam and config.world_size == 1
     # None is the family's default, except for early_stopping, where it is "never".
     vae, many = pyrogen.VAE((2,), latent_dim=1, hidden=(4,)), TrainingData(rows(300))
     unset = {"batch_size": None, "micro_batch_size": None, "lr": None, "steps": None}

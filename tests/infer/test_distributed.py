@@ -256,7 +256,8 @@ def test_processes_started_by_torchrun_train_as_one(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc-per-node", "2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command, check=True, env=env, timeout=300, capture_output=True)
+    done = subprocess.run(command, env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     one = pyrogen.fit(flow(), two_moons(203), steps=6, batch_size=50, lr=0.01, progress=False)
     for rank in range(2):  # every launched process returns the trained model
         launched = json.loads(Path(out + str(rank)).read_text())

@@ -48,10 +48,11 @@ def _rows() -> torch.Tensor:
 def _by_hand(x, steps: int, lr: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same turns written out, with the engine's full-batch steps and step seeds."""
     from pyrogen.infer.noise import seed_device, step_seed
+    from pyrogen.nn.optim import adam
 
     model = Duel()
-    mover = torch.optim.Adam([model.a], lr=lr)
-    chaser = torch.optim.Adam([model.b], lr=lr * 0.5)
+    mover = adam([model.a], lr=lr)
+    chaser = adam([model.b], lr=lr * 0.5)
     for step in range(steps):
         seed_device(step_seed(seed, step), torch.device("cpu"))
         for optimizer, name, turns in ((mover, "mover", 1), (chaser, "chaser", 2)):
