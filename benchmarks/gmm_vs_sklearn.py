@@ -25,6 +25,13 @@ extrapolation). Writes ``scale_gmm`` results.
 
 ``--profile``: where the fit time goes, from cProfile of one fit of each library per
 setting: the functions with the largest cumulative time. Writes ``gmm_profile`` results.
+
+``--stages``: where a fit's time goes in wall-clock time, without a profiler's cost per
+call (meant for a few hundred rows, where fixed costs decide): medians over ``--repeats``
+blocks of calls taking turns of scikit-learn's fit (one and four starts), ``pyrogen.fit``
+(four starts and one), its ``setup`` alone and its one Pyro step alone (the
+``TraceEnum_ELBO`` loss and gradient at the MAP-EM mode, with Pyro's validation on as at
+a fit's first step), with the number of torch operations each runs. Writes ``gmm_stages``.
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ import pstats
 from pathlib import Path
 
 import numpy as np
+import pyro
 import torch
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import pyrogen
 from benchmarks import harness
+from pyrogen.infer.engine import _ELBOLoss
 
 LL_TOLERANCE = 0.005  # nats per point
 TIME_TARGET, TIME_TARGET_ROWS = 2.0, 10_000
@@ -69,6 +79,16 @@ PROFILE_COLUMNS = [
     ("seconds", "cumulative s", ".3f"),
     ("share", "share of fit", ".1%"),
     ("calls", "calls", ",d"),
+]
+
+
+STAGE_COLUMNS = [
+    ("setting", "setting"),
+    ("covariance", "cov."),
+    ("stage", "stage"),
+    ("ms", "ms", ".2f"),
+    ("vs_sklearn", "/ scikit-learn's default fit", ".2f"),
+    ("torch_ops", "torch operations", ",d"),
 ]
 
 
@@ -272,6 +292,61 @@ def profile(setting: dict, covariance: str, args, top: int) -> list[dict]:
     return rows
 
 
+def stages(setting: dict, covariance: str, args) -> list[dict]:
+    """Wall-clock medians of a fit's parts (see ``--stages``), the parts taking turns."""
+    x, k = setting["train"], setting["k"]
+    rows = torch.as_tensor(x.astype(np.float32) if args.float32 else x)
+    at_mode = pyrogen.GaussianMixture(k, covariance=covariance)
+    at_mode.setup(rows, seed=args.seed)
+    loss = _ELBOLoss(at_mode, at_mode.loss)
+
+    def pyro_step() -> None:
+        with pyro.validation_enabled(True):
+            loss(rows, None, len(rows)).backward()
+        at_mode.zero_grad(set_to_none=True)
+
+    parts = {
+        "scikit-learn fit, 1 start (its default)": lambda: fit_sklearn(x, k, covariance, args),
+        "scikit-learn fit, 4 starts": lambda: fit_sklearn(x, k, covariance, args, n_init=4),
+        "pyrogen.fit, 4 starts (its default)": lambda: fit_pyrogen(x, k, covariance, args),
+        "pyrogen.fit, n_init=1": lambda: fit_pyrogen(x, k, covariance, args, n_init=1),
+        "- its setup (starts, EM, MAP-EM)": lambda: pyrogen.GaussianMixture(
+            k, covariance=covariance
+        ).setup(rows, seed=args.seed),
+        "- its Pyro step (TraceEnum_ELBO loss and gradient)": pyro_step,
+    }
+    timings = harness.time_steps(parts, args.repeats, block_s=0.3)
+    baseline = timings["scikit-learn fit, 1 start (its default)"]["ms"]
+    out = []
+    for stage, part in parts.items():
+        counter = _OperationCount()
+        with counter:
+            part()
+        out.append(
+            {
+                "setting": f"{setting['name']} (N={len(x):,})",
+                "covariance": covariance,
+                "stage": stage,
+                "ms": timings[stage]["ms"],
+                "vs_sklearn": timings[stage]["ms"] / baseline,
+                "torch_ops": counter.count,
+            }
+        )
+    return out
+
+
+class _OperationCount(TorchDispatchMode):
+    """Counts the torch operations (ATen calls, views included) run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
 def main(argv=None) -> int:
     options = harness.parser(__doc__, threads=2)
     options.add_argument("--scale", action="store_true", help="N = 10M, D = 2 and 10, full")
@@ -283,9 +358,18 @@ def main(argv=None) -> int:
     options.add_argument("--float32", action="store_true", help="pyrogen on float32 rows")
     options.add_argument("--data-seed", type=int, default=20240601)
     options.add_argument("--top", type=int, default=8, help="--profile: functions each")
+    options.add_argument("--stages", action="store_true", help="wall-clock parts instead")
     scale = options.parse_known_args(argv)[0].scale
     run = harness.start(
-        lambda a: "scale_gmm" if a.scale else "gmm_profile" if a.profile else "gmm_vs_sklearn",
+        lambda a: (
+            "scale_gmm"
+            if a.scale
+            else "gmm_profile"
+            if a.profile
+            else "gmm_stages"
+            if a.stages
+            else "gmm_vs_sklearn"
+        ),
         options,
         argv,
         full={"rows": 10_000_000, "test_rows": 100_000, "repeats": 1}
@@ -306,6 +390,23 @@ def main(argv=None) -> int:
             "Where GaussianMixture's fit time goes, next to scikit-learn's",
             [harness.Table(rows, PROFILE_COLUMNS)],
             notes=["cProfile of one fit each; cumulative time includes the functions called."],
+        )
+        return 0
+    if args.stages:
+        rows = [
+            row
+            for setting in settings(args)
+            for covariance in covariances
+            for row in stages(setting, covariance, args)
+        ]
+        run.write(
+            "Where a GaussianMixture fit's time goes, in wall-clock time",
+            [harness.Table(rows, STAGE_COLUMNS)],
+            notes=[
+                f"Medians of {args.repeats} blocks of about 0.3 s per part, the parts taking "
+                "turns; torch operations: ATen calls (views included) of one call. The Pyro "
+                "step runs with Pyro's validation on, as at the first step of a fit."
+            ],
         )
         return 0
     warm = settings(args)[0]["train"][:500]  # lazy imports and first-call dispatch, untimed

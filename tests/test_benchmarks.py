@@ -39,6 +39,7 @@ RUNS = [
     ("gmm_vs_sklearn", (), "gmm_vs_sklearn"),
     ("gmm_vs_sklearn", ("--scale",), "scale_gmm"),
     ("gmm_vs_sklearn", ("--profile",), "gmm_profile"),
+    ("gmm_vs_sklearn", ("--stages",), "gmm_stages"),
     ("ood", (), "ood"),
     ("scale_ddp", (), "scale_ddp"),
     ("scale_gpu", (), "scale_gpu"),
