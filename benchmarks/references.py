@@ -134,9 +134,12 @@ def fixed_batch(x: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
     return x[order[:batch_size].to(x.device)]
 
 
-def step_fn(params, loss: Callable[[], torch.Tensor], lr: float = LR) -> Callable[[], None]:
-    """One raw training step on a fixed batch: zero_grad, loss, backward, Adam."""
-    optimizer = torch.optim.Adam([p for p in params if p.requires_grad], lr=lr)
+def step_fn(
+    params, loss: Callable[[], torch.Tensor], lr: float = LR, optim: Callable = torch.optim.Adam
+) -> Callable[[], None]:
+    """One raw training step on a fixed batch: zero_grad, loss, backward, ``optim``'s step
+    (default: torch's Adam as a hand-written loop makes it)."""
+    optimizer = optim([p for p in params if p.requires_grad], lr=lr)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

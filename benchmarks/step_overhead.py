@@ -6,8 +6,10 @@ Twins (``benchmarks.references``): the VAE against the analytic-KL ELBO on deep 
 encoder and decoder; the flow against zuko used directly; the diffusion model against the
 unbiased ELBO estimate written out from its closed forms; the autoregressive density (MADE)
 against the Bernoulli log-likelihood of a copy of its network. Every side takes a raw step
-(``zero_grad``, the loss, ``backward``, ``Adam.step``, Pyro validation off as in every
-step of ``fit`` after the first); median per-step time over alternating blocks.
+(``zero_grad``, the loss, ``backward``, Adam's step, Pyro validation off as in every step
+of ``fit`` after the first); median per-step time over alternating blocks. pyrogen's sides
+step with the optimizer ``fit`` makes by default (:func:`pyrogen.nn.optim.adam`, Adam's
+fused kernel), the twin with ``torch.optim.Adam()`` as a hand-written loop makes it.
 *compiled* is the loss ``fit(..., compile=True)`` trains on
 (:class:`pyrogen.infer.compiled.ReplayedLoss`): recorded once, replayed every step;
 *inductor* the one ``compile="inductor"`` trains on: the recording's random draws made
@@ -33,6 +35,7 @@ import pyrogen
 from benchmarks import harness, references
 from pyrogen.infer.compiled import ReplayedLoss
 from pyrogen.infer.engine import _ELBOLoss
+from pyrogen.nn.optim import adam
 
 NUM_DATA = 60_000
 COLUMNS = [
@@ -122,7 +125,9 @@ def run_setting(family: str, size: str, run: harness.Run) -> dict:
         timings = harness.time_steps(
             {
                 side: references.step_fn(
-                    (twin if side == "reference" else model).parameters(), loss
+                    (twin if side == "reference" else model).parameters(),
+                    loss,
+                    optim=torch.optim.Adam if side == "reference" else adam,
                 )
                 for side, loss in sides.items()
             },
