@@ -13,6 +13,7 @@ Covariances are passed around in the natural shape of each covariance type:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -253,12 +254,25 @@ def kmeans(
     return labels
 
 
+@functools.lru_cache(maxsize=64)
+def _upper_triangle(
+    n_features: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows and columns (each (D (D + 1) / 2,), int64) of a D x D matrix's entries i <= j,
+    and each entry's weight in -x^T A x / 2 for a symmetric A (1/2 on the diagonal, 1 off
+    it: the pair (i, j), (j, i) counted once); made once per size, device and dtype, as the
+    EM of a few hundred rows is bound by its number of operations."""
+    rows, cols = torch.triu_indices(n_features, n_features, device=device)
+    weights = torch.where(rows == cols, 0.5, 1.0).to(dtype)
+    return rows, cols, weights
+
+
 def _features(x: torch.Tensor, covariance_type: str) -> torch.Tensor:
     """Per-row sufficient statistics [quadratic terms, x, 1]: x_i x_j (i <= j) for full and
     tied covariances, x_d^2 for diag and spherical. Every component's log density is then
     linear in them (:func:`_natural_parameters`), and so are the E-step's moments."""
     if covariance_type in ("full", "tied"):
-        rows, cols = torch.triu_indices(x.shape[1], x.shape[1], device=x.device)
+        rows, cols, _ = _upper_triangle(x.shape[1], x.device, x.dtype)
         quadratic = x[:, rows] * x[:, cols]
     else:
         quadratic = x.square()
@@ -272,13 +286,17 @@ def _natural_parameters(params: MixtureParameters) -> torch.Tensor:
     precision = params.precision_cholesky()
     constant = params.weights.log() - 0.5 * n_features * math.log(2 * math.pi)
     if kind in ("full", "tied"):
-        inverse = precision @ precision.transpose(-1, -2)  # Sigma^-1: (K, D, D) or (D, D)
-        inverse = inverse.expand(n_components, n_features, n_features)
+        # Sigma^-1 (K, D, D); products straight to (b)mm: at D = 2 the views that @ and
+        # einsum add around them cost more than the products.
+        if kind == "full":
+            inverse = torch.bmm(precision, precision.transpose(-1, -2))
+        else:
+            inverse = torch.mm(precision, precision.T).expand(n_components, -1, -1)
         log_det = precision.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # -log|Sigma| / 2
-        rows, cols = torch.triu_indices(n_features, n_features, device=locs.device)
+        rows, cols, weights = _upper_triangle(n_features, locs.device, locs.dtype)
         # -x^T L x / 2: the diagonal once, each off-diagonal pair twice
-        quadratic = -inverse[:, rows, cols] * torch.where(rows == cols, 0.5, 1.0).to(locs)
-        linear = torch.einsum("kde,ke->kd", inverse, locs)
+        quadratic = inverse[:, rows, cols] * -weights
+        linear = torch.bmm(inverse, locs.unsqueeze(-1)).squeeze(-1)
         offset = constant + log_det - 0.5 * (linear * locs).sum(-1)
     else:
         inv_sd = precision if kind == "diag" else precision.unsqueeze(-1).expand_as(locs)
@@ -294,7 +312,7 @@ def _unpack(moments: torch.Tensor, n_features: int, covariance_type: str):
     counts, sums = moments[:, -1], moments[:, -1 - n_features : -1]
     quadratic = moments[:, : -1 - n_features]
     if covariance_type == "full":
-        rows, cols = torch.triu_indices(n_features, n_features, device=moments.device)
+        rows, cols, _ = _upper_triangle(n_features, moments.device, moments.dtype)
         second = moments.new_zeros(moments.shape[0], n_features, n_features)
         second[:, rows, cols] = quadratic
         second[:, cols, rows] = quadratic
