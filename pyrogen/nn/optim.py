@@ -26,7 +26,8 @@ def adam(params: Iterable[torch.Tensor], lr: float = 1e-3, **options: Any) -> to
         params: the parameters (tensors of any shape) or parameter groups to optimize.
         lr: learning rate.
         **options: further ``torch.optim.Adam`` options (``betas``, ``weight_decay``, ...);
-            an explicit ``fused`` or ``foreach`` is kept.
+            an explicit ``fused`` or ``foreach`` is kept, and ``differentiable=True``
+            (which the fused kernel does not support) leaves it unfused.
 
     Returns:
         the optimizer.
@@ -37,7 +38,8 @@ def adam(params: Iterable[torch.Tensor], lr: float = 1e-3, **options: Any) -> to
         for item in params
         for tensor in (item["params"] if isinstance(item, dict) else [item])
     ]
-    if "fused" not in options and "foreach" not in options:
+    chosen = {"fused", "foreach"} & options.keys()
+    if not chosen and not options.get("differentiable", False):
         fusable = all(t.is_floating_point() and t.device.type in _FUSED_DEVICES for t in tensors)
         options["fused"] = True if fusable and tensors else None
     return torch.optim.Adam(params, lr=lr, **options)

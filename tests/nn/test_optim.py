@@ -23,6 +23,7 @@ def test_fused_on_cpu_and_options_kept():
     explicit = adam(net.parameters(), foreach=True)
     assert explicit.defaults["fused"] is None and explicit.defaults["foreach"] is True
     assert adam(net.parameters(), betas=(0.5, 0.9)).defaults["betas"] == (0.5, 0.9)
+    assert adam(net.parameters(), differentiable=True).defaults["fused"] is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
