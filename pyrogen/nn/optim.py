@@ -13,7 +13,9 @@ __all__ = ["adam"]
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
-def adam(params: Iterable[torch.Tensor], lr: float = 1e-3, **options: Any) -> torch.optim.Adam:
+def adam(
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3, **options: Any
+) -> torch.optim.Adam:
     """``torch.optim.Adam`` with its fused kernel where every parameter allows it.
 
     The fused kernel applies the same update to all parameters in one pass per device
